@@ -1,0 +1,5 @@
+//! `sasrec devices` (being written).
+
+pub fn run() -> anyhow::Result<()> {
+    anyhow::bail!("not written yet")
+}

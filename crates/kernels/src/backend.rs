@@ -1,0 +1,252 @@
+//! The `Backend` trait: every numerical operation SASRec needs, each as a
+//! forward/backward pair with explicit shapes.
+//!
+//! All tensors are dense, row-major `f32`. Shapes are given as `[rows, cols]`
+//! in the docs below; a "matrix" argument is always 2-D. Shape mismatches are
+//! programming errors and panic with a message naming the op and the shapes.
+//!
+//! The CPU backend (`CpuBackend`) is the reference: every other backend is
+//! tested against it.
+
+use crate::dropout::Dropout;
+
+/// The hyper-parameters of one Adam step, as `torch.optim.Adam` computes them.
+///
+/// `step` counts from 1. The update for each element, in PyTorch's order:
+///
+/// ```text
+/// m = m + (1 - beta1) * (g - m)                  // lerp
+/// v = beta2 * v + (1 - beta2) * g * g
+/// denom = sqrt(v) / sqrt(1 - beta2^step) + eps
+/// p = p - (lr / (1 - beta1^step)) * m / denom
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    /// Learning rate.
+    pub lr: f32,
+    /// Decay of the first moment.
+    pub beta1: f32,
+    /// Decay of the second moment.
+    pub beta2: f32,
+    /// Added to the denominator.
+    pub eps: f32,
+    /// 1-based step number (for bias correction).
+    pub step: u64,
+}
+
+impl AdamStep {
+    /// `lr / (1 - beta1^step)`, computed in f64 like PyTorch's Python scalars.
+    pub fn step_size(&self) -> f32 {
+        (self.lr as f64 / (1.0 - (self.beta1 as f64).powi(self.step as i32))) as f32
+    }
+
+    /// `sqrt(1 - beta2^step)`, computed in f64.
+    pub fn bias_correction2_sqrt(&self) -> f32 {
+        (1.0 - (self.beta2 as f64).powi(self.step as i32)).sqrt() as f32
+    }
+}
+
+/// Shape of a batched multi-head self-attention: `batch` sequences of `len`
+/// positions, `heads` heads of `head_dim` each (`dim = heads * head_dim`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Number of sequences.
+    pub batch: usize,
+    /// Positions per sequence.
+    pub len: usize,
+    /// Number of heads.
+    pub heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    /// Model width, `heads * head_dim`.
+    pub fn dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+/// What the fused softmax cross-entropy returns.
+#[derive(Clone, Debug)]
+pub struct CrossEntropy<T> {
+    /// Mean loss over the rows whose target is not 0, shape `[1]`
+    /// (0 when every target is 0).
+    pub loss: T,
+    /// Number of rows whose target is not 0 (the mean's denominator).
+    pub count: usize,
+    /// Gradient of `loss` with respect to `h`, `[rows, dim]`, when asked for.
+    pub dh: Option<T>,
+    /// Gradient of `loss` with respect to `table`, `[vocab, dim]`, when asked for.
+    pub dtable: Option<T>,
+}
+
+/// A compute backend: owns device memory and runs the ops.
+///
+/// Tensor handles are cheap to clone (reference counted); an op never changes
+/// its inputs, except the explicitly in-place `add_assign` and `adam`.
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// A dense f32 tensor living on this backend.
+    type Tensor: Clone + std::fmt::Debug + Send + Sync;
+    /// A vector of `u32` indices (item ids, targets) living on this backend,
+    /// which also keeps a host copy.
+    type Ids: Clone + std::fmt::Debug + Send + Sync;
+
+    /// Human readable name, e.g. `cpu (2 threads)` or the adapter name.
+    fn name(&self) -> String;
+
+    // ----- memory -------------------------------------------------------
+
+    /// Upload `data` as a tensor of `shape` (`data.len()` = product of shape).
+    fn tensor(&self, data: &[f32], shape: &[usize]) -> Self::Tensor;
+    /// A tensor of zeros.
+    fn zeros(&self, shape: &[usize]) -> Self::Tensor;
+    /// The shape of `t`.
+    fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
+    /// Copy `t` back to the host (this waits for queued work).
+    fn to_vec(&self, t: &Self::Tensor) -> Vec<f32>;
+    /// Upload indices.
+    fn ids(&self, ids: &[u32]) -> Self::Ids;
+    /// The host copy of `ids`.
+    fn ids_host<'a>(&self, ids: &'a Self::Ids) -> &'a [u32];
+
+    // ----- elementwise --------------------------------------------------
+
+    /// `a + b`, same shapes.
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+    /// `acc += b` in place, same shapes (gradient accumulation).
+    fn add_assign(&self, acc: &mut Self::Tensor, b: &Self::Tensor);
+    /// `x * s` where `s` has shape `[1]` and stays on the device.
+    fn scale(&self, x: &Self::Tensor, s: &Self::Tensor) -> Self::Tensor;
+    /// `max(x, 0)`.
+    fn relu(&self, x: &Self::Tensor) -> Self::Tensor;
+    /// `dy * (y > 0)`, given the forward output `y`.
+    fn relu_backward(&self, y: &Self::Tensor, dy: &Self::Tensor) -> Self::Tensor;
+    /// Inverted dropout with the counter-based mask of `mask`: element `i`
+    /// is kept and multiplied by `1 / (1 - p)` when `mask.keep(i)`, else 0.
+    /// The backward of dropout is this same map applied to the gradient.
+    fn dropout(&self, x: &Self::Tensor, mask: &Dropout) -> Self::Tensor;
+
+    // ----- embedding ----------------------------------------------------
+
+    /// Row gather: `out[i] = table[ids[i]]`; table `[vocab, dim]`, ids `[n]`
+    /// -> `[n, dim]`. Also used to pick rows of an activation.
+    fn embedding(&self, table: &Self::Tensor, ids: &Self::Ids) -> Self::Tensor;
+    /// Scatter-add: `dtable[ids[i]] += dy[i]` for every `i` whose id is not
+    /// `padding_idx`; dy `[n, dim]` -> `[vocab, dim]`. Deterministic.
+    fn embedding_backward(
+        &self,
+        dy: &Self::Tensor,
+        ids: &Self::Ids,
+        vocab: usize,
+        padding_idx: Option<u32>,
+    ) -> Self::Tensor;
+
+    // ----- layer norm ---------------------------------------------------
+
+    /// `y = (x - mean) / sqrt(var + eps) * gamma + beta` over each row
+    /// (biased variance). x `[n, d]`, gamma and beta `[d]`. Returns `y` and
+    /// the saved statistics `[n, 2]` (mean, 1/sqrt(var + eps)) for backward.
+    fn layer_norm(
+        &self,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        eps: f32,
+    ) -> (Self::Tensor, Self::Tensor);
+    /// Returns `(dx, dgamma, dbeta)`.
+    fn layer_norm_backward(
+        &self,
+        dy: &Self::Tensor,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        stats: &Self::Tensor,
+    ) -> (Self::Tensor, Self::Tensor, Self::Tensor);
+
+    // ----- matmul -------------------------------------------------------
+
+    /// `op(a) @ op(b)` where `op` transposes when asked: `op(a)` is `[m, k]`,
+    /// `op(b)` is `[k, n]`, the result `[m, n]`.
+    fn matmul(
+        &self,
+        a: &Self::Tensor,
+        b: &Self::Tensor,
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Self::Tensor;
+    /// PyTorch's `nn.Linear`: `x @ w^T + bias`; x `[n, in]`, w `[out, in]`,
+    /// bias `[out]`. Backward is `matmul` (dx = dy @ w, dw = dy^T @ x) and
+    /// `sum_rows` (dbias).
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+    ) -> Self::Tensor;
+    /// Column sums: `[n, d]` -> `[d]`.
+    fn sum_rows(&self, x: &Self::Tensor) -> Self::Tensor;
+
+    // ----- attention ----------------------------------------------------
+
+    /// Causal multi-head self-attention with key padding.
+    ///
+    /// `qkv` is `[batch * len, 3 * dim]`: per row the query, key and value,
+    /// each `dim` wide, head `h` in columns `h * head_dim .. (h + 1) * head_dim`
+    /// of its part (PyTorch's fused in-projection layout). `key_ids` is
+    /// `[batch * len]`; key `j` of a sequence is masked when its id is 0, and
+    /// for query `i` every key `j > i` is masked. Scores are
+    /// `q.k / sqrt(head_dim)`; probabilities are the softmax over the unmasked
+    /// keys, or all zeros when a query has no unmasked key (never NaN).
+    /// `dropout`, when given, is applied to the probabilities (element index
+    /// = flat index into `[batch, heads, len, len]`).
+    ///
+    /// Returns the context `[batch * len, dim]` (heads side by side) and the
+    /// probabilities before dropout `[batch, heads, len, len]`, saved for
+    /// backward.
+    fn attention(
+        &self,
+        qkv: &Self::Tensor,
+        key_ids: &Self::Ids,
+        shape: AttentionShape,
+        dropout: Option<&Dropout>,
+    ) -> (Self::Tensor, Self::Tensor);
+    /// Gradient of the context with respect to `qkv`, `[batch * len, 3 * dim]`.
+    fn attention_backward(
+        &self,
+        dctx: &Self::Tensor,
+        qkv: &Self::Tensor,
+        probs: &Self::Tensor,
+        shape: AttentionShape,
+        dropout: Option<&Dropout>,
+    ) -> Self::Tensor;
+
+    // ----- loss ---------------------------------------------------------
+
+    /// Fused softmax cross-entropy over tied output weights, with ignore
+    /// index 0: `logits = h @ table^T` (`[rows, vocab]`, every column
+    /// including 0 takes part in the softmax), loss = mean over the rows whose
+    /// target is not 0 of `logsumexp(logits[r]) - logits[r, target[r]]`.
+    ///
+    /// Works through the rows in chunks and never holds the whole logits
+    /// matrix. With `with_grad` it also returns the gradients of the mean
+    /// loss with respect to `h` and `table`.
+    fn cross_entropy(
+        &self,
+        h: &Self::Tensor,
+        table: &Self::Tensor,
+        targets: &Self::Ids,
+        with_grad: bool,
+    ) -> CrossEntropy<Self::Tensor>;
+
+    // ----- optimiser ----------------------------------------------------
+
+    /// One Adam step on `param` in place, updating the moments `m` and `v`.
+    fn adam(
+        &self,
+        param: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        m: &mut Self::Tensor,
+        v: &mut Self::Tensor,
+        hp: &AdamStep,
+    );
+}

@@ -1,0 +1,1 @@
+//! SASRec model (being written).
