@@ -1,1 +1,27 @@
-//! SASRec model (being written).
+//! SASRec (Kang & McAuley, 2018) as in the user's PyTorch notebook: the
+//! model, Adam, the trainer, ranking metrics, checkpoints and
+//! recommendations, over any `sasrec-kernels` backend.
+//!
+//! The building blocks are public so research code can use them one by one:
+//! [`SasRec`] (forward on an autograd tape), [`Adam`], [`Trainer`],
+//! [`evaluate()`], [`recommend()`], and the run folder ([`RunDir`]).
+
+pub mod adam;
+pub mod checkpoint;
+pub mod config;
+pub mod evaluate;
+pub mod metrics;
+pub mod plot;
+pub mod recommend;
+pub mod run;
+pub mod sasrec;
+pub mod train;
+
+pub use adam::Adam;
+pub use config::{ModelConfig, Selection, TrainConfig};
+pub use evaluate::{Evaluation, evaluate, popularity_baseline};
+pub use metrics::{RankingMetrics, rank_of_target};
+pub use recommend::recommend;
+pub use run::{DataSpec, RunConfig, RunDir, load_model};
+pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
+pub use train::{EpochRecord, Outcome, TrainState, Trainer};

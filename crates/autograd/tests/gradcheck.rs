@@ -1,0 +1,270 @@
+//! Finite-difference gradient checks of every tape op, run mid-graph: the op
+//! under test is always followed by another op (usually the fused
+//! cross-entropy, which itself is followed by a scale), so a backward that
+//! drops or mishandles its incoming gradient fails.
+//!
+//! Method: for each input x and a few random directions u, compare the
+//! directional derivative from the tape, <grad, u>, with the central
+//! difference (L(x + eps u) - L(x - eps u)) / (2 eps), in f32.
+//! With eps = 1e-2 and losses of order 1, the truncation error is
+//! O(eps^2) ~ 1e-4 and the rounding error ~ 1e-7 / eps ~ 1e-5, so a relative
+//! tolerance of 1e-2 (plus 1e-3 absolute) is comfortably loose for correct
+//! gradients and far too tight for wrong ones, which are off by O(1).
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sasrec_autograd::{Tape, Var};
+use sasrec_kernels::{AttentionShape, Backend, CpuBackend, Dropout};
+
+const EPS: f32 = 1e-2;
+const REL: f32 = 1e-2;
+const ABS: f32 = 1e-3;
+
+/// A tensor input of the graph under test.
+struct Input {
+    data: Vec<f32>,
+    shape: Vec<usize>,
+}
+
+fn random(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> Input {
+    let n = shape.iter().product();
+    Input { data: (0..n).map(|_| rng.random_range(-scale..scale)).collect(), shape: shape.to_vec() }
+}
+
+/// Values at least 0.1 away from 0, so that a step of EPS never crosses the
+/// ReLU kink.
+fn away_from_zero(rng: &mut ChaCha8Rng, shape: &[usize]) -> Input {
+    let mut x = random(rng, shape, 1.0);
+    for v in &mut x.data {
+        *v = v.signum() * (v.abs() + 0.1);
+    }
+    x
+}
+
+/// Checks d loss / d input for every input of `graph` by central differences.
+fn gradcheck(name: &str, inputs: &[Input], graph: impl Fn(&mut Tape<'_, CpuBackend>, &[Var]) -> Var) {
+    let b = CpuBackend::default();
+    let loss_at = |values: &[Vec<f32>]| -> f32 {
+        let mut tape = Tape::new(&b, false);
+        let vars: Vec<Var> =
+            values.iter().zip(inputs).map(|(v, i)| tape.leaf(b.tensor(v, &i.shape), false)).collect();
+        let loss = graph(&mut tape, &vars);
+        b.to_vec(tape.value(loss))[0]
+    };
+
+    let mut tape = Tape::new(&b, true);
+    let vars: Vec<Var> = inputs.iter().map(|i| tape.leaf(b.tensor(&i.data, &i.shape), true)).collect();
+    let loss = graph(&mut tape, &vars);
+    let grads = tape.backward(loss);
+
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for (k, input) in inputs.iter().enumerate() {
+        let grad = b.to_vec(grads.get(vars[k]).unwrap_or_else(|| panic!("{name}: no gradient for input {k}")));
+        for _ in 0..3 {
+            let u: Vec<f32> = (0..input.data.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let analytic: f32 = grad.iter().zip(&u).map(|(g, u)| g * u).sum();
+            let shifted = |sign: f32| -> f32 {
+                let mut values: Vec<Vec<f32>> = inputs.iter().map(|i| i.data.clone()).collect();
+                for (v, u) in values[k].iter_mut().zip(&u) {
+                    *v += sign * EPS * u;
+                }
+                loss_at(&values)
+            };
+            let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * EPS);
+            let tol = ABS + REL * analytic.abs().max(numeric.abs());
+            assert!(
+                (analytic - numeric).abs() <= tol,
+                "{name}: input {k}: tape gives {analytic}, finite differences {numeric}"
+            );
+        }
+    }
+}
+
+/// Random targets in 0..vocab with some zeros (ignored).
+fn targets(rng: &mut ChaCha8Rng, n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|i| if i % 4 == 3 { 0 } else { rng.random_range(1..vocab as u32) }).collect()
+}
+
+/// The tail every check ends with: cross-entropy of `h` against a fixed
+/// random table, then a scale.
+struct Tail {
+    table: Vec<f32>,
+    targets: Vec<u32>,
+    vocab: usize,
+    dim: usize,
+}
+
+impl Tail {
+    fn new(rng: &mut ChaCha8Rng, rows: usize, dim: usize) -> Self {
+        let vocab = 11;
+        Tail { table: random(rng, &[vocab, dim], 1.0).data, targets: targets(rng, rows, vocab), vocab, dim }
+    }
+
+    fn apply(&self, tape: &mut Tape<'_, CpuBackend>, h: Var) -> Var {
+        let b = tape.backend();
+        let table = tape.leaf(b.tensor(&self.table, &[self.vocab, self.dim]), false);
+        let ids = b.ids(&self.targets);
+        let loss = tape.cross_entropy(h, table, &ids);
+        tape.scale(loss, b.tensor(&[1.7], &[1]))
+    }
+}
+
+#[test]
+fn add() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let tail = Tail::new(&mut rng, 5, 3);
+    let inputs = [random(&mut rng, &[5, 3], 1.0), random(&mut rng, &[5, 3], 1.0)];
+    gradcheck("add", &inputs, |t, v| {
+        let y = t.add(v[0], v[1]);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn same_input_used_twice_accumulates() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let tail = Tail::new(&mut rng, 4, 3);
+    let inputs = [random(&mut rng, &[4, 3], 1.0)];
+    gradcheck("x + relu(x)", &inputs, |t, v| {
+        let r = t.relu(v[0]);
+        let y = t.add(v[0], r);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn relu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let tail = Tail::new(&mut rng, 6, 4);
+    let inputs = [away_from_zero(&mut rng, &[6, 4])];
+    gradcheck("relu", &inputs, |t, v| {
+        let y = t.relu(v[0]);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn dropout() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let tail = Tail::new(&mut rng, 6, 5);
+    let inputs = [random(&mut rng, &[6, 5], 1.0)];
+    gradcheck("dropout", &inputs, |t, v| {
+        let y = t.dropout(v[0], Some(Dropout::new(0.3, 11, 5, 2)));
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn embedding_with_padding() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let tail = Tail::new(&mut rng, 7, 4);
+    let inputs = [random(&mut rng, &[6, 4], 1.0)];
+    // Finite differences see every lookup, but padding lookups get no gradient
+    // by design (checked below), so the numeric check uses real ids only.
+    let real_ids = [3u32, 4, 5, 3, 1, 1, 2];
+    gradcheck("embedding", &inputs, |t, v| {
+        let ids = t.backend().ids(&real_ids);
+        let y = t.embedding(v[0], &ids, Some(0));
+        tail.apply(t, y)
+    });
+
+    // Row 0 is looked up twice but, as the padding row, gets no gradient.
+    let ids = [3u32, 0, 5, 3, 1, 0, 2];
+    let b = CpuBackend::default();
+    let mut tape = Tape::new(&b, true);
+    let table = tape.leaf(b.tensor(&inputs[0].data, &[6, 4]), true);
+    let y = tape.embedding(table, &b.ids(&ids), Some(0));
+    let loss = tail.apply(&mut tape, y);
+    let grads = tape.backward(loss);
+    let g = b.to_vec(grads.get(table).unwrap());
+    assert!(g[..4].iter().all(|&v| v == 0.0), "padding row got gradient {:?}", &g[..4]);
+    assert!(g[12..16].iter().any(|&v| v != 0.0), "row 3 got no gradient");
+}
+
+#[test]
+fn layer_norm() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let tail = Tail::new(&mut rng, 5, 7);
+    let inputs = [random(&mut rng, &[5, 7], 2.0), random(&mut rng, &[7], 1.0), random(&mut rng, &[7], 1.0)];
+    gradcheck("layer_norm", &inputs, |t, v| {
+        let y = t.layer_norm(v[0], v[1], v[2], 1e-5);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn linear() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let tail = Tail::new(&mut rng, 5, 3);
+    let inputs = [random(&mut rng, &[5, 4], 1.0), random(&mut rng, &[3, 4], 1.0), random(&mut rng, &[3], 1.0)];
+    gradcheck("linear", &inputs, |t, v| {
+        let y = t.linear(v[0], v[1], Some(v[2]));
+        tail.apply(t, y)
+    });
+}
+
+fn attention_case(dropout: Option<Dropout>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let shape = AttentionShape { batch: 3, len: 5, heads: 2, head_dim: 3 };
+    let rows = shape.batch * shape.len;
+    let tail = Tail::new(&mut rng, rows, shape.dim());
+    // Sequence 0 left-padded, 1 full, 2 all padding (every query fully masked).
+    let key_ids: Vec<u32> = [[0, 0, 4, 2, 9], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0]].concat();
+    let inputs = [random(&mut rng, &[rows, 3 * shape.dim()], 1.5)];
+    gradcheck("attention", &inputs, |t, v| {
+        let ids = t.backend().ids(&key_ids);
+        let y = t.attention(v[0], &ids, shape, dropout);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn attention() {
+    attention_case(None);
+}
+
+#[test]
+fn attention_with_dropout() {
+    attention_case(Some(Dropout::new(0.2, 3, 1, 1)));
+}
+
+#[test]
+fn cross_entropy_both_inputs_then_scale() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let ids = targets(&mut rng, 9, 13);
+    let inputs = [random(&mut rng, &[9, 6], 1.0), random(&mut rng, &[13, 6], 1.0)];
+    gradcheck("cross_entropy", &inputs, |t, v| {
+        let ids = t.backend().ids(&ids);
+        let loss = t.cross_entropy(v[0], v[1], &ids);
+        t.scale(loss, t.backend().tensor(&[-0.6], &[1]))
+    });
+}
+
+#[test]
+fn tied_table_gets_gradient_from_lookup_and_output() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    // No padding lookups: their (intentionally absent) gradient would differ
+    // from finite differences; the output layer still scores column 0.
+    let ids = [2u32, 5, 7, 7, 1, 3];
+    let targets = targets(&mut rng, 6, 8);
+    let inputs = [random(&mut rng, &[8, 4], 1.0), random(&mut rng, &[4, 4], 1.0)];
+    gradcheck("tied embedding", &inputs, |t, v| {
+        let b = t.backend();
+        let (ids, targets) = (b.ids(&ids), b.ids(&targets));
+        let x = t.embedding(v[0], &ids, Some(0));
+        let h = t.linear(x, v[1], None);
+        t.cross_entropy(h, v[0], &targets)
+    });
+}
+
+#[test]
+fn inference_mode_records_nothing() {
+    let b = CpuBackend::default();
+    let mut tape = Tape::new(&b, false);
+    let x = tape.leaf(b.tensor(&[1.0, 2.0], &[1, 2]), true);
+    let table = tape.leaf(b.tensor(&[0.5, -0.5, 1.0, 1.0], &[2, 2]), true);
+    let loss = tape.cross_entropy(x, table, &b.ids(&[1]));
+    assert!(b.to_vec(tape.value(loss))[0].is_finite());
+    let grads = tape.backward(loss);
+    assert!(grads.get(x).is_none() && grads.get(table).is_none());
+}

@@ -1,0 +1,186 @@
+//! A run folder: everything one training run writes, and how to load it back.
+//!
+//! ```text
+//! runs/NAME/
+//!   config.json          model, training and data settings
+//!   vocab.json           item index <-> movie id
+//!   model.safetensors    best weights on validation (PyTorch state_dict names)
+//!   last.safetensors     latest weights + Adam moments, for --resume
+//!   state.json           where training stands, for --resume
+//!   metrics.jsonl        one JSON line per epoch
+//!   curves.svg           loss and validation metrics per epoch
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sasrec_data::{FilterConfig, Format, SplitKind, Vocab};
+use sasrec_kernels::Backend;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{load_safetensors, write_atomic};
+use crate::config::{ModelConfig, TrainConfig};
+use crate::sasrec::SasRec;
+
+/// Which data a run was trained on, enough to rebuild its splits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataSpec {
+    /// The ratings file.
+    pub ratings: PathBuf,
+    /// Its format, when not inferred from the file name: `csv`, `dat` or `tsv`.
+    pub format: Option<String>,
+    /// Share of users kept (1.0 = all).
+    pub user_fraction: f64,
+    /// Seed of the user sample.
+    pub sample_seed: u64,
+    /// Ratings below this are dropped.
+    pub min_rating: Option<f32>,
+    /// k-core threshold on users.
+    pub min_user_interactions: usize,
+    /// k-core threshold on items.
+    pub min_item_interactions: usize,
+    /// `leave-one-out` or `random-users`.
+    pub split: String,
+    /// Share of users held out by `random-users`.
+    pub valid_fraction: f64,
+    /// Seed of the `random-users` split.
+    pub split_seed: u64,
+}
+
+impl DataSpec {
+    /// The data crate's filter.
+    pub fn filter(&self) -> FilterConfig {
+        FilterConfig {
+            user_fraction: self.user_fraction,
+            sample_seed: self.sample_seed,
+            min_rating: self.min_rating,
+            min_user_interactions: self.min_user_interactions,
+            min_item_interactions: self.min_item_interactions,
+        }
+    }
+
+    /// The data crate's split.
+    pub fn split_kind(&self) -> Result<SplitKind> {
+        match self.split.as_str() {
+            "leave-one-out" => Ok(SplitKind::LeaveOneOut),
+            "random-users" => Ok(SplitKind::RandomUsers { valid_fraction: self.valid_fraction, seed: self.split_seed }),
+            other => bail!("unknown split {other:?} (use leave-one-out or random-users)"),
+        }
+    }
+
+    /// The file format, explicit or from the file name.
+    pub fn format(&self) -> Result<Option<Format>> {
+        self.format
+            .as_deref()
+            .map(|f| f.parse::<Format>().map_err(|e| anyhow::anyhow!("{e}")))
+            .transpose()
+    }
+}
+
+/// `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Model sizes.
+    pub model: ModelConfig,
+    /// Training settings.
+    pub train: TrainConfig,
+    /// Data settings.
+    pub data: DataSpec,
+}
+
+/// Paths inside a run folder.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    dir: PathBuf,
+}
+
+impl RunDir {
+    /// The run folder `dir` (not created).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RunDir { dir: dir.into() }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+    /// `config.json`.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    /// `vocab.json`.
+    pub fn vocab(&self) -> PathBuf {
+        self.dir.join("vocab.json")
+    }
+    /// `model.safetensors`: the best weights.
+    pub fn model(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
+    /// `last.safetensors`: the latest weights and optimiser state.
+    pub fn last(&self) -> PathBuf {
+        self.dir.join("last.safetensors")
+    }
+    /// `state.json`.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    /// `metrics.jsonl`.
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+    /// `curves.svg`.
+    pub fn curves(&self) -> PathBuf {
+        self.dir.join("curves.svg")
+    }
+
+    /// Writes `config.json` and `vocab.json` into a new run folder.
+    pub fn create(&self, config: &RunConfig, vocab: &Vocab) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        write_json(&self.config(), config)?;
+        vocab.save(&self.vocab()).with_context(|| format!("writing {}", self.vocab().display()))?;
+        Ok(())
+    }
+
+    /// Reads `config.json`.
+    pub fn read_config(&self) -> Result<RunConfig> {
+        read_json(&self.config())
+    }
+
+    /// Reads `vocab.json`.
+    pub fn read_vocab(&self) -> Result<Vocab> {
+        Vocab::load(&self.vocab()).with_context(|| format!("reading {}", self.vocab().display()))
+    }
+
+    /// Loads the best model of this run onto `backend`.
+    pub fn load_model<B: Backend>(&self, backend: &B) -> Result<(RunConfig, SasRec<B>)> {
+        let config = self.read_config()?;
+        let model = load_model(backend, &self.model(), config.model.clone())?;
+        Ok((config, model))
+    }
+}
+
+/// Loads SASRec weights from a safetensors file written by us or by
+/// `safetensors.torch.save_file(model.state_dict(), path)`.
+pub fn load_model<B: Backend>(backend: &B, path: &Path, config: ModelConfig) -> Result<SasRec<B>> {
+    if !path.exists() {
+        bail!("{} does not exist (has the run saved a checkpoint yet?)", path.display());
+    }
+    let (tensors, _) = load_safetensors(path)?;
+    // Optimiser state lives in the same file for `last.safetensors`.
+    let weights = tensors.into_iter().filter(|(name, _, _)| !name.starts_with("optimizer."));
+    SasRec::from_weights(backend, config, weights)
+        .map_err(|e| anyhow::anyhow!("{} does not fit the run's config.json: {e}", path.display()))
+}
+
+/// Writes pretty JSON atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Reads JSON, naming the file in errors.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}

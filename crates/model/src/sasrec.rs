@@ -1,0 +1,327 @@
+//! The SASRec model: the notebook's embeddings, pre-LayerNorm Transformer
+//! encoder and tied output layer, written over the autograd tape.
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sasrec_autograd::{ParamId, ParamStore, Tape, Var};
+use sasrec_kernels::{AttentionShape, Backend, Dropout};
+
+use crate::config::ModelConfig;
+
+/// LayerNorm epsilon (PyTorch's default).
+pub const LAYER_NORM_EPS: f32 = 1e-5;
+
+/// Parameter ids of one encoder layer.
+#[derive(Clone, Debug)]
+struct LayerParams {
+    norm1_weight: ParamId,
+    norm1_bias: ParamId,
+    in_proj_weight: ParamId,
+    in_proj_bias: ParamId,
+    out_proj_weight: ParamId,
+    out_proj_bias: ParamId,
+    norm2_weight: ParamId,
+    norm2_bias: ParamId,
+    linear1_weight: ParamId,
+    linear1_bias: ParamId,
+    linear2_weight: ParamId,
+    linear2_bias: ParamId,
+}
+
+/// Where dropout is applied, numbered so that every site draws its own mask.
+fn dropout_site(layer: usize, offset: u32) -> u32 {
+    1 + 4 * layer as u32 + offset
+}
+const SITE_EMBEDDING: u32 = 0;
+const SITE_ATTENTION: u32 = 0;
+const SITE_ATTENTION_OUT: u32 = 1;
+const SITE_FF_HIDDEN: u32 = 2;
+const SITE_FF_OUT: u32 = 3;
+
+/// Training-mode randomness of one forward pass: dropout masks are a function
+/// of `(seed, step, site)`.
+#[derive(Clone, Copy, Debug)]
+pub struct DropoutContext {
+    /// The run's seed.
+    pub seed: u64,
+    /// The optimiser step (1-based) this forward belongs to.
+    pub step: u64,
+}
+
+/// A batch on the device: `batch` sequences of `max_len` input ids and the
+/// next-item targets (0 = ignored), row-major.
+pub struct DeviceBatch<B: Backend> {
+    /// Input item ids, `[batch * max_len]`.
+    pub inputs: B::Ids,
+    /// Target item ids, `[batch * max_len]`.
+    pub targets: B::Ids,
+    /// Position of every input, `0..max_len` repeated `batch` times.
+    pub positions: B::Ids,
+    /// Number of sequences.
+    pub batch: usize,
+}
+
+impl<B: Backend> DeviceBatch<B> {
+    /// Uploads row-major `inputs` and `targets` of `batch` sequences of `max_len`.
+    pub fn upload(backend: &B, inputs: &[u32], targets: &[u32], batch: usize, max_len: usize) -> Self {
+        assert_eq!(inputs.len(), batch * max_len, "inputs are not batch * max_len");
+        assert_eq!(targets.len(), batch * max_len, "targets are not batch * max_len");
+        let positions: Vec<u32> = (0..batch).flat_map(|_| 0..max_len as u32).collect();
+        DeviceBatch {
+            inputs: backend.ids(inputs),
+            targets: backend.ids(targets),
+            positions: backend.ids(&positions),
+            batch,
+        }
+    }
+}
+
+/// What [`SasRec::infer`] returns.
+#[derive(Clone, Debug)]
+pub struct Inference {
+    /// Mean loss over the non-zero targets (0 when there are none).
+    pub loss: f32,
+    /// Number of non-zero targets.
+    pub targets: usize,
+    /// Last-position scores `[batch, vocab]`, when asked for.
+    pub scores: Option<Vec<f32>>,
+}
+
+/// SASRec with its parameters on a backend.
+pub struct SasRec<B: Backend> {
+    /// Sizes.
+    pub config: ModelConfig,
+    /// Every weight, named as in the notebook's PyTorch `state_dict`.
+    pub params: ParamStore<B>,
+    item_embedding: ParamId,
+    position_embedding: ParamId,
+    layers: Vec<LayerParams>,
+    final_norm_weight: ParamId,
+    final_norm_bias: ParamId,
+}
+
+/// The name and shape of every parameter, in `state_dict` order.
+pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, f) = (config.dim, config.ff_dim);
+    let mut shapes = vec![
+        ("item_embedding.weight".to_string(), vec![config.vocab(), d]),
+        ("position_embedding.weight".to_string(), vec![config.max_len, d]),
+    ];
+    for i in 0..config.layers {
+        let p = format!("transformer_encoder.layers.{i}");
+        shapes.extend([
+            (format!("{p}.self_attn.in_proj_weight"), vec![3 * d, d]),
+            (format!("{p}.self_attn.in_proj_bias"), vec![3 * d]),
+            (format!("{p}.self_attn.out_proj.weight"), vec![d, d]),
+            (format!("{p}.self_attn.out_proj.bias"), vec![d]),
+            (format!("{p}.linear1.weight"), vec![f, d]),
+            (format!("{p}.linear1.bias"), vec![f]),
+            (format!("{p}.linear2.weight"), vec![d, f]),
+            (format!("{p}.linear2.bias"), vec![d]),
+            (format!("{p}.norm1.weight"), vec![d]),
+            (format!("{p}.norm1.bias"), vec![d]),
+            (format!("{p}.norm2.weight"), vec![d]),
+            (format!("{p}.norm2.bias"), vec![d]),
+        ]);
+    }
+    shapes.push(("layer_norm.weight".to_string(), vec![d]));
+    shapes.push(("layer_norm.bias".to_string(), vec![d]));
+    shapes
+}
+
+/// Draws initial weights as PyTorch does for the notebook's model.
+///
+/// - `item_embedding`, `position_embedding`, `in_proj_weight`: xavier-uniform.
+/// - `out_proj.weight`, `linear1`, `linear2`: `nn.Linear`'s default,
+///   kaiming-uniform with a = sqrt(5), i.e. U(±1/sqrt(fan_in)), and biases
+///   U(±1/sqrt(fan_in)); `in_proj_bias` and `out_proj.bias` are 0.
+/// - LayerNorm weights 1, biases 0.
+/// - `nn.TransformerEncoder` deep-copies one initialised layer, so every layer
+///   starts from the same weights; so do we.
+pub fn initial_weights(config: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut uniform = |n: usize, bound: f32| -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-bound..=bound)).collect()
+    };
+    let xavier = |rows: usize, cols: usize| (6.0 / (rows + cols) as f32).sqrt();
+    let fan_in = |cols: usize| 1.0 / (cols as f32).sqrt();
+    let (d, f) = (config.dim, config.ff_dim);
+
+    // One layer, drawn once and copied to every layer.
+    let layer: Vec<Vec<f32>> = vec![
+        uniform(3 * d * d, xavier(3 * d, d)),
+        vec![0.0; 3 * d],
+        uniform(d * d, fan_in(d)),
+        vec![0.0; d],
+        uniform(f * d, fan_in(d)),
+        uniform(f, fan_in(d)),
+        uniform(d * f, fan_in(f)),
+        uniform(d, fan_in(f)),
+        vec![1.0; d],
+        vec![0.0; d],
+        vec![1.0; d],
+        vec![0.0; d],
+    ];
+    let mut values = vec![
+        uniform(config.vocab() * d, xavier(config.vocab(), d)),
+        uniform(config.max_len * d, xavier(config.max_len, d)),
+    ];
+    for _ in 0..config.layers {
+        values.extend(layer.iter().cloned());
+    }
+    values.push(vec![1.0; d]);
+    values.push(vec![0.0; d]);
+
+    parameter_shapes(config)
+        .into_iter()
+        .zip(values)
+        .map(|((name, shape), data)| (name, shape, data))
+        .collect()
+}
+
+impl<B: Backend> SasRec<B> {
+    /// A freshly initialised model (see [`initial_weights`]).
+    pub fn new(backend: &B, config: ModelConfig, seed: u64) -> Self {
+        let weights = initial_weights(&config, seed);
+        Self::from_weights(backend, config, weights).expect("initial weights match their own shapes")
+    }
+
+    /// A model from named weights `(name, shape, values)`: exactly the
+    /// parameters of [`parameter_shapes`], in any order.
+    pub fn from_weights(
+        backend: &B,
+        config: ModelConfig,
+        weights: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
+    ) -> Result<Self, String> {
+        config.validate()?;
+        let mut given: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> =
+            weights.into_iter().map(|(name, shape, data)| (name, (shape, data))).collect();
+        let mut params = ParamStore::new();
+        for (name, shape) in parameter_shapes(&config) {
+            let (given_shape, data) = given.remove(&name).ok_or_else(|| format!("missing weight {name}"))?;
+            if given_shape != shape {
+                return Err(format!("weight {name} has shape {given_shape:?}, the config needs {shape:?}"));
+            }
+            assert_eq!(data.len(), shape.iter().product::<usize>(), "weight {name}: data does not fill its shape");
+            params.add(name, backend.tensor(&data, &shape));
+        }
+        if let Some(extra) = given.keys().min() {
+            return Err(format!("unexpected weight {extra} (not part of this model)"));
+        }
+        let id = |name: &str| params.find(name).expect("every parameter was just added");
+        let layers = (0..config.layers)
+            .map(|i| {
+                let p = |s: &str| id(&format!("transformer_encoder.layers.{i}.{s}"));
+                LayerParams {
+                    norm1_weight: p("norm1.weight"),
+                    norm1_bias: p("norm1.bias"),
+                    in_proj_weight: p("self_attn.in_proj_weight"),
+                    in_proj_bias: p("self_attn.in_proj_bias"),
+                    out_proj_weight: p("self_attn.out_proj.weight"),
+                    out_proj_bias: p("self_attn.out_proj.bias"),
+                    norm2_weight: p("norm2.weight"),
+                    norm2_bias: p("norm2.bias"),
+                    linear1_weight: p("linear1.weight"),
+                    linear1_bias: p("linear1.bias"),
+                    linear2_weight: p("linear2.weight"),
+                    linear2_bias: p("linear2.bias"),
+                }
+            })
+            .collect();
+        Ok(SasRec {
+            item_embedding: id("item_embedding.weight"),
+            position_embedding: id("position_embedding.weight"),
+            final_norm_weight: id("layer_norm.weight"),
+            final_norm_bias: id("layer_norm.bias"),
+            layers,
+            params,
+            config,
+        })
+    }
+
+    /// The encoder output after the final LayerNorm, `[batch * max_len, dim]`.
+    ///
+    /// `vars` are the parameters on `tape` ([`Tape::params`]); `dropout` is
+    /// `Some` in training mode.
+    pub fn hidden(
+        &self,
+        tape: &mut Tape<'_, B>,
+        vars: &[Var],
+        batch: &DeviceBatch<B>,
+        dropout: Option<DropoutContext>,
+    ) -> Var {
+        let c = &self.config;
+        let v = |id: ParamId| vars[id.index()];
+        let mask = |site: u32| dropout.map(|ctx| Dropout::new(c.dropout, ctx.seed, ctx.step, site));
+        let shape = AttentionShape { batch: batch.batch, len: c.max_len, heads: c.heads, head_dim: c.dim / c.heads };
+
+        let items = tape.embedding(v(self.item_embedding), &batch.inputs, Some(0));
+        let positions = tape.embedding(v(self.position_embedding), &batch.positions, None);
+        let mut x = tape.add(items, positions);
+        x = tape.dropout(x, mask(SITE_EMBEDDING));
+
+        for (i, layer) in self.layers.iter().enumerate() {
+            // x = x + Drop(MHA(LN1(x)))
+            let h = tape.layer_norm(x, v(layer.norm1_weight), v(layer.norm1_bias), LAYER_NORM_EPS);
+            let qkv = tape.linear(h, v(layer.in_proj_weight), Some(v(layer.in_proj_bias)));
+            let ctx = tape.attention(qkv, &batch.inputs, shape, mask(dropout_site(i, SITE_ATTENTION)));
+            let attn = tape.linear(ctx, v(layer.out_proj_weight), Some(v(layer.out_proj_bias)));
+            let attn = tape.dropout(attn, mask(dropout_site(i, SITE_ATTENTION_OUT)));
+            x = tape.add(x, attn);
+
+            // x = x + Drop(W2 Drop(relu(W1 LN2(x) + b1)) + b2)
+            let h = tape.layer_norm(x, v(layer.norm2_weight), v(layer.norm2_bias), LAYER_NORM_EPS);
+            let hidden = tape.linear(h, v(layer.linear1_weight), Some(v(layer.linear1_bias)));
+            let hidden = tape.relu(hidden);
+            let hidden = tape.dropout(hidden, mask(dropout_site(i, SITE_FF_HIDDEN)));
+            let ff = tape.linear(hidden, v(layer.linear2_weight), Some(v(layer.linear2_bias)));
+            let ff = tape.dropout(ff, mask(dropout_site(i, SITE_FF_OUT)));
+            x = tape.add(x, ff);
+        }
+        tape.layer_norm(x, v(self.final_norm_weight), v(self.final_norm_bias), LAYER_NORM_EPS)
+    }
+
+    /// Mean next-item cross-entropy over the batch's non-zero targets, `[1]`.
+    pub fn loss(
+        &self,
+        tape: &mut Tape<'_, B>,
+        vars: &[Var],
+        batch: &DeviceBatch<B>,
+        dropout: Option<DropoutContext>,
+    ) -> Var {
+        let h = self.hidden(tape, vars, batch, dropout);
+        tape.cross_entropy(h, vars[self.item_embedding.index()], &batch.targets)
+    }
+
+    /// Inference on one batch: the mean loss over its non-zero targets and,
+    /// when asked, the scores of every item (column 0 is padding) at the last
+    /// position of each sequence, `[batch, vocab]` row-major.
+    pub fn infer(&self, backend: &B, batch: &DeviceBatch<B>, with_scores: bool) -> Inference {
+        let mut tape = Tape::new(backend, false);
+        let vars = tape.params(&self.params);
+        let table = vars[self.item_embedding.index()];
+        let h = self.hidden(&mut tape, &vars, batch, None);
+        let loss = tape.cross_entropy(h, table, &batch.targets);
+        let scores = with_scores.then(|| {
+            let len = self.config.max_len;
+            let last: Vec<u32> = (0..batch.batch).map(|b| ((b + 1) * len - 1) as u32).collect();
+            let last = tape.embedding(h, &backend.ids(&last), None);
+            backend.to_vec(&backend.matmul(tape.value(last), tape.value(table), false, true))
+        });
+        let targets = backend.ids_host(&batch.targets).iter().filter(|&&t| t != 0).count();
+        Inference { loss: backend.to_vec(tape.value(loss))[0], targets, scores }
+    }
+
+    /// Every weight on the host, `(name, shape, values)` in `state_dict` order.
+    pub fn weights(&self, backend: &B) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        self.params
+            .iter()
+            .map(|(_, name, t)| (name.to_string(), backend.shape(t), backend.to_vec(t)))
+            .collect()
+    }
+
+    /// The item table `[vocab, dim]`.
+    pub fn item_table(&self) -> &B::Tensor {
+        self.params.get(self.item_embedding)
+    }
+}

@@ -1,0 +1,381 @@
+//! The training loop: seeded shuffling, Adam, validation every epoch, best
+//! checkpoint, early stopping, exact resume, NaN detection.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sasrec_autograd::Tape;
+use sasrec_data::{Order, UserSequence, batches};
+use sasrec_kernels::Backend;
+use serde::{Deserialize, Serialize};
+
+use crate::adam::Adam;
+use crate::checkpoint::{NamedTensor, load_safetensors, save_safetensors};
+use crate::config::{Selection, TrainConfig};
+use crate::evaluate::{Evaluation, evaluate};
+use crate::plot::write_curves;
+use crate::run::{RunDir, read_json, write_json};
+use crate::sasrec::{DeviceBatch, DropoutContext, SasRec};
+
+/// Where training stands; saved as `state.json` beside `last.safetensors`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// The epoch in progress (0-based).
+    pub epoch: usize,
+    /// Batches of `epoch` already trained on.
+    pub batch: usize,
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// Sum of `loss * targets` over the batches of `epoch` done so far.
+    pub epoch_loss_sum: f64,
+    /// Targets in those batches.
+    pub epoch_targets: u64,
+    /// Seconds spent on those batches.
+    pub epoch_seconds: f64,
+    /// Best validation number so far and its epoch (1-based).
+    pub best: Option<(f64, usize)>,
+    /// Epochs since the best one.
+    pub epochs_without_improvement: usize,
+    /// Whether the run is over (epochs done or early stopping).
+    pub finished: bool,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Optimiser steps taken at the end of the epoch.
+    pub step: u64,
+    /// Target-weighted mean training loss of the epoch.
+    pub train_loss: f64,
+    /// Validation loss and ranking metrics.
+    pub valid: Evaluation,
+    /// Training positions (batch x max_len) per second.
+    pub tokens_per_s: f64,
+    /// Seconds spent training in the epoch (validation excluded).
+    pub seconds: f64,
+    /// Whether this epoch is the best so far.
+    pub best: bool,
+}
+
+/// How a call to [`Trainer::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// All epochs ran.
+    Completed,
+    /// Validation stopped improving for `patience` epochs.
+    EarlyStopped,
+    /// The stop flag was raised; `last.safetensors` holds the progress.
+    Interrupted,
+}
+
+/// Trains a model, writing checkpoints and metrics into a run folder.
+pub struct Trainer<'a, B: Backend> {
+    backend: &'a B,
+    /// The model being trained.
+    pub model: SasRec<B>,
+    adam: Adam<B>,
+    config: TrainConfig,
+    train: &'a [UserSequence],
+    valid: &'a [UserSequence],
+    leave_one_out: bool,
+    run: RunDir,
+    /// Progress so far.
+    pub state: TrainState,
+    /// Draw a progress bar on stderr (when it is a terminal).
+    pub progress: bool,
+}
+
+impl<'a, B: Backend> Trainer<'a, B> {
+    /// A trainer starting from `model` at step 0. `leave_one_out` selects the
+    /// validation protocol: the last item of each `valid` sequence is the
+    /// held-out target (loss on it alone, plus ranking metrics), else the
+    /// loss over every target of the `valid` sequences.
+    pub fn new(
+        backend: &'a B,
+        model: SasRec<B>,
+        config: TrainConfig,
+        train: &'a [UserSequence],
+        valid: &'a [UserSequence],
+        leave_one_out: bool,
+        run: RunDir,
+    ) -> Result<Self> {
+        if config.selection != Selection::Loss && !leave_one_out {
+            bail!("selection by {} needs the leave-one-out split; use --select loss", config.selection);
+        }
+        if train.is_empty() {
+            bail!("no training sequences (every user is too short for the split?)");
+        }
+        let adam = Adam::new(backend, &model.params, config.lr, config.beta1, config.beta2, config.eps);
+        Ok(Trainer {
+            backend,
+            model,
+            adam,
+            config,
+            train,
+            valid,
+            leave_one_out,
+            run,
+            state: TrainState::default(),
+            progress: true,
+        })
+    }
+
+    /// Restores the model, Adam state and progress saved in the run folder's
+    /// `last.safetensors` and `state.json`.
+    pub fn restore(&mut self) -> Result<()> {
+        let state: TrainState = read_json(&self.run.state())?;
+        let (tensors, meta) = load_safetensors(&self.run.last())?;
+        let saved_step = meta.get("step").and_then(|s| s.parse::<u64>().ok());
+        if saved_step != Some(state.step) {
+            bail!(
+                "{} (step {saved_step:?}) and {} (step {}) disagree; the run folder is inconsistent",
+                self.run.last().display(),
+                self.run.state().display(),
+                state.step
+            );
+        }
+        let mut by_name: HashMap<String, (Vec<usize>, Vec<f32>)> =
+            tensors.into_iter().map(|(n, s, v)| (n, (s, v))).collect();
+        let mut take = |name: &str, shape: &[usize]| -> Result<B::Tensor> {
+            let (s, v) = by_name
+                .remove(name)
+                .with_context(|| format!("{} lacks tensor {name}", self.run.last().display()))?;
+            if s != shape {
+                bail!("{}: tensor {name} has shape {s:?}, the model needs {shape:?}", self.run.last().display());
+            }
+            Ok(self.backend.tensor(&v, &s))
+        };
+        let ids: Vec<_> = self.model.params.ids().collect();
+        for (i, &id) in ids.iter().enumerate() {
+            let name = self.model.params.name(id).to_string();
+            let shape = self.backend.shape(self.model.params.get(id));
+            let value = take(&name, &shape)?;
+            self.model.params.set(id, value);
+            self.adam.exp_avg[i] = take(&format!("optimizer.exp_avg.{name}"), &shape)?;
+            self.adam.exp_avg_sq[i] = take(&format!("optimizer.exp_avg_sq.{name}"), &shape)?;
+        }
+        self.adam.step = state.step;
+        self.state = state;
+        Ok(())
+    }
+
+    /// Trains until the epochs run out, early stopping triggers, or `stop`
+    /// is raised (checked after every step; the progress is then saved).
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<Outcome> {
+        if self.state.finished {
+            return Ok(Outcome::Completed);
+        }
+        let max_len = self.model.config.max_len;
+        let batch_size = self.config.batch_size;
+        let steps_per_epoch = self.train.len().div_ceil(batch_size);
+        while self.state.epoch < self.config.epochs {
+            let epoch = self.state.epoch;
+            let bar = self.progress_bar(steps_per_epoch as u64, epoch);
+            bar.set_position(self.state.batch as u64);
+            let order = Order::Shuffled { seed: self.config.seed, epoch: epoch as u64 };
+            for batch in batches(self.train, max_len, batch_size, order, false).skip(self.state.batch) {
+                let started = Instant::now();
+                let device = DeviceBatch::upload(self.backend, &batch.inputs, &batch.targets, batch.batch_size, max_len);
+                let (loss, targets) = self.step(&device)?;
+                let s = &mut self.state;
+                s.batch += 1;
+                s.epoch_loss_sum += loss as f64 * targets as f64;
+                s.epoch_targets += targets as u64;
+                s.epoch_seconds += started.elapsed().as_secs_f64();
+                let tokens = (s.batch * batch_size * max_len) as f64;
+                bar.set_message(format!(
+                    "loss {:.4}  {:.0} tok/s",
+                    s.epoch_loss_sum / s.epoch_targets.max(1) as f64,
+                    tokens / s.epoch_seconds.max(1e-9)
+                ));
+                bar.inc(1);
+                if stop.load(Ordering::SeqCst) {
+                    bar.abandon();
+                    self.save_last()?;
+                    return Ok(Outcome::Interrupted);
+                }
+            }
+            bar.finish_and_clear();
+            if self.end_epoch()? {
+                return Ok(Outcome::EarlyStopped);
+            }
+        }
+        self.state.finished = true;
+        self.save_last()?;
+        Ok(Outcome::Completed)
+    }
+
+    /// One optimiser step; returns the batch's mean loss and its target count.
+    fn step(&mut self, batch: &DeviceBatch<B>) -> Result<(f32, usize)> {
+        let step = self.state.step + 1;
+        let mut tape = Tape::new(self.backend, true);
+        let vars = tape.params(&self.model.params);
+        let dropout = DropoutContext { seed: self.config.seed, step };
+        let loss = self.model.loss(&mut tape, &vars, batch, Some(dropout));
+        let value = self.backend.to_vec(tape.value(loss))[0];
+        if !value.is_finite() {
+            bail!(
+                "training loss became {value} at step {step} (epoch {}, batch {}); stopping. \
+                 The last good checkpoint is {} (try a lower --lr)",
+                self.state.epoch + 1,
+                self.state.batch + 1,
+                self.run.last().display()
+            );
+        }
+        let grads = tape.backward(loss);
+        drop(tape);
+        self.adam.step(self.backend, &mut self.model.params, &grads, &vars);
+        self.state.step = step;
+        let targets = self.backend.ids_host(&batch.targets).iter().filter(|&&t| t != 0).count();
+        Ok((value, targets))
+    }
+
+    /// Validates, logs, checkpoints; returns whether to stop early.
+    fn end_epoch(&mut self) -> Result<bool> {
+        let ks = self.config.ks.clone();
+        let mut ks_needed = ks.clone();
+        if let Selection::Ndcg(k) | Selection::Hr(k) = self.config.selection {
+            ks_needed.push(k);
+        }
+        ks_needed.sort_unstable();
+        ks_needed.dedup();
+        let valid = evaluate(
+            self.backend,
+            &self.model,
+            self.valid,
+            self.leave_one_out,
+            &ks_needed,
+            self.config.batch_size,
+        );
+        if !valid.loss.is_finite() {
+            bail!("validation loss became {} after epoch {}; stopping", valid.loss, self.state.epoch + 1);
+        }
+        let value = selection_value(self.config.selection, &valid)?;
+        let improved = match self.state.best {
+            None => true,
+            Some((best, _)) => {
+                if self.config.selection.maximise() { value > best } else { value < best }
+            }
+        };
+        let epoch = self.state.epoch + 1;
+        let s = &mut self.state;
+        let record = EpochRecord {
+            epoch,
+            step: s.step,
+            train_loss: s.epoch_loss_sum / s.epoch_targets.max(1) as f64,
+            valid,
+            tokens_per_s: (s.batch * self.config.batch_size * self.model.config.max_len) as f64
+                / s.epoch_seconds.max(1e-9),
+            seconds: s.epoch_seconds,
+            best: improved,
+        };
+        if improved {
+            s.best = Some((value, epoch));
+            s.epochs_without_improvement = 0;
+        } else {
+            s.epochs_without_improvement += 1;
+        }
+        s.epoch += 1;
+        s.batch = 0;
+        s.epoch_loss_sum = 0.0;
+        s.epoch_targets = 0;
+        s.epoch_seconds = 0.0;
+        let stop = self.config.patience.is_some_and(|p| s.epochs_without_improvement >= p);
+        s.finished = stop || s.epoch >= self.config.epochs;
+
+        self.log_epoch(&record)?;
+        if improved {
+            let weights = self.model.weights(self.backend);
+            let meta = HashMap::from([("epoch".to_string(), epoch.to_string())]);
+            save_safetensors(&self.run.model(), &weights, meta)?;
+        }
+        self.save_last()?;
+        Ok(stop)
+    }
+
+    /// Appends the epoch to `metrics.jsonl` (dropping lines of epochs a
+    /// resumed run is redoing), prints it, redraws the curves.
+    fn log_epoch(&self, record: &EpochRecord) -> Result<()> {
+        let path = self.run.metrics();
+        let mut records = read_records(&path)?;
+        records.retain(|r| r.epoch < record.epoch);
+        records.push(record.clone());
+        let mut text = String::new();
+        for r in &records {
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
+        }
+        crate::checkpoint::write_atomic(&path, text.as_bytes())?;
+        if self.progress {
+            let ranking = record.valid.ranking.as_ref().map(|m| format!("  {}", m.summary())).unwrap_or_default();
+            eprintln!(
+                "epoch {:>3}  train loss {:.4}  valid loss {:.4}{ranking}  {:.0} tok/s{}",
+                record.epoch,
+                record.train_loss,
+                record.valid.loss,
+                record.tokens_per_s,
+                if record.best { "  *best" } else { "" }
+            );
+            std::io::stderr().flush().ok();
+        }
+        write_curves(&self.run.curves(), &records)
+    }
+
+    /// Writes `last.safetensors` (weights + Adam moments), then `state.json`.
+    fn save_last(&self) -> Result<()> {
+        let b = self.backend;
+        let mut tensors: Vec<NamedTensor> = Vec::with_capacity(3 * self.model.params.len());
+        for (i, (_, name, value)) in self.model.params.iter().enumerate() {
+            let shape = b.shape(value);
+            tensors.push((name.to_string(), shape.clone(), b.to_vec(value)));
+            tensors.push((format!("optimizer.exp_avg.{name}"), shape.clone(), b.to_vec(&self.adam.exp_avg[i])));
+            tensors.push((format!("optimizer.exp_avg_sq.{name}"), shape, b.to_vec(&self.adam.exp_avg_sq[i])));
+        }
+        let meta = HashMap::from([("step".to_string(), self.state.step.to_string())]);
+        save_safetensors(&self.run.last(), &tensors, meta)?;
+        write_json(&self.run.state(), &self.state)
+    }
+
+    fn progress_bar(&self, len: u64, epoch: usize) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix((epoch + 1).to_string());
+        bar
+    }
+}
+
+/// The number `selection` picks out of a validation result.
+fn selection_value(selection: Selection, valid: &Evaluation) -> Result<f64> {
+    let ranking = || valid.ranking.as_ref().context("ranking metrics need the leave-one-out split");
+    Ok(match selection {
+        Selection::Loss => valid.loss,
+        Selection::Mrr => ranking()?.mrr,
+        Selection::Ndcg(k) => ranking()?.ndcg(k).context("K missing")?,
+        Selection::Hr(k) => ranking()?.hr(k).context("K missing")?,
+    })
+}
+
+/// Reads `metrics.jsonl` (empty when absent).
+pub fn read_records(path: &std::path::Path) -> Result<Vec<EpochRecord>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: bad metrics line", path.display(), i + 1)))
+        .collect()
+}
