@@ -1,13 +1,172 @@
-//! `sasrec data ...` (being written).
-use clap::Subcommand;
+//! `sasrec data ...`: look at interaction data before training on it.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use sasrec_data::{FilterConfig, Format, Ratings, SplitKind};
 
 /// Data subcommands.
 #[derive(Subcommand)]
 pub enum DataCommand {
-    /// Print dataset statistics.
-    Stats,
+    /// Print users, items, interactions and history lengths after filtering,
+    /// and the leave-one-out split sizes.
+    Stats {
+        #[command(flatten)]
+        ratings: RatingsArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
 }
 
-pub fn run(_cmd: DataCommand) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+/// Which ratings file to read (shared by the commands that read one).
+#[derive(Args, Clone, Debug)]
+pub struct RatingsArgs {
+    /// Ratings file: MovieLens ratings.csv, ratings.dat or u.data.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "dataset",
+        conflicts_with = "dataset"
+    )]
+    pub ratings: Option<PathBuf>,
+    /// A named MovieLens dataset under $SASREC_DATASETS (else ./datasets):
+    /// latest-small, 100k, 1m, 10m, 20m, 25m or 32m.
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
+    /// File format when the name does not tell: csv, dat (`::`) or tsv.
+    #[arg(long)]
+    pub format: Option<Format>,
+}
+
+impl RatingsArgs {
+    /// The ratings file these arguments name.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        match (&self.ratings, &self.dataset) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Some(name)) => Ok(sasrec_data::dataset_ratings_path(name)?),
+            (None, None) => anyhow::bail!("give --ratings PATH or --dataset NAME"),
+        }
+    }
+
+    /// Reads the ratings file.
+    pub fn read(&self) -> anyhow::Result<Ratings> {
+        Ok(sasrec_data::read_ratings(&self.path()?, self.format)?)
+    }
+}
+
+/// Which interactions to keep; the defaults keep everything.
+#[derive(Args, Clone, Debug)]
+pub struct FilterArgs {
+    /// Keep this fraction of the users, drawn at random (the notebook uses 0.1).
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    pub user_fraction: f64,
+    /// Seed of the user sample.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub sample_seed: u64,
+    /// Drop ratings below this.
+    #[arg(long, value_name = "R")]
+    pub min_rating: Option<f32>,
+    /// Keep only users with at least K interactions (k-core, with the item minimum).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub min_user_interactions: usize,
+    /// Keep only items with at least K interactions (k-core, with the user minimum).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub min_item_interactions: usize,
+}
+
+impl FilterArgs {
+    /// The filter these flags describe.
+    pub fn to_config(&self) -> FilterConfig {
+        FilterConfig {
+            user_fraction: self.user_fraction,
+            sample_seed: self.sample_seed,
+            min_rating: self.min_rating,
+            min_user_interactions: self.min_user_interactions,
+            min_item_interactions: self.min_item_interactions,
+        }
+    }
+}
+
+/// Runs a data subcommand.
+pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
+    match cmd {
+        DataCommand::Stats { ratings, filter } => stats(&ratings, &filter),
+    }
+}
+
+fn stats(ratings_args: &RatingsArgs, filter: &FilterArgs) -> anyhow::Result<()> {
+    let path = ratings_args.path()?;
+    let start = Instant::now();
+    let ratings = ratings_args.read()?;
+    let read_secs = start.elapsed().as_secs_f64();
+    let config = filter.to_config();
+    let (dataset, report) = sasrec_data::build_dataset_with_report(&ratings, &config)
+        .with_context(|| format!("building sequences from {}", path.display()))?;
+    let s = dataset.stats();
+    let loo = sasrec_data::split(&dataset, SplitKind::LeaveOneOut);
+
+    println!(
+        "ratings       {} ({} rows, read in {read_secs:.2} s)",
+        path.display(),
+        thousands(ratings.len())
+    );
+    println!("filters       {}", describe(&config));
+    println!(
+        "removed       {} rows: {} by user sampling, {} by minimum rating, {} by minimum interactions",
+        thousands(ratings.len() - s.interactions),
+        thousands(report.dropped_by_sampling),
+        thousands(report.dropped_by_min_rating),
+        thousands(report.dropped_by_k_core)
+    );
+    println!("users         {}", thousands(s.users));
+    println!("items         {}", thousands(s.items));
+    println!("interactions  {}", thousands(s.interactions));
+    println!(
+        "history       min {}, median {}, p90 {}, max {}",
+        thousands(s.min_len),
+        thousands(s.median_len),
+        thousands(s.p90_len),
+        thousands(s.max_len)
+    );
+    println!(
+        "leave-one-out train {} users, valid {}, test {}; left out: {} too short to train, {} too short to evaluate (< 3 items)",
+        thousands(loo.train.len()),
+        thousands(loo.valid.len()),
+        thousands(loo.test.len()),
+        thousands(loo.too_short_for_train),
+        thousands(loo.too_short_for_eval)
+    );
+    Ok(())
+}
+
+/// The filter settings in words.
+fn describe(c: &FilterConfig) -> String {
+    let users = if c.user_fraction < 1.0 {
+        format!("{} of users (seed {})", c.user_fraction, c.sample_seed)
+    } else {
+        "all users".to_string()
+    };
+    let rating = match c.min_rating {
+        Some(r) => format!("rating >= {r}"),
+        None => "any rating".to_string(),
+    };
+    format!(
+        "{users}; {rating}; users with >= {} and items with >= {} interactions",
+        c.min_user_interactions, c.min_item_interactions
+    )
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

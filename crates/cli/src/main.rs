@@ -1,16 +1,17 @@
 //! `sasrec`: train, evaluate and recommend with SASRec.
 
 mod data_cmd;
+mod device;
 mod devices_cmd;
+mod eval_cmd;
+mod plot_cmd;
+mod recommend_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "sasrec",
-    version,
-    about = "Self-attentive sequential recommendation (SASRec)"
-)]
+#[command(name = "sasrec", version, about = "Self-attentive sequential recommendation (SASRec)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +19,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a model into a run folder (or continue one with --resume).
+    Train(Box<train_cmd::TrainArgs>),
+    /// Evaluate a run's best checkpoint: HR@K, NDCG@K, MRR over all items.
+    Eval(eval_cmd::EvalArgs),
+    /// Recommend the next movies for a user or a list of movies.
+    Recommend(recommend_cmd::RecommendArgs),
+    /// Redraw a run's training curves (curves.svg).
+    Plot(plot_cmd::PlotArgs),
     /// Inspect interaction data.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -28,6 +37,10 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => train_cmd::run(*args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Recommend(args) => recommend_cmd::run(args),
+        Command::Plot(args) => plot_cmd::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Devices => devices_cmd::run(),
     };

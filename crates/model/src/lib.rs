@@ -24,4 +24,4 @@ pub use metrics::{RankingMetrics, rank_of_target};
 pub use recommend::recommend;
 pub use run::{DataSpec, RunConfig, RunDir, load_model};
 pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
-pub use train::{EpochRecord, Outcome, TrainState, Trainer};
+pub use train::{EpochHook, EpochRecord, Outcome, TrainState, Trainer};

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use sasrec_data::{FilterConfig, Format, SplitKind, Vocab};
+use sasrec_data::{Dataset, FilterConfig, Format, Split, SplitKind, Vocab, build_dataset, read_ratings, split};
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,15 @@ impl DataSpec {
             "random-users" => Ok(SplitKind::RandomUsers { valid_fraction: self.valid_fraction, seed: self.split_seed }),
             other => bail!("unknown split {other:?} (use leave-one-out or random-users)"),
         }
+    }
+
+    /// Reads the ratings, filters them and splits them, as at training time.
+    pub fn load(&self) -> Result<(Dataset, Split)> {
+        let ratings = read_ratings(&self.ratings, self.format()?)?;
+        let dataset = build_dataset(&ratings, &self.filter())
+            .with_context(|| format!("building sequences from {}", self.ratings.display()))?;
+        let split = split(&dataset, self.split_kind()?);
+        Ok((dataset, split))
     }
 
     /// The file format, explicit or from the file name.

@@ -74,6 +74,15 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// Called around the training part of every epoch (validation excluded),
+/// e.g. to reset and print per-kernel GPU timings.
+pub trait EpochHook {
+    /// Before the first batch of an epoch.
+    fn training_started(&mut self);
+    /// After the last batch of an epoch, with the number of steps it took.
+    fn training_finished(&mut self, steps: usize);
+}
+
 /// Trains a model, writing checkpoints and metrics into a run folder.
 pub struct Trainer<'a, B: Backend> {
     backend: &'a B,
@@ -87,8 +96,10 @@ pub struct Trainer<'a, B: Backend> {
     run: RunDir,
     /// Progress so far.
     pub state: TrainState,
-    /// Draw a progress bar on stderr (when it is a terminal).
+    /// Draw a progress bar on stderr and print a line per epoch.
     pub progress: bool,
+    /// Observes the training part of every epoch.
+    pub hook: Option<Box<dyn EpochHook + 'a>>,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
@@ -123,6 +134,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             run,
             state: TrainState::default(),
             progress: true,
+            hook: None,
         })
     }
 
@@ -179,6 +191,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let bar = self.progress_bar(steps_per_epoch as u64, epoch);
             bar.set_position(self.state.batch as u64);
             let order = Order::Shuffled { seed: self.config.seed, epoch: epoch as u64 };
+            let first_batch = self.state.batch;
+            if let Some(hook) = &mut self.hook {
+                hook.training_started();
+            }
             for batch in batches(self.train, max_len, batch_size, order, false).skip(self.state.batch) {
                 let started = Instant::now();
                 let device = DeviceBatch::upload(self.backend, &batch.inputs, &batch.targets, batch.batch_size, max_len);
@@ -202,6 +218,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 }
             }
             bar.finish_and_clear();
+            if let Some(hook) = &mut self.hook {
+                hook.training_finished(self.state.batch - first_batch);
+            }
             if self.end_epoch()? {
                 return Ok(Outcome::EarlyStopped);
             }

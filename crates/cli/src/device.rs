@@ -1,0 +1,93 @@
+//! `--device cpu|gpu|auto`: which backend runs the model.
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use sasrec_kernels::gpu::{AdapterChoice, GpuError, GpuOptions, WgpuBackend};
+use sasrec_kernels::{Backend, CpuBackend};
+
+/// Where to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    /// The CPU backend (ndarray + rayon).
+    Cpu,
+    /// The wgpu backend on a GPU (a CPU adapter such as llvmpipe only with --adapter).
+    Gpu,
+    /// A GPU when one is found, else the CPU.
+    Auto,
+}
+
+/// Device flags shared by the commands that run the model.
+#[derive(Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// Backend to run on.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceKind,
+    /// With --device gpu: the adapter to open, by index or part of its name as
+    /// `sasrec devices` lists them (e.g. `llvmpipe` for Mesa's CPU driver).
+    #[arg(long, value_name = "INDEX|NAME")]
+    pub adapter: Option<String>,
+    /// CPU threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Time every GPU kernel with timestamp queries and print the time per
+    /// kernel per step at the end of each epoch.
+    #[arg(long)]
+    pub profile_kernels: bool,
+}
+
+/// An opened backend.
+pub enum Device {
+    /// The CPU backend.
+    Cpu(CpuBackend),
+    /// The wgpu backend.
+    Gpu(WgpuBackend),
+}
+
+impl DeviceArgs {
+    /// Opens the backend these flags ask for and says which one on stderr.
+    pub fn open(&self) -> Result<Device> {
+        if let Some(threads) = self.threads {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build_global()
+                .context("setting the CPU thread count")?;
+        }
+        let options = GpuOptions {
+            adapter: match &self.adapter {
+                None => AdapterChoice::Best,
+                Some(a) => match a.parse::<usize>() {
+                    Ok(i) => AdapterChoice::Index(i),
+                    Err(_) => AdapterChoice::NameContains(a.clone()),
+                },
+            },
+            profiling: self.profile_kernels,
+            ..GpuOptions::default()
+        };
+        let device = match self.device {
+            DeviceKind::Cpu => Device::Cpu(CpuBackend::default()),
+            DeviceKind::Gpu => Device::Gpu(WgpuBackend::new(&options).context(
+                "opening the GPU (see `sasrec devices`; --adapter llvmpipe uses Mesa's CPU driver)",
+            )?),
+            DeviceKind::Auto => match WgpuBackend::new(&options) {
+                Ok(gpu) => Device::Gpu(gpu),
+                Err(GpuError::NoAdapter(why)) => {
+                    eprintln!("no GPU found ({why}); training on the CPU");
+                    Device::Cpu(CpuBackend::default())
+                }
+                Err(err) => return Err(err).context("opening the GPU (use --device cpu to skip it)"),
+            },
+        };
+        eprintln!("device: {}", device.name());
+        Ok(device)
+    }
+}
+
+impl Device {
+    /// The backend's name.
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu(b) => b.name(),
+            Device::Gpu(b) => b.name(),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `sasrec eval`: evaluate a run's best checkpoint on its validation or test users.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use sasrec_kernels::Backend;
+use sasrec_model::{RunConfig, RunDir, SasRec, evaluate, popularity_baseline};
+
+use crate::device::{Device, DeviceArgs};
+
+/// Which held-out users to evaluate on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SplitPart {
+    /// The validation users (the ones that selected the checkpoint).
+    Valid,
+    /// The test users (leave-one-out only).
+    Test,
+}
+
+/// `sasrec eval` flags.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Run folder written by `sasrec train`.
+    #[arg(long, value_name = "DIR")]
+    run: PathBuf,
+    /// Which part of the split.
+    #[arg(long, value_enum, default_value = "test")]
+    split_part: SplitPart,
+    /// Cut-offs K for HR@K and NDCG@K.
+    #[arg(long, value_delimiter = ',', default_value = "10,20")]
+    k: Vec<usize>,
+    /// Read the ratings from here instead of the path saved in config.json.
+    #[arg(long, value_name = "PATH")]
+    ratings: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// Runs `sasrec eval`.
+pub fn run(args: EvalArgs) -> Result<()> {
+    if args.k.contains(&0) {
+        bail!("--k values must be at least 1");
+    }
+    let run = RunDir::new(&args.run);
+    let mut config = run.read_config()?;
+    if let Some(ratings) = &args.ratings {
+        config.data.ratings = ratings.clone();
+    }
+    let leave_one_out = config.data.split == "leave-one-out";
+    if args.split_part == SplitPart::Test && !leave_one_out {
+        bail!("the run used --split random-users, which has no test users; use --split-part valid");
+    }
+    match args.device.open()? {
+        Device::Cpu(b) => eval_on(&b, &run, &config, &args),
+        Device::Gpu(b) => eval_on(&b, &run, &config, &args),
+    }
+}
+
+fn eval_on<B: Backend>(backend: &B, run: &RunDir, config: &RunConfig, args: &EvalArgs) -> Result<()> {
+    let (dataset, split) = config.data.load()?;
+    if dataset.vocab != run.read_vocab()? {
+        bail!(
+            "the items of {} do not match the run's vocab.json: not the data this run was trained on",
+            config.data.ratings.display()
+        );
+    }
+    let (_, model): (_, SasRec<B>) = run.load_model(backend)?;
+    let leave_one_out = config.data.split == "leave-one-out";
+    let users = match args.split_part {
+        SplitPart::Valid => &split.valid,
+        SplitPart::Test => &split.test,
+    };
+    let result = evaluate(backend, &model, users, leave_one_out, &args.k, config.train.batch_size);
+    let popular = leave_one_out.then(|| popularity_baseline(&split.train, users, config.model.vocab(), &args.k));
+    let part = format!("{:?}", args.split_part).to_lowercase();
+    if args.json {
+        let out = serde_json::json!({ "run": run.path(), "part": part, "model": result, "most_popular": popular });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("run           {}", run.path().display());
+    println!("{part} users   {}  ({} targets)", users.len(), result.targets);
+    println!("loss          {:.4}", result.loss);
+    if let Some(m) = &result.ranking {
+        println!("model         {}", m.summary());
+    }
+    if let Some(p) = &popular {
+        println!("most popular  {}", p.summary());
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+// Softmax cross-entropy over a chunk of logits rows, fused with its gradient.
+//
+// The host computes one chunk of logits = h @ table^T at a time (rows whose
+// target is 0 were dropped beforehand). `rows` then runs one workgroup per
+// row: every invocation keeps a running (max, sum of exp) over its strided
+// share of the row, the pairs are merged in workgroup memory, and
+// lse = max + log(sum). The row's loss lse - logit[target] goes to
+// loss_rows; with gradients the logits are overwritten in place by
+// dlogits = (softmax - onehot) / count. `mean_loss` then adds the per-row
+// losses in a fixed order in one workgroup, so the loss is deterministic.
+
+const WG: u32 = 256u;
+
+struct Params {
+    rows: u32,
+    vocab: u32,
+    // index of the chunk's first row in targets and loss_rows
+    row0: u32,
+    count: u32,
+    with_grad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<u32>;
+@group(0) @binding(3) var<storage, read_write> loss_rows: array<f32>;
+@group(0) @binding(4) var<storage, read> loss_in: array<f32>;
+@group(0) @binding(5) var<storage, read_write> loss: array<f32>;
+
+var<workgroup> red_max: array<f32, WG>;
+var<workgroup> red_sum: array<f32, WG>;
+
+// sum_a * exp(max_a - m) + sum_b * exp(max_b - m), m = max(max_a, max_b); an
+// empty side (sum 0) contributes nothing even when its max is the sentinel.
+fn merge(max_a: f32, sum_a: f32, max_b: f32, sum_b: f32) -> vec2<f32> {
+    let m = max(max_a, max_b);
+    var s = 0.0;
+    if (sum_a > 0.0) {
+        s += sum_a * exp(max_a - m);
+    }
+    if (sum_b > 0.0) {
+        s += sum_b * exp(max_b - m);
+    }
+    return vec2<f32>(m, s);
+}
+
+@compute @workgroup_size(WG)
+fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let r = wid.y * nwg.x + wid.x;
+    if (r >= p.rows) {
+        return;
+    }
+    let lid = lid3.x;
+    let base = r * p.vocab;
+
+    var m = -3.0e38;
+    var s = 0.0;
+    for (var j = lid; j < p.vocab; j += WG) {
+        let x = logits[base + j];
+        if (x > m) {
+            s = s * exp(m - x) + 1.0;
+            m = x;
+        } else {
+            s += exp(x - m);
+        }
+    }
+    red_max[lid] = m;
+    red_sum[lid] = s;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half >>= 1u) {
+        if (lid < half) {
+            let merged = merge(red_max[lid], red_sum[lid], red_max[lid + half], red_sum[lid + half]);
+            red_max[lid] = merged.x;
+            red_sum[lid] = merged.y;
+        }
+        workgroupBarrier();
+    }
+    let lse = red_max[0] + log(red_sum[0]);
+    let target_id = targets[p.row0 + r];
+
+    if (lid == 0u) {
+        loss_rows[p.row0 + r] = lse - logits[base + target_id];
+    }
+    // Everyone has read logits[target] before it is overwritten.
+    workgroupBarrier();
+    if (p.with_grad != 0u) {
+        let inv_count = 1.0 / f32(p.count);
+        for (var j = lid; j < p.vocab; j += WG) {
+            let onehot = select(0.0, 1.0, j == target_id);
+            logits[base + j] = (exp(logits[base + j] - lse) - onehot) * inv_count;
+        }
+    }
+}
+
+// loss[0] = sum(loss_in[0 .. count]) / count.
+@compute @workgroup_size(WG)
+fn mean_loss(@builtin(local_invocation_id) lid3: vec3<u32>) {
+    let lid = lid3.x;
+    var s = 0.0;
+    for (var i = lid; i < p.count; i += WG) {
+        s += loss_in[i];
+    }
+    red_sum[lid] = s;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half >>= 1u) {
+        if (lid < half) {
+            red_sum[lid] += red_sum[lid + half];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        loss[0] = red_sum[0] / f32(p.count);
+    }
+}
