@@ -114,7 +114,11 @@ impl<B: Backend> Gradients<B> {
 impl<'b, B: Backend> Tape<'b, B> {
     /// An empty tape. `grad_enabled = false` is inference mode.
     pub fn new(backend: &'b B, grad_enabled: bool) -> Self {
-        Tape { backend, nodes: Vec::new(), grad_enabled }
+        Tape {
+            backend,
+            nodes: Vec::new(),
+            grad_enabled,
+        }
     }
 
     /// The backend this tape runs on.
@@ -141,17 +145,25 @@ impl<'b, B: Backend> Tape<'b, B> {
     /// Adds every parameter of `store` as a leaf that requires grad, in
     /// store order: `vars[id.index()]` is the parameter `id`.
     pub fn params(&mut self, store: &ParamStore<B>) -> Vec<Var> {
-        store.iter().map(|(_, _, value)| self.leaf(value.clone(), true)).collect()
+        store
+            .iter()
+            .map(|(_, _, value)| self.leaf(value.clone(), true))
+            .collect()
     }
 
     fn push(&mut self, value: B::Tensor, op: Op<B>, requires_grad: bool) -> Var {
-        self.nodes.push(Node { value, op, requires_grad });
+        self.nodes.push(Node {
+            value,
+            op,
+            requires_grad,
+        });
         Var(self.nodes.len() - 1)
     }
 
     /// Records `op` if any input requires grad, else a constant.
     fn record(&mut self, value: B::Tensor, inputs: &[Var], op: impl FnOnce() -> Op<B>) -> Var {
-        let requires_grad = self.grad_enabled && inputs.iter().any(|v| self.nodes[v.0].requires_grad);
+        let requires_grad =
+            self.grad_enabled && inputs.iter().any(|v| self.nodes[v.0].requires_grad);
         let op = if requires_grad { op() } else { Op::Leaf };
         self.push(value, op, requires_grad)
     }
@@ -190,18 +202,31 @@ impl<'b, B: Backend> Tape<'b, B> {
     pub fn embedding(&mut self, table: Var, ids: &B::Ids, padding_idx: Option<u32>) -> Var {
         let y = self.backend.embedding(self.value(table), ids);
         let ids = ids.clone();
-        self.record(y, &[table], || Op::Embedding { table, ids, padding_idx })
+        self.record(y, &[table], || Op::Embedding {
+            table,
+            ids,
+            padding_idx,
+        })
     }
 
     /// LayerNorm over the last dimension of `[n, d]`.
     pub fn layer_norm(&mut self, x: Var, gamma: Var, beta: Var, eps: f32) -> Var {
-        let (y, stats) = self.backend.layer_norm(self.value(x), self.value(gamma), self.value(beta), eps);
-        self.record(y, &[x, gamma, beta], || Op::LayerNorm { x, gamma, beta, stats })
+        let (y, stats) =
+            self.backend
+                .layer_norm(self.value(x), self.value(gamma), self.value(beta), eps);
+        self.record(y, &[x, gamma, beta], || Op::LayerNorm {
+            x,
+            gamma,
+            beta,
+            stats,
+        })
     }
 
     /// `x @ w^T + bias` (PyTorch's `nn.Linear`, `w` is `[out, in]`).
     pub fn linear(&mut self, x: Var, w: Var, bias: Option<Var>) -> Var {
-        let y = self.backend.linear(self.value(x), self.value(w), bias.map(|b| self.value(b)));
+        let y = self
+            .backend
+            .linear(self.value(x), self.value(w), bias.map(|b| self.value(b)));
         let mut inputs = vec![x, w];
         inputs.extend(bias);
         self.record(y, &inputs, || Op::Linear { x, w, bias })
@@ -217,8 +242,15 @@ impl<'b, B: Backend> Tape<'b, B> {
         dropout: Option<Dropout>,
     ) -> Var {
         let dropout = dropout.filter(|d| d.p > 0.0);
-        let (ctx, probs) = self.backend.attention(self.value(qkv), key_ids, shape, dropout.as_ref());
-        self.record(ctx, &[qkv], || Op::Attention { qkv, probs, shape, dropout })
+        let (ctx, probs) =
+            self.backend
+                .attention(self.value(qkv), key_ids, shape, dropout.as_ref());
+        self.record(ctx, &[qkv], || Op::Attention {
+            qkv,
+            probs,
+            shape,
+            dropout,
+        })
     }
 
     /// Mean softmax cross-entropy of `h @ table^T` against `targets`
@@ -226,9 +258,16 @@ impl<'b, B: Backend> Tape<'b, B> {
     pub fn cross_entropy(&mut self, h: Var, table: Var, targets: &B::Ids) -> Var {
         let with_grad = self.grad_enabled
             && (self.nodes[h.0].requires_grad || self.nodes[table.0].requires_grad);
-        let out = self.backend.cross_entropy(self.value(h), self.value(table), targets, with_grad);
+        let out = self
+            .backend
+            .cross_entropy(self.value(h), self.value(table), targets, with_grad);
         let (dh, dtable) = (out.dh, out.dtable);
-        self.record(out.loss, &[h, table], || Op::CrossEntropy { h, table, dh, dtable })
+        self.record(out.loss, &[h, table], || Op::CrossEntropy {
+            h,
+            table,
+            dh,
+            dtable,
+        })
     }
 
     /// Gradients of the `[1]`-shaped `loss` with respect to every leaf that
@@ -238,7 +277,11 @@ impl<'b, B: Backend> Tape<'b, B> {
     /// If `loss` is not a single number.
     pub fn backward(&self, loss: Var) -> Gradients<B> {
         let b = self.backend;
-        assert_eq!(b.shape(self.value(loss)), [1], "backward needs a scalar ([1]) loss");
+        assert_eq!(
+            b.shape(self.value(loss)),
+            [1],
+            "backward needs a scalar ([1]) loss"
+        );
         let mut grads: Vec<Option<B::Tensor>> = vec![None; self.nodes.len()];
         if self.nodes[loss.0].requires_grad {
             grads[loss.0] = Some(b.tensor(&[1.0], &[1]));
@@ -267,11 +310,20 @@ impl<'b, B: Backend> Tape<'b, B> {
                 Op::Scale { x, s } => send(*x, b.scale(&dy, s)),
                 Op::Relu(x) => send(*x, b.relu_backward(&node.value, &dy)),
                 Op::Dropout { x, mask } => send(*x, b.dropout(&dy, mask)),
-                Op::Embedding { table, ids, padding_idx } => {
+                Op::Embedding {
+                    table,
+                    ids,
+                    padding_idx,
+                } => {
                     let vocab = b.shape(self.value(*table))[0];
                     send(*table, b.embedding_backward(&dy, ids, vocab, *padding_idx));
                 }
-                Op::LayerNorm { x, gamma, beta, stats } => {
+                Op::LayerNorm {
+                    x,
+                    gamma,
+                    beta,
+                    stats,
+                } => {
                     let (dx, dgamma, dbeta) =
                         b.layer_norm_backward(&dy, self.value(*x), self.value(*gamma), stats);
                     send(*x, dx);
@@ -291,13 +343,35 @@ impl<'b, B: Backend> Tape<'b, B> {
                         }
                     }
                 }
-                Op::Attention { qkv, probs, shape, dropout } => {
-                    let dqkv = b.attention_backward(&dy, self.value(*qkv), probs, *shape, dropout.as_ref());
+                Op::Attention {
+                    qkv,
+                    probs,
+                    shape,
+                    dropout,
+                } => {
+                    let dqkv = b.attention_backward(
+                        &dy,
+                        self.value(*qkv),
+                        probs,
+                        *shape,
+                        dropout.as_ref(),
+                    );
                     send(*qkv, dqkv);
                 }
-                Op::CrossEntropy { h, table, dh, dtable } => {
+                Op::CrossEntropy {
+                    h,
+                    table,
+                    dh,
+                    dtable,
+                } => {
                     // At the root the incoming gradient is exactly 1.
-                    let scaled = |g: &B::Tensor| if id == loss.0 { g.clone() } else { b.scale(g, &dy) };
+                    let scaled = |g: &B::Tensor| {
+                        if id == loss.0 {
+                            g.clone()
+                        } else {
+                            b.scale(g, &dy)
+                        }
+                    };
                     if let Some(dh) = dh {
                         send(*h, scaled(dh));
                     }

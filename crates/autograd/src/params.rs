@@ -21,7 +21,10 @@ pub struct ParamStore<B: Backend> {
 
 impl<B: Backend> Default for ParamStore<B> {
     fn default() -> Self {
-        ParamStore { names: Vec::new(), values: Vec::new() }
+        ParamStore {
+            names: Vec::new(),
+            values: Vec::new(),
+        }
     }
 }
 
@@ -80,7 +83,11 @@ impl<B: Backend> ParamStore<B> {
 
     /// `(id, name, value)` in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (ParamId, &str, &B::Tensor)> {
-        self.names.iter().zip(&self.values).enumerate().map(|(i, (n, v))| (ParamId(i), n.as_str(), v))
+        self.names
+            .iter()
+            .zip(&self.values)
+            .enumerate()
+            .map(|(i, (n, v))| (ParamId(i), n.as_str(), v))
     }
 
     /// Ids in insertion order.

@@ -28,7 +28,10 @@ struct Input {
 
 fn random(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> Input {
     let n = shape.iter().product();
-    Input { data: (0..n).map(|_| rng.random_range(-scale..scale)).collect(), shape: shape.to_vec() }
+    Input {
+        data: (0..n).map(|_| rng.random_range(-scale..scale)).collect(),
+        shape: shape.to_vec(),
+    }
 }
 
 /// Values at least 0.1 away from 0, so that a step of EPS never crosses the
@@ -42,26 +45,42 @@ fn away_from_zero(rng: &mut ChaCha8Rng, shape: &[usize]) -> Input {
 }
 
 /// Checks d loss / d input for every input of `graph` by central differences.
-fn gradcheck(name: &str, inputs: &[Input], graph: impl Fn(&mut Tape<'_, CpuBackend>, &[Var]) -> Var) {
+fn gradcheck(
+    name: &str,
+    inputs: &[Input],
+    graph: impl Fn(&mut Tape<'_, CpuBackend>, &[Var]) -> Var,
+) {
     let b = CpuBackend::default();
     let loss_at = |values: &[Vec<f32>]| -> f32 {
         let mut tape = Tape::new(&b, false);
-        let vars: Vec<Var> =
-            values.iter().zip(inputs).map(|(v, i)| tape.leaf(b.tensor(v, &i.shape), false)).collect();
+        let vars: Vec<Var> = values
+            .iter()
+            .zip(inputs)
+            .map(|(v, i)| tape.leaf(b.tensor(v, &i.shape), false))
+            .collect();
         let loss = graph(&mut tape, &vars);
         b.to_vec(tape.value(loss))[0]
     };
 
     let mut tape = Tape::new(&b, true);
-    let vars: Vec<Var> = inputs.iter().map(|i| tape.leaf(b.tensor(&i.data, &i.shape), true)).collect();
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|i| tape.leaf(b.tensor(&i.data, &i.shape), true))
+        .collect();
     let loss = graph(&mut tape, &vars);
     let grads = tape.backward(loss);
 
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for (k, input) in inputs.iter().enumerate() {
-        let grad = b.to_vec(grads.get(vars[k]).unwrap_or_else(|| panic!("{name}: no gradient for input {k}")));
+        let grad = b.to_vec(
+            grads
+                .get(vars[k])
+                .unwrap_or_else(|| panic!("{name}: no gradient for input {k}")),
+        );
         for _ in 0..3 {
-            let u: Vec<f32> = (0..input.data.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let u: Vec<f32> = (0..input.data.len())
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
             let analytic: f32 = grad.iter().zip(&u).map(|(g, u)| g * u).sum();
             let shifted = |sign: f32| -> f32 {
                 let mut values: Vec<Vec<f32>> = inputs.iter().map(|i| i.data.clone()).collect();
@@ -82,7 +101,15 @@ fn gradcheck(name: &str, inputs: &[Input], graph: impl Fn(&mut Tape<'_, CpuBacke
 
 /// Random targets in 0..vocab with some zeros (ignored).
 fn targets(rng: &mut ChaCha8Rng, n: usize, vocab: usize) -> Vec<u32> {
-    (0..n).map(|i| if i % 4 == 3 { 0 } else { rng.random_range(1..vocab as u32) }).collect()
+    (0..n)
+        .map(|i| {
+            if i % 4 == 3 {
+                0
+            } else {
+                rng.random_range(1..vocab as u32)
+            }
+        })
+        .collect()
 }
 
 /// The tail every check ends with: cross-entropy of `h` against a fixed
@@ -97,7 +124,12 @@ struct Tail {
 impl Tail {
     fn new(rng: &mut ChaCha8Rng, rows: usize, dim: usize) -> Self {
         let vocab = 11;
-        Tail { table: random(rng, &[vocab, dim], 1.0).data, targets: targets(rng, rows, vocab), vocab, dim }
+        Tail {
+            table: random(rng, &[vocab, dim], 1.0).data,
+            targets: targets(rng, rows, vocab),
+            vocab,
+            dim,
+        }
     }
 
     fn apply(&self, tape: &mut Tape<'_, CpuBackend>, h: Var) -> Var {
@@ -113,7 +145,10 @@ impl Tail {
 fn add() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let tail = Tail::new(&mut rng, 5, 3);
-    let inputs = [random(&mut rng, &[5, 3], 1.0), random(&mut rng, &[5, 3], 1.0)];
+    let inputs = [
+        random(&mut rng, &[5, 3], 1.0),
+        random(&mut rng, &[5, 3], 1.0),
+    ];
     gradcheck("add", &inputs, |t, v| {
         let y = t.add(v[0], v[1]);
         tail.apply(t, y)
@@ -177,7 +212,11 @@ fn embedding_with_padding() {
     let loss = tail.apply(&mut tape, y);
     let grads = tape.backward(loss);
     let g = b.to_vec(grads.get(table).unwrap());
-    assert!(g[..4].iter().all(|&v| v == 0.0), "padding row got gradient {:?}", &g[..4]);
+    assert!(
+        g[..4].iter().all(|&v| v == 0.0),
+        "padding row got gradient {:?}",
+        &g[..4]
+    );
     assert!(g[12..16].iter().any(|&v| v != 0.0), "row 3 got no gradient");
 }
 
@@ -185,7 +224,11 @@ fn embedding_with_padding() {
 fn layer_norm() {
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     let tail = Tail::new(&mut rng, 5, 7);
-    let inputs = [random(&mut rng, &[5, 7], 2.0), random(&mut rng, &[7], 1.0), random(&mut rng, &[7], 1.0)];
+    let inputs = [
+        random(&mut rng, &[5, 7], 2.0),
+        random(&mut rng, &[7], 1.0),
+        random(&mut rng, &[7], 1.0),
+    ];
     gradcheck("layer_norm", &inputs, |t, v| {
         let y = t.layer_norm(v[0], v[1], v[2], 1e-5);
         tail.apply(t, y)
@@ -196,7 +239,11 @@ fn layer_norm() {
 fn linear() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let tail = Tail::new(&mut rng, 5, 3);
-    let inputs = [random(&mut rng, &[5, 4], 1.0), random(&mut rng, &[3, 4], 1.0), random(&mut rng, &[3], 1.0)];
+    let inputs = [
+        random(&mut rng, &[5, 4], 1.0),
+        random(&mut rng, &[3, 4], 1.0),
+        random(&mut rng, &[3], 1.0),
+    ];
     gradcheck("linear", &inputs, |t, v| {
         let y = t.linear(v[0], v[1], Some(v[2]));
         tail.apply(t, y)
@@ -205,7 +252,12 @@ fn linear() {
 
 fn attention_case(dropout: Option<Dropout>) {
     let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let shape = AttentionShape { batch: 3, len: 5, heads: 2, head_dim: 3 };
+    let shape = AttentionShape {
+        batch: 3,
+        len: 5,
+        heads: 2,
+        head_dim: 3,
+    };
     let rows = shape.batch * shape.len;
     let tail = Tail::new(&mut rng, rows, shape.dim());
     // Sequence 0 left-padded, 1 full, 2 all padding (every query fully masked).
@@ -232,7 +284,10 @@ fn attention_with_dropout() {
 fn cross_entropy_both_inputs_then_scale() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let ids = targets(&mut rng, 9, 13);
-    let inputs = [random(&mut rng, &[9, 6], 1.0), random(&mut rng, &[13, 6], 1.0)];
+    let inputs = [
+        random(&mut rng, &[9, 6], 1.0),
+        random(&mut rng, &[13, 6], 1.0),
+    ];
     gradcheck("cross_entropy", &inputs, |t, v| {
         let ids = t.backend().ids(&ids);
         let loss = t.cross_entropy(v[0], v[1], &ids);
@@ -247,7 +302,10 @@ fn tied_table_gets_gradient_from_lookup_and_output() {
     // from finite differences; the output layer still scores column 0.
     let ids = [2u32, 5, 7, 7, 1, 3];
     let targets = targets(&mut rng, 6, 8);
-    let inputs = [random(&mut rng, &[8, 4], 1.0), random(&mut rng, &[4, 4], 1.0)];
+    let inputs = [
+        random(&mut rng, &[8, 4], 1.0),
+        random(&mut rng, &[4, 4], 1.0),
+    ];
     gradcheck("tied embedding", &inputs, |t, v| {
         let b = t.backend();
         let (ids, targets) = (b.ids(&ids), b.ids(&targets));

@@ -74,7 +74,9 @@ impl DeviceArgs {
                     eprintln!("no GPU found ({why}); training on the CPU");
                     Device::Cpu(CpuBackend::default())
                 }
-                Err(err) => return Err(err).context("opening the GPU (use --device cpu to skip it)"),
+                Err(err) => {
+                    return Err(err).context("opening the GPU (use --device cpu to skip it)");
+                }
             },
         };
         eprintln!("device: {}", device.name());

@@ -60,7 +60,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
 }
 
-fn eval_on<B: Backend>(backend: &B, run: &RunDir, config: &RunConfig, args: &EvalArgs) -> Result<()> {
+fn eval_on<B: Backend>(
+    backend: &B,
+    run: &RunDir,
+    config: &RunConfig,
+    args: &EvalArgs,
+) -> Result<()> {
     let (dataset, split) = config.data.load()?;
     if dataset.vocab != run.read_vocab()? {
         bail!(
@@ -74,8 +79,16 @@ fn eval_on<B: Backend>(backend: &B, run: &RunDir, config: &RunConfig, args: &Eva
         SplitPart::Valid => &split.valid,
         SplitPart::Test => &split.test,
     };
-    let result = evaluate(backend, &model, users, leave_one_out, &args.k, config.train.batch_size);
-    let popular = leave_one_out.then(|| popularity_baseline(&split.train, users, config.model.vocab(), &args.k));
+    let result = evaluate(
+        backend,
+        &model,
+        users,
+        leave_one_out,
+        &args.k,
+        config.train.batch_size,
+    );
+    let popular = leave_one_out
+        .then(|| popularity_baseline(&split.train, users, config.model.vocab(), &args.k));
     let part = format!("{:?}", args.split_part).to_lowercase();
     if args.json {
         let out = serde_json::json!({ "run": run.path(), "part": part, "model": result, "most_popular": popular });
@@ -83,7 +96,11 @@ fn eval_on<B: Backend>(backend: &B, run: &RunDir, config: &RunConfig, args: &Eva
         return Ok(());
     }
     println!("run           {}", run.path().display());
-    println!("{part} users   {}  ({} targets)", users.len(), result.targets);
+    println!(
+        "{part} users   {}  ({} targets)",
+        users.len(),
+        result.targets
+    );
     println!("loss          {:.4}", result.loss);
     if let Some(m) = &result.ranking {
         println!("model         {}", m.summary());

@@ -11,7 +11,11 @@ mod train_cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sasrec", version, about = "Self-attentive sequential recommendation (SASRec)")]
+#[command(
+    name = "sasrec",
+    version,
+    about = "Self-attentive sequential recommendation (SASRec)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -56,22 +56,42 @@ fn recommend_on<B: Backend>(backend: &B, args: &RecommendArgs) -> Result<()> {
         (Some(user), _) => {
             let (dataset, _) = config.data.load()?;
             if dataset.vocab != vocab {
-                bail!("the items of {} do not match the run's vocab.json", config.data.ratings.display());
+                bail!(
+                    "the items of {} do not match the run's vocab.json",
+                    config.data.ratings.display()
+                );
             }
             let seq = dataset
                 .users
                 .iter()
                 .find(|s| s.user == *user)
-                .with_context(|| format!("user {user} is not in {} (after the run's filters)", config.data.ratings.display()))?;
-            (seq.items.clone(), format!("user {user} ({} movies rated)", seq.items.len()))
+                .with_context(|| {
+                    format!(
+                        "user {user} is not in {} (after the run's filters)",
+                        config.data.ratings.display()
+                    )
+                })?;
+            (
+                seq.items.clone(),
+                format!("user {user} ({} movies rated)", seq.items.len()),
+            )
         }
         (None, Some(movies)) => {
-            let unknown: Vec<String> =
-                movies.iter().filter(|m| vocab.index(**m).is_none()).map(|m| m.to_string()).collect();
+            let unknown: Vec<String> = movies
+                .iter()
+                .filter(|m| vocab.index(**m).is_none())
+                .map(|m| m.to_string())
+                .collect();
             if !unknown.is_empty() {
                 bail!("movie ids not known to the model: {}", unknown.join(", "));
             }
-            (movies.iter().map(|m| vocab.index(*m).expect("checked above")).collect(), format!("{} movies", movies.len()))
+            (
+                movies
+                    .iter()
+                    .map(|m| vocab.index(*m).expect("checked above"))
+                    .collect(),
+                format!("{} movies", movies.len()),
+            )
         }
         (None, None) => bail!("give --user ID or --items ID,ID,..."),
     };
@@ -83,14 +103,23 @@ fn recommend_on<B: Backend>(backend: &B, args: &RecommendArgs) -> Result<()> {
     let title = |movie: u32| titles.get(&movie).map(String::as_str).unwrap_or("");
     println!("after {who}; last watched:");
     for &item in history.iter().rev().take(3) {
-        let movie = vocab.raw(item).expect("history items are in the vocabulary");
+        let movie = vocab
+            .raw(item)
+            .expect("history items are in the vocabulary");
         println!("      {movie:>7}  {}", title(movie));
     }
     println!("top {}:", args.k);
     println!(" rank  movieId   score  title");
-    for (rank, (item, score)) in recommend(backend, &model, &history, args.k).into_iter().enumerate() {
+    for (rank, (item, score)) in recommend(backend, &model, &history, args.k)
+        .into_iter()
+        .enumerate()
+    {
         let movie = vocab.raw(item).expect("recommendations are real items");
-        println!("{:>5}  {movie:>7}  {score:>6.2}  {}", rank + 1, title(movie));
+        println!(
+            "{:>5}  {movie:>7}  {score:>6.2}  {}",
+            rank + 1,
+            title(movie)
+        );
     }
     Ok(())
 }
@@ -99,7 +128,11 @@ fn recommend_on<B: Backend>(backend: &B, args: &RecommendArgs) -> Result<()> {
 fn load_titles(args: &RecommendArgs, ratings: &std::path::Path) -> Result<HashMap<u32, String>> {
     let path = match &args.movies {
         Some(p) => p.clone(),
-        None => match ratings.parent().map(|d| d.join("movies.csv")).filter(|p| p.exists()) {
+        None => match ratings
+            .parent()
+            .map(|d| d.join("movies.csv"))
+            .filter(|p| p.exists())
+        {
             Some(p) => p,
             None => return Ok(HashMap::new()),
         },

@@ -12,8 +12,8 @@ use sasrec_kernels::Backend;
 use sasrec_kernels::gpu::WgpuBackend;
 use sasrec_model::train::read_records;
 use sasrec_model::{
-    DataSpec, EpochHook, ModelConfig, Outcome, RunConfig, RunDir, SasRec, Selection, TrainConfig, Trainer,
-    evaluate, load_model, popularity_baseline,
+    DataSpec, EpochHook, ModelConfig, Outcome, RunConfig, RunDir, SasRec, Selection, TrainConfig,
+    Trainer, evaluate, load_model, popularity_baseline,
 };
 
 use crate::data_cmd::{FilterArgs, RatingsArgs};
@@ -70,7 +70,7 @@ pub struct TrainArgs {
     batch_size: usize,
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
+    lr: f64,
     /// Maximum epochs.
     #[arg(long, default_value_t = 10)]
     epochs: usize,
@@ -119,7 +119,12 @@ impl TrainArgs {
             min_rating: self.filter.min_rating,
             min_user_interactions: self.filter.min_user_interactions,
             min_item_interactions: self.filter.min_item_interactions,
-            split: if leave_one_out { "leave-one-out" } else { "random-users" }.to_string(),
+            split: if leave_one_out {
+                "leave-one-out"
+            } else {
+                "random-users"
+            }
+            .to_string(),
             valid_fraction: self.valid_fraction,
             split_seed: self.split_seed,
         };
@@ -154,7 +159,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let run = RunDir::new(&args.out);
     let config = if args.resume {
         if !run.state().exists() {
-            bail!("{} holds no run to resume (no state.json)", run.path().display());
+            bail!(
+                "{} holds no run to resume (no state.json)",
+                run.path().display()
+            );
         }
         eprintln!("resuming {} with its saved settings", run.path().display());
         run.read_config()?
@@ -202,14 +210,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted: saving the progress after this step (press Ctrl-C again to quit now)");
+        eprintln!(
+            "\ninterrupted: saving the progress after this step (press Ctrl-C again to quit now)"
+        );
     })
     .context("installing the Ctrl-C handler")?;
 
     match args.device.open()? {
         Device::Cpu(b) => train_on(&b, &config, &split, &run, args.resume, &stop, None),
         Device::Gpu(b) => {
-            let hook = args.device.profile_kernels.then(|| Box::new(KernelProfile(b.clone())) as Box<dyn EpochHook>);
+            let hook = args
+                .device
+                .profile_kernels
+                .then(|| Box::new(KernelProfile(b.clone())) as Box<dyn EpochHook>);
             train_on(&b, &config, &split, &run, args.resume, &stop, hook)
         }
     }
@@ -226,21 +239,38 @@ fn train_on<B: Backend>(
 ) -> Result<()> {
     let leave_one_out = config.data.split == "leave-one-out";
     let model = SasRec::new(backend, config.model.clone(), config.train.seed);
-    let mut trainer =
-        Trainer::new(backend, model, config.train.clone(), &split.train, &split.valid, leave_one_out, run.clone())?;
+    let mut trainer = Trainer::new(
+        backend,
+        model,
+        config.train.clone(),
+        &split.train,
+        &split.valid,
+        leave_one_out,
+        run.clone(),
+    )?;
     trainer.hook = hook;
     if resume {
         trainer.restore()?;
-        eprintln!("continuing at epoch {}, step {}", trainer.state.epoch + 1, trainer.state.step);
+        eprintln!(
+            "continuing at epoch {}, step {}",
+            trainer.state.epoch + 1,
+            trainer.state.step
+        );
     }
     let outcome = trainer.run(stop)?;
     drop(trainer);
     match outcome {
         Outcome::Interrupted => {
-            eprintln!("saved; continue with: sasrec train --resume --out {}", run.path().display());
+            eprintln!(
+                "saved; continue with: sasrec train --resume --out {}",
+                run.path().display()
+            );
             return Ok(());
         }
-        Outcome::EarlyStopped => eprintln!("early stopping: no better {} for a while", config.train.selection),
+        Outcome::EarlyStopped => eprintln!(
+            "early stopping: no better {} for a while",
+            config.train.selection
+        ),
         Outcome::Completed => {}
     }
     report(backend, config, split, run)
@@ -254,27 +284,49 @@ fn report<B: Backend>(backend: &B, config: &RunConfig, split: &Split, run: &RunD
         bail!("the run has no validated epoch");
     };
     println!("run           {}", run.path().display());
-    println!("best epoch    {} of {} (by valid {})", best.epoch, records.len(), config.train.selection);
+    println!(
+        "best epoch    {} of {} (by valid {})",
+        best.epoch,
+        records.len(),
+        config.train.selection
+    );
     print_line("valid", best.valid.loss, best.valid.ranking.as_ref());
     if config.data.split == "leave-one-out" {
         let model = load_model(backend, &run.model(), config.model.clone())?;
-        let test = evaluate(backend, &model, &split.test, true, &config.train.ks, config.train.batch_size);
+        let test = evaluate(
+            backend,
+            &model,
+            &split.test,
+            true,
+            &config.train.ks,
+            config.train.batch_size,
+        );
         print_line("test", test.loss, test.ranking.as_ref());
-        let popular = popularity_baseline(&split.train, &split.test, config.model.vocab(), &config.train.ks);
+        let popular = popularity_baseline(
+            &split.train,
+            &split.test,
+            config.model.vocab(),
+            &config.train.ks,
+        );
         println!("test popular  {}", popular.summary());
-        sasrec_model::run::write_json(&run.path().join("test.json"), &serde_json::json!({
-            "best_epoch": best.epoch,
-            "valid": best.valid,
-            "test": test,
-            "most_popular_test": popular,
-        }))?;
+        sasrec_model::run::write_json(
+            &run.path().join("test.json"),
+            &serde_json::json!({
+                "best_epoch": best.epoch,
+                "valid": best.valid,
+                "test": test,
+                "most_popular_test": popular,
+            }),
+        )?;
     }
     println!("curves        {}", run.curves().display());
     Ok(())
 }
 
 fn print_line(part: &str, loss: f64, ranking: Option<&sasrec_model::RankingMetrics>) {
-    let ranking = ranking.map(|m| format!("  {}", m.summary())).unwrap_or_default();
+    let ranking = ranking
+        .map(|m| format!("  {}", m.summary()))
+        .unwrap_or_default();
     println!("{part:<13} loss {loss:.4}{ranking}");
 }
 

@@ -12,37 +12,60 @@ use crate::dropout::Dropout;
 
 /// The hyper-parameters of one Adam step, as `torch.optim.Adam` computes them.
 ///
-/// `step` counts from 1. The update for each element, in PyTorch's order:
+/// The settings are f64 like PyTorch's Python floats; the methods give the
+/// f32 constants the kernels use, derived in f64 first as PyTorch does (so
+/// `1 - beta2` is 0.001 exactly rounded, not `1 - 0.999f32`). `step` counts
+/// from 1. The update for each element, in PyTorch's order:
 ///
 /// ```text
 /// m = m + (1 - beta1) * (g - m)                  // lerp
 /// v = beta2 * v + (1 - beta2) * g * g
 /// denom = sqrt(v) / sqrt(1 - beta2^step) + eps
-/// p = p - (lr / (1 - beta1^step)) * m / denom
+/// p = p - (lr / (1 - beta1^step)) * (m / denom)
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamStep {
     /// Learning rate.
-    pub lr: f32,
+    pub lr: f64,
     /// Decay of the first moment.
-    pub beta1: f32,
+    pub beta1: f64,
     /// Decay of the second moment.
-    pub beta2: f32,
+    pub beta2: f64,
     /// Added to the denominator.
-    pub eps: f32,
+    pub eps: f64,
     /// 1-based step number (for bias correction).
     pub step: u64,
 }
 
 impl AdamStep {
-    /// `lr / (1 - beta1^step)`, computed in f64 like PyTorch's Python scalars.
-    pub fn step_size(&self) -> f32 {
-        (self.lr as f64 / (1.0 - (self.beta1 as f64).powi(self.step as i32))) as f32
+    /// `1 - beta1`, the lerp weight of the first moment.
+    pub fn one_minus_beta1(&self) -> f32 {
+        (1.0 - self.beta1) as f32
     }
 
-    /// `sqrt(1 - beta2^step)`, computed in f64.
+    /// `beta2`.
+    pub fn beta2_f32(&self) -> f32 {
+        self.beta2 as f32
+    }
+
+    /// `1 - beta2`.
+    pub fn one_minus_beta2(&self) -> f32 {
+        (1.0 - self.beta2) as f32
+    }
+
+    /// `eps`.
+    pub fn eps_f32(&self) -> f32 {
+        self.eps as f32
+    }
+
+    /// `lr / (1 - beta1^step)`.
+    pub fn step_size(&self) -> f32 {
+        (self.lr / (1.0 - self.beta1.powi(self.step as i32))) as f32
+    }
+
+    /// `sqrt(1 - beta2^step)`.
     pub fn bias_correction2_sqrt(&self) -> f32 {
-        (1.0 - (self.beta2 as f64).powi(self.step as i32)).sqrt() as f32
+        (1.0 - self.beta2.powi(self.step as i32)).sqrt() as f32
     }
 }
 

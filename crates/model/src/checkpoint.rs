@@ -19,9 +19,18 @@ pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 /// Writes `bytes` to `path` so that readers see the old file or the new one,
 /// never a part: write a temporary file beside it, flush it to disk, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let written = (|| -> std::io::Result<()> {
         let mut file = fs::File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -36,7 +45,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Saves tensors (and string metadata) as a safetensors file, atomically.
-pub fn save_safetensors(path: &Path, tensors: &[NamedTensor], metadata: HashMap<String, String>) -> Result<()> {
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &[NamedTensor],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, data)| le_bytes(data)).collect();
     let views = tensors
         .iter()
@@ -69,7 +82,11 @@ pub fn load_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, HashMap<String
                 view.dtype()
             );
         }
-        let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         tensors.push((name.to_string(), view.shape().to_vec(), values));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
@@ -90,7 +107,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
         let tensors = vec![
-            ("a.weight".to_string(), vec![2, 3], vec![1.0, -2.0, 3.5, 0.0, f32::MIN_POSITIVE, 7.25]),
+            (
+                "a.weight".to_string(),
+                vec![2, 3],
+                vec![1.0, -2.0, 3.5, 0.0, f32::MIN_POSITIVE, 7.25],
+            ),
             ("b".to_string(), vec![1], vec![42.0]),
         ];
         let meta = HashMap::from([("step".to_string(), "12".to_string())]);
@@ -108,6 +129,9 @@ mod tests {
         let path = dir.path().join("bad.safetensors");
         fs::write(&path, b"not a tensor file").unwrap();
         let err = load_safetensors(&path).unwrap_err().to_string();
-        assert!(err.contains("bad.safetensors") && err.contains("not a valid safetensors"), "{err}");
+        assert!(
+            err.contains("bad.safetensors") && err.contains("not a valid safetensors"),
+            "{err}"
+        );
     }
 }

@@ -25,7 +25,15 @@ impl ModelConfig {
     /// The notebook's model (dim 64, 2 heads, 2 layers, dropout 0.1, max_len 50)
     /// for `num_items` items.
     pub fn notebook(num_items: usize) -> Self {
-        ModelConfig { num_items, max_len: 50, dim: 64, heads: 2, layers: 2, ff_dim: 256, dropout: 0.1 }
+        ModelConfig {
+            num_items,
+            max_len: 50,
+            dim: 64,
+            heads: 2,
+            layers: 2,
+            ff_dim: 256,
+            dropout: 0.1,
+        }
     }
 
     /// Rows of the item table, `num_items + 1`.
@@ -47,7 +55,10 @@ impl ModelConfig {
             return Err(format!("{name} must be at least 1"));
         }
         if self.dim % self.heads != 0 {
-            return Err(format!("dim {} is not a multiple of heads {}", self.dim, self.heads));
+            return Err(format!(
+                "dim {} is not a multiple of heads {}",
+                self.dim, self.heads
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout {} is not in [0, 1)", self.dropout));
@@ -77,7 +88,10 @@ impl Selection {
         let lower = s.to_ascii_lowercase();
         let at_k = |prefix: &str| -> Option<Result<usize, String>> {
             lower.strip_prefix(prefix).map(|k| {
-                k.parse::<usize>().ok().filter(|&k| k > 0).ok_or_else(|| format!("bad K in {s:?}"))
+                k.parse::<usize>()
+                    .ok()
+                    .filter(|&k| k > 0)
+                    .ok_or_else(|| format!("bad K in {s:?}"))
             })
         };
         match lower.as_str() {
@@ -86,7 +100,9 @@ impl Selection {
             _ => match (at_k("ndcg@"), at_k("hr@")) {
                 (Some(k), _) => Ok(Selection::Ndcg(k?)),
                 (_, Some(k)) => Ok(Selection::Hr(k?)),
-                _ => Err(format!("unknown selection metric {s:?} (use loss, ndcg@K, hr@K or mrr)")),
+                _ => Err(format!(
+                    "unknown selection metric {s:?} (use loss, ndcg@K, hr@K or mrr)"
+                )),
             },
         }
     }
@@ -115,13 +131,13 @@ pub struct TrainConfig {
     /// Sequences per batch.
     pub batch_size: usize,
     /// Adam learning rate.
-    pub lr: f32,
+    pub lr: f64,
     /// Adam beta1.
-    pub beta1: f32,
+    pub beta1: f64,
     /// Adam beta2.
-    pub beta2: f32,
+    pub beta2: f64,
     /// Adam epsilon.
-    pub eps: f32,
+    pub eps: f64,
     /// Maximum number of epochs.
     pub epochs: usize,
     /// Stop after this many epochs without a better validation number

@@ -40,20 +40,33 @@ pub fn evaluate<B: Backend>(
     let mut ranks = RankingAccumulator::new(ks);
     let all = batches(seqs, max_len, batch_size, Order::Sequential, held_out_last);
     for (batch, chunk) in all.zip(seqs.chunks(batch_size)) {
-        let device = DeviceBatch::upload(backend, &batch.inputs, &batch.targets, batch.batch_size, max_len);
+        let device = DeviceBatch::upload(
+            backend,
+            &batch.inputs,
+            &batch.targets,
+            batch.batch_size,
+            max_len,
+        );
         let out = model.infer(backend, &device, held_out_last);
         loss_sum += out.loss as f64 * out.targets as f64;
         targets += out.targets;
         if let Some(scores) = out.scores {
             for (row, seq) in scores.chunks(vocab).zip(chunk) {
-                let (&target, history) = seq.items.split_last().expect("evaluation sequences are not empty");
+                let (&target, history) = seq
+                    .items
+                    .split_last()
+                    .expect("evaluation sequences are not empty");
                 // A non-finite score ranks last: a broken model must not look good.
                 ranks.add(rank_of_target(row, target, history).unwrap_or(vocab));
             }
         }
     }
     Evaluation {
-        loss: if targets == 0 { 0.0 } else { loss_sum / targets as f64 },
+        loss: if targets == 0 {
+            0.0
+        } else {
+            loss_sum / targets as f64
+        },
         targets,
         ranking: held_out_last.then(|| ranks.finish()),
     }
@@ -62,7 +75,12 @@ pub fn evaluate<B: Backend>(
 /// The most-popular baseline: every user gets the same scores, the number of
 /// times each item occurs in `train`; ranked like the model (seen items
 /// removed, all items). The last item of each `cases` sequence is the target.
-pub fn popularity_baseline(train: &[UserSequence], cases: &[UserSequence], vocab: usize, ks: &[usize]) -> RankingMetrics {
+pub fn popularity_baseline(
+    train: &[UserSequence],
+    cases: &[UserSequence],
+    vocab: usize,
+    ks: &[usize],
+) -> RankingMetrics {
     let mut counts = vec![0.0f32; vocab];
     for seq in train {
         for &item in &seq.items {
@@ -71,7 +89,10 @@ pub fn popularity_baseline(train: &[UserSequence], cases: &[UserSequence], vocab
     }
     let mut ranks = RankingAccumulator::new(ks);
     for seq in cases {
-        let (&target, history) = seq.items.split_last().expect("evaluation sequences are not empty");
+        let (&target, history) = seq
+            .items
+            .split_last()
+            .expect("evaluation sequences are not empty");
         ranks.add(rank_of_target(&counts, target, history).expect("counts are finite"));
     }
     ranks.finish()

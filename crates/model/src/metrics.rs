@@ -69,7 +69,11 @@ impl RankingAccumulator {
                 .ks
                 .iter()
                 .enumerate()
-                .map(|(i, &k)| MetricsAtK { k, hr: self.hits[i] / n, ndcg: self.ndcg[i] / n })
+                .map(|(i, &k)| MetricsAtK {
+                    k,
+                    hr: self.hits[i] / n,
+                    ndcg: self.ndcg[i] / n,
+                })
                 .collect(),
             mrr: self.reciprocal_rank / n,
         }

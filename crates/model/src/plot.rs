@@ -28,11 +28,20 @@ pub fn write_curves(path: &Path, records: &[EpochRecord]) -> Result<()> {
 /// The SVG text.
 pub fn render(records: &[EpochRecord]) -> String {
     let epochs = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
-        records.iter().filter_map(|r| f(r).map(|y| (r.epoch as f64, y))).collect()
+        records
+            .iter()
+            .filter_map(|r| f(r).map(|y| (r.epoch as f64, y)))
+            .collect()
     };
     let losses = vec![
-        Series { label: "train loss".into(), points: epochs(&|r| Some(r.train_loss)) },
-        Series { label: "valid loss".into(), points: epochs(&|r| Some(r.valid.loss)) },
+        Series {
+            label: "train loss".into(),
+            points: epochs(&|r| Some(r.train_loss)),
+        },
+        Series {
+            label: "valid loss".into(),
+            points: epochs(&|r| Some(r.valid.loss)),
+        },
     ];
     let mut ranking = Vec::new();
     if let Some(first) = records.iter().find_map(|r| r.valid.ranking.as_ref()) {
@@ -47,7 +56,10 @@ pub fn render(records: &[EpochRecord]) -> String {
                 points: epochs(&|r| r.valid.ranking.as_ref().map(|m| m.at[i].hr)),
             });
         }
-        ranking.push(Series { label: "MRR".into(), points: epochs(&|r| r.valid.ranking.as_ref().map(|m| m.mrr)) });
+        ranking.push(Series {
+            label: "MRR".into(),
+            points: epochs(&|r| r.valid.ranking.as_ref().map(|m| m.mrr)),
+        });
     }
     let panels = if ranking.is_empty() { 1.0 } else { 2.0 };
     let width = panels * (PANEL_W + MARGIN) + MARGIN;
@@ -60,7 +72,12 @@ pub fn render(records: &[EpochRecord]) -> String {
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     panel(&mut svg, MARGIN, "Loss per epoch", &losses);
     if !ranking.is_empty() {
-        panel(&mut svg, 2.0 * MARGIN + PANEL_W, "Validation ranking (all items)", &ranking);
+        panel(
+            &mut svg,
+            2.0 * MARGIN + PANEL_W,
+            "Validation ranking (all items)",
+            &ranking,
+        );
     }
     svg.push_str("</svg>\n");
     svg
@@ -85,23 +102,73 @@ fn panel(svg: &mut String, left: f64, title: &str, series: &[Series]) {
     let sx = |x: f64| left + (x - x0) / (x1 - x0) * PANEL_W;
     let sy = |y: f64| top + PANEL_H - (y - y0) / (y1 - y0) * PANEL_H;
 
-    let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">{title}</text>"#, left + PANEL_W / 2.0, top - 15.0);
-    let _ = writeln!(svg, r##"<rect x="{left}" y="{top}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="#444"/>"##);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">{title}</text>"#,
+        left + PANEL_W / 2.0,
+        top - 15.0
+    );
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{left}" y="{top}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="#444"/>"##
+    );
     for i in 0..=4 {
         let f = i as f64 / 4.0;
         let (x, y) = (x0 + f * (x1 - x0), y0 + f * (y1 - y0));
-        let _ = writeln!(svg, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>"#, sx(x), top + PANEL_H + 16.0, x);
-        let _ = writeln!(svg, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, left - 4.0, sy(y) + 4.0, tick(y, y1 - y0));
-        let _ = writeln!(svg, r##"<line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/>"##, left + PANEL_W, sy(y), sy(y));
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>"#,
+            sx(x),
+            top + PANEL_H + 16.0,
+            x
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            left - 4.0,
+            sy(y) + 4.0,
+            tick(y, y1 - y0)
+        );
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/>"##,
+            left + PANEL_W,
+            sy(y),
+            sy(y)
+        );
     }
-    let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">epoch</text>"#, left + PANEL_W / 2.0, top + PANEL_H + 34.0);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle">epoch</text>"#,
+        left + PANEL_W / 2.0,
+        top + PANEL_H + 34.0
+    );
     for (i, s) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let path: Vec<String> = s.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
-        let _ = writeln!(svg, r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#, path.join(" "));
+        let path: Vec<String> = s
+            .points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
+            path.join(" ")
+        );
         let ly = top + 16.0 + 16.0 * i as f64;
-        let _ = writeln!(svg, r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/>"#, left + PANEL_W - 120.0, left + PANEL_W - 100.0);
-        let _ = writeln!(svg, r#"<text x="{}" y="{}">{}</text>"#, left + PANEL_W - 95.0, ly + 4.0, s.label);
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/>"#,
+            left + PANEL_W - 120.0,
+            left + PANEL_W - 100.0
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}">{}</text>"#,
+            left + PANEL_W - 95.0,
+            ly + 4.0,
+            s.label
+        );
     }
 }
 

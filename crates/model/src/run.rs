@@ -14,7 +14,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use sasrec_data::{Dataset, FilterConfig, Format, Split, SplitKind, Vocab, build_dataset, read_ratings, split};
+use sasrec_data::{
+    Dataset, FilterConfig, Format, Split, SplitKind, Vocab, build_dataset, read_ratings, split,
+};
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +65,10 @@ impl DataSpec {
     pub fn split_kind(&self) -> Result<SplitKind> {
         match self.split.as_str() {
             "leave-one-out" => Ok(SplitKind::LeaveOneOut),
-            "random-users" => Ok(SplitKind::RandomUsers { valid_fraction: self.valid_fraction, seed: self.split_seed }),
+            "random-users" => Ok(SplitKind::RandomUsers {
+                valid_fraction: self.valid_fraction,
+                seed: self.split_seed,
+            }),
             other => bail!("unknown split {other:?} (use leave-one-out or random-users)"),
         }
     }
@@ -144,9 +149,12 @@ impl RunDir {
 
     /// Writes `config.json` and `vocab.json` into a new run folder.
     pub fn create(&self, config: &RunConfig, vocab: &Vocab) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
         write_json(&self.config(), config)?;
-        vocab.save(&self.vocab()).with_context(|| format!("writing {}", self.vocab().display()))?;
+        vocab
+            .save(&self.vocab())
+            .with_context(|| format!("writing {}", self.vocab().display()))?;
         Ok(())
     }
 
@@ -172,11 +180,16 @@ impl RunDir {
 /// `safetensors.torch.save_file(model.state_dict(), path)`.
 pub fn load_model<B: Backend>(backend: &B, path: &Path, config: ModelConfig) -> Result<SasRec<B>> {
     if !path.exists() {
-        bail!("{} does not exist (has the run saved a checkpoint yet?)", path.display());
+        bail!(
+            "{} does not exist (has the run saved a checkpoint yet?)",
+            path.display()
+        );
     }
     let (tensors, _) = load_safetensors(path)?;
     // Optimiser state lives in the same file for `last.safetensors`.
-    let weights = tensors.into_iter().filter(|(name, _, _)| !name.starts_with("optimizer."));
+    let weights = tensors
+        .into_iter()
+        .filter(|(name, _, _)| !name.starts_with("optimizer."));
     SasRec::from_weights(backend, config, weights)
         .map_err(|e| anyhow::anyhow!("{} does not fit the run's config.json: {e}", path.display()))
 }
@@ -190,6 +203,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 
 /// Reads JSON, naming the file in errors.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }

@@ -63,9 +63,23 @@ pub struct DeviceBatch<B: Backend> {
 
 impl<B: Backend> DeviceBatch<B> {
     /// Uploads row-major `inputs` and `targets` of `batch` sequences of `max_len`.
-    pub fn upload(backend: &B, inputs: &[u32], targets: &[u32], batch: usize, max_len: usize) -> Self {
-        assert_eq!(inputs.len(), batch * max_len, "inputs are not batch * max_len");
-        assert_eq!(targets.len(), batch * max_len, "targets are not batch * max_len");
+    pub fn upload(
+        backend: &B,
+        inputs: &[u32],
+        targets: &[u32],
+        batch: usize,
+        max_len: usize,
+    ) -> Self {
+        assert_eq!(
+            inputs.len(),
+            batch * max_len,
+            "inputs are not batch * max_len"
+        );
+        assert_eq!(
+            targets.len(),
+            batch * max_len,
+            "targets are not batch * max_len"
+        );
         let positions: Vec<u32> = (0..batch).flat_map(|_| 0..max_len as u32).collect();
         DeviceBatch {
             inputs: backend.ids(inputs),
@@ -105,7 +119,10 @@ pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (d, f) = (config.dim, config.ff_dim);
     let mut shapes = vec![
         ("item_embedding.weight".to_string(), vec![config.vocab(), d]),
-        ("position_embedding.weight".to_string(), vec![config.max_len, d]),
+        (
+            "position_embedding.weight".to_string(),
+            vec![config.max_len, d],
+        ),
     ];
     for i in 0..config.layers {
         let p = format!("transformer_encoder.layers.{i}");
@@ -183,7 +200,8 @@ impl<B: Backend> SasRec<B> {
     /// A freshly initialised model (see [`initial_weights`]).
     pub fn new(backend: &B, config: ModelConfig, seed: u64) -> Self {
         let weights = initial_weights(&config, seed);
-        Self::from_weights(backend, config, weights).expect("initial weights match their own shapes")
+        Self::from_weights(backend, config, weights)
+            .expect("initial weights match their own shapes")
     }
 
     /// A model from named weights `(name, shape, values)`: exactly the
@@ -194,19 +212,31 @@ impl<B: Backend> SasRec<B> {
         weights: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
     ) -> Result<Self, String> {
         config.validate()?;
-        let mut given: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> =
-            weights.into_iter().map(|(name, shape, data)| (name, (shape, data))).collect();
+        let mut given: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> = weights
+            .into_iter()
+            .map(|(name, shape, data)| (name, (shape, data)))
+            .collect();
         let mut params = ParamStore::new();
         for (name, shape) in parameter_shapes(&config) {
-            let (given_shape, data) = given.remove(&name).ok_or_else(|| format!("missing weight {name}"))?;
+            let (given_shape, data) = given
+                .remove(&name)
+                .ok_or_else(|| format!("missing weight {name}"))?;
             if given_shape != shape {
-                return Err(format!("weight {name} has shape {given_shape:?}, the config needs {shape:?}"));
+                return Err(format!(
+                    "weight {name} has shape {given_shape:?}, the config needs {shape:?}"
+                ));
             }
-            assert_eq!(data.len(), shape.iter().product::<usize>(), "weight {name}: data does not fill its shape");
+            assert_eq!(
+                data.len(),
+                shape.iter().product::<usize>(),
+                "weight {name}: data does not fill its shape"
+            );
             params.add(name, backend.tensor(&data, &shape));
         }
         if let Some(extra) = given.keys().min() {
-            return Err(format!("unexpected weight {extra} (not part of this model)"));
+            return Err(format!(
+                "unexpected weight {extra} (not part of this model)"
+            ));
         }
         let id = |name: &str| params.find(name).expect("every parameter was just added");
         let layers = (0..config.layers)
@@ -253,7 +283,12 @@ impl<B: Backend> SasRec<B> {
         let c = &self.config;
         let v = |id: ParamId| vars[id.index()];
         let mask = |site: u32| dropout.map(|ctx| Dropout::new(c.dropout, ctx.seed, ctx.step, site));
-        let shape = AttentionShape { batch: batch.batch, len: c.max_len, heads: c.heads, head_dim: c.dim / c.heads };
+        let shape = AttentionShape {
+            batch: batch.batch,
+            len: c.max_len,
+            heads: c.heads,
+            head_dim: c.dim / c.heads,
+        };
 
         let items = tape.embedding(v(self.item_embedding), &batch.inputs, Some(0));
         let positions = tape.embedding(v(self.position_embedding), &batch.positions, None);
@@ -262,15 +297,30 @@ impl<B: Backend> SasRec<B> {
 
         for (i, layer) in self.layers.iter().enumerate() {
             // x = x + Drop(MHA(LN1(x)))
-            let h = tape.layer_norm(x, v(layer.norm1_weight), v(layer.norm1_bias), LAYER_NORM_EPS);
+            let h = tape.layer_norm(
+                x,
+                v(layer.norm1_weight),
+                v(layer.norm1_bias),
+                LAYER_NORM_EPS,
+            );
             let qkv = tape.linear(h, v(layer.in_proj_weight), Some(v(layer.in_proj_bias)));
-            let ctx = tape.attention(qkv, &batch.inputs, shape, mask(dropout_site(i, SITE_ATTENTION)));
+            let ctx = tape.attention(
+                qkv,
+                &batch.inputs,
+                shape,
+                mask(dropout_site(i, SITE_ATTENTION)),
+            );
             let attn = tape.linear(ctx, v(layer.out_proj_weight), Some(v(layer.out_proj_bias)));
             let attn = tape.dropout(attn, mask(dropout_site(i, SITE_ATTENTION_OUT)));
             x = tape.add(x, attn);
 
             // x = x + Drop(W2 Drop(relu(W1 LN2(x) + b1)) + b2)
-            let h = tape.layer_norm(x, v(layer.norm2_weight), v(layer.norm2_bias), LAYER_NORM_EPS);
+            let h = tape.layer_norm(
+                x,
+                v(layer.norm2_weight),
+                v(layer.norm2_bias),
+                LAYER_NORM_EPS,
+            );
             let hidden = tape.linear(h, v(layer.linear1_weight), Some(v(layer.linear1_bias)));
             let hidden = tape.relu(hidden);
             let hidden = tape.dropout(hidden, mask(dropout_site(i, SITE_FF_HIDDEN)));
@@ -278,7 +328,12 @@ impl<B: Backend> SasRec<B> {
             let ff = tape.dropout(ff, mask(dropout_site(i, SITE_FF_OUT)));
             x = tape.add(x, ff);
         }
-        tape.layer_norm(x, v(self.final_norm_weight), v(self.final_norm_bias), LAYER_NORM_EPS)
+        tape.layer_norm(
+            x,
+            v(self.final_norm_weight),
+            v(self.final_norm_bias),
+            LAYER_NORM_EPS,
+        )
     }
 
     /// Mean next-item cross-entropy over the batch's non-zero targets, `[1]`.
@@ -304,12 +359,22 @@ impl<B: Backend> SasRec<B> {
         let loss = tape.cross_entropy(h, table, &batch.targets);
         let scores = with_scores.then(|| {
             let len = self.config.max_len;
-            let last: Vec<u32> = (0..batch.batch).map(|b| ((b + 1) * len - 1) as u32).collect();
+            let last: Vec<u32> = (0..batch.batch)
+                .map(|b| ((b + 1) * len - 1) as u32)
+                .collect();
             let last = tape.embedding(h, &backend.ids(&last), None);
             backend.to_vec(&backend.matmul(tape.value(last), tape.value(table), false, true))
         });
-        let targets = backend.ids_host(&batch.targets).iter().filter(|&&t| t != 0).count();
-        Inference { loss: backend.to_vec(tape.value(loss))[0], targets, scores }
+        let targets = backend
+            .ids_host(&batch.targets)
+            .iter()
+            .filter(|&&t| t != 0)
+            .count();
+        Inference {
+            loss: backend.to_vec(tape.value(loss))[0],
+            targets,
+            scores,
+        }
     }
 
     /// Every weight on the host, `(name, shape, values)` in `state_dict` order.

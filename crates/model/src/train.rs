@@ -117,12 +117,22 @@ impl<'a, B: Backend> Trainer<'a, B> {
         run: RunDir,
     ) -> Result<Self> {
         if config.selection != Selection::Loss && !leave_one_out {
-            bail!("selection by {} needs the leave-one-out split; use --select loss", config.selection);
+            bail!(
+                "selection by {} needs the leave-one-out split; use --select loss",
+                config.selection
+            );
         }
         if train.is_empty() {
             bail!("no training sequences (every user is too short for the split?)");
         }
-        let adam = Adam::new(backend, &model.params, config.lr, config.beta1, config.beta2, config.eps);
+        let adam = Adam::new(
+            backend,
+            &model.params,
+            config.lr,
+            config.beta1,
+            config.beta2,
+            config.eps,
+        );
         Ok(Trainer {
             backend,
             model,
@@ -159,7 +169,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 .remove(name)
                 .with_context(|| format!("{} lacks tensor {name}", self.run.last().display()))?;
             if s != shape {
-                bail!("{}: tensor {name} has shape {s:?}, the model needs {shape:?}", self.run.last().display());
+                bail!(
+                    "{}: tensor {name} has shape {s:?}, the model needs {shape:?}",
+                    self.run.last().display()
+                );
             }
             Ok(self.backend.tensor(&v, &s))
         };
@@ -190,14 +203,25 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let epoch = self.state.epoch;
             let bar = self.progress_bar(steps_per_epoch as u64, epoch);
             bar.set_position(self.state.batch as u64);
-            let order = Order::Shuffled { seed: self.config.seed, epoch: epoch as u64 };
+            let order = Order::Shuffled {
+                seed: self.config.seed,
+                epoch: epoch as u64,
+            };
             let first_batch = self.state.batch;
             if let Some(hook) = &mut self.hook {
                 hook.training_started();
             }
-            for batch in batches(self.train, max_len, batch_size, order, false).skip(self.state.batch) {
+            for batch in
+                batches(self.train, max_len, batch_size, order, false).skip(self.state.batch)
+            {
                 let started = Instant::now();
-                let device = DeviceBatch::upload(self.backend, &batch.inputs, &batch.targets, batch.batch_size, max_len);
+                let device = DeviceBatch::upload(
+                    self.backend,
+                    &batch.inputs,
+                    &batch.targets,
+                    batch.batch_size,
+                    max_len,
+                );
                 let (loss, targets) = self.step(&device)?;
                 let s = &mut self.state;
                 s.batch += 1;
@@ -235,7 +259,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let step = self.state.step + 1;
         let mut tape = Tape::new(self.backend, true);
         let vars = tape.params(&self.model.params);
-        let dropout = DropoutContext { seed: self.config.seed, step };
+        let dropout = DropoutContext {
+            seed: self.config.seed,
+            step,
+        };
         let loss = self.model.loss(&mut tape, &vars, batch, Some(dropout));
         let value = self.backend.to_vec(tape.value(loss))[0];
         if !value.is_finite() {
@@ -249,9 +276,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
         let grads = tape.backward(loss);
         drop(tape);
-        self.adam.step(self.backend, &mut self.model.params, &grads, &vars);
+        self.adam
+            .step(self.backend, &mut self.model.params, &grads, &vars);
         self.state.step = step;
-        let targets = self.backend.ids_host(&batch.targets).iter().filter(|&&t| t != 0).count();
+        let targets = self
+            .backend
+            .ids_host(&batch.targets)
+            .iter()
+            .filter(|&&t| t != 0)
+            .count();
         Ok((value, targets))
     }
 
@@ -273,13 +306,21 @@ impl<'a, B: Backend> Trainer<'a, B> {
             self.config.batch_size,
         );
         if !valid.loss.is_finite() {
-            bail!("validation loss became {} after epoch {}; stopping", valid.loss, self.state.epoch + 1);
+            bail!(
+                "validation loss became {} after epoch {}; stopping",
+                valid.loss,
+                self.state.epoch + 1
+            );
         }
         let value = selection_value(self.config.selection, &valid)?;
         let improved = match self.state.best {
             None => true,
             Some((best, _)) => {
-                if self.config.selection.maximise() { value > best } else { value < best }
+                if self.config.selection.maximise() {
+                    value > best
+                } else {
+                    value < best
+                }
             }
         };
         let epoch = self.state.epoch + 1;
@@ -305,7 +346,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         s.epoch_loss_sum = 0.0;
         s.epoch_targets = 0;
         s.epoch_seconds = 0.0;
-        let stop = self.config.patience.is_some_and(|p| s.epochs_without_improvement >= p);
+        let stop = self
+            .config
+            .patience
+            .is_some_and(|p| s.epochs_without_improvement >= p);
         s.finished = stop || s.epoch >= self.config.epochs;
 
         self.log_epoch(&record)?;
@@ -332,7 +376,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
         crate::checkpoint::write_atomic(&path, text.as_bytes())?;
         if self.progress {
-            let ranking = record.valid.ranking.as_ref().map(|m| format!("  {}", m.summary())).unwrap_or_default();
+            let ranking = record
+                .valid
+                .ranking
+                .as_ref()
+                .map(|m| format!("  {}", m.summary()))
+                .unwrap_or_default();
             eprintln!(
                 "epoch {:>3}  train loss {:.4}  valid loss {:.4}{ranking}  {:.0} tok/s{}",
                 record.epoch,
@@ -353,8 +402,16 @@ impl<'a, B: Backend> Trainer<'a, B> {
         for (i, (_, name, value)) in self.model.params.iter().enumerate() {
             let shape = b.shape(value);
             tensors.push((name.to_string(), shape.clone(), b.to_vec(value)));
-            tensors.push((format!("optimizer.exp_avg.{name}"), shape.clone(), b.to_vec(&self.adam.exp_avg[i])));
-            tensors.push((format!("optimizer.exp_avg_sq.{name}"), shape, b.to_vec(&self.adam.exp_avg_sq[i])));
+            tensors.push((
+                format!("optimizer.exp_avg.{name}"),
+                shape.clone(),
+                b.to_vec(&self.adam.exp_avg[i]),
+            ));
+            tensors.push((
+                format!("optimizer.exp_avg_sq.{name}"),
+                shape,
+                b.to_vec(&self.adam.exp_avg_sq[i]),
+            ));
         }
         let meta = HashMap::from([("step".to_string(), self.state.step.to_string())]);
         save_safetensors(&self.run.last(), &tensors, meta)?;
@@ -366,9 +423,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
-            .expect("static template")
-            .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+        )
+        .expect("static template")
+        .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix((epoch + 1).to_string());
         bar
@@ -377,7 +436,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
 /// The number `selection` picks out of a validation result.
 fn selection_value(selection: Selection, valid: &Evaluation) -> Result<f64> {
-    let ranking = || valid.ranking.as_ref().context("ranking metrics need the leave-one-out split");
+    let ranking = || {
+        valid
+            .ranking
+            .as_ref()
+            .context("ranking metrics need the leave-one-out split")
+    };
     Ok(match selection {
         Selection::Loss => valid.loss,
         Selection::Mrr => ranking()?.mrr,
@@ -391,10 +455,14 @@ pub fn read_records(path: &std::path::Path) -> Result<Vec<EpochRecord>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: bad metrics line", path.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: bad metrics line", path.display(), i + 1))
+        })
         .collect()
 }

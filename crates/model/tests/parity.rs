@@ -12,13 +12,16 @@
 
 use std::collections::HashMap;
 
+use safetensors::SafeTensors;
+use safetensors::tensor::Dtype;
 use sasrec_autograd::Tape;
 use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::{Adam, DeviceBatch, ModelConfig, SasRec};
-use safetensors::SafeTensors;
-use safetensors::tensor::Dtype;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch_reference.safetensors");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/torch_reference.safetensors"
+);
 const ABS: f32 = 1e-5;
 const REL: f32 = 1e-4;
 
@@ -31,7 +34,8 @@ struct Fixture {
 }
 
 fn load_fixture() -> Fixture {
-    let bytes = std::fs::read(FIXTURE).expect("fixture present (scripts/torch_reference.py fixture writes it)");
+    let bytes = std::fs::read(FIXTURE)
+        .expect("fixture present (scripts/torch_reference.py fixture writes it)");
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().unwrap();
     let num = |k: &str| meta[k].parse::<usize>().unwrap();
@@ -42,12 +46,19 @@ fn load_fixture() -> Fixture {
         let shape = view.shape().to_vec();
         match view.dtype() {
             Dtype::F32 => {
-                let v = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                let v = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
                 floats.insert(name.to_string(), (shape, v));
             }
             Dtype::I64 => {
-                let v: Vec<u32> =
-                    view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect();
+                let v: Vec<u32> = view
+                    .data()
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+                    .collect();
                 ints.insert(name.to_string(), (shape, v));
             }
             other => panic!("unexpected dtype {other:?} for {name}"),
@@ -64,13 +75,22 @@ fn load_fixture() -> Fixture {
         ff_dim: 4 * num("dim"),
         dropout: 0.0,
     };
-    Fixture { floats, inputs, targets, batch: shape[0], config }
+    Fixture {
+        floats,
+        inputs,
+        targets,
+        batch: shape[0],
+        config,
+    }
 }
 
 fn weights(f: &Fixture, prefix: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     f.floats
         .iter()
-        .filter_map(|(k, (s, v))| k.strip_prefix(prefix).map(|n| (n.to_string(), s.clone(), v.clone())))
+        .filter_map(|(k, (s, v))| {
+            k.strip_prefix(prefix)
+                .map(|n| (n.to_string(), s.clone(), v.clone()))
+        })
         .collect()
 }
 
@@ -85,7 +105,12 @@ fn assert_close(what: &str, ours: &[f32], torch: &[f32]) {
         }
     }
     let i = worst.1;
-    assert!(worst.0 <= 0.0, "{what}[{i}]: ours {} torch {} (beyond 1e-5 + 1e-4 rel)", ours[i], torch[i]);
+    assert!(
+        worst.0 <= 0.0,
+        "{what}[{i}]: ours {} torch {} (beyond 1e-5 + 1e-4 rel)",
+        ours[i],
+        torch[i]
+    );
 }
 
 fn check_parity<B: Backend>(backend: &B) {
@@ -100,11 +125,23 @@ fn check_parity<B: Backend>(backend: &B) {
     let logits = backend.matmul(tape.value(h), model.item_table(), false, true);
     assert_close("logits", &backend.to_vec(&logits), &f.floats["logits"].1);
     let loss = tape.cross_entropy(h, vars[0], &batch.targets);
-    assert_close("loss", &backend.to_vec(tape.value(loss)), &f.floats["loss"].1);
+    assert_close(
+        "loss",
+        &backend.to_vec(tape.value(loss)),
+        &f.floats["loss"].1,
+    );
     let grads = tape.backward(loss);
     for (id, name, _) in model.params.iter() {
-        let ours = backend.to_vec(grads.get(vars[id.index()]).unwrap_or_else(|| panic!("no gradient for {name}")));
-        assert_close(&format!("grad {name}"), &ours, &f.floats[&format!("grad.{name}")].1);
+        let ours = backend.to_vec(
+            grads
+                .get(vars[id.index()])
+                .unwrap_or_else(|| panic!("no gradient for {name}")),
+        );
+        assert_close(
+            &format!("grad {name}"),
+            &ours,
+            &f.floats[&format!("grad.{name}")].1,
+        );
     }
     drop(tape);
 
@@ -124,7 +161,10 @@ fn check_parity<B: Backend>(backend: &B) {
     assert_close("adam losses", &losses, &f.floats["adam.losses"].1);
     let dim = f.config.dim;
     for (_, name, value) in model.params.iter() {
-        let (mut ours, mut torch) = (backend.to_vec(value), f.floats[&format!("adam.weight.{name}")].1.clone());
+        let (mut ours, mut torch) = (
+            backend.to_vec(value),
+            f.floats[&format!("adam.weight.{name}")].1.clone(),
+        );
         if name.ends_with("in_proj_bias") {
             // The key bias adds the same q.b_k to every score of a query, which
             // softmax ignores: its true gradient is 0 and both sides compute

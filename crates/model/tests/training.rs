@@ -8,7 +8,8 @@ use sasrec_data::UserSequence;
 use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::train::read_records;
 use sasrec_model::{
-    DeviceBatch, ModelConfig, Outcome, RunDir, SasRec, Selection, TrainConfig, Trainer, load_model, recommend,
+    DeviceBatch, ModelConfig, Outcome, RunDir, SasRec, Selection, TrainConfig, Trainer, load_model,
+    recommend,
 };
 
 const ITEMS: usize = 30;
@@ -20,17 +21,35 @@ fn cyclic_users(users: usize) -> Vec<UserSequence> {
         .map(|u| {
             let len = 6 + u % 9;
             let items = (0..len).map(|i| ((u * 7 + i) % ITEMS) as u32 + 1).collect();
-            UserSequence { user: u as u32 + 1, items }
+            UserSequence {
+                user: u as u32 + 1,
+                items,
+            }
         })
         .collect()
 }
 
 fn small_model(dropout: f32) -> ModelConfig {
-    ModelConfig { num_items: ITEMS, max_len: 10, dim: 16, heads: 2, layers: 2, ff_dim: 32, dropout }
+    ModelConfig {
+        num_items: ITEMS,
+        max_len: 10,
+        dim: 16,
+        heads: 2,
+        layers: 2,
+        ff_dim: 32,
+        dropout,
+    }
 }
 
 fn train_config(epochs: usize) -> TrainConfig {
-    TrainConfig { batch_size: 16, lr: 5e-3, epochs, selection: Selection::Ndcg(10), seed: 3, ..TrainConfig::default() }
+    TrainConfig {
+        batch_size: 16,
+        lr: 5e-3,
+        epochs,
+        selection: Selection::Ndcg(10),
+        seed: 3,
+        ..TrainConfig::default()
+    }
 }
 
 /// Leave-one-out style validation sequences: the training sequence plus one more item.
@@ -40,7 +59,10 @@ fn valid_of(train: &[UserSequence]) -> Vec<UserSequence> {
         .map(|s| {
             let mut items = s.items.clone();
             items.push((*items.last().unwrap() % ITEMS as u32) + 1);
-            UserSequence { user: s.user, items }
+            UserSequence {
+                user: s.user,
+                items,
+            }
         })
         .collect()
 }
@@ -54,7 +76,16 @@ fn trainer<'a>(
     epochs: usize,
 ) -> Trainer<'a, CpuBackend> {
     let model = SasRec::new(b, small_model(dropout), 11);
-    let mut t = Trainer::new(b, model, train_config(epochs), train, valid, true, RunDir::new(dir)).unwrap();
+    let mut t = Trainer::new(
+        b,
+        model,
+        train_config(epochs),
+        train,
+        valid,
+        true,
+        RunDir::new(dir),
+    )
+    .unwrap();
     t.progress = false;
     t
 }
@@ -70,12 +101,33 @@ fn loss_falls_and_ranking_improves() {
     let records = read_records(&RunDir::new(dir.path()).metrics()).unwrap();
     assert_eq!(records.len(), 15);
     let (first, last) = (&records[0], &records[14]);
-    assert!(last.train_loss < 0.7 * first.train_loss, "train loss {} -> {}", first.train_loss, last.train_loss);
-    assert!(last.valid.loss < first.valid.loss, "valid loss {} -> {}", first.valid.loss, last.valid.loss);
+    assert!(
+        last.train_loss < 0.7 * first.train_loss,
+        "train loss {} -> {}",
+        first.train_loss,
+        last.train_loss
+    );
+    assert!(
+        last.valid.loss < first.valid.loss,
+        "valid loss {} -> {}",
+        first.valid.loss,
+        last.valid.loss
+    );
     let ndcg = |r: &sasrec_model::EpochRecord| r.valid.ranking.as_ref().unwrap().ndcg(10).unwrap();
-    assert!(ndcg(last) > ndcg(first) + 0.1, "NDCG@10 {} -> {}", ndcg(first), ndcg(last));
+    assert!(
+        ndcg(last) > ndcg(first) + 0.1,
+        "NDCG@10 {} -> {}",
+        ndcg(first),
+        ndcg(last)
+    );
     // The run folder holds what a user looks for.
-    for file in ["model.safetensors", "last.safetensors", "state.json", "metrics.jsonl", "curves.svg"] {
+    for file in [
+        "model.safetensors",
+        "last.safetensors",
+        "state.json",
+        "metrics.jsonl",
+        "curves.svg",
+    ] {
         assert!(dir.path().join(file).exists(), "{file} missing");
     }
 }
@@ -105,7 +157,11 @@ fn interrupted_run_resumes_exactly() {
         match t.run(&stop).unwrap() {
             Outcome::Interrupted => steps += 1,
             Outcome::Completed => {
-                assert_eq!(t.model.weights(&b), expected, "resumed weights differ from an uninterrupted run");
+                assert_eq!(
+                    t.model.weights(&b),
+                    expected,
+                    "resumed weights differ from an uninterrupted run"
+                );
                 break;
             }
             Outcome::EarlyStopped => unreachable!("no patience set"),
@@ -136,7 +192,11 @@ fn checkpoint_round_trips_to_identical_outputs() {
     let loaded = load_model(&b, &run.last(), small_model(0.1)).unwrap();
     assert_eq!(loaded.weights(&b), t.model.weights(&b));
 
-    let inputs: Vec<u32> = [[0, 0, 0, 0, 0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]].concat();
+    let inputs: Vec<u32> = [
+        [0, 0, 0, 0, 0, 0, 3, 4, 5, 6],
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    ]
+    .concat();
     let batch = DeviceBatch::upload(&b, &inputs, &[0; 20], 2, 10);
     let ours = t.model.infer(&b, &batch, true).scores.unwrap();
     let theirs = loaded.infer(&b, &batch, true).scores.unwrap();
@@ -146,8 +206,14 @@ fn checkpoint_round_trips_to_identical_outputs() {
     let mut wrong = small_model(0.1);
     wrong.dim = 8;
     wrong.heads = 1;
-    let err = load_model(&b, &run.last(), wrong).err().expect("mismatched config must fail").to_string();
-    assert!(err.contains("item_embedding.weight") && err.contains("shape"), "{err}");
+    let err = load_model(&b, &run.last(), wrong)
+        .err()
+        .expect("mismatched config must fail")
+        .to_string();
+    assert!(
+        err.contains("item_embedding.weight") && err.contains("shape"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -160,7 +226,16 @@ fn nan_weights_stop_training_with_the_step() {
     let mut weights = SasRec::new(&b, config.clone(), 1).weights(&b);
     weights[1].2[0] = f32::NAN; // position embedding
     let model = SasRec::from_weights(&b, config, weights).unwrap();
-    let mut t = Trainer::new(&b, model, train_config(2), &train, &valid, true, RunDir::new(dir.path())).unwrap();
+    let mut t = Trainer::new(
+        &b,
+        model,
+        train_config(2),
+        &train,
+        &valid,
+        true,
+        RunDir::new(dir.path()),
+    )
+    .unwrap();
     t.progress = false;
     let err = t.run(&AtomicBool::new(false)).unwrap_err().to_string();
     assert!(err.contains("NaN") && err.contains("step 1"), "{err}");
@@ -176,7 +251,10 @@ fn recommendations_skip_history_and_padding() {
     for (item, _) in &all {
         assert!(*item != 0 && !history.contains(item), "recommended {item}");
     }
-    assert!(all.windows(2).all(|w| w[0].1 >= w[1].1), "not sorted by score");
+    assert!(
+        all.windows(2).all(|w| w[0].1 >= w[1].1),
+        "not sorted by score"
+    );
     let top = recommend(&b, &model, &history, 5);
     assert_eq!(top, all[..5].to_vec());
 }

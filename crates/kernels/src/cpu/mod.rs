@@ -1,90 +1,185 @@
-//! The CPU backend (placeholder while it is written).
+//! The CPU backend: plain loops over row-major `f32` buffers, rayon across
+//! rows, and matrixmultiply's sgemm for the matrix products.
+//!
+//! It is the reference the other backends are tested against and a real
+//! trainer. Every op is deterministic: work is split by sizes alone (see
+//! `par`), so results are bit-for-bit the same whatever the thread count or
+//! scheduling. The hottest loops (softmax, dropout, attention) also have an
+//! AVX2 build picked at run time that gives the same bits (see `simd`).
+//!
+//! One file per op family, each a forward/backward pair with explicit shapes.
+
+mod adam;
+mod attention;
+mod cross_entropy;
+mod elementwise;
+mod embedding;
+mod layer_norm;
+mod matmul;
+mod par;
+mod simd;
+mod tensor;
+
+pub use cross_entropy::{CE_BUFFER_BYTES, ce_chunk_rows, cross_entropy_chunked};
+pub use tensor::{CpuIds, CpuTensor};
+
 use crate::{AdamStep, AttentionShape, Backend, CrossEntropy, Dropout};
 
-/// CPU backend.
-#[derive(Clone, Debug, Default)]
+/// The CPU backend. Threads: rayon's global pool for row-parallel ops and
+/// matrixmultiply's own pool (`MATMUL_NUM_THREADS`, default: physical cores)
+/// inside the matrix products.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
 
+impl CpuBackend {
+    /// The CPU backend (stateless; same as `CpuBackend::default()`).
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
 impl Backend for CpuBackend {
-    type Tensor = ();
-    type Ids = ();
+    type Tensor = CpuTensor;
+    type Ids = CpuIds;
+
     fn name(&self) -> String {
-        todo!()
+        format!("cpu ({} threads)", rayon::current_num_threads())
     }
-    fn tensor(&self, _: &[f32], _: &[usize]) -> () {
-        todo!()
+
+    fn tensor(&self, data: &[f32], shape: &[usize]) -> CpuTensor {
+        CpuTensor::new(data.to_vec(), shape)
     }
-    fn zeros(&self, _: &[usize]) -> () {
-        todo!()
+
+    fn zeros(&self, shape: &[usize]) -> CpuTensor {
+        CpuTensor::zeros(shape)
     }
-    fn shape(&self, _: &()) -> Vec<usize> {
-        todo!()
+
+    fn shape(&self, t: &CpuTensor) -> Vec<usize> {
+        t.shape().to_vec()
     }
-    fn to_vec(&self, _: &()) -> Vec<f32> {
-        todo!()
+
+    fn to_vec(&self, t: &CpuTensor) -> Vec<f32> {
+        t.data().to_vec()
     }
-    fn ids(&self, _: &[u32]) -> () {
-        todo!()
+
+    fn ids(&self, ids: &[u32]) -> CpuIds {
+        CpuIds::new(ids.to_vec())
     }
-    fn ids_host<'a>(&self, _: &'a ()) -> &'a [u32] {
-        todo!()
+
+    fn ids_host<'a>(&self, ids: &'a CpuIds) -> &'a [u32] {
+        ids.as_slice()
     }
-    fn add(&self, _: &(), _: &()) -> () {
-        todo!()
+
+    fn add(&self, a: &CpuTensor, b: &CpuTensor) -> CpuTensor {
+        elementwise::add(a, b)
     }
-    fn add_assign(&self, _: &mut (), _: &()) {
-        todo!()
+
+    fn add_assign(&self, acc: &mut CpuTensor, b: &CpuTensor) {
+        elementwise::add_assign(acc, b)
     }
-    fn scale(&self, _: &(), _: &()) -> () {
-        todo!()
+
+    fn scale(&self, x: &CpuTensor, s: &CpuTensor) -> CpuTensor {
+        elementwise::scale(x, s)
     }
-    fn relu(&self, _: &()) -> () {
-        todo!()
+
+    fn relu(&self, x: &CpuTensor) -> CpuTensor {
+        elementwise::relu(x)
     }
-    fn relu_backward(&self, _: &(), _: &()) -> () {
-        todo!()
+
+    fn relu_backward(&self, y: &CpuTensor, dy: &CpuTensor) -> CpuTensor {
+        elementwise::relu_backward(y, dy)
     }
-    fn dropout(&self, _: &(), _: &Dropout) -> () {
-        todo!()
+
+    fn dropout(&self, x: &CpuTensor, mask: &Dropout) -> CpuTensor {
+        elementwise::dropout(x, mask)
     }
-    fn embedding(&self, _: &(), _: &()) -> () {
-        todo!()
+
+    fn embedding(&self, table: &CpuTensor, ids: &CpuIds) -> CpuTensor {
+        embedding::embedding(table, ids)
     }
-    fn embedding_backward(&self, _: &(), _: &(), _: usize, _: Option<u32>) -> () {
-        todo!()
+
+    fn embedding_backward(
+        &self,
+        dy: &CpuTensor,
+        ids: &CpuIds,
+        vocab: usize,
+        padding_idx: Option<u32>,
+    ) -> CpuTensor {
+        embedding::embedding_backward(dy, ids, vocab, padding_idx)
     }
-    fn layer_norm(&self, _: &(), _: &(), _: &(), _: f32) -> ((), ()) {
-        todo!()
+
+    fn layer_norm(
+        &self,
+        x: &CpuTensor,
+        gamma: &CpuTensor,
+        beta: &CpuTensor,
+        eps: f32,
+    ) -> (CpuTensor, CpuTensor) {
+        layer_norm::layer_norm(x, gamma, beta, eps)
     }
-    fn layer_norm_backward(&self, _: &(), _: &(), _: &(), _: &()) -> ((), (), ()) {
-        todo!()
+
+    fn layer_norm_backward(
+        &self,
+        dy: &CpuTensor,
+        x: &CpuTensor,
+        gamma: &CpuTensor,
+        stats: &CpuTensor,
+    ) -> (CpuTensor, CpuTensor, CpuTensor) {
+        layer_norm::layer_norm_backward(dy, x, gamma, stats)
     }
-    fn matmul(&self, _: &(), _: &(), _: bool, _: bool) -> () {
-        todo!()
+
+    fn matmul(&self, a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> CpuTensor {
+        matmul::matmul(a, b, trans_a, trans_b)
     }
-    fn linear(&self, _: &(), _: &(), _: Option<&()>) -> () {
-        todo!()
+
+    fn linear(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> CpuTensor {
+        matmul::linear(x, w, bias)
     }
-    fn sum_rows(&self, _: &()) -> () {
-        todo!()
+
+    fn sum_rows(&self, x: &CpuTensor) -> CpuTensor {
+        matmul::sum_rows(x)
     }
-    fn attention(&self, _: &(), _: &(), _: AttentionShape, _: Option<&Dropout>) -> ((), ()) {
-        todo!()
+
+    fn attention(
+        &self,
+        qkv: &CpuTensor,
+        key_ids: &CpuIds,
+        shape: AttentionShape,
+        dropout: Option<&Dropout>,
+    ) -> (CpuTensor, CpuTensor) {
+        attention::attention(qkv, key_ids, shape, dropout)
     }
+
     fn attention_backward(
         &self,
-        _: &(),
-        _: &(),
-        _: &(),
-        _: AttentionShape,
-        _: Option<&Dropout>,
-    ) -> () {
-        todo!()
+        dctx: &CpuTensor,
+        qkv: &CpuTensor,
+        probs: &CpuTensor,
+        shape: AttentionShape,
+        dropout: Option<&Dropout>,
+    ) -> CpuTensor {
+        attention::attention_backward(dctx, qkv, probs, shape, dropout)
     }
-    fn cross_entropy(&self, _: &(), _: &(), _: &(), _: bool) -> CrossEntropy<()> {
-        todo!()
+
+    fn cross_entropy(
+        &self,
+        h: &CpuTensor,
+        table: &CpuTensor,
+        targets: &CpuIds,
+        with_grad: bool,
+    ) -> CrossEntropy<CpuTensor> {
+        let vocab = table.shape().first().copied().unwrap_or(0);
+        cross_entropy_chunked(h, table, targets, with_grad, ce_chunk_rows(vocab))
     }
-    fn adam(&self, _: &mut (), _: &(), _: &mut (), _: &mut (), _: &AdamStep) {
-        todo!()
+
+    fn adam(
+        &self,
+        param: &mut CpuTensor,
+        grad: &CpuTensor,
+        m: &mut CpuTensor,
+        v: &mut CpuTensor,
+        hp: &AdamStep,
+    ) {
+        adam::adam(param, grad, m, v, hp)
     }
 }

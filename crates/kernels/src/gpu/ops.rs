@@ -1349,10 +1349,10 @@ impl Backend for WgpuBackend {
         self.make_unique(m);
         self.make_unique(v);
         let constants = [
-            (1.0 - f64::from(hp.beta1)) as f32,
-            hp.beta2,
-            (1.0 - f64::from(hp.beta2)) as f32,
-            hp.eps,
+            hp.one_minus_beta1(),
+            hp.beta2_f32(),
+            hp.one_minus_beta2(),
+            hp.eps_f32(),
             hp.step_size(),
             hp.bias_correction2_sqrt(),
         ];

@@ -1,0 +1,110 @@
+//! Train / validation / test splits.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::{Dataset, UserSequence};
+
+/// How to split a dataset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SplitKind {
+    /// The notebook's split: `ceil(users * valid_fraction)` users, drawn with
+    /// `seed`, are held out whole for validation; the rest train. No test set.
+    /// (`ceil` as sklearn's `train_test_split(test_size=0.1)`.)
+    RandomUsers {
+        /// Fraction of users held out, in [0, 1).
+        valid_fraction: f64,
+        /// Seed of the draw.
+        seed: u64,
+    },
+    /// The field's standard: per user, train on all but the last two items,
+    /// validate on the second-to-last, test on the last.
+    LeaveOneOut,
+}
+
+/// Sequences for training, validation and test.
+///
+/// Every sequence kept has at least 2 items, so it has a target. Validation
+/// and test sequences end with their target: for leave-one-out,
+/// `valid[i].items` is the history followed by the held-out item.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Split {
+    /// Training sequences.
+    pub train: Vec<UserSequence>,
+    /// Validation sequences (random-users: whole held-out users; leave-one-out:
+    /// `items[..n-1]`, target last).
+    pub valid: Vec<UserSequence>,
+    /// Test sequences (random-users: empty; leave-one-out: `items[..n]`, target last).
+    pub test: Vec<UserSequence>,
+    /// Users whose training sequence had fewer than 2 items and was left out
+    /// of `train` (leave-one-out: users with 1 or 3 items; random-users:
+    /// training users with 1 item).
+    pub too_short_for_train: usize,
+    /// Users left out of evaluation: leave-one-out needs 3 items (users with 2
+    /// train on both instead, as in the SASRec paper's code); random-users
+    /// drops held-out users with 1 item.
+    pub too_short_for_eval: usize,
+}
+
+/// Splits the users' sequences; the same `kind` (seed included) always gives
+/// the same split. Users keep the dataset's order within each part.
+///
+/// # Panics
+/// If a random-users `valid_fraction` is not in [0, 1).
+pub fn split(dataset: &Dataset, kind: SplitKind) -> Split {
+    let users = &dataset.users;
+    let mut out = Split::default();
+    match kind {
+        SplitKind::RandomUsers {
+            valid_fraction,
+            seed,
+        } => {
+            assert!(
+                (0.0..1.0).contains(&valid_fraction),
+                "valid fraction {valid_fraction} is not in [0, 1)"
+            );
+            let held_out = (users.len() as f64 * valid_fraction).ceil() as usize;
+            let mut order: Vec<usize> = (0..users.len()).collect();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+            let mut is_valid = vec![false; users.len()];
+            for &u in &order[..held_out] {
+                is_valid[u] = true;
+            }
+            for (user, valid) in users.iter().zip(is_valid) {
+                match (valid, user.items.len() >= 2) {
+                    (false, true) => out.train.push(user.clone()),
+                    (false, false) => out.too_short_for_train += 1,
+                    (true, true) => out.valid.push(user.clone()),
+                    (true, false) => out.too_short_for_eval += 1,
+                }
+            }
+        }
+        SplitKind::LeaveOneOut => {
+            for user in users {
+                let n = user.items.len();
+                let part = |len: usize| UserSequence {
+                    user: user.user,
+                    items: user.items[..len].to_vec(),
+                };
+                if n < 3 {
+                    out.too_short_for_eval += 1;
+                    if n == 2 {
+                        out.train.push(part(n));
+                    } else {
+                        out.too_short_for_train += 1;
+                    }
+                    continue;
+                }
+                if n - 2 >= 2 {
+                    out.train.push(part(n - 2));
+                } else {
+                    out.too_short_for_train += 1;
+                }
+                out.valid.push(part(n - 1));
+                out.test.push(part(n));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,429 @@
+//! Filters, the item index, sequences, splits, windows and batches.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use sasrec_data::*;
+
+/// Ratings from `(user, item, rating, timestamp)` rows.
+fn ratings(rows: &[(u32, u32, f32, i64)]) -> Ratings {
+    let mut r = Ratings::default();
+    for &(u, i, rating, t) in rows {
+        r.push(u, i, rating, t);
+    }
+    r
+}
+
+/// Each user's raw item ids, users in dataset order.
+fn raw_sequences(d: &Dataset) -> Vec<(u32, Vec<u32>)> {
+    d.users
+        .iter()
+        .map(|u| {
+            (
+                u.user,
+                u.items.iter().map(|&i| d.vocab.raw(i).unwrap()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn seq(user: u32, items: &[u32]) -> UserSequence {
+    UserSequence {
+        user,
+        items: items.to_vec(),
+    }
+}
+
+#[test]
+fn sequences_are_chronological_with_ties_in_file_order() {
+    let r = ratings(&[
+        (5, 100, 4.0, 30),
+        (5, 101, 4.0, 10),
+        (9, 102, 4.0, 7),
+        (5, 103, 4.0, 10), // same time as 101, later in the file
+        (5, 104, 4.0, 20),
+        (5, 105, 4.0, 10), // same time again
+    ]);
+    let d = build_dataset(&r, &FilterConfig::default()).unwrap();
+    assert_eq!(
+        raw_sequences(&d),
+        vec![(5, vec![101, 103, 105, 104, 100]), (9, vec![102])]
+    );
+    // Indices follow first appearance in the file, not time.
+    assert_eq!(d.vocab.raw_ids(), &[100, 101, 102, 103, 104, 105]);
+    assert_eq!(d.users[0].items, vec![2, 4, 6, 5, 1]);
+}
+
+#[test]
+fn users_and_items_are_numbered_after_filtering() {
+    let r = ratings(&[
+        (2, 50, 1.0, 1), // dropped by the minimum rating
+        (1, 60, 5.0, 2),
+        (2, 70, 4.0, 3),
+        (1, 50, 4.5, 4),
+    ]);
+    let filter = FilterConfig {
+        min_rating: Some(3.5),
+        ..FilterConfig::default()
+    };
+    let (d, report) = build_dataset_with_report(&r, &filter).unwrap();
+    assert_eq!(d.vocab.raw_ids(), &[60, 70, 50]);
+    assert_eq!(raw_sequences(&d), vec![(1, vec![60, 50]), (2, vec![70])]);
+    assert_eq!(report.dropped_by_min_rating, 1);
+    assert_eq!(report.rows_read, 4);
+}
+
+#[test]
+fn stats_count_and_spread() {
+    // Users with 1, 2, 3, ..., 10 interactions.
+    let mut rows = Vec::new();
+    for u in 1..=10u32 {
+        for k in 0..u {
+            rows.push((u, k, 4.0, k as i64));
+        }
+    }
+    let d = build_dataset(&ratings(&rows), &FilterConfig::default()).unwrap();
+    let s = d.stats();
+    assert_eq!((s.users, s.items, s.interactions), (10, 10, 55));
+    assert_eq!(
+        (s.min_len, s.median_len, s.p90_len, s.max_len),
+        (1, 5, 9, 10)
+    );
+}
+
+#[test]
+fn user_sampling_keeps_floor_of_the_fraction_and_depends_on_the_seed() {
+    let rows: Vec<_> = (0..100u32).map(|u| (u, u % 7, 4.0, 0)).collect();
+    let r = ratings(&rows);
+    let sample = |seed| {
+        let filter = FilterConfig {
+            user_fraction: 0.1,
+            sample_seed: seed,
+            ..FilterConfig::default()
+        };
+        let (d, report) = build_dataset_with_report(&r, &filter).unwrap();
+        assert_eq!(report.dropped_by_sampling, 90);
+        d.users.iter().map(|u| u.user).collect::<Vec<_>>()
+    };
+    assert_eq!(sample(1).len(), 10);
+    assert_eq!(sample(1), sample(1));
+    assert!((2..6).any(|seed| sample(seed) != sample(1)));
+}
+
+#[test]
+fn bad_options_and_empty_results_are_errors() {
+    let r = ratings(&[(1, 1, 1.0, 0), (1, 2, 2.0, 1)]);
+    for fraction in [0.0, -0.5, 1.5, f64::NAN] {
+        let filter = FilterConfig {
+            user_fraction: fraction,
+            ..FilterConfig::default()
+        };
+        let err = build_dataset(&r, &filter).unwrap_err().to_string();
+        assert!(err.contains("user fraction"), "{err}");
+    }
+    let filter = FilterConfig {
+        min_rating: Some(4.0),
+        ..FilterConfig::default()
+    };
+    let err = build_dataset(&r, &filter).unwrap_err().to_string();
+    assert!(
+        err.contains("no interactions left") && err.contains("2 by minimum rating"),
+        "{err}"
+    );
+}
+
+/// Whether the rows in `subset` give every user and item enough interactions.
+fn satisfies(rows: &[(u32, u32)], subset: &[usize], min_user: usize, min_item: usize) -> bool {
+    let mut users = HashMap::new();
+    let mut items = HashMap::new();
+    for &r in subset {
+        *users.entry(rows[r].0).or_insert(0) += 1;
+        *items.entry(rows[r].1).or_insert(0) += 1;
+    }
+    users.values().all(|&c| c >= min_user) && items.values().all(|&c| c >= min_item)
+}
+
+proptest! {
+    /// The k-core filter keeps a set that meets both thresholds and contains
+    /// every other set that does (checked against all subsets).
+    #[test]
+    fn k_core_is_the_largest_subset_meeting_the_thresholds(
+        rows in prop::collection::vec((0u32..4, 0u32..4), 1..11),
+        min_user in 0usize..4,
+        min_item in 0usize..4,
+    ) {
+        let r = ratings(&rows.iter().enumerate().map(|(t, &(u, i))| (u, i, 4.0, t as i64)).collect::<Vec<_>>());
+        let filter = FilterConfig { min_user_interactions: min_user, min_item_interactions: min_item, ..FilterConfig::default() };
+        let mut kept: HashMap<(u32, u32), usize> = HashMap::new();
+        if let Ok(d) = build_dataset(&r, &filter) {
+            for (user, items) in raw_sequences(&d) {
+                for item in items {
+                    *kept.entry((user, item)).or_insert(0) += 1;
+                }
+            }
+        }
+        let kept_rows: Vec<(u32, u32)> = kept.iter().flat_map(|(&p, &n)| std::iter::repeat_n(p, n)).collect();
+        let all: Vec<usize> = (0..kept_rows.len()).collect();
+        prop_assert!(satisfies(&kept_rows, &all, min_user, min_item));
+        for mask in 1u32..(1 << rows.len()) {
+            let subset: Vec<usize> = (0..rows.len()).filter(|&r| mask >> r & 1 == 1).collect();
+            if satisfies(&rows, &subset, min_user, min_item) {
+                let mut need: HashMap<(u32, u32), usize> = HashMap::new();
+                for &r in &subset {
+                    *need.entry(rows[r]).or_insert(0) += 1;
+                }
+                for (pair, n) in need {
+                    prop_assert!(kept.get(&pair).copied().unwrap_or(0) >= n, "subset {:?} not kept", subset);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn k_core_iterates_until_stable() {
+    // Item 3 has one rating; removing it leaves user 2 with one rating,
+    // which then leaves item 2 with one: only users 1 and 3 survive.
+    let r = ratings(&[
+        (1, 1, 4.0, 0),
+        (1, 2, 4.0, 1),
+        (2, 2, 4.0, 2),
+        (2, 3, 4.0, 3),
+        (3, 1, 4.0, 4),
+        (3, 4, 4.0, 5),
+        (1, 4, 4.0, 6),
+    ]);
+    let filter = FilterConfig {
+        min_user_interactions: 2,
+        min_item_interactions: 2,
+        ..FilterConfig::default()
+    };
+    let (d, report) = build_dataset_with_report(&r, &filter).unwrap();
+    assert_eq!(raw_sequences(&d), vec![(1, vec![1, 4]), (3, vec![1, 4])]);
+    assert_eq!(report.dropped_by_k_core, 3);
+    assert!(report.k_core_passes >= 3, "{report:?}");
+}
+
+#[test]
+fn vocab_round_trip_and_lookups() {
+    let vocab = Vocab::from_raw_ids(vec![296, 1, 4993]).unwrap();
+    assert_eq!(vocab.num_items(), 3);
+    assert_eq!(vocab.index(4993), Some(3));
+    assert_eq!(vocab.index(2), None);
+    assert_eq!(vocab.raw(1), Some(296));
+    assert_eq!(vocab.raw(0), None, "0 is padding");
+    assert_eq!(vocab.raw(4), None);
+    for i in 1..=3 {
+        assert_eq!(vocab.index(vocab.raw(i).unwrap()), Some(i));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vocab.json");
+    vocab.save(&path).unwrap();
+    assert_eq!(Vocab::load(&path).unwrap(), vocab);
+
+    assert!(Vocab::from_raw_ids(vec![1, 2, 1]).is_err());
+    std::fs::write(&path, br#"{"kind":"something-else","items":[1]}"#).unwrap();
+    let err = Vocab::load(&path).unwrap_err().to_string();
+    assert!(err.contains("vocab.json") && err.contains("kind"), "{err}");
+    std::fs::write(&path, b"[1,2,3]").unwrap();
+    assert!(
+        Vocab::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("vocab.json")
+    );
+}
+
+/// A dataset of users with the given lengths; items are arbitrary indices.
+fn dataset_of(lens: &[usize]) -> Dataset {
+    let users = lens
+        .iter()
+        .enumerate()
+        .map(|(u, &n)| {
+            seq(
+                u as u32 + 1,
+                &(1..=n as u32)
+                    .map(|k| k * 10 + u as u32)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    Dataset {
+        vocab: Vocab::default(),
+        users,
+    }
+}
+
+proptest! {
+    #[test]
+    fn leave_one_out_holds_out_the_last_two(lens in prop::collection::vec(1usize..8, 0..40)) {
+        let d = dataset_of(&lens);
+        let s = split(&d, SplitKind::LeaveOneOut);
+        let eval_users = lens.iter().filter(|&&n| n >= 3).count();
+        prop_assert_eq!(s.valid.len(), eval_users);
+        prop_assert_eq!(s.test.len(), eval_users);
+        prop_assert_eq!(s.too_short_for_eval, lens.len() - eval_users);
+        prop_assert_eq!(s.train.len() + s.too_short_for_train, lens.len());
+        let by_user: HashMap<u32, &UserSequence> = d.users.iter().map(|u| (u.user, u)).collect();
+        for t in &s.test {
+            prop_assert_eq!(t, by_user[&t.user]);
+        }
+        for v in &s.valid {
+            let full = &by_user[&v.user].items;
+            prop_assert_eq!(&v.items[..], &full[..full.len() - 1]);
+        }
+        for t in &s.train {
+            let full = &by_user[&t.user].items;
+            prop_assert!(t.items.len() >= 2);
+            // Evaluated users train without their last two items; others train on all.
+            let expect = if full.len() >= 3 { full.len() - 2 } else { full.len() };
+            prop_assert_eq!(&t.items[..], &full[..expect]);
+        }
+    }
+
+    #[test]
+    fn random_users_partition_the_users(lens in prop::collection::vec(1usize..5, 0..60), seed in 0u64..1000, frac in 0.0f64..0.9) {
+        let d = dataset_of(&lens);
+        let kind = SplitKind::RandomUsers { valid_fraction: frac, seed };
+        let s = split(&d, kind);
+        prop_assert_eq!(&s, &split(&d, kind), "same seed, same split");
+        prop_assert!(s.test.is_empty());
+        let held_out = (lens.len() as f64 * frac).ceil() as usize;
+        prop_assert_eq!(s.valid.len() + s.too_short_for_eval, held_out);
+        prop_assert_eq!(s.train.len() + s.too_short_for_train, lens.len() - held_out);
+        let mut seen: Vec<u32> = s.train.iter().chain(&s.valid).map(|u| u.user).collect();
+        let total = seen.len();
+        seen.sort_unstable();
+        seen.dedup();
+        prop_assert_eq!(seen.len(), total, "no user in both parts");
+        for u in s.train.iter().chain(&s.valid) {
+            prop_assert_eq!(u, &d.users[u.user as usize - 1], "whole sequences");
+        }
+    }
+}
+
+#[test]
+fn random_users_follow_the_seed() {
+    let d = dataset_of(&[3; 100]);
+    let valid_users = |seed| {
+        let s = split(
+            &d,
+            SplitKind::RandomUsers {
+                valid_fraction: 0.1,
+                seed,
+            },
+        );
+        s.valid.iter().map(|u| u.user).collect::<Vec<_>>()
+    };
+    assert_eq!(valid_users(42).len(), 10);
+    assert_ne!(valid_users(42), valid_users(43));
+}
+
+/// The window built the obvious way: pad on the left, then keep the last max_len + 1.
+fn reference_window(items: &[u32], max_len: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut w = vec![0; max_len + 1];
+    w.extend_from_slice(items);
+    let w = &w[w.len() - (max_len + 1)..];
+    (w[..max_len].to_vec(), w[1..].to_vec())
+}
+
+proptest! {
+    #[test]
+    fn window_pads_left_truncates_old_and_shifts(items in prop::collection::vec(1u32..1000, 0..30), max_len in 1usize..12) {
+        let (input, target) = window(&items, max_len);
+        prop_assert_eq!((input.len(), target.len()), (max_len, max_len));
+        prop_assert_eq!((input.clone(), target.clone()), reference_window(&items, max_len));
+        prop_assert_eq!(&input[1..], &target[..max_len - 1], "target is input shifted by one");
+        if let Some(&last) = items.last() {
+            prop_assert_eq!(target[max_len - 1], last);
+        }
+    }
+}
+
+#[test]
+fn window_examples() {
+    assert_eq!(window(&[5, 6, 7], 4), (vec![0, 0, 5, 6], vec![0, 5, 6, 7]));
+    assert_eq!(
+        window(&[1, 2, 3, 4, 5, 6], 3),
+        (vec![3, 4, 5], vec![4, 5, 6])
+    );
+    assert_eq!(window(&[9], 2), (vec![0, 0], vec![0, 9]));
+}
+
+fn sequences(n: u32) -> Vec<UserSequence> {
+    (1..=n)
+        .map(|u| seq(u, &(0..u).map(|k| 100 * u + k).collect::<Vec<_>>()))
+        .collect()
+}
+
+#[test]
+fn batches_cover_every_sequence_once_and_keep_the_last_partial_batch() {
+    let seqs = sequences(10);
+    let all: Vec<Batch> = batches(&seqs, 3, 4, Order::Sequential, false).collect();
+    assert_eq!(
+        all.iter().map(|b| b.batch_size).collect::<Vec<_>>(),
+        vec![4, 4, 2]
+    );
+    assert_eq!(batches(&seqs, 3, 4, Order::Sequential, false).len(), 3);
+    let users: Vec<u32> = all.iter().flat_map(|b| b.users.clone()).collect();
+    assert_eq!(users, (1..=10).collect::<Vec<_>>());
+    for b in &all {
+        assert_eq!(b.max_len, 3);
+        assert_eq!(b.inputs.len(), b.batch_size * 3);
+        assert_eq!(b.targets.len(), b.batch_size * 3);
+        for (row, &user) in b.users.iter().enumerate() {
+            let (input, target) = window(&seqs[user as usize - 1].items, 3);
+            assert_eq!(&b.inputs[row * 3..row * 3 + 3], &input[..]);
+            assert_eq!(&b.targets[row * 3..row * 3 + 3], &target[..]);
+        }
+    }
+}
+
+#[test]
+fn shuffled_order_is_a_function_of_seed_and_epoch() {
+    let seqs = sequences(50);
+    let order = |seed, epoch| -> Vec<u32> {
+        batches(&seqs, 5, 8, Order::Shuffled { seed, epoch }, false)
+            .flat_map(|b| b.users)
+            .collect()
+    };
+    let first = order(7, 0);
+    assert_eq!(first, order(7, 0), "a resumed run replays the epoch");
+    assert_ne!(first, order(7, 1), "each epoch has its own order");
+    assert_ne!(first, order(8, 0));
+    assert_ne!(first, (1..=50).collect::<Vec<_>>());
+    let mut sorted = first.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=50).collect::<Vec<_>>(), "a permutation");
+    // Resuming at batch 3 of the epoch gives the rest of the same batches.
+    let all: Vec<Batch> =
+        batches(&seqs, 5, 8, Order::Shuffled { seed: 7, epoch: 0 }, false).collect();
+    let resumed: Vec<Batch> = batches(&seqs, 5, 8, Order::Shuffled { seed: 7, epoch: 0 }, false)
+        .skip(3)
+        .collect();
+    assert_eq!(resumed, all[3..]);
+    let mut it = batches(&seqs, 5, 8, Order::Sequential, false);
+    assert_eq!(it.nth(6).unwrap().batch_size, 2, "the last, partial batch");
+    assert!(it.next().is_none());
+    assert!(
+        batches(&seqs, 5, 8, Order::Sequential, false)
+            .nth(7)
+            .is_none()
+    );
+    let perm = permutation(50, 7, 0);
+    assert_eq!(
+        first,
+        perm.iter().map(|&i| i as u32 + 1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn last_target_only_keeps_just_the_final_target() {
+    // Leave-one-out validation: history [3, 4, 5] + held-out item 6.
+    let seqs = vec![seq(1, &[3, 4, 5, 6]), seq(2, &[8, 9])];
+    let b = batches(&seqs, 4, 2, Order::Sequential, true)
+        .next()
+        .unwrap();
+    assert_eq!(b.inputs, vec![0, 3, 4, 5, 0, 0, 0, 8]);
+    assert_eq!(b.targets, vec![0, 0, 0, 6, 0, 0, 0, 9]);
+}

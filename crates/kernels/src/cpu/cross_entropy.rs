@@ -1,0 +1,245 @@
+//! Fused softmax cross-entropy over tied output weights, chunked over rows.
+//!
+//! For each chunk of rows whose target is not 0 (ignored rows cost nothing):
+//!
+//! ```text
+//! logits  = h_chunk @ table^T              [chunk, vocab]  (reused buffer)
+//! loss   += logsumexp(logits) - logits[target]             (f64)
+//! dlogits = (softmax(logits) - onehot(target)) / count     (in place)
+//! dh_chunk = dlogits @ table                [chunk, dim]
+//! dtable  += dlogits^T @ h_chunk            [vocab, dim]
+//! ```
+//!
+//! Peak memory is one `[chunk, vocab]` buffer of at most [`CE_BUFFER_BYTES`]
+//! (or one row, if a row is larger) plus the outputs, never `rows x vocab`.
+
+use super::matmul::gemm;
+use super::par::for_each_chunk2;
+use super::simd::avx2_dispatch;
+use super::tensor::{CpuIds, CpuTensor};
+use crate::CrossEntropy;
+
+/// Byte budget of the reusable logits buffer. Chunks of fewer than ~50 rows
+/// make the `dtable` product (inner size = chunk rows) slow; more than a
+/// few MiB fall out of the caches. Measured in docs/benchmarks.md.
+pub const CE_BUFFER_BYTES: usize = 8 << 20;
+
+/// Rows per chunk for a vocabulary of `vocab` columns: as many as fit
+/// [`CE_BUFFER_BYTES`] (at least 1), rounded down to a multiple of 128 when
+/// there are that many, so that sgemm's 64-row blocks split evenly over 2
+/// or 4 threads.
+pub fn ce_chunk_rows(vocab: usize) -> usize {
+    let rows = (CE_BUFFER_BYTES / (size_of::<f32>() * vocab.max(1))).max(1);
+    if rows >= 128 { rows / 128 * 128 } else { rows }
+}
+
+/// Largest element of `z` (eight lanes, so it vectorises).
+#[inline(always)]
+fn max_of(z: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 8];
+    let chunks = z.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    for c in chunks {
+        for l in 0..8 {
+            m[l] = m[l].max(c[l]);
+        }
+    }
+    m.iter().fold(tail, |a, &b| a.max(b))
+}
+
+/// `e^x` for `x <= 0` (larger `x` is not supported), within 2 ulp, written
+/// with plain float and integer ops so that loops over it vectorise.
+/// `f32::exp` is a libm call per element, 2.5x (SSE2) to 4x (AVX2) slower,
+/// and the softmax evaluates rows x vocab of them. Below -87.3 the result flushes to 0 instead of a
+/// subnormal: the softmax sum is >= 1, so nothing is lost.
+///
+/// `e^x = 2^n e^r` with `n = round(x / ln 2)` and `|r| <= ln(2) / 2`; `e^r`
+/// from Cephes' `expf` minimax polynomial, `ln 2` split in two for an exact
+/// reduction, `2^n` built from its exponent bits.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    // Adding 1.5 * 2^23 rounds to an integer (ties to even) and leaves it in
+    // the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const MIN_X: f32 = -87.3;
+    let flush = x < MIN_X;
+    let x = x.max(MIN_X);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_2e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    // bits(t) = bits(ROUND) + n; 2^n has exponent field n + 127.
+    let two_n = f32::from_bits((t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23);
+    if flush { 0.0 } else { er * two_n }
+}
+
+/// `z[j] = exp(z[j] - max)` in place; returns the sum (eight partial sums
+/// in a fixed order). Two passes: fused with the sum, the exp loop no
+/// longer vectorises.
+#[inline(always)]
+fn exp_shifted_sum(z: &mut [f32], max: f32) -> f32 {
+    for v in z.iter_mut() {
+        *v = exp_nonpositive(*v - max);
+    }
+    let mut acc = [0.0f32; 8];
+    let chunks = z.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+avx2_dispatch! {
+    /// One row: returns `logsumexp(z) - z[target]`; with `grad_scale = Some(g)`
+    /// overwrites `z` with `g * (softmax(z) - onehot(target))`.
+    fn softmax_xent_row = softmax_xent_row_body(z: &mut [f32], target: usize, grad_scale: Option<f32>) -> f64
+}
+
+#[inline(always)]
+fn softmax_xent_row_body(z: &mut [f32], target: usize, grad_scale: Option<f32>) -> f64 {
+    let z_target = z[target];
+    let max = max_of(z);
+    let sum = exp_shifted_sum(z, max);
+    let loss = (sum as f64).ln() + (max as f64 - z_target as f64);
+    if let Some(g) = grad_scale {
+        let s = g / sum;
+        for v in z.iter_mut() {
+            *v *= s;
+        }
+        z[target] -= g;
+    }
+    loss
+}
+
+/// The fused cross-entropy of `Backend::cross_entropy`, working through the
+/// non-ignored rows `chunk_rows` at a time (the backend uses
+/// [`ce_chunk_rows`]; tests pass small values to exercise chunk edges).
+///
+/// h `[rows, dim]`, table `[vocab, dim]`, targets `[rows]` (0 = ignored).
+pub fn cross_entropy_chunked(
+    h: &CpuTensor,
+    table: &CpuTensor,
+    targets: &CpuIds,
+    with_grad: bool,
+    chunk_rows: usize,
+) -> CrossEntropy<CpuTensor> {
+    let (rows, dim) = h.dims2("cross_entropy");
+    let (vocab, table_dim) = table.dims2("cross_entropy");
+    assert_eq!(
+        dim,
+        table_dim,
+        "cross_entropy: h {:?} and table {:?} differ in width",
+        h.shape(),
+        table.shape()
+    );
+    let targets = targets.as_slice();
+    assert_eq!(
+        targets.len(),
+        rows,
+        "cross_entropy: {} targets for {rows} rows",
+        targets.len()
+    );
+    if let Some(&bad) = targets.iter().find(|&&t| t as usize >= vocab) {
+        panic!("cross_entropy: target {bad} is out of range for vocab {vocab}");
+    }
+    assert!(chunk_rows > 0, "cross_entropy: chunk_rows must be positive");
+
+    let (h, table) = (h.data(), table.data());
+    let active: Vec<usize> = (0..rows).filter(|&r| targets[r] != 0).collect();
+    let count = active.len();
+    let mut dh = with_grad.then(|| vec![0.0f32; rows * dim]);
+    let mut dtable = with_grad.then(|| vec![0.0f32; vocab * dim]);
+
+    let chunk = chunk_rows.min(count);
+    let grad_scale = with_grad.then(|| 1.0 / count as f32);
+    let mut logits = vec![0.0f32; chunk * vocab];
+    let mut h_chunk = vec![0.0f32; chunk * dim];
+    let mut dh_chunk = vec![0.0f32; if with_grad { chunk * dim } else { 0 }];
+    let mut row_loss = vec![0.0f64; chunk];
+    let mut loss_sum = 0.0f64;
+    for part in active.chunks(chunk.max(1)) {
+        let c = part.len();
+        let (hc, z, losses) = (
+            &mut h_chunk[..c * dim],
+            &mut logits[..c * vocab],
+            &mut row_loss[..c],
+        );
+        for (dst, &r) in hc.chunks_exact_mut(dim.max(1)).zip(part) {
+            dst.copy_from_slice(&h[r * dim..(r + 1) * dim]);
+        }
+        gemm(c, dim, vocab, hc, false, table, true, 0.0, z);
+        for_each_chunk2(z, vocab, losses, 1, |i, z, loss| {
+            loss[0] = softmax_xent_row(z, targets[part[i]] as usize, grad_scale);
+        });
+        // Sequential f64 sum in row order: deterministic and accurate.
+        loss_sum += losses.iter().sum::<f64>();
+
+        if let (Some(dh), Some(dtable)) = (dh.as_mut(), dtable.as_mut()) {
+            let dhc = &mut dh_chunk[..c * dim];
+            gemm(c, vocab, dim, z, false, table, false, 0.0, dhc);
+            for (src, &r) in dhc.chunks_exact(dim.max(1)).zip(part) {
+                dh[r * dim..(r + 1) * dim].copy_from_slice(src);
+            }
+            gemm(vocab, c, dim, z, true, hc, false, 1.0, dtable);
+        }
+    }
+
+    let loss = if count == 0 {
+        0.0
+    } else {
+        (loss_sum / count as f64) as f32
+    };
+    CrossEntropy {
+        loss: CpuTensor::new(vec![loss], &[1]),
+        count,
+        dh: dh.map(|d| CpuTensor::new(d, &[rows, dim])),
+        dtable: dtable.map(|d| CpuTensor::new(d, &[vocab, dim])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{exp_nonpositive, softmax_xent_row, softmax_xent_row_body};
+
+    #[test]
+    fn avx2_build_gives_the_same_bits() {
+        // On an AVX2 machine `softmax_xent_row` runs the AVX2 build; the body
+        // called directly is the baseline build.
+        let z: Vec<f32> = (0..1001)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.7)
+            .collect();
+        let (mut a, mut b) = (z.clone(), z);
+        let la = softmax_xent_row(&mut a, 17, Some(0.25));
+        let lb = softmax_xent_row_body(&mut b, 17, Some(0.25));
+        assert_eq!(la.to_bits(), lb.to_bits());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+
+    #[test]
+    fn fast_exp_within_two_ulp_of_f64() {
+        let mut worst = 0.0f64;
+        let n = 1_000_003;
+        for i in 0..=n {
+            let x = -87.3f32 * (i as f32 / n as f32);
+            let exact = (x as f64).exp();
+            let got = exp_nonpositive(x) as f64;
+            worst = worst.max((got - exact).abs() / (f32::EPSILON as f64 * exact));
+        }
+        assert!(worst <= 2.0, "fast exp off by {worst} ulp");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-1000.0), 0.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+    }
+}

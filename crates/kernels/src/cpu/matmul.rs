@@ -1,0 +1,133 @@
+//! Matrix products through matrixmultiply's sgemm, `nn.Linear`, and column
+//! sums (the bias gradient).
+//!
+//! sgemm reads transposed operands through their strides, so no transpose is
+//! ever copied. With its `threading` feature it splits the output into fixed
+//! blocks, each computed by one thread with the same summation order, so the
+//! results do not depend on scheduling.
+
+use super::par::column_sums;
+use super::tensor::CpuTensor;
+
+/// `c = op(a) @ op(b) + beta * c` on row-major buffers, where `op(a)` is
+/// `[m, k]` (`a` is stored `[k, m]` when `trans_a`), `op(b)` is `[k, n]`
+/// (`b` stored `[n, k]` when `trans_b`) and `c` is `[m, n]`. With `beta = 0`
+/// the old contents of `c` are ignored (even NaN).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert_eq!(
+        a.len(),
+        m * k,
+        "gemm: a has {} values, not {m}x{k}",
+        a.len()
+    );
+    assert_eq!(
+        b.len(),
+        k * n,
+        "gemm: b has {} values, not {k}x{n}",
+        b.len()
+    );
+    assert_eq!(
+        c.len(),
+        m * n,
+        "gemm: c has {} values, not {m}x{n}",
+        c.len()
+    );
+    let (rsa, csa) = if trans_a { (1, m) } else { (k, 1) };
+    let (rsb, csb) = if trans_b { (1, k) } else { (n, 1) };
+    // SAFETY: the asserts above make every index the strides reach lie in
+    // its slice, and `c` is a unique borrow, so it aliases neither input.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// `op(a) @ op(b)`: `op(a)` `[m, k]`, `op(b)` `[k, n]` -> `[m, n]`.
+pub(super) fn matmul(a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> CpuTensor {
+    let (ar, ac) = a.dims2("matmul");
+    let (br, bc) = b.dims2("matmul");
+    let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
+    let (kb, n) = if trans_b { (bc, br) } else { (br, bc) };
+    assert_eq!(
+        k,
+        kb,
+        "matmul: inner sizes differ: a {:?} (transposed: {trans_a}), b {:?} (transposed: {trans_b})",
+        a.shape(),
+        b.shape()
+    );
+    let mut c = vec![0.0f32; m * n];
+    gemm(m, k, n, a.data(), trans_a, b.data(), trans_b, 0.0, &mut c);
+    CpuTensor::new(c, &[m, n])
+}
+
+/// `x @ w^T + bias`: x `[n, in]`, w `[out, in]`, bias `[out]` -> `[n, out]`.
+pub(super) fn linear(x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> CpuTensor {
+    let (n, fan_in) = x.dims2("linear");
+    let (out, w_in) = w.dims2("linear");
+    assert_eq!(
+        fan_in,
+        w_in,
+        "linear: x {:?} does not match weight {:?}",
+        x.shape(),
+        w.shape()
+    );
+    let mut y = vec![0.0f32; n * out];
+    let beta = match bias {
+        Some(bias) => {
+            assert_eq!(
+                bias.shape(),
+                [out],
+                "linear: bias must have shape [{out}], got {:?}",
+                bias.shape()
+            );
+            for row in y.chunks_exact_mut(out.max(1)) {
+                row.copy_from_slice(bias.data());
+            }
+            1.0
+        }
+        None => 0.0,
+    };
+    gemm(
+        n,
+        fan_in,
+        out,
+        x.data(),
+        false,
+        w.data(),
+        true,
+        beta,
+        &mut y,
+    );
+    CpuTensor::new(y, &[n, out])
+}
+
+/// Column sums `[n, d]` -> `[d]`.
+pub(super) fn sum_rows(x: &CpuTensor) -> CpuTensor {
+    let (n, d) = x.dims2("sum_rows");
+    CpuTensor::new(column_sums(x.data(), n, d), &[d])
+}
