@@ -49,7 +49,11 @@ fn check(cmd: &mut Command) -> Result<()> {
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{cmd:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -58,10 +62,32 @@ fn data() -> Result<()> {
     let file = root().join("target/bench/ratings_10m.csv");
     if !file.exists() {
         std::fs::create_dir_all(file.parent().expect("has a parent"))?;
-        check(cargo().args(["run", "--release", "-p", "sasrec-data", "--example", "gen_ratings", "--"]).arg(&file).arg("10000000"))?;
+        check(
+            cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "sasrec-data",
+                    "--example",
+                    "gen_ratings",
+                    "--",
+                ])
+                .arg(&file)
+                .arg("10000000"),
+        )?;
     }
-    check(cargo().args(["bench", "-p", "sasrec-data", "--bench", "read"]).env("SASREC_BENCH_FILE", &file))?;
-    python(&["scripts/bench_read_pandas.py", &file.display().to_string(), "--runs", "7"])
+    check(
+        cargo()
+            .args(["bench", "-p", "sasrec-data", "--bench", "read"])
+            .env("SASREC_BENCH_FILE", &file),
+    )?;
+    python(&[
+        "scripts/bench_read_pandas.py",
+        &file.display().to_string(),
+        "--runs",
+        "7",
+    ])
 }
 
 fn python(args: &[&str]) -> Result<()> {
@@ -71,18 +97,38 @@ fn python(args: &[&str]) -> Result<()> {
 
 /// Tokens/s of ours and of PyTorch, alternating, 5 rounds each; medians and ratio.
 fn train() -> Result<()> {
-    check(cargo().args(["build", "--release", "-p", "sasrec-model", "--example", "train_throughput"]))?;
+    check(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sasrec-model",
+        "--example",
+        "train_throughput",
+    ]))?;
     let ours = root().join("target/release/examples/train_throughput");
-    let devices: &[(&str, &str)] = if gpu_present(&ours)? { &[("cpu", "cpu"), ("gpu", "cuda")] } else { &[("cpu", "cpu")] };
+    let devices: &[(&str, &str)] = if gpu_present(&ours)? {
+        &[("cpu", "cpu"), ("gpu", "cuda")]
+    } else {
+        &[("cpu", "cpu")]
+    };
     for &(our_device, torch_device) in devices {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for round in 0..5 {
-            a.push(tokens_per_s(&output(Command::new(&ours).args(["--device", our_device]))?)?);
+            a.push(tokens_per_s(&output(
+                Command::new(&ours).args(["--device", our_device]),
+            )?)?);
             let torch = output(
-                Command::new("python3").args(["scripts/bench_train_torch.py", "--device", torch_device]).current_dir(root()),
+                Command::new("python3")
+                    .args(["scripts/bench_train_torch.py", "--device", torch_device])
+                    .current_dir(root()),
             )?;
             b.push(tokens_per_s(&torch)?);
-            eprintln!("round {}: ours {:.0} tok/s, pytorch {:.0} tok/s", round + 1, a[round], b[round]);
+            eprintln!(
+                "round {}: ours {:.0} tok/s, pytorch {:.0} tok/s",
+                round + 1,
+                a[round],
+                b[round]
+            );
         }
         let (ma, mb) = (median(&mut a), median(&mut b));
         println!(
@@ -95,15 +141,25 @@ fn train() -> Result<()> {
 
 /// Whether the throughput example can open a real GPU.
 fn gpu_present(ours: &Path) -> Result<bool> {
-    Ok(Command::new(ours).args(["--device", "gpu", "--probe"]).output()?.status.success())
+    Ok(Command::new(ours)
+        .args(["--device", "gpu", "--probe"])
+        .output()?
+        .status
+        .success())
 }
 
 fn tokens_per_s(json_line: &str) -> Result<f64> {
     let key = "\"tokens_per_s\":";
-    let start = json_line.find(key).with_context(|| format!("no tokens_per_s in {json_line:?}"))? + key.len();
+    let start = json_line
+        .find(key)
+        .with_context(|| format!("no tokens_per_s in {json_line:?}"))?
+        + key.len();
     let rest = json_line[start..].trim_start();
     let end = rest.find([',', '}']).unwrap_or(rest.len());
-    rest[..end].trim().parse().with_context(|| format!("bad tokens_per_s in {json_line:?}"))
+    rest[..end]
+        .trim()
+        .parse()
+        .with_context(|| format!("bad tokens_per_s in {json_line:?}"))
 }
 
 fn median(v: &mut [f64]) -> f64 {

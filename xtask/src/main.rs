@@ -84,7 +84,10 @@ fn main() {
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }
 
 /// `cargo` as the one running us.
@@ -97,12 +100,24 @@ fn cargo() -> Command {
 /// Runs `sasrec ARGS` from a release build.
 fn sasrec(args: &[String]) -> Result<()> {
     let status = cargo()
-        .args(["run", "--quiet", "--release", "--package", "sasrec-cli", "--bin", "sasrec", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "sasrec-cli",
+            "--bin",
+            "sasrec",
+            "--",
+        ])
         .args(args)
         .status()
         .context("running cargo")?;
     if !status.success() {
-        bail!("sasrec {} failed ({status})", args.first().map(String::as_str).unwrap_or(""));
+        bail!(
+            "sasrec {} failed ({status})",
+            args.first().map(String::as_str).unwrap_or("")
+        );
     }
     Ok(())
 }
@@ -112,7 +127,13 @@ fn train(device: &str, out: Option<PathBuf>, extra: &[String]) -> Result<()> {
     let out = out.unwrap_or_else(|| {
         let runs = root().join("runs");
         (1..)
-            .map(|i| runs.join(if i == 1 { "latest-small".to_string() } else { format!("latest-small-{i}") }))
+            .map(|i| {
+                runs.join(if i == 1 {
+                    "latest-small".to_string()
+                } else {
+                    format!("latest-small-{i}")
+                })
+            })
             .find(|p| !p.exists())
             .expect("some name is free")
     });
@@ -141,23 +162,52 @@ fn train(device: &str, out: Option<PathBuf>, extra: &[String]) -> Result<()> {
 
     println!();
     // One forward pass: the CPU is always quick enough.
-    let recommend = ["recommend", "--run", &out.display().to_string(), "--user", "1", "--k", "10", "--device", "cpu"];
+    let recommend = [
+        "recommend",
+        "--run",
+        &out.display().to_string(),
+        "--user",
+        "1",
+        "--k",
+        "10",
+        "--device",
+        "cpu",
+    ];
     sasrec(&recommend.map(String::from))
 }
 
 fn eval(extra: &[String]) -> Result<()> {
     let runs = root().join("runs");
     let newest = std::fs::read_dir(&runs)
-        .with_context(|| format!("no runs in {} yet: train one with `cargo xtask train`", runs.display()))?
+        .with_context(|| {
+            format!(
+                "no runs in {} yet: train one with `cargo xtask train`",
+                runs.display()
+            )
+        })?
         .flatten()
         .filter_map(|e| {
-            let modified = e.path().join("model.safetensors").metadata().and_then(|m| m.modified()).ok()?;
+            let modified = e
+                .path()
+                .join("model.safetensors")
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()?;
             Some((modified, e.path()))
         })
         .max()
         .map(|(_, path)| path)
-        .with_context(|| format!("no trained run in {}: train one with `cargo xtask train`", runs.display()))?;
-    let mut args = vec!["eval".to_string(), "--run".to_string(), newest.display().to_string()];
+        .with_context(|| {
+            format!(
+                "no trained run in {}: train one with `cargo xtask train`",
+                runs.display()
+            )
+        })?;
+    let mut args = vec![
+        "eval".to_string(),
+        "--run".to_string(),
+        newest.display().to_string(),
+    ];
     args.extend(extra.iter().cloned());
     sasrec(&args)
 }

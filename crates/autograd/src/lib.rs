@@ -8,7 +8,7 @@
 //! ```no_run
 //! # use sasrec_autograd::Tape;
 //! # use sasrec_kernels::{Backend, CpuBackend};
-//! let backend = CpuBackend::default();
+//! let backend = CpuBackend;
 //! let mut tape = Tape::new(&backend, true);
 //! let x = tape.leaf(backend.tensor(&[1.0, -2.0], &[1, 2]), true);
 //! let w = tape.leaf(backend.tensor(&[0.5, 0.25, 1.0, 2.0], &[2, 2]), true);

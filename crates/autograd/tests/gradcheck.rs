@@ -50,7 +50,7 @@ fn gradcheck(
     inputs: &[Input],
     graph: impl Fn(&mut Tape<'_, CpuBackend>, &[Var]) -> Var,
 ) {
-    let b = CpuBackend::default();
+    let b = CpuBackend;
     let loss_at = |values: &[Vec<f32>]| -> f32 {
         let mut tape = Tape::new(&b, false);
         let vars: Vec<Var> = values
@@ -205,7 +205,7 @@ fn embedding_with_padding() {
 
     // Row 0 is looked up twice but, as the padding row, gets no gradient.
     let ids = [3u32, 0, 5, 3, 1, 0, 2];
-    let b = CpuBackend::default();
+    let b = CpuBackend;
     let mut tape = Tape::new(&b, true);
     let table = tape.leaf(b.tensor(&inputs[0].data, &[6, 4]), true);
     let y = tape.embedding(table, &b.ids(&ids), Some(0));
@@ -317,7 +317,7 @@ fn tied_table_gets_gradient_from_lookup_and_output() {
 
 #[test]
 fn inference_mode_records_nothing() {
-    let b = CpuBackend::default();
+    let b = CpuBackend;
     let mut tape = Tape::new(&b, false);
     let x = tape.leaf(b.tensor(&[1.0, 2.0], &[1, 2]), true);
     let table = tape.leaf(b.tensor(&[0.5, -0.5, 1.0, 1.0], &[2, 2]), true);

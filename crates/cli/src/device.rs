@@ -64,7 +64,7 @@ impl DeviceArgs {
             ..GpuOptions::default()
         };
         let device = match self.device {
-            DeviceKind::Cpu => Device::Cpu(CpuBackend::default()),
+            DeviceKind::Cpu => Device::Cpu(CpuBackend),
             DeviceKind::Gpu => Device::Gpu(WgpuBackend::new(&options).context(
                 "opening the GPU (see `sasrec devices`; --adapter llvmpipe uses Mesa's CPU driver)",
             )?),
@@ -72,7 +72,7 @@ impl DeviceArgs {
                 Ok(gpu) => Device::Gpu(gpu),
                 Err(GpuError::NoAdapter(why)) => {
                     eprintln!("no GPU found ({why}); training on the CPU");
-                    Device::Cpu(CpuBackend::default())
+                    Device::Cpu(CpuBackend)
                 }
                 Err(err) => {
                     return Err(err).context("opening the GPU (use --device cpu to skip it)");

@@ -13,19 +13,32 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use sasrec_autograd::Tape;
-use sasrec_data::{FilterConfig, Order, SplitKind, batches, build_dataset, dataset_ratings_path, read_ratings, split};
+use sasrec_data::{
+    FilterConfig, Order, SplitKind, batches, build_dataset, dataset_ratings_path, read_ratings,
+    split,
+};
 use sasrec_kernels::gpu::{GpuOptions, WgpuBackend};
 use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::{Adam, DeviceBatch, DropoutContext, ModelConfig, SasRec};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args.get(i + 1).cloned());
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .map(|i| args.get(i + 1).cloned())
+    };
     let device = flag("--device").flatten().unwrap_or_else(|| "cpu".into());
-    let steps: usize = flag("--steps").flatten().map_or(Ok(20), |s| s.parse()).context("--steps")?;
-    let warmup: usize = flag("--warmup").flatten().map_or(Ok(3), |s| s.parse()).context("--warmup")?;
+    let steps: usize = flag("--steps")
+        .flatten()
+        .map_or(Ok(20), |s| s.parse())
+        .context("--steps")?;
+    let warmup: usize = flag("--warmup")
+        .flatten()
+        .map_or(Ok(3), |s| s.parse())
+        .context("--warmup")?;
     match device.as_str() {
-        "cpu" => measure(&CpuBackend::default(), steps, warmup),
+        "cpu" => measure(&CpuBackend, steps, warmup),
         "gpu" => {
             let gpu = WgpuBackend::new(&GpuOptions::default())?;
             if args.iter().any(|a| a == "--probe") {
@@ -48,7 +61,15 @@ fn measure<B: Backend>(backend: &B, steps: usize, warmup: usize) -> Result<()> {
     let mut model = SasRec::new(backend, config, 0);
     let mut adam = Adam::new(backend, &model.params, 1e-3, 0.9, 0.999, 1e-8);
     let all: Vec<_> = (0..)
-        .flat_map(|epoch| batches(&train, max_len, batch_size, Order::Shuffled { seed: 0, epoch }, false))
+        .flat_map(|epoch| {
+            batches(
+                &train,
+                max_len,
+                batch_size,
+                Order::Shuffled { seed: 0, epoch },
+                false,
+            )
+        })
         .filter(|b| b.batch_size == batch_size)
         .take(warmup + steps)
         .collect();
@@ -57,10 +78,19 @@ fn measure<B: Backend>(backend: &B, steps: usize, warmup: usize) -> Result<()> {
         if i == warmup {
             started = Instant::now();
         }
-        let device = DeviceBatch::upload(backend, &batch.inputs, &batch.targets, batch_size, max_len);
+        let device =
+            DeviceBatch::upload(backend, &batch.inputs, &batch.targets, batch_size, max_len);
         let mut tape = Tape::new(backend, true);
         let vars = tape.params(&model.params);
-        let loss = model.loss(&mut tape, &vars, &device, Some(DropoutContext { seed: 0, step: i as u64 + 1 }));
+        let loss = model.loss(
+            &mut tape,
+            &vars,
+            &device,
+            Some(DropoutContext {
+                seed: 0,
+                step: i as u64 + 1,
+            }),
+        );
         let value = backend.to_vec(tape.value(loss))[0];
         assert!(value.is_finite(), "loss {value} at step {}", i + 1);
         let grads = tape.backward(loss);

@@ -11,7 +11,8 @@ use crate::train::EpochRecord;
 
 const PANEL_W: f64 = 460.0;
 const PANEL_H: f64 = 300.0;
-const MARGIN: f64 = 50.0;
+/// Room around a panel for the title, the tick labels and the axis label.
+const MARGIN: f64 = 70.0;
 const COLOURS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 
 /// One line of a panel.
@@ -70,21 +71,23 @@ pub fn render(records: &[EpochRecord]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    panel(&mut svg, MARGIN, "Loss per epoch", &losses);
+    let best = records
+        .iter()
+        .rev()
+        .find(|r| r.best)
+        .map(|r| r.epoch as f64);
+    panel(&mut svg, MARGIN, "Loss per epoch", &losses, best);
     if !ranking.is_empty() {
-        panel(
-            &mut svg,
-            2.0 * MARGIN + PANEL_W,
-            "Validation ranking (all items)",
-            &ranking,
-        );
+        let title = "Validation ranking (all items)";
+        panel(&mut svg, 2.0 * MARGIN + PANEL_W, title, &ranking, best);
     }
     svg.push_str("</svg>\n");
     svg
 }
 
-/// Draws one panel with its axes, ticks, lines and legend at `left`.
-fn panel(svg: &mut String, left: f64, title: &str, series: &[Series]) {
+/// Draws one panel with its axes, ticks, lines, legend and a dashed line at
+/// the best epoch, at `left`.
+fn panel(svg: &mut String, left: f64, title: &str, series: &[Series], best: Option<f64>) {
     let top = MARGIN;
     let points = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -98,7 +101,8 @@ fn panel(svg: &mut String, left: f64, title: &str, series: &[Series]) {
         x1 = x0 + 1.0;
     }
     let pad = ((y1 - y0) * 0.05).max(1e-6);
-    (y0, y1) = (y0 - pad, y1 + pad);
+    // Metrics and losses are never negative: keep the axis at 0 or above.
+    (y0, y1) = ((y0 - pad).max(0.0_f64.min(y0)), y1 + pad);
     let sx = |x: f64| left + (x - x0) / (x1 - x0) * PANEL_W;
     let sy = |y: f64| top + PANEL_H - (y - y0) / (y1 - y0) * PANEL_H;
 
@@ -143,6 +147,20 @@ fn panel(svg: &mut String, left: f64, title: &str, series: &[Series]) {
         left + PANEL_W / 2.0,
         top + PANEL_H + 34.0
     );
+    if let Some(x) = best.filter(|x| (x0..=x1).contains(x)) {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{0:.1}" x2="{0:.1}" y1="{top}" y2="{1}" stroke="#888" stroke-dasharray="4 3"/>"##,
+            sx(x),
+            top + PANEL_H
+        );
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{}" fill="#666">best</text>"##,
+            sx(x) + 3.0,
+            top + PANEL_H - 6.0
+        );
+    }
     for (i, s) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let path: Vec<String> = s
@@ -155,17 +173,27 @@ fn panel(svg: &mut String, left: f64, title: &str, series: &[Series]) {
             r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
             path.join(" ")
         );
+    }
+    let legend_x = left + PANEL_W - 130.0;
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{legend_x}" y="{}" width="122" height="{}" fill="white" fill-opacity="0.85" stroke="#ccc"/>"##,
+        top + 6.0,
+        16.0 * series.len() as f64 + 8.0
+    );
+    for (i, s) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
         let ly = top + 16.0 + 16.0 * i as f64;
         let _ = writeln!(
             svg,
             r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/>"#,
-            left + PANEL_W - 120.0,
-            left + PANEL_W - 100.0
+            legend_x + 6.0,
+            legend_x + 26.0
         );
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="{}">{}</text>"#,
-            left + PANEL_W - 95.0,
+            legend_x + 31.0,
             ly + 4.0,
             s.label
         );
@@ -176,4 +204,70 @@ fn panel(svg: &mut String, left: f64, title: &str, series: &[Series]) {
 fn tick(v: f64, range: f64) -> String {
     let decimals = (2.0 - range.log10().floor()).clamp(0.0, 6.0) as usize;
     format!("{v:.decimals$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::Evaluation;
+    use crate::metrics::RankingAccumulator;
+
+    fn record(epoch: usize, loss: f64, rank: usize, best: bool) -> EpochRecord {
+        let mut acc = RankingAccumulator::new(&[10]);
+        acc.add(rank);
+        EpochRecord {
+            epoch,
+            step: epoch as u64 * 5,
+            train_loss: loss,
+            valid: Evaluation {
+                loss: loss + 0.5,
+                targets: 10,
+                ranking: Some(acc.finish()),
+            },
+            tokens_per_s: 1000.0,
+            seconds: 1.0,
+            best,
+        }
+    }
+
+    #[test]
+    fn curves_have_a_line_per_series_and_mark_the_best_epoch() {
+        let records = [
+            record(1, 9.0, 30, true),
+            record(2, 8.0, 5, true),
+            record(3, 7.5, 8, false),
+        ];
+        let svg = render(&records);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // train loss, valid loss, NDCG@10, HR@10, MRR
+        assert_eq!(svg.matches("<polyline").count(), 5);
+        for label in [
+            "train loss",
+            "valid loss",
+            "NDCG@10",
+            "HR@10",
+            "MRR",
+            "best",
+        ] {
+            assert!(svg.contains(label), "{label} missing");
+        }
+        // Three points per line.
+        let first = svg
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert_eq!(first.split(' ').count(), 3);
+    }
+
+    #[test]
+    fn loss_only_runs_get_one_panel() {
+        let mut r = record(1, 9.0, 3, true);
+        r.valid.ranking = None;
+        let svg = render(&[r]);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(!svg.contains("Validation ranking"));
+    }
 }

@@ -72,7 +72,7 @@ fn compare(dropout: f32) {
     let Some(gpu) = sasrec_kernels::gpu::test_backend() else {
         return;
     };
-    let cpu = losses(&CpuBackend::default(), dropout);
+    let cpu = losses(&CpuBackend, dropout);
     let gpu = losses(&gpu, dropout);
     for (step, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
         assert!(

@@ -179,7 +179,7 @@ fn check_parity<B: Backend>(backend: &B) {
 
 #[test]
 fn cpu_matches_pytorch() {
-    check_parity(&CpuBackend::default());
+    check_parity(&CpuBackend);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::sync::atomic::AtomicBool;
 
 use sasrec_data::UserSequence;
-use sasrec_kernels::{Backend, CpuBackend};
+use sasrec_kernels::CpuBackend;
 use sasrec_model::train::read_records;
 use sasrec_model::{
     DeviceBatch, ModelConfig, Outcome, RunDir, SasRec, Selection, TrainConfig, Trainer, load_model,
@@ -92,7 +92,7 @@ fn trainer<'a>(
 
 #[test]
 fn loss_falls_and_ranking_improves() {
-    let b = CpuBackend::default();
+    let b = CpuBackend;
     let train = cyclic_users(48);
     let valid = valid_of(&train);
     let dir = tempfile::tempdir().unwrap();
@@ -134,7 +134,7 @@ fn loss_falls_and_ranking_improves() {
 
 #[test]
 fn interrupted_run_resumes_exactly() {
-    let b = CpuBackend::default();
+    let b = CpuBackend;
     let train = cyclic_users(40); // 3 batches of 16 per epoch
     let valid = valid_of(&train);
 
@@ -181,7 +181,7 @@ fn interrupted_run_resumes_exactly() {
 
 #[test]
 fn checkpoint_round_trips_to_identical_outputs() {
-    let b = CpuBackend::default();
+    let b = CpuBackend;
     let train = cyclic_users(20);
     let valid = valid_of(&train);
     let dir = tempfile::tempdir().unwrap();
@@ -218,7 +218,7 @@ fn checkpoint_round_trips_to_identical_outputs() {
 
 #[test]
 fn nan_weights_stop_training_with_the_step() {
-    let b = CpuBackend::default();
+    let b = CpuBackend;
     let train = cyclic_users(20);
     let valid = valid_of(&train);
     let dir = tempfile::tempdir().unwrap();
@@ -243,7 +243,7 @@ fn nan_weights_stop_training_with_the_step() {
 
 #[test]
 fn recommendations_skip_history_and_padding() {
-    let b = CpuBackend::default();
+    let b = CpuBackend;
     let model = SasRec::new(&b, small_model(0.0), 5);
     let history: Vec<u32> = vec![4, 9, 4, 17, 30, 1];
     let all = recommend(&b, &model, &history, 1000);

@@ -32,7 +32,7 @@ use crate::{AdamStep, AttentionShape, Backend, CrossEntropy, Dropout};
 pub struct CpuBackend;
 
 impl CpuBackend {
-    /// The CPU backend (stateless; same as `CpuBackend::default()`).
+    /// The CPU backend (stateless; same as `CpuBackend`).
     pub fn new() -> Self {
         CpuBackend
     }
