@@ -6,14 +6,16 @@ Two jobs:
   fixture   Build the notebook's model at a tiny size, run one batch with left
             padding (dropout 0, training mode), and write everything the Rust
             parity test compares: weights, inputs, logits, loss, every
-            gradient, and the losses and weights of 5 Adam steps.
+            gradient, and the losses and weights of 5 Adam steps; also the
+            plain state_dict (notebook_state_dict.safetensors beside it).
 
                 python3 scripts/torch_reference.py fixture \
                     --out crates/model/tests/fixtures/torch_reference.safetensors
 
-  load-run  Load a Rust run folder (config.json + model.safetensors) into the
-            notebook's model with load_state_dict(strict=True) and print the
-            top-10 items for one history, to show PyTorch reads our weights.
+  load-run  Load a Rust run folder (config.json, vocab.json, model.safetensors)
+            into the notebook's model with load_state_dict(strict=True) and
+            print the top-10 unseen movies after a history of movie ids, to
+            show PyTorch reads our weights (compare `sasrec recommend --items`).
 
                 python3 scripts/torch_reference.py load-run runs/NAME --items 1,2,3
 
@@ -100,6 +102,11 @@ def fixture(args):
     inputs = torch.tensor([p[0] for p in pairs], dtype=torch.int64)
     targets = torch.tensor([p[1] for p in pairs], dtype=torch.int64)
 
+    # A plain state_dict, as a notebook user would save it: the Rust side
+    # must load this file as it is.
+    state_dict_path = args.out.replace("torch_reference", "notebook_state_dict")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, state_dict_path)
+
     out = {}
     for name, p in model.state_dict().items():
         out[f"weight.{name}"] = p.detach().clone().float()
@@ -159,7 +166,10 @@ def load_run(args):
     # (a known seed bug); the regular path gives the model we train.
     torch.backends.mha.set_fastpath_enabled(False)
     model.eval()
-    items = [int(i) for i in args.items.split(",")]
+    with open(f"{args.run}/vocab.json") as f:
+        movie_ids = json.load(f)["items"]  # movie id of item index i + 1
+    index_of = {m: i + 1 for i, m in enumerate(movie_ids)}
+    items = [index_of[int(m)] for m in args.items.split(",")]
     seq, _ = window(items + [0], config["max_len"])
     with torch.no_grad():
         scores = model(torch.tensor([seq]))[0, -1]
@@ -167,8 +177,9 @@ def load_run(args):
     scores[items] = float("-inf")
     top = torch.topk(scores, 10)
     print("loaded", args.run, "into the notebook's SASRec (strict)")
-    for idx, score in zip(top.indices.tolist(), top.values.tolist()):
-        print(f"item index {idx:6d}  score {score:.4f}")
+    print(" rank  movieId   score")
+    for rank, (idx, score) in enumerate(zip(top.indices.tolist(), top.values.tolist())):
+        print(f"{rank + 1:>5}  {movie_ids[idx - 1]:>7}  {score:>6.2f}")
 
 
 def main():
@@ -178,7 +189,7 @@ def main():
     f.add_argument("--out", default="crates/model/tests/fixtures/torch_reference.safetensors")
     r = sub.add_parser("load-run")
     r.add_argument("run")
-    r.add_argument("--items", required=True, help="item indices (1..N), oldest first")
+    r.add_argument("--items", required=True, help="movie ids, oldest first")
     args = parser.parse_args()
     {"fixture": fixture, "load-run": load_run}[args.command](args)
 

@@ -23,13 +23,9 @@ pub enum DataCommand {
 /// Which ratings file to read (shared by the commands that read one).
 #[derive(Args, Clone, Debug)]
 pub struct RatingsArgs {
-    /// Ratings file: MovieLens ratings.csv, ratings.dat or u.data.
-    #[arg(
-        long,
-        value_name = "PATH",
-        required_unless_present = "dataset",
-        conflicts_with = "dataset"
-    )]
+    /// Ratings file: MovieLens ratings.csv, ratings.dat or u.data
+    /// (or --dataset; `train --resume` needs neither).
+    #[arg(long, value_name = "PATH", conflicts_with = "dataset")]
     pub ratings: Option<PathBuf>,
     /// A named MovieLens dataset under $SASREC_DATASETS (else ./datasets):
     /// latest-small, 100k, 1m, 10m, 20m, 25m or 32m.

@@ -24,6 +24,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model into a run folder (or continue one with --resume).
+    ///
+    /// A flag given twice takes its last value (so wrappers can add defaults).
+    #[command(args_override_self = true)]
     Train(Box<train_cmd::TrainArgs>),
     /// Evaluate a run's best checkpoint: HR@K, NDCG@K, MRR over all items.
     Eval(eval_cmd::EvalArgs),

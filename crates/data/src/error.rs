@@ -9,12 +9,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened, read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
+        /// What the operating system said (part of the message, so not
+        /// repeated as a source).
+        error: std::io::Error,
     },
 
     /// The file holds no ratings at all.
@@ -120,12 +121,12 @@ pub enum DataError {
     NothingLeft(String),
 
     /// A vocabulary file that is not valid JSON of the expected shape.
-    #[error("{}: not a vocabulary file: {source}", path.display())]
+    #[error("{}: not a vocabulary file: {error}", path.display())]
     Json {
         /// The file.
         path: PathBuf,
         /// What serde_json said.
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 
     /// A vocabulary that lists the same raw id twice.
@@ -147,10 +148,10 @@ pub enum DataError {
 }
 
 impl DataError {
-    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &std::path::Path, error: std::io::Error) -> Self {
         DataError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 }

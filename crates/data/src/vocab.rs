@@ -71,7 +71,7 @@ impl Vocab {
         };
         let json = serde_json::to_vec(&file).map_err(|e| DataError::Json {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         })?;
         std::fs::write(path, json).map_err(|e| DataError::io(path, e))
     }
@@ -81,12 +81,12 @@ impl Vocab {
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
         let file: VocabFile = serde_json::from_slice(&bytes).map_err(|e| DataError::Json {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         })?;
         if file.kind != KIND {
             return Err(DataError::Json {
                 path: path.to_path_buf(),
-                source: serde::de::Error::custom(format!(
+                error: serde::de::Error::custom(format!(
                     "field `kind` is {:?}, expected {KIND:?}",
                     file.kind
                 )),

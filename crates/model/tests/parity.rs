@@ -178,6 +178,20 @@ fn check_parity<B: Backend>(backend: &B) {
 }
 
 #[test]
+fn notebook_state_dict_loads_as_saved_by_pytorch() {
+    // `safetensors.torch.save_file(model.state_dict(), path)` of the fixture's model.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/notebook_state_dict.safetensors");
+    let f = load_fixture();
+    let b = CpuBackend;
+    let model = sasrec_model::load_model(&b, &path, f.config.clone()).unwrap();
+    for (name, shape, values) in model.weights(&b) {
+        let (s, v) = &f.floats[&format!("weight.{name}")];
+        assert_eq!((&shape, &values), (s, v), "{name}");
+    }
+}
+
+#[test]
 fn cpu_matches_pytorch() {
     check_parity(&CpuBackend);
 }
