@@ -10,24 +10,9 @@ fn sasrec(args: &[&str]) -> Output {
         .expect("run sasrec")
 }
 
-/// The latest-small ratings file, or `None` (after saying why) when the test
-/// should skip; with SASREC_REQUIRE_DATA=1 a missing dataset fails instead.
+/// The latest-small ratings file, or `None` when the test should skip.
 fn latest_small_ratings() -> Option<PathBuf> {
-    let why = match std::env::var_os("SASREC_DATASETS") {
-        None => "SASREC_DATASETS is not set".to_string(),
-        Some(dir) => {
-            let path = PathBuf::from(dir).join("ml-latest-small/ratings.csv");
-            if path.is_file() {
-                return Some(path);
-            }
-            format!("{} does not exist", path.display())
-        }
-    };
-    if std::env::var("SASREC_REQUIRE_DATA").is_ok_and(|v| v == "1") {
-        panic!("SASREC_REQUIRE_DATA=1 but {why}");
-    }
-    eprintln!("skipped: {why} (get it with `cargo xtask data fetch latest-small`)");
-    None
+    sasrec_data::test_dataset(sasrec_data::KnownDataset::LatestSmall)
 }
 
 #[test]

@@ -33,7 +33,7 @@ pub use dataset::{
     build_dataset_with_report,
 };
 pub use error::DataError;
-pub use location::{KnownDataset, dataset_ratings_path, datasets_dir};
+pub use location::{KnownDataset, dataset_ratings_path, datasets_dir, test_dataset};
 pub use read::{Format, Ratings, parse_ratings, read_ratings, titles};
 pub use split::{Split, SplitKind, split};
 pub use vocab::Vocab;

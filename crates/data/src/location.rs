@@ -116,3 +116,28 @@ pub fn dataset_ratings_path(name: &str) -> Result<PathBuf, DataError> {
         })
     }
 }
+
+/// For tests that need real data: the ratings file of `dataset` under
+/// `$SASREC_DATASETS`, else under this source tree's `datasets/` (where
+/// `cargo xtask data fetch` puts it). When it is absent, prints why and
+/// returns `None` (the test skips), unless `SASREC_REQUIRE_DATA=1`, which
+/// turns a missing dataset into a panic (the test fails).
+pub fn test_dataset(dataset: KnownDataset) -> Option<PathBuf> {
+    let dir = match std::env::var_os("SASREC_DATASETS") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets"),
+    };
+    let path = dataset.ratings_path_in(&dir);
+    if path.is_file() {
+        return Some(path);
+    }
+    let why = format!("{} does not exist", path.display());
+    if std::env::var("SASREC_REQUIRE_DATA").is_ok_and(|v| v == "1") {
+        panic!("SASREC_REQUIRE_DATA=1 but {why}");
+    }
+    eprintln!(
+        "skipped: {why} (get it with `cargo xtask data fetch {}`)",
+        dataset.name()
+    );
+    None
+}

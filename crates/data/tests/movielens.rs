@@ -1,4 +1,5 @@
-//! The real MovieLens latest-small, found through SASREC_DATASETS.
+//! The real MovieLens latest-small, found through SASREC_DATASETS (else the
+//! source tree's datasets/).
 //!
 //! Skips (with the reason printed) when the dataset is not there, unless
 //! SASREC_REQUIRE_DATA=1, when it fails instead.
@@ -7,23 +8,9 @@ use std::path::PathBuf;
 
 use sasrec_data::*;
 
-/// The dataset's folder, or `None` (after saying why) when the test should skip.
+/// The dataset's folder, or `None` when the test should skip.
 fn latest_small() -> Option<PathBuf> {
-    let why = match std::env::var_os("SASREC_DATASETS") {
-        None => "SASREC_DATASETS is not set".to_string(),
-        Some(dir) => {
-            let path = KnownDataset::LatestSmall.ratings_path_in(dir.as_ref());
-            if path.is_file() {
-                return path.parent().map(PathBuf::from);
-            }
-            format!("{} does not exist", path.display())
-        }
-    };
-    if std::env::var("SASREC_REQUIRE_DATA").is_ok_and(|v| v == "1") {
-        panic!("SASREC_REQUIRE_DATA=1 but {why}");
-    }
-    eprintln!("skipped: {why} (get it with `cargo xtask data fetch latest-small`)");
-    None
+    test_dataset(KnownDataset::LatestSmall).and_then(|p| p.parent().map(PathBuf::from))
 }
 
 #[test]
