@@ -26,7 +26,8 @@ pub struct DeviceArgs {
     /// `sasrec devices` lists them (e.g. `llvmpipe` for Mesa's CPU driver).
     #[arg(long, value_name = "INDEX|NAME")]
     pub adapter: Option<String>,
-    /// CPU threads (default: all cores).
+    /// CPU threads, for the row-parallel ops and the matrix products
+    /// (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Time every GPU kernel with timestamp queries and print the time per
@@ -47,6 +48,10 @@ impl DeviceArgs {
     /// Opens the backend these flags ask for and says which one on stderr.
     pub fn open(&self) -> Result<Device> {
         if let Some(threads) = self.threads {
+            // SAFETY: called before any other thread of this process exists
+            // (the commands open the device first); matrixmultiply reads the
+            // variable when its first product runs.
+            unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build_global()

@@ -204,6 +204,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         split.test.len()
     );
 
+    let device = args.device.open()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -216,7 +217,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    match args.device.open()? {
+    match device {
         Device::Cpu(b) => train_on(&b, &config, &split, &run, args.resume, &stop, None),
         Device::Gpu(b) => {
             let hook = args

@@ -63,7 +63,7 @@ impl Vocab {
         &self.raw_ids
     }
 
-    /// Writes the vocabulary as JSON: `{"kind":"sasrec-vocab","items":[raw ids in index order]}`.
+    /// Writes the vocabulary as JSON, atomically: `{"kind":"sasrec-vocab","items":[raw ids in index order]}`.
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
         let file = VocabFile {
             kind: KIND.to_string(),
@@ -73,7 +73,15 @@ impl Vocab {
             path: path.to_path_buf(),
             error: e,
         })?;
-        std::fs::write(path, json).map_err(|e| DataError::io(path, e))
+        // Atomically (temporary file beside it, then rename): a reader never
+        // sees half a vocabulary.
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                DataError::io(path, e)
+            })
     }
 
     /// Reads a vocabulary written by [`Vocab::save`].
