@@ -36,6 +36,8 @@ pub struct TrainState {
     pub epoch_targets: u64,
     /// Seconds spent on those batches.
     pub epoch_seconds: f64,
+    /// Positions (sequences x max_len) in those batches.
+    pub epoch_tokens: u64,
     /// Best validation number so far and its epoch (1-based).
     pub best: Option<(f64, usize)>,
     /// Epochs since the best one.
@@ -228,11 +230,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 s.epoch_loss_sum += loss as f64 * targets as f64;
                 s.epoch_targets += targets as u64;
                 s.epoch_seconds += started.elapsed().as_secs_f64();
-                let tokens = (s.batch * batch_size * max_len) as f64;
+                s.epoch_tokens += (batch.batch_size * max_len) as u64;
                 bar.set_message(format!(
                     "loss {:.4}  {:.0} tok/s",
                     s.epoch_loss_sum / s.epoch_targets.max(1) as f64,
-                    tokens / s.epoch_seconds.max(1e-9)
+                    s.epoch_tokens as f64 / s.epoch_seconds.max(1e-9)
                 ));
                 bar.inc(1);
                 if stop.load(Ordering::SeqCst) {
@@ -330,8 +332,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             step: s.step,
             train_loss: s.epoch_loss_sum / s.epoch_targets.max(1) as f64,
             valid,
-            tokens_per_s: (s.batch * self.config.batch_size * self.model.config.max_len) as f64
-                / s.epoch_seconds.max(1e-9),
+            tokens_per_s: s.epoch_tokens as f64 / s.epoch_seconds.max(1e-9),
             seconds: s.epoch_seconds,
             best: improved,
         };
@@ -346,6 +347,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         s.epoch_loss_sum = 0.0;
         s.epoch_targets = 0;
         s.epoch_seconds = 0.0;
+        s.epoch_tokens = 0;
         let stop = self
             .config
             .patience
