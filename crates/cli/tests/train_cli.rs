@@ -61,17 +61,27 @@ const SMALL: [&str; 16] = [
     "1",
 ];
 
-fn train(ratings: &Path, run: &Path, epochs: &str) -> Output {
-    let mut args = vec![
+/// `sasrec train` of the small model on `ratings` into `run`.
+fn train_args(ratings: &Path, run: &Path, epochs: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
         "train",
         "--ratings",
         ratings.to_str().unwrap(),
         "--out",
         run.to_str().unwrap(),
-    ];
-    args.extend(["--epochs", epochs]);
-    args.extend(SMALL);
-    sasrec(&args)
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["--epochs", epochs].map(String::from));
+    args.extend(SMALL.map(String::from));
+    args
+}
+
+fn train(ratings: &Path, run: &Path, epochs: &str) -> Output {
+    Command::new(SASREC)
+        .args(train_args(ratings, run, epochs))
+        .output()
+        .expect("sasrec runs")
 }
 
 #[test]
@@ -184,17 +194,8 @@ fn ctrl_c_saves_and_resume_finishes_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let ratings = write_data(dir.path());
     let run = dir.path().join("run");
-    let mut args = vec![
-        "train",
-        "--ratings",
-        ratings.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ];
-    args.extend(["--epochs", "100000"]);
-    args.extend(SMALL);
     let child = Command::new(SASREC)
-        .args(&args)
+        .args(train_args(&ratings, &run, "100000"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
