@@ -114,11 +114,7 @@ impl TrainArgs {
         let data = DataSpec {
             ratings: self.ratings.path()?,
             format: self.ratings.format.map(|f| f.to_string()),
-            user_fraction: self.filter.user_fraction,
-            sample_seed: self.filter.sample_seed,
-            min_rating: self.filter.min_rating,
-            min_user_interactions: self.filter.min_user_interactions,
-            min_item_interactions: self.filter.min_item_interactions,
+            filter: self.filter.to_config(),
             split: if leave_one_out {
                 "leave-one-out"
             } else {

@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::{DataError, Ratings, Vocab};
 
 /// Which interactions to keep. `Default` keeps everything.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FilterConfig {
     /// Fraction of users to keep, in (0, 1]: `floor(users * fraction)` users
     /// drawn without replacement, as the notebook's

@@ -56,6 +56,15 @@ fn backends() -> Option<(CpuBackend, WgpuBackend)> {
     Some((CpuBackend::new(), gpu::test_backend()?))
 }
 
+/// A GPU backend whose storage bindings hold at most `bytes`, to force the
+/// ops to chunk their operands.
+fn narrow_gpu(bytes: u64) -> Option<WgpuBackend> {
+    gpu::test_backend_with(GpuOptions {
+        max_binding_bytes: Some(bytes),
+        ..GpuOptions::default()
+    })
+}
+
 fn random(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-scale..scale)).collect()
 }
@@ -221,16 +230,10 @@ fn matmul_all_transposes_odd_sizes() {
 
 #[test]
 fn matmul_chunked_across_small_bindings() {
-    let Some(cpu_gpu) = backends() else { return };
-    let cpu = cpu_gpu.0;
+    let cpu = CpuBackend::new();
     // 1 KiB bindings hold 256 floats: every operand below is split along
     // m, n or k (k splits accumulate partial products).
-    let Some(gpu) = gpu::test_backend_with(GpuOptions {
-        max_binding_bytes: Some(1024),
-        ..GpuOptions::default()
-    }) else {
-        return;
-    };
+    let Some(gpu) = narrow_gpu(1024) else { return };
     let p = Pair {
         cpu: &cpu,
         gpu: &gpu,
@@ -396,15 +399,9 @@ fn embedding_gather_and_scatter_add() {
 
 #[test]
 fn embedding_table_chunked_across_small_bindings() {
-    let Some(cpu_gpu) = backends() else { return };
-    let cpu = cpu_gpu.0;
+    let cpu = CpuBackend::new();
     // 2 KiB bindings: the 1000 x 3 table is bound ~160 rows at a time.
-    let Some(gpu) = gpu::test_backend_with(GpuOptions {
-        max_binding_bytes: Some(2048),
-        ..GpuOptions::default()
-    }) else {
-        return;
-    };
+    let Some(gpu) = narrow_gpu(2048) else { return };
     let p = Pair {
         cpu: &cpu,
         gpu: &gpu,
@@ -634,8 +631,7 @@ fn cross_entropy_all_targets_ignored() {
 
 #[test]
 fn cross_entropy_in_small_chunks() {
-    let Some(cpu_gpu) = backends() else { return };
-    let cpu = cpu_gpu.0;
+    let cpu = CpuBackend::new();
     let mut rng = ChaCha8Rng::seed_from_u64(16);
     // h (31 x 16) and the kept rows fit a 2 KiB binding; the table does not.
     let (rows, dim, vocab) = (31, 16, 101);
@@ -647,10 +643,7 @@ fn cross_entropy_in_small_chunks() {
     });
     // 2 KiB bindings: the table (1616 floats) is split inside every product
     // and a logits chunk holds at most 4 rows.
-    let narrow = gpu::test_backend_with(GpuOptions {
-        max_binding_bytes: Some(2048),
-        ..GpuOptions::default()
-    });
+    let narrow = narrow_gpu(2048);
     for gpu in [chunky, narrow].into_iter().flatten() {
         let p = Pair {
             cpu: &cpu,

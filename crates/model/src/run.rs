@@ -31,16 +31,10 @@ pub struct DataSpec {
     pub ratings: PathBuf,
     /// Its format, when not inferred from the file name: `csv`, `dat` or `tsv`.
     pub format: Option<String>,
-    /// Share of users kept (1.0 = all).
-    pub user_fraction: f64,
-    /// Seed of the user sample.
-    pub sample_seed: u64,
-    /// Ratings below this are dropped.
-    pub min_rating: Option<f32>,
-    /// k-core threshold on users.
-    pub min_user_interactions: usize,
-    /// k-core threshold on items.
-    pub min_item_interactions: usize,
+    /// Which interactions are kept (its fields sit at this level in
+    /// config.json).
+    #[serde(flatten)]
+    pub filter: FilterConfig,
     /// `leave-one-out` or `random-users`.
     pub split: String,
     /// Share of users held out by `random-users`.
@@ -50,17 +44,6 @@ pub struct DataSpec {
 }
 
 impl DataSpec {
-    /// The data crate's filter.
-    pub fn filter(&self) -> FilterConfig {
-        FilterConfig {
-            user_fraction: self.user_fraction,
-            sample_seed: self.sample_seed,
-            min_rating: self.min_rating,
-            min_user_interactions: self.min_user_interactions,
-            min_item_interactions: self.min_item_interactions,
-        }
-    }
-
     /// The data crate's split.
     pub fn split_kind(&self) -> Result<SplitKind> {
         match self.split.as_str() {
@@ -76,7 +59,7 @@ impl DataSpec {
     /// Reads the ratings, filters them and splits them, as at training time.
     pub fn load(&self) -> Result<(Dataset, Split)> {
         let ratings = read_ratings(&self.ratings, self.format()?)?;
-        let dataset = build_dataset(&ratings, &self.filter())
+        let dataset = build_dataset(&ratings, &self.filter)
             .with_context(|| format!("building sequences from {}", self.ratings.display()))?;
         let split = split(&dataset, self.split_kind()?);
         Ok((dataset, split))
