@@ -30,7 +30,7 @@ pub fn read_item_names(
     kind: IdKind,
 ) -> Result<HashMap<RawId, String>, DataError> {
     if Format::from_path(path) == Some(Format::Parquet) {
-        return read_parquet_names(path, id_col, name_col, kind);
+        return crate::parquet::no_panic(path, || read_parquet_names(path, id_col, name_col, kind));
     }
     let delimiter = match Format::from_path(path) {
         Some(Format::Tsv | Format::Inter) => b'\t',

@@ -47,14 +47,7 @@ pub(crate) fn read_parquet(path: &Path, spec: &InputSpec) -> Result<Interactions
         time_format: None,
     };
     for file in &files {
-        // The parquet crate decodes untrusted bytes; should it panic on a
-        // corrupt file, report that as an error rather than abort the caller.
-        std::panic::catch_unwind(AssertUnwindSafe(|| reader.file(file))).unwrap_or_else(|_| {
-            Err(DataError::Parquet {
-                path: file.clone(),
-                message: "the parquet reader failed on this file (corrupt?)".to_string(),
-            })
-        })?;
+        no_panic(file, || reader.file(file))?;
     }
     let mut out = reader.out;
     if out.is_empty() {
@@ -68,6 +61,21 @@ pub(crate) fn read_parquet(path: &Path, spec: &InputSpec) -> Result<Interactions
     out.source.files = files.len();
     out.source.time_format = reader.time_format;
     Ok(out)
+}
+
+/// Runs `read` on Parquet file `path`. The parquet crate decodes untrusted
+/// bytes and panics on some corrupt files (asserts in its decoders, found
+/// by `tests/fuzz.rs`); such a panic becomes an error naming the file.
+pub(crate) fn no_panic<T>(
+    path: &Path,
+    read: impl FnOnce() -> Result<T, DataError>,
+) -> Result<T, DataError> {
+    std::panic::catch_unwind(AssertUnwindSafe(read)).unwrap_or_else(|_| {
+        Err(DataError::Parquet {
+            path: path.to_path_buf(),
+            message: "the parquet reader failed on this file (corrupt?)".to_string(),
+        })
+    })
 }
 
 /// The Parquet parts of a folder, in name order. Files that are not
