@@ -5,9 +5,10 @@
 //!   popular ones, half-star ratings, timestamps growing within each user):
 //!   the reading benchmark's input.
 //! - [`Transitions`]: logs with a planted sequential signal. Items have a
-//!   popularity skew (Zipf), and each item has a few fixed successors: a
-//!   user's next item follows the current one with probability
-//!   [`Transitions::follow`], else it is drawn by popularity. Next-item
+//!   popularity skew (Zipf), and each item has a few fixed successors drawn
+//!   uniformly: a user's next item is one of the current item's successors
+//!   with probability [`Transitions::follow`], else it is drawn by
+//!   popularity (so is each user's first item). Next-item
 //!   accuracy is then learnable, and comparable at any size, without
 //!   licensed data. Written as CSV or Parquet, with integer or string ids.
 
@@ -164,10 +165,11 @@ impl Transitions {
         };
         for item in 0..self.items as u32 {
             for _ in 0..self.successors {
-                // Successors are drawn by popularity too, never the item itself.
-                let mut next = model.popular(&mut rng);
+                // Successors are uniform over the other items, so that
+                // following them is a signal popularity cannot explain.
+                let mut next = rng.random_range(0..self.items as u32);
                 while next == item {
-                    next = model.popular(&mut rng);
+                    next = rng.random_range(0..self.items as u32);
                 }
                 model.successors.push(next);
             }
