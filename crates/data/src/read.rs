@@ -198,6 +198,10 @@ struct TextParser<'p> {
     /// `userId`/`movieId`, or no header), where anything else is a typo.
     strict_ids: bool,
     time: TimeParser,
+    /// The last user and item id read, to skip the hash lookup when an id
+    /// repeats on the next line (logs are often grouped by user or session).
+    last_user: LastId,
+    last_item: LastId,
     line_no: u64,
     /// The first of a run of blank lines, an error unless the file ends.
     blank_since: Option<u64>,
@@ -223,6 +227,8 @@ impl<'p> TextParser<'p> {
             needed: 0,
             strict_ids: false,
             time: TimeParser::new(spec.time_unit),
+            last_user: LastId::default(),
+            last_item: LastId::default(),
             line_no: 0,
             blank_since: None,
             fields: Vec::with_capacity(8),
@@ -233,16 +239,41 @@ impl<'p> TextParser<'p> {
     /// Parses every whole line in `bytes`.
     fn lines(&mut self, bytes: &[u8]) -> Result<Progress, DataError> {
         let mut pos = 0;
-        while let Some(len) = memchr::memchr(b'\n', &bytes[pos..]) {
-            let line = &bytes[pos..pos + len];
-            let data_line = self.cols.is_some() || self.header == Header::No;
-            if data_line && self.format != Format::Dat && memchr::memchr(b'"', line).is_some() {
+        loop {
+            if self.cols.is_none() {
+                // The header, or the first line of a file that may have none.
+                let Some(len) = memchr::memchr(b'\n', &bytes[pos..]) else {
+                    return Ok(Progress::Parsed(pos));
+                };
+                self.line(&bytes[pos..pos + len])?;
+                pos += len + 1;
+                continue;
+            }
+            let Some((end, quote)) =
+                scan_line(bytes, pos, &self.delimiter, self.needed, &mut self.fields)
+            else {
+                return Ok(Progress::Parsed(pos));
+            };
+            if quote && self.format != Format::Dat {
                 return Ok(Progress::Quoted(pos));
             }
-            self.line(line)?;
-            pos += len + 1;
+            let line = &bytes[pos..end];
+            if line.is_empty() || line == b"\r" || self.fields.len() < self.needed {
+                // Blank lines and short lines: the careful path says what is wrong.
+                self.line(line)?;
+            } else {
+                self.line_no += 1;
+                self.check_no_blank_before()?;
+                let fields = std::mem::take(&mut self.fields);
+                let result = self.row(
+                    |i| &bytes[fields[i].0..fields[i].1],
+                    Place::Line(self.line_no),
+                );
+                self.fields = fields;
+                result?;
+            }
+            pos = end + 1;
         }
-        Ok(Progress::Parsed(pos))
     }
 
     /// The last line of the file, which has no newline.
@@ -381,9 +412,13 @@ impl<'p> TextParser<'p> {
             problem,
         };
         let (u, i, t) = (field(cols.user), field(cols.item), field(cols.time));
-        let user = intern_id(&mut out.users, u, self.strict_ids)
+        let user = self
+            .last_user
+            .code(&mut out.users, u, self.strict_ids)
             .map_err(|p| bad(&cols.names.user, u, p.to_string()))?;
-        let item = intern_id(&mut out.items, i, self.strict_ids)
+        let item = self
+            .last_item
+            .code(&mut out.items, i, self.strict_ids)
             .map_err(|p| bad(&cols.names.item, i, p.to_string()))?;
         let time = self
             .time
@@ -550,6 +585,52 @@ impl<R: Read> Read for CappedReader<R> {
     }
 }
 
+/// One pass over the line that starts at `bytes[start]`: the byte ranges of
+/// its first `needed` fields (the last ends at the next delimiter, a `\r\n`
+/// or `\n`), whether it holds a quote character, and where its `\n` is
+/// (`None`: the line continues past `bytes`). One loop over the bytes beats
+/// a `memchr` call per field on lines of a few dozen bytes.
+#[inline]
+fn scan_line(
+    bytes: &[u8],
+    start: usize,
+    delimiter: &[u8],
+    needed: usize,
+    fields: &mut Vec<(usize, usize)>,
+) -> Option<(usize, bool)> {
+    fields.clear();
+    let d0 = delimiter[0];
+    let mut begin = start;
+    let mut quote = false;
+    let mut i = start;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\n' {
+            if fields.len() < needed {
+                let end = if i > begin && bytes[i - 1] == b'\r' {
+                    i - 1
+                } else {
+                    i
+                };
+                fields.push((begin, end));
+            }
+            return Some((i, quote));
+        }
+        if b == d0
+            && fields.len() < needed
+            && (delimiter.len() == 1 || bytes.get(i + 1) == Some(&delimiter[1]))
+        {
+            fields.push((begin, i));
+            i += delimiter.len();
+            begin = i;
+            continue;
+        }
+        quote |= b == b'"';
+        i += 1;
+    }
+    None
+}
+
 /// Splits `line` into at most `needed` fields by a one- or two-byte
 /// delimiter (`,`, tab, `::`); any rest is ignored.
 #[inline]
@@ -583,6 +664,34 @@ fn find_delimiter(line: &[u8], mut from: usize, delimiter: &[u8]) -> Option<usiz
 /// Whether `b` could be a number (so a first line of such fields is data).
 fn looks_numeric(b: &[u8]) -> bool {
     !b.is_empty() && b.iter().all(|c| c.is_ascii_digit() || b".-+eE".contains(c))
+}
+
+/// The last id of a column and its code.
+#[derive(Default)]
+struct LastId {
+    bytes: Vec<u8>,
+    code: Option<u32>,
+}
+
+impl LastId {
+    /// [`intern_id`], with the lookup skipped when `text` repeats the last id
+    /// (codes survive a table turning into strings, so the cache stays valid).
+    #[inline]
+    fn code(
+        &mut self,
+        table: &mut IdTable,
+        text: &[u8],
+        strict: bool,
+    ) -> Result<u32, &'static str> {
+        if let Some(code) = self.code.filter(|_| self.bytes == text) {
+            return Ok(code);
+        }
+        let code = intern_id(table, text, strict)?;
+        self.bytes.clear();
+        self.bytes.extend_from_slice(text);
+        self.code = Some(code);
+        Ok(code)
+    }
 }
 
 /// The code of the id in `text`, interned into `table`.

@@ -40,9 +40,15 @@ impl TimeUnit {
     }
 
     /// `value` units in microseconds, if it fits.
+    #[inline]
     pub fn to_micros(self, value: i64) -> Option<i64> {
-        let (mul, div) = self.ratio();
-        value.checked_mul(mul).map(|v| v.div_euclid(div))
+        // Constant factors per arm: no integer division on the hot path.
+        match self {
+            TimeUnit::S => value.checked_mul(1_000_000),
+            TimeUnit::Ms => value.checked_mul(1_000),
+            TimeUnit::Us => Some(value),
+            TimeUnit::Ns => Some(value.div_euclid(1_000)),
+        }
     }
 
     /// `value` units (a float) in microseconds, rounded, if finite and in range.
@@ -110,8 +116,14 @@ impl fmt::Display for TimeFormat {
         match self {
             TimeFormat::Number { unit, decimals } => write!(
                 f,
-                "{} numbers in {unit} since 1970",
-                if *decimals { "decimal" } else { "integer" }
+                "{} {} since 1970",
+                if *decimals { "decimal" } else { "integer" },
+                match unit {
+                    TimeUnit::S => "seconds",
+                    TimeUnit::Ms => "milliseconds",
+                    TimeUnit::Us => "microseconds",
+                    TimeUnit::Ns => "nanoseconds",
+                }
             ),
             TimeFormat::DateTime { zone: true } => f.write_str("ISO 8601 date-times with zone"),
             TimeFormat::DateTime { zone: false } => {
@@ -170,9 +182,22 @@ impl TimeParser {
                 }
                 Ok(micros)
             }
-            (Some(format), _) => Err(format!(
-                "mixed time formats: expected {format} like the earlier values"
-            )),
+            (Some(format), looks_like_date) => {
+                // A value of the other kind is a mix; anything else is just
+                // not a time, said in the terms of the column's format.
+                let other_kind = if looks_like_date {
+                    parse_datetime(text).is_ok()
+                } else {
+                    parse_number(text, TimeUnit::S).is_ok()
+                };
+                match format {
+                    _ if other_kind => Err(format!(
+                        "mixed time formats: expected {format} like the earlier values"
+                    )),
+                    TimeFormat::DateTime { .. } => parse_datetime(text).map(|(m, _)| m),
+                    _ => parse_number(text, TimeUnit::S).map(|(m, _)| m),
+                }
+            }
             (None, false) => {
                 let unit = self.unit.unwrap_or_default();
                 let (micros, decimals) = parse_number(text, unit)?;
@@ -426,5 +451,14 @@ mod tests {
 
         let mut p = TimeParser::new(Some(TimeUnit::Ms));
         assert!(p.parse(b"2023-05-01").unwrap_err().contains("time unit"));
+
+        // Not a time at all is said as such, not as a mix.
+        let mut p = TimeParser::new(None);
+        p.parse(b"2023-05-01").unwrap();
+        assert!(
+            p.parse(b"yesterday at noon")
+                .unwrap_err()
+                .contains("ISO 8601")
+        );
     }
 }
