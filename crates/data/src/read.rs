@@ -18,6 +18,7 @@ use crate::ids::{canonical_int, cut, cut_bytes};
 use crate::input::{Resolved, sniff_binary};
 use crate::time::TimeParser;
 use crate::{DataError, Format, IdKind, IdTable, InputSpec, Interactions, Place, Source};
+use crate::{TimeFormat, TimeUnit};
 
 /// Reads an interaction log: a text file, a Parquet file, or a folder of
 /// Parquet parts, as `spec` describes (see [`InputSpec`] for the defaults).
@@ -239,7 +240,19 @@ impl<'p> TextParser<'p> {
     /// Parses every whole line in `bytes`.
     fn lines(&mut self, bytes: &[u8]) -> Result<Progress, DataError> {
         let mut pos = 0;
+        let mut movielens = self.movielens_shape();
         loop {
+            if movielens && self.blank_since.is_none() {
+                match self.fast_row(&bytes[pos..]) {
+                    Fast::Row(used) => {
+                        self.line_no += 1;
+                        pos += used;
+                        continue;
+                    }
+                    Fast::NeedMore => return Ok(Progress::Parsed(pos)),
+                    Fast::Slow => {}
+                }
+            }
             if self.cols.is_none() {
                 // The header, or the first line of a file that may have none.
                 let Some(len) = memchr::memchr(b'\n', &bytes[pos..]) else {
@@ -273,7 +286,81 @@ impl<'p> TextParser<'p> {
                 result?;
             }
             pos = end + 1;
+            // The first row fixes the time format, which the fast path needs.
+            movielens = movielens || self.movielens_shape();
         }
+    }
+
+    /// Whether the rows so far are MovieLens' shape (`user item rating
+    /// timestamp` in this order, integer ids, integer seconds), which
+    /// [`TextParser::fast_row`] reads in one pass.
+    fn movielens_shape(&self) -> bool {
+        let standard = self
+            .cols
+            .as_ref()
+            .is_some_and(|c| (c.user, c.item, c.rating, c.time) == (0, 1, Some(2), 3));
+        let seconds = TimeFormat::Number {
+            unit: TimeUnit::S,
+            decimals: false,
+        };
+        standard && self.strict_ids && self.time.format() == Some(&seconds)
+    }
+
+    /// MovieLens' row in one pass over its bytes: `user,item,rating,time`
+    /// with plain digits, a rating of at most 7 digits and a `\n` or `\r\n`
+    /// end. Anything else is left to the general path, which also says what
+    /// is wrong. (The general path finds the fields first, then parses them:
+    /// this one is about 1.5x faster on MovieLens files.)
+    #[inline]
+    fn fast_row(&mut self, b: &[u8]) -> Fast {
+        let mut i = 0;
+        let (user, n) = digits(b, &mut i);
+        if i == b.len() {
+            return Fast::NeedMore;
+        }
+        if n == 0 || n > 18 || !skip_delimiter(b, &mut i, &self.delimiter) {
+            return Fast::Slow;
+        }
+        let (item, n) = digits(b, &mut i);
+        if i == b.len() {
+            return Fast::NeedMore;
+        }
+        if n == 0 || n > 18 || !skip_delimiter(b, &mut i, &self.delimiter) {
+            return Fast::Slow;
+        }
+        let (whole, n_whole) = digits(b, &mut i);
+        let (mut frac, mut n_frac) = (0, 0);
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            (frac, n_frac) = digits(b, &mut i);
+        }
+        if i == b.len() {
+            return Fast::NeedMore;
+        }
+        if n_whole == 0 || n_whole + n_frac > 7 || !skip_delimiter(b, &mut i, &self.delimiter) {
+            return Fast::Slow;
+        }
+        let (time, n) = digits(b, &mut i);
+        if i < b.len() && b[i] == b'\r' {
+            i += 1;
+        }
+        if i == b.len() {
+            return Fast::NeedMore;
+        }
+        // At most 12 digits of seconds: microseconds fit in i64.
+        if n == 0 || n > 12 || b[i] != b'\n' {
+            return Fast::Slow;
+        }
+        // At most 7 digits: the same value as `parse_rating`'s fast path.
+        let rating = (whole * 10u64.pow(n_frac as u32) + frac) as f32 / POW10[n_frac];
+        let out = &mut self.out;
+        out.user.push(out.users.intern_int(user as i64));
+        out.item.push(out.items.intern_int(item as i64));
+        out.time.push(time as i64 * 1_000_000);
+        if let Some(r) = &mut out.rating {
+            r.push(rating);
+        }
+        Fast::Row(i + 1)
     }
 
     /// The last line of the file, which has no newline.
@@ -544,6 +631,43 @@ impl<'p> TextParser<'p> {
         };
         Ok(out)
     }
+}
+
+/// What [`TextParser::fast_row`] made of the bytes.
+enum Fast {
+    /// A row was parsed from this many bytes.
+    Row(usize),
+    /// The bytes end before the line does.
+    NeedMore,
+    /// Not MovieLens' shape: parse the line the general way.
+    Slow,
+}
+
+/// Reads the decimal digits at `b[*i..]`, moving `*i` past them; returns
+/// their value (meaningless past 19 digits) and how many there were.
+#[inline]
+fn digits(b: &[u8], i: &mut usize) -> (u64, usize) {
+    let start = *i;
+    let mut value: u64 = 0;
+    while let Some(&c) = b.get(*i) {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        value = value.wrapping_mul(10).wrapping_add(digit as u64);
+        *i += 1;
+    }
+    (value, *i - start)
+}
+
+/// Moves `*i` past `delimiter` if it is at `b[*i..]`.
+#[inline]
+fn skip_delimiter(b: &[u8], i: &mut usize, delimiter: &[u8]) -> bool {
+    let found = b[*i..].starts_with(delimiter);
+    if found {
+        *i += delimiter.len();
+    }
+    found
 }
 
 /// A reader that fails (with `FileTooLarge`) once more bytes have been read
