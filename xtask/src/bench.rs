@@ -110,29 +110,14 @@ fn logs() -> Result<()> {
         .collect();
     for file in &files {
         if !file.exists() {
-            check(
-                cargo()
-                    .args([
-                        "run",
-                        "--release",
-                        "-p",
-                        "sasrec-data",
-                        "--example",
-                        "synth",
-                        "--",
-                    ])
-                    .args([
-                        "--users",
-                        "200000",
-                        "--items",
-                        "87000",
-                        "--seed",
-                        "0",
-                        "--string-ids",
-                    ])
-                    .args(["--rows", &rows.to_string(), "--out"])
-                    .arg(file),
-            )?;
+            crate::synth(&crate::SynthArgs {
+                users: 200_000,
+                items: 87_000,
+                rows,
+                seed: 0,
+                out: file.clone(),
+                string_ids: true,
+            })?;
         }
     }
     check(cargo().args([

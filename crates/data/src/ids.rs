@@ -262,7 +262,7 @@ impl IdTable {
     /// Turns an integer table into strings (decimal text), keeping codes.
     /// Lossless because only canonical integers (no sign `+`, no leading
     /// zeros) are ever read as integers.
-    pub(crate) fn make_strings(&mut self) {
+    fn make_strings(&mut self) {
         if let Repr::Int { ids, .. } = &self.repr {
             let mut strings = StrTable::default();
             for v in ids {

@@ -8,7 +8,6 @@ use std::path::Path;
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::ids::{cut, cut_bytes};
 use crate::input::{ITEM_NAMES, missing_column, sniff_binary};
@@ -101,39 +100,16 @@ fn find_columns(
     name_col: Option<&str>,
     place: Place,
 ) -> Result<(usize, usize), DataError> {
-    let missing =
-        |role, wanted: &str, flag| missing_column(path, place, role, &[wanted], names, flag);
-    let id = match id_col {
-        Some(col) => names
+    // The given column, else the first of the usual ones present.
+    let find = |given: Option<&str>, usual: &[&str], role, flag| {
+        let wanted: Vec<&str> = given.map_or_else(|| usual.to_vec(), |g| vec![g]);
+        wanted
             .iter()
-            .position(|c| c == col)
-            .ok_or_else(|| missing("item id", col, "--item-names-id-col"))?,
-        None => ITEM_NAMES
-            .iter()
-            .find_map(|n| names.iter().position(|c| c == n))
-            .ok_or_else(|| {
-                missing_column(
-                    path,
-                    place,
-                    "item id",
-                    ITEM_NAMES,
-                    names,
-                    "--item-names-id-col",
-                )
-            })?,
+            .find_map(|w| names.iter().position(|c| c == w))
+            .ok_or_else(|| missing_column(path, place, role, &wanted, names, flag))
     };
-    let name = match name_col {
-        Some(col) => names
-            .iter()
-            .position(|c| c == col)
-            .ok_or_else(|| missing("name", col, "--item-name-col"))?,
-        None => NAME_COLUMNS
-            .iter()
-            .find_map(|n| names.iter().position(|c| c == n))
-            .ok_or_else(|| {
-                missing_column(path, place, "name", NAME_COLUMNS, names, "--item-name-col")
-            })?,
-    };
+    let id = find(id_col, ITEM_NAMES, "item id", "--item-names-id-col")?;
+    let name = find(name_col, NAME_COLUMNS, "name", "--item-name-col")?;
     Ok((id, name))
 }
 
@@ -143,18 +119,11 @@ fn read_parquet_names(
     name_col: Option<&str>,
     kind: IdKind,
 ) -> Result<HashMap<RawId, String>, DataError> {
+    let (builder, names) = crate::parquet::open(path)?;
     let parquet_error = |e: &dyn std::fmt::Display| DataError::Parquet {
         path: path.to_path_buf(),
         message: cut(&e.to_string(), 200),
     };
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_error(&e))?;
-    let names: Vec<String> = builder
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
     let place = Place::Row {
         row_group: 0,
         row: 0,

@@ -148,35 +148,13 @@ impl PartsReader<'_> {
             path: path.to_path_buf(),
             message: cut(&e.to_string(), 200),
         };
-        let mut file = File::open(path).map_err(|e| DataError::io(path, e))?;
-        let mut magic = [0u8; 4];
-        if std::io::Read::read_exact(&mut file, &mut magic).is_err() || &magic != b"PAR1" {
-            let head = std::fs::read(path).map(|b| b[..b.len().min(4096)].to_vec());
-            let looks = match head.as_deref().map(crate::input::sniff_binary) {
-                Ok(Some((what, _))) => what,
-                _ => "text or something else",
-            };
-            return Err(DataError::Parquet {
-                path: path.to_path_buf(),
-                message: format!(
-                    "it does not start with the Parquet magic bytes PAR1 (looks like {looks})"
-                ),
-            });
-        }
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_error(&e))?;
+        let (builder, names) = open(path)?;
         let mut group_starts = Vec::new();
         let mut rows_so_far = 0u64;
         for group in builder.metadata().row_groups() {
             group_starts.push(rows_so_far);
             rows_so_far += group.num_rows().max(0) as u64;
         }
-        let names: Vec<String> = builder
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
         let cols = self.spec.resolve(
             &names,
             path,
@@ -304,6 +282,43 @@ impl PartsReader<'_> {
         }
         Ok(())
     }
+}
+
+/// Opens a Parquet file for the Arrow reader: the reader's builder and the
+/// file's top-level column names. A file that does not start with `PAR1`
+/// says what it looks like instead.
+pub(crate) fn open(
+    path: &Path,
+) -> Result<(ParquetRecordBatchReaderBuilder<File>, Vec<String>), DataError> {
+    let mut file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut magic = [0u8; 4];
+    if std::io::Read::read_exact(&mut file, &mut magic).is_err() || &magic != b"PAR1" {
+        let mut head = Vec::new();
+        let _ = std::io::Read::read_to_end(
+            &mut std::io::Read::take(File::open(path).map_err(|e| DataError::io(path, e))?, 4096),
+            &mut head,
+        );
+        let looks =
+            crate::input::sniff_binary(&head).map_or("text or something else", |(what, _)| what);
+        return Err(DataError::Parquet {
+            path: path.to_path_buf(),
+            message: format!(
+                "it does not start with the Parquet magic bytes PAR1 (looks like {looks})"
+            ),
+        });
+    }
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| DataError::Parquet {
+            path: path.to_path_buf(),
+            message: cut(&e.to_string(), 200),
+        })?;
+    let names = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    Ok((builder, names))
 }
 
 /// Refuses a column type the reader does not take, before reading rows.

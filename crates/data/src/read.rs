@@ -240,7 +240,8 @@ impl<'p> TextParser<'p> {
     /// Parses every whole line in `bytes`.
     fn lines(&mut self, bytes: &[u8]) -> Result<Progress, DataError> {
         let mut pos = 0;
-        let mut movielens = self.movielens_shape();
+        // Known from the second chunk on (the first row fixes the time format).
+        let movielens = self.movielens_shape();
         loop {
             if movielens && self.blank_since.is_none() {
                 match self.fast_row(&bytes[pos..]) {
@@ -286,8 +287,6 @@ impl<'p> TextParser<'p> {
                 result?;
             }
             pos = end + 1;
-            // The first row fixes the time format, which the fast path needs.
-            movielens = movielens || self.movielens_shape();
         }
     }
 
