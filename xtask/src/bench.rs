@@ -13,7 +13,9 @@ use crate::{cargo, root};
 /// Which benchmarks to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Which {
-    /// Reading a 10M-row ratings file: ours vs pandas.
+    /// Reading logs: a 10M-row MovieLens-shaped CSV (ours vs pandas), and a
+    /// 32M-row log with string ids as CSV and Parquet (ours vs pandas and
+    /// pyarrow, time and peak memory).
     Data,
     /// The fused cross-entropy (time and peak memory), criterion.
     Kernels,
@@ -37,7 +39,7 @@ pub fn run(which: Which) -> Result<()> {
     Ok(())
 }
 
-fn check(cmd: &mut Command) -> Result<()> {
+pub(crate) fn check(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
@@ -87,7 +89,99 @@ fn data() -> Result<()> {
         &file.display().to_string(),
         "--runs",
         "7",
-    ])
+    ])?;
+    logs()
+}
+
+/// A MovieLens-32M-sized log with string ids (200k users, 87k items; rows
+/// from SASREC_BENCH_LOG_ROWS, default 32M) as CSV and as Parquet, read by
+/// ours, pandas and pyarrow, each read in its own process (peak memory is
+/// that read's), three rounds alternating; medians.
+fn logs() -> Result<()> {
+    let rows: usize = std::env::var("SASREC_BENCH_LOG_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32_000_000);
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let files: Vec<_> = ["csv", "parquet"]
+        .iter()
+        .map(|ext| dir.join(format!("events_{rows}.{ext}")))
+        .collect();
+    for file in &files {
+        if !file.exists() {
+            crate::synth(&crate::SynthArgs {
+                users: 200_000,
+                items: 87_000,
+                rows,
+                seed: 0,
+                out: file.clone(),
+                string_ids: true,
+            })?;
+        }
+    }
+    check(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sasrec-data",
+        "--example",
+        "read_log",
+    ]))?;
+    let ours = root().join("target/release/examples/read_log");
+    let tools = ["sasrec", "pandas", "pyarrow"];
+    // (file, tool) -> seconds and peak RSS of each round.
+    let mut results = vec![vec![(Vec::new(), Vec::new()); tools.len()]; files.len()];
+    let mut column_bytes = 0.0;
+    for round in 1..=3 {
+        for (f, file) in files.iter().enumerate() {
+            for (t, tool) in tools.iter().enumerate() {
+                let line = if *tool == "sasrec" {
+                    output(Command::new(&ours).arg(file))?
+                } else {
+                    output(
+                        Command::new("python3")
+                            .arg("scripts/bench_read_log.py")
+                            .arg(tool)
+                            .arg(file)
+                            .current_dir(root()),
+                    )?
+                };
+                eprintln!("round {round}: {}", line.trim());
+                let (seconds, rss) = (
+                    json_number(&line, "seconds")?,
+                    json_number(&line, "peak_rss_bytes")?,
+                );
+                results[f][t].0.push(seconds);
+                results[f][t].1.push(rss);
+                if *tool == "sasrec" {
+                    column_bytes = json_number(&line, "column_bytes")?;
+                }
+            }
+        }
+    }
+    println!("{rows} rows, string ids; medians of 3 (read + ids to dense codes):");
+    println!(
+        "{:<10} {:<8} {:>9} {:>12} {:>14}",
+        "file", "tool", "seconds", "M rows/s", "peak RSS MiB"
+    );
+    for (f, file) in files.iter().enumerate() {
+        let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+        for (t, tool) in tools.iter().enumerate() {
+            let (seconds, rss) = &mut results[f][t];
+            let (s, m) = (median(seconds), median(rss));
+            println!(
+                "{ext:<10} {tool:<8} {s:>9.2} {:>12.2} {:>14.0}",
+                rows as f64 / s / 1e6,
+                m / (1 << 20) as f64
+            );
+        }
+    }
+    println!(
+        "final columns (user and item codes, times): {:.0} MiB",
+        column_bytes / (1 << 20) as f64
+    );
+    Ok(())
 }
 
 fn python(args: &[&str]) -> Result<()> {
@@ -149,17 +243,22 @@ fn gpu_present(ours: &Path) -> Result<bool> {
 }
 
 fn tokens_per_s(json_line: &str) -> Result<f64> {
-    let key = "\"tokens_per_s\":";
+    json_number(json_line, "tokens_per_s")
+}
+
+/// The number under `key` in a one-line JSON object.
+fn json_number(json_line: &str, key: &str) -> Result<f64> {
+    let quoted = format!("\"{key}\":");
     let start = json_line
-        .find(key)
-        .with_context(|| format!("no tokens_per_s in {json_line:?}"))?
-        + key.len();
+        .find(&quoted)
+        .with_context(|| format!("no {key} in {json_line:?}"))?
+        + quoted.len();
     let rest = json_line[start..].trim_start();
     let end = rest.find([',', '}']).unwrap_or(rest.len());
     rest[..end]
         .trim()
         .parse()
-        .with_context(|| format!("bad tokens_per_s in {json_line:?}"))
+        .with_context(|| format!("bad {key} in {json_line:?}"))
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -277,7 +277,8 @@ mod tests {
             vec!["ml-1m"],
             "no temporary files left"
         );
-        let read = sasrec_data::read_ratings(&ratings, None).unwrap();
+        let read =
+            sasrec_data::read_interactions(&ratings, &sasrec_data::InputSpec::default()).unwrap();
         assert_eq!(read.len(), 3);
 
         let again = fetch(KnownDataset::Ml1m, dir.path(), &base).unwrap_err();

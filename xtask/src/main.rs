@@ -5,7 +5,8 @@
 //! - `eval`: evaluate the newest run;
 //! - `bench`: the benchmarks (data reading, kernels, training throughput
 //!   side by side with PyTorch);
-//! - `data fetch NAME`: download a MovieLens release.
+//! - `data fetch NAME`: download a MovieLens release;
+//! - `data synth`: write a synthetic log with a planted sequential signal.
 
 mod bench;
 mod fetch;
@@ -65,6 +66,32 @@ enum DataTask {
         /// latest-small, 100k, 1m, 10m, 20m, 25m or 32m.
         name: String,
     },
+    /// Write a synthetic log with a planted sequential signal (item-to-item
+    /// transitions, popularity skew): CSV, or Parquet for `*.parquet`.
+    Synth(SynthArgs),
+}
+
+/// `cargo xtask data synth` flags.
+#[derive(clap::Args)]
+struct SynthArgs {
+    /// Users (each gets at least 2 events).
+    #[arg(long)]
+    users: usize,
+    /// Items.
+    #[arg(long)]
+    items: usize,
+    /// Events (rows), at least 2 x users.
+    #[arg(long)]
+    rows: usize,
+    /// Seed: the same flags give the same file.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output file: `*.csv` or `*.parquet`.
+    #[arg(long)]
+    out: PathBuf,
+    /// String ids (`U…`, `I…`) instead of integers.
+    #[arg(long)]
+    string_ids: bool,
 }
 
 fn main() {
@@ -75,6 +102,7 @@ fn main() {
         Task::Data(DataTask::Fetch { name }) => {
             fetch::ensure_dataset(&name).map(|ratings| println!("{}", ratings.display()))
         }
+        Task::Data(DataTask::Synth(args)) => synth(&args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
@@ -174,6 +202,32 @@ fn train(device: &str, out: Option<PathBuf>, extra: &[String]) -> Result<()> {
         "cpu",
     ];
     sasrec(&recommend.map(String::from))
+}
+
+/// Runs the generator from a release build (it writes millions of rows).
+fn synth(args: &SynthArgs) -> Result<()> {
+    let out = std::path::absolute(&args.out).context("resolving --out")?;
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "sasrec-data",
+        "--example",
+        "synth",
+        "--",
+    ])
+    .args(["--users", &args.users.to_string()])
+    .args(["--items", &args.items.to_string()])
+    .args(["--rows", &args.rows.to_string()])
+    .args(["--seed", &args.seed.to_string()])
+    .arg("--out")
+    .arg(out);
+    if args.string_ids {
+        cmd.arg("--string-ids");
+    }
+    bench::check(&mut cmd)
 }
 
 fn eval(extra: &[String]) -> Result<()> {

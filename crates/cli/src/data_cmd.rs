@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use sasrec_data::{FilterConfig, Format, Ratings, SplitKind};
+use sasrec_data::{FilterConfig, Format, InputSpec, Interactions, SplitKind, TimeUnit};
 
 /// Data subcommands.
 #[derive(Subcommand)]
@@ -20,24 +20,47 @@ pub enum DataCommand {
     },
 }
 
-/// Which ratings file to read (shared by the commands that read one).
+/// Which interaction log to read and how (shared by the commands that read one).
 #[derive(Args, Clone, Debug)]
 pub struct RatingsArgs {
-    /// Ratings file: MovieLens ratings.csv, ratings.dat or u.data
-    /// (or --dataset; `train --resume` needs neither).
+    /// Interaction log: CSV/TSV with a header, MovieLens ratings.csv /
+    /// ratings.dat / u.data, a RecBole .inter file, a Parquet file or a
+    /// folder of Parquet parts (or --dataset; `train --resume` needs neither).
     #[arg(long, value_name = "PATH", conflicts_with = "dataset")]
     pub ratings: Option<PathBuf>,
     /// A named MovieLens dataset under $SASREC_DATASETS (else ./datasets):
     /// latest-small, 100k, 1m, 10m, 20m, 25m or 32m.
     #[arg(long, value_name = "NAME")]
     pub dataset: Option<String>,
-    /// File format when the name does not tell: csv, dat (`::`) or tsv.
+    /// File format when the name does not tell: csv, tsv, dat, inter or parquet.
     #[arg(long)]
     pub format: Option<Format>,
+    /// Field separator of a text log: one character (`tab` for a tab).
+    #[arg(long, value_name = "CHAR")]
+    pub delimiter: Option<String>,
+    /// Column of user ids (default: userId, user_id, user, uid, customer_id,
+    /// visitor_id or session_id, whichever the file has).
+    #[arg(long, value_name = "NAME")]
+    pub user_col: Option<String>,
+    /// Column of item ids (default: movieId, itemId, item_id, item, iid,
+    /// product_id, productId or asin).
+    #[arg(long, value_name = "NAME")]
+    pub item_col: Option<String>,
+    /// Column of times (default: timestamp, time, ts, datetime, event_time or
+    /// date). Numbers, or ISO 8601 date-times with or without zone.
+    #[arg(long, value_name = "NAME")]
+    pub time_col: Option<String>,
+    /// Column of ratings (default: rating, if present; logs without one are
+    /// implicit feedback).
+    #[arg(long, value_name = "NAME")]
+    pub rating_col: Option<String>,
+    /// Unit of numeric times: s, ms, us or ns (default s).
+    #[arg(long, value_name = "UNIT")]
+    pub time_unit: Option<TimeUnit>,
 }
 
 impl RatingsArgs {
-    /// The ratings file these arguments name.
+    /// The log these arguments name.
     pub fn path(&self) -> anyhow::Result<PathBuf> {
         match (&self.ratings, &self.dataset) {
             (Some(path), _) => Ok(path.clone()),
@@ -46,9 +69,22 @@ impl RatingsArgs {
         }
     }
 
-    /// Reads the ratings file.
-    pub fn read(&self) -> anyhow::Result<Ratings> {
-        Ok(sasrec_data::read_ratings(&self.path()?, self.format)?)
+    /// How to read it.
+    pub fn spec(&self) -> InputSpec {
+        InputSpec {
+            format: self.format,
+            delimiter: self.delimiter.clone(),
+            user_col: self.user_col.clone(),
+            item_col: self.item_col.clone(),
+            time_col: self.time_col.clone(),
+            rating_col: self.rating_col.clone(),
+            time_unit: self.time_unit,
+        }
+    }
+
+    /// Reads the log.
+    pub fn read(&self) -> anyhow::Result<Interactions> {
+        Ok(sasrec_data::read_interactions(&self.path()?, &self.spec())?)
     }
 }
 
@@ -101,13 +137,44 @@ fn stats(ratings_args: &RatingsArgs, filter: &FilterArgs) -> anyhow::Result<()> 
     let (dataset, report) = sasrec_data::build_dataset_with_report(&ratings, &config)
         .with_context(|| format!("building sequences from {}", path.display()))?;
     let s = dataset.stats();
-    let loo = sasrec_data::split(&dataset, SplitKind::LeaveOneOut);
+    let loo = sasrec_data::split(&dataset, SplitKind::LeaveOneOut)?;
 
+    let source = &ratings.source;
     println!(
-        "ratings       {} ({} rows, read in {read_secs:.2} s)",
+        "ratings       {} ({} rows{}, read in {read_secs:.2} s)",
         path.display(),
-        thousands(ratings.len())
+        thousands(ratings.len()),
+        if source.files > 1 {
+            format!(" in {} files", source.files)
+        } else {
+            String::new()
+        }
     );
+    let c = &source.columns;
+    println!(
+        "format        {}; columns user `{}`, item `{}`, time `{}`, {}",
+        source.format.map_or("?".to_string(), |f| f.to_string()),
+        c.user,
+        c.item,
+        c.time,
+        c.rating
+            .as_ref()
+            .map_or("no rating".to_string(), |r| format!("rating `{r}`"))
+    );
+    println!(
+        "ids           users {} ({}), items {} ({})",
+        ratings.users.kind(),
+        thousands(ratings.users.len()),
+        ratings.items.kind(),
+        thousands(ratings.items.len())
+    );
+    if let (Some(format), Some((first, last))) = (&source.time_format, ratings.time_range()) {
+        println!(
+            "time          {format}; {} to {}",
+            sasrec_data::format_micros(first),
+            sasrec_data::format_micros(last)
+        );
+    }
     println!("filters       {}", describe(&config));
     println!(
         "removed       {} rows: {} by user sampling, {} by minimum rating, {} by minimum interactions",

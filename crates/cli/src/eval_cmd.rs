@@ -50,7 +50,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(ratings) = &args.ratings {
         config.data.ratings = ratings.clone();
     }
-    let leave_one_out = config.data.split == "leave-one-out";
+    let leave_one_out = config.data.leave_one_out();
     if args.split_part == SplitPart::Test && !leave_one_out {
         bail!("the run used --split random-users, which has no test users; use --split-part valid");
     }
@@ -67,14 +67,14 @@ fn eval_on<B: Backend>(
     args: &EvalArgs,
 ) -> Result<()> {
     let (dataset, split) = config.data.load()?;
-    if dataset.vocab != run.read_vocab()? {
+    if !dataset.vocab.matches_saved(&run.read_vocab()?) {
         bail!(
             "the items of {} do not match the run's vocab.json: not the data this run was trained on",
             config.data.ratings.display()
         );
     }
     let (_, model): (_, SasRec<B>) = run.load_model(backend)?;
-    let leave_one_out = config.data.split == "leave-one-out";
+    let leave_one_out = config.data.leave_one_out();
     let users = match args.split_part {
         SplitPart::Valid => &split.valid,
         SplitPart::Test => &split.test,

@@ -1,12 +1,15 @@
-//! `sasrec recommend`: the top-k next movies for a user or a list of movies.
+//! `sasrec recommend`: the top-k next items for a user or a list of items.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use sasrec_data::{RawId, Vocab};
 use sasrec_kernels::Backend;
-use sasrec_model::{RunDir, recommend};
+use sasrec_model::{RunConfig, RunDir, recommend};
 
 use crate::device::{Device, DeviceArgs};
 
@@ -17,19 +20,28 @@ pub struct RecommendArgs {
     /// Run folder written by `sasrec train`.
     #[arg(long, value_name = "DIR")]
     run: PathBuf,
-    /// A user id of the ratings file: recommend after their whole history.
+    /// A user id of the log, as written there (an integer or a string):
+    /// recommend after their whole history.
     #[arg(long, value_name = "ID")]
-    user: Option<u32>,
-    /// Movie ids watched, oldest first.
+    user: Option<String>,
+    /// Item ids of the log, oldest first.
     #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
-    items: Option<Vec<u32>>,
-    /// How many movies.
+    items: Option<Vec<String>>,
+    /// How many items.
     #[arg(long, default_value_t = 10)]
     k: usize,
-    /// movies.csv for titles (default: movies.csv beside the ratings file, if present).
-    #[arg(long, value_name = "PATH")]
-    movies: Option<PathBuf>,
-    /// Read the ratings from here instead of the path saved in config.json (for --user).
+    /// A table of item names: CSV/TSV with a header, or Parquet (default:
+    /// movies.csv beside the log, if there is one).
+    #[arg(long, value_name = "PATH", alias = "movies")]
+    item_names: Option<PathBuf>,
+    /// Its column of names (default: title, else name).
+    #[arg(long, value_name = "NAME")]
+    item_name_col: Option<String>,
+    /// Its column of item ids (default: the run's --item-col, else the
+    /// usual names movieId, itemId, item_id, ...).
+    #[arg(long, value_name = "NAME")]
+    item_names_id_col: Option<String>,
+    /// Read the log from here instead of the path saved in config.json (for --user).
     #[arg(long, value_name = "PATH")]
     ratings: Option<PathBuf>,
     #[command(flatten)]
@@ -38,6 +50,9 @@ pub struct RecommendArgs {
 
 /// Runs `sasrec recommend`.
 pub fn run(args: RecommendArgs) -> Result<()> {
+    if args.k == 0 {
+        bail!("--k must be at least 1");
+    }
     match args.device.open()? {
         Device::Cpu(b) => recommend_on(&b, &args),
         Device::Gpu(b) => recommend_on(&b, &args),
@@ -53,45 +68,28 @@ fn recommend_on<B: Backend>(backend: &B, args: &RecommendArgs) -> Result<()> {
     }
 
     let (history, who) = match (&args.user, &args.items) {
-        (Some(user), _) => {
-            let (dataset, _) = config.data.load()?;
-            if dataset.vocab != vocab {
+        (Some(user), _) => user_history(&config, &vocab, user)?,
+        (None, Some(items)) => {
+            let mut history = Vec::new();
+            let mut unknown = Vec::new();
+            for text in items {
+                let index = RawId::parse(text, vocab.item_kind())
+                    .ok()
+                    .and_then(|raw| vocab.index(&raw));
+                match index {
+                    Some(i) => history.push(i),
+                    None => unknown.push(cut(text, 40)),
+                }
+            }
+            if !unknown.is_empty() {
+                let shown = unknown.iter().take(10).cloned().collect::<Vec<_>>();
                 bail!(
-                    "the items of {} do not match the run's vocab.json",
-                    config.data.ratings.display()
+                    "item ids not known to the model: {}{}",
+                    shown.join(", "),
+                    if unknown.len() > 10 { ", ..." } else { "" }
                 );
             }
-            let seq = dataset
-                .users
-                .iter()
-                .find(|s| s.user == *user)
-                .with_context(|| {
-                    format!(
-                        "user {user} is not in {} (after the run's filters)",
-                        config.data.ratings.display()
-                    )
-                })?;
-            (
-                seq.items.clone(),
-                format!("user {user} ({} movies rated)", seq.items.len()),
-            )
-        }
-        (None, Some(movies)) => {
-            let unknown: Vec<String> = movies
-                .iter()
-                .filter(|m| vocab.index(**m).is_none())
-                .map(|m| m.to_string())
-                .collect();
-            if !unknown.is_empty() {
-                bail!("movie ids not known to the model: {}", unknown.join(", "));
-            }
-            (
-                movies
-                    .iter()
-                    .map(|m| vocab.index(*m).expect("checked above"))
-                    .collect(),
-                format!("{} movies", movies.len()),
-            )
+            (history, format!("{} items", items.len()))
         }
         (None, None) => bail!("give --user ID or --items ID,ID,..."),
     };
@@ -99,43 +97,128 @@ fn recommend_on<B: Backend>(backend: &B, args: &RecommendArgs) -> Result<()> {
         bail!("no history to recommend from");
     }
 
-    let titles = load_titles(args, &config.data.ratings)?;
-    let title = |movie: u32| titles.get(&movie).map(String::as_str).unwrap_or("");
-    println!("after {who}; last watched:");
-    for &item in history.iter().rev().take(3) {
-        let movie = vocab
+    let names = load_names(args, &config, &vocab)?;
+    let raw = |item: u32| {
+        vocab
             .raw(item)
-            .expect("history items are in the vocabulary");
-        println!("      {movie:>7}  {}", title(movie));
+            .context("an item index outside the vocabulary")
+    };
+    let name = |id: &RawId| names.get(id).map(String::as_str).unwrap_or("");
+    let top = recommend(backend, &model, &history, args.k)?;
+    let mut shown: Vec<RawId> = history
+        .iter()
+        .rev()
+        .take(3)
+        .map(|&i| raw(i))
+        .collect::<Result<_>>()?;
+    let recommended: Vec<(RawId, f32)> = top
+        .iter()
+        .map(|&(i, score)| Ok((raw(i)?, score)))
+        .collect::<Result<_>>()?;
+    // Ids right-aligned in a column as wide as the widest shown.
+    let width = shown
+        .iter()
+        .chain(recommended.iter().map(|(id, _)| id))
+        .map(|id| id.to_string().chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(7);
+
+    let mut out = String::new();
+    writeln!(out, "after {who}; last:")?;
+    for id in shown.drain(..) {
+        writeln!(out, "      {:>width$}  {}", id.to_string(), name(&id))?;
     }
-    println!("top {}:", args.k);
-    println!(" rank  movieId   score  title");
-    for (rank, (item, score)) in recommend(backend, &model, &history, args.k)
-        .into_iter()
-        .enumerate()
-    {
-        let movie = vocab.raw(item).expect("recommendations are real items");
-        println!(
-            "{:>5}  {movie:>7}  {score:>6.2}  {}",
+    writeln!(out, "top {}:", args.k)?;
+    writeln!(out, " rank  {:>width$}   score  name", "item")?;
+    for (rank, (id, score)) in recommended.iter().enumerate() {
+        writeln!(
+            out,
+            "{:>5}  {:>width$}  {score:>6.2}  {}",
             rank + 1,
-            title(movie)
-        );
+            id.to_string(),
+            name(id)
+        )?;
     }
-    Ok(())
+    // A closed pipe (`sasrec recommend ... | head`) ends the output quietly.
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
-/// Titles from --movies, else from movies.csv beside the ratings, else none.
-fn load_titles(args: &RecommendArgs, ratings: &std::path::Path) -> Result<HashMap<u32, String>> {
-    let path = match &args.movies {
-        Some(p) => p.clone(),
-        None => match ratings
-            .parent()
-            .map(|d| d.join("movies.csv"))
-            .filter(|p| p.exists())
-        {
-            Some(p) => p,
+/// The history of the user whose raw id is `user`, from the run's log read
+/// and filtered as at training time.
+fn user_history(config: &RunConfig, vocab: &Vocab, user: &str) -> Result<(Vec<u32>, String)> {
+    let (dataset, _) = config.data.load()?;
+    if !dataset.vocab.matches_saved(vocab) {
+        bail!(
+            "the items of {} do not match the run's vocab.json",
+            config.data.ratings.display()
+        );
+    }
+    let not_found = || {
+        format!(
+            "user {} is not in {} (after the run's filters)",
+            cut(user, 80),
+            config.data.ratings.display()
+        )
+    };
+    let raw = RawId::parse(user, dataset.vocab.user_kind()).map_err(|_| {
+        anyhow::anyhow!(
+            "{}; the log's user ids are {}",
+            not_found(),
+            dataset.vocab.user_kind()
+        )
+    })?;
+    let index = dataset.vocab.user_index(&raw).with_context(not_found)?;
+    let seq = dataset
+        .users
+        .iter()
+        .find(|s| s.user == index)
+        .with_context(not_found)?;
+    let who = format!("user {} ({} interactions)", cut(user, 80), seq.items.len());
+    Ok((seq.items.clone(), who))
+}
+
+/// Names from --item-names, else from movies.csv beside the log, else none.
+fn load_names(
+    args: &RecommendArgs,
+    config: &RunConfig,
+    vocab: &Vocab,
+) -> Result<HashMap<RawId, String>> {
+    let (path, id_col, name_col) = match &args.item_names {
+        Some(path) => (
+            path.clone(),
+            args.item_names_id_col
+                .clone()
+                .or_else(|| config.data.input.item_col.clone()),
+            args.item_name_col.clone(),
+        ),
+        None => match movies_csv_beside(&config.data.ratings) {
+            Some(path) => (path, Some("movieId".into()), Some("title".into())),
             None => return Ok(HashMap::new()),
         },
     };
-    Ok(sasrec_data::titles(&path)?)
+    Ok(sasrec_data::read_item_names(
+        &path,
+        id_col.as_deref(),
+        name_col.as_deref(),
+        vocab.item_kind(),
+    )?)
+}
+
+fn movies_csv_beside(ratings: &Path) -> Option<PathBuf> {
+    if ratings.is_dir() {
+        return None;
+    }
+    Some(ratings.parent()?.join("movies.csv")).filter(|p| p.exists())
+}
+
+/// `s` cut to `max` characters for a message.
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_string(),
+    }
 }

@@ -12,8 +12,8 @@ use sasrec_kernels::Backend;
 use sasrec_kernels::gpu::WgpuBackend;
 use sasrec_model::train::read_records;
 use sasrec_model::{
-    DataSpec, EpochHook, ModelConfig, Outcome, RunConfig, RunDir, SasRec, Selection, TrainConfig,
-    Trainer, evaluate, load_model, popularity_baseline,
+    DataSpec, EpochHook, ModelConfig, Outcome, RunConfig, RunDir, SasRec, Selection, SplitMethod,
+    TrainConfig, Trainer, evaluate, load_model, popularity_baseline,
 };
 
 use crate::data_cmd::{FilterArgs, RatingsArgs};
@@ -113,14 +113,13 @@ impl TrainArgs {
         }
         let data = DataSpec {
             ratings: self.ratings.path()?,
-            format: self.ratings.format.map(|f| f.to_string()),
+            input: self.ratings.spec(),
             filter: self.filter.to_config(),
             split: if leave_one_out {
-                "leave-one-out"
+                SplitMethod::LeaveOneOut
             } else {
-                "random-users"
-            }
-            .to_string(),
+                SplitMethod::RandomUsers
+            },
             valid_fraction: self.valid_fraction,
             split_seed: self.split_seed,
         };
@@ -177,7 +176,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut config = config;
     if args.resume {
         let saved = run.read_vocab()?;
-        if saved != dataset.vocab {
+        if !dataset.vocab.matches_saved(&saved) {
             bail!(
                 "the items of {} no longer match the run's vocab.json; the ratings file changed since training",
                 config.data.ratings.display()
@@ -234,7 +233,7 @@ fn train_on<B: Backend>(
     stop: &AtomicBool,
     hook: Option<Box<dyn EpochHook>>,
 ) -> Result<()> {
-    let leave_one_out = config.data.split == "leave-one-out";
+    let leave_one_out = config.data.leave_one_out();
     let model = SasRec::new(backend, config.model.clone(), config.train.seed);
     let mut trainer = Trainer::new(
         backend,
@@ -288,7 +287,7 @@ fn report<B: Backend>(backend: &B, config: &RunConfig, split: &Split, run: &RunD
         config.train.selection
     );
     print_line("valid", best.valid.loss, best.valid.ranking.as_ref());
-    if config.data.split == "leave-one-out" {
+    if config.data.leave_one_out() {
         let model = load_model(backend, &run.model(), config.model.clone())?;
         let test = evaluate(
             backend,

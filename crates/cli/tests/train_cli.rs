@@ -179,7 +179,7 @@ fn train_eval_recommend_plot() {
     assert!(
         text(&out)
             .1
-            .contains("movie ids not known to the model: 999999"),
+            .contains("item ids not known to the model: 999999"),
         "{}",
         text(&out).1
     );

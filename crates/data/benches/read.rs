@@ -1,5 +1,5 @@
-//! Reading speed of `read_ratings` on a synthetic MovieLens-shaped CSV, and
-//! the time `build_dataset` then takes to turn the rows into sequences.
+//! Reading speed of `read_interactions` on a synthetic MovieLens-shaped CSV,
+//! and the time `build_dataset` then takes to turn the rows into sequences.
 //!
 //! `cargo bench -p sasrec-data --bench read`; rows from `SASREC_BENCH_ROWS`
 //! (default 1,000,000). To read an existing file instead (e.g. the one the
@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sasrec_data::{FilterConfig, Format, Ratings, build_dataset, read_ratings};
+use sasrec_data::{
+    FilterConfig, Format, InputSpec, Interactions, RawId, build_dataset, read_interactions,
+};
 
 fn bench_read(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -27,7 +29,8 @@ fn bench_read(c: &mut Criterion) {
             path
         }
     };
-    let ratings = read_ratings(&path, None).expect("read ratings");
+    let spec = InputSpec::default();
+    let ratings = read_interactions(&path, &spec).expect("read ratings");
     let rows = ratings.len();
     let bytes = std::fs::metadata(&path).expect("stat").len();
     println!("{}: {rows} rows, {bytes} bytes", path.display());
@@ -37,7 +40,7 @@ fn bench_read(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
     group.bench_function(format!("csv_{rows}_rows"), |b| {
-        b.iter(|| black_box(read_ratings(&path, None).expect("read ratings")))
+        b.iter(|| black_box(read_interactions(&path, &spec).expect("read ratings")))
     });
     group.bench_function(format!("csv_crate_{rows}_rows"), |b| {
         b.iter(|| black_box(read_with_csv_crate(&path)))
@@ -49,17 +52,19 @@ fn bench_read(c: &mut Criterion) {
 }
 
 /// The baseline the hand-written reader replaced: the csv crate's fastest
-/// interface (reused `ByteRecord`s) with the standard library's number parsers.
-fn read_with_csv_crate(path: &std::path::Path) -> Ratings {
+/// interface (reused `ByteRecord`s) with the standard library's number
+/// parsers, ids interned the same way.
+fn read_with_csv_crate(path: &std::path::Path) -> Interactions {
     let mut reader = csv::Reader::from_path(path).expect("open");
     let mut record = csv::ByteRecord::new();
-    let mut ratings = Ratings::default();
+    let mut ratings = Interactions::default();
     while reader.read_byte_record(&mut record).expect("read") {
+        let seconds: i64 = field(&record, 3).parse().expect("timestamp");
         ratings.push(
-            field(&record, 0).parse().expect("user"),
-            field(&record, 1).parse().expect("item"),
-            field(&record, 2).parse().expect("rating"),
-            field(&record, 3).parse().expect("timestamp"),
+            &RawId::Int(field(&record, 0).parse().expect("user")),
+            &RawId::Int(field(&record, 1).parse().expect("item")),
+            seconds * 1_000_000,
+            Some(field(&record, 2).parse().expect("rating")),
         );
     }
     ratings

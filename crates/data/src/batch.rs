@@ -43,7 +43,7 @@ pub struct Batch {
     pub inputs: Vec<u32>,
     /// Target item indices, same layout; 0 means "no target here".
     pub targets: Vec<u32>,
-    /// Raw user id of each row.
+    /// User index of each row ([`crate::UserSequence::user`]).
     pub users: Vec<u32>,
     /// Rows in this batch (the last batch may be smaller than asked).
     pub batch_size: usize,

@@ -1,23 +1,20 @@
-//! From raw ratings to per-user chronological item sequences.
+//! From interactions to per-user chronological item sequences.
 //!
 //! The pipeline, in order:
 //! 1. user sampling (keep a seeded random fraction of the users),
 //! 2. minimum rating (drop rows rated below it),
 //! 3. k-core (drop rows of users and items with too few interactions, again
 //!    and again until every remaining user and item has enough),
-//! 4. item index 1..=N in order of first appearance in the file among the
-//!    rows kept,
+//! 4. item index 1..=N, and user index 0.., in order of first appearance
+//!    in the file among the rows kept,
 //! 5. per user, the kept rows sorted by timestamp with a stable sort (ties
 //!    keep file order); users in order of first appearance.
-
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::{DataError, Ratings, Vocab};
+use crate::{DataError, Interactions, Vocab};
 
 /// Which interactions to keep. `Default` keeps everything.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -28,7 +25,7 @@ pub struct FilterConfig {
     pub user_fraction: f64,
     /// Seed of the user sample.
     pub sample_seed: u64,
-    /// Drop rows rated below this.
+    /// Drop rows rated below this (needs a rating column).
     pub min_rating: Option<f32>,
     /// Every kept user has at least this many interactions (0 or 1: no limit).
     pub min_user_interactions: usize,
@@ -51,7 +48,7 @@ impl Default for FilterConfig {
 /// What each filter removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FilterReport {
-    /// Rows in the ratings.
+    /// Rows in the input.
     pub rows_read: usize,
     /// Rows of users left out of the sample.
     pub dropped_by_sampling: usize,
@@ -66,7 +63,8 @@ pub struct FilterReport {
 /// One user's items, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserSequence {
-    /// The raw user id.
+    /// The user's index into the vocabulary's users
+    /// ([`Vocab::user_raw`] gives the raw id).
     pub user: u32,
     /// Item indices 1..=N in chronological order.
     pub items: Vec<u32>,
@@ -75,7 +73,7 @@ pub struct UserSequence {
 /// Users' chronological sequences and the vocabulary their indices refer to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    /// Raw item id <-> index.
+    /// Raw item and user ids <-> indices.
     pub vocab: Vocab,
     /// One sequence per user, users in order of first appearance.
     pub users: Vec<UserSequence>,
@@ -123,15 +121,19 @@ impl Dataset {
     }
 }
 
-/// Filters the ratings and builds the sequences; see the module docs for the
-/// order of the steps. Fails when the options are out of range or nothing is left.
-pub fn build_dataset(ratings: &Ratings, filter: &FilterConfig) -> Result<Dataset, DataError> {
-    build_dataset_with_report(ratings, filter).map(|(dataset, _)| dataset)
+/// Filters the interactions and builds the sequences; see the module docs
+/// for the order of the steps. Fails when the options are out of range (or
+/// need a column the input lacks) or nothing is left.
+pub fn build_dataset(
+    interactions: &Interactions,
+    filter: &FilterConfig,
+) -> Result<Dataset, DataError> {
+    build_dataset_with_report(interactions, filter).map(|(dataset, _)| dataset)
 }
 
 /// [`build_dataset`], also saying how many rows each filter removed.
 pub fn build_dataset_with_report(
-    ratings: &Ratings,
+    interactions: &Interactions,
     filter: &FilterConfig,
 ) -> Result<(Dataset, FilterReport), DataError> {
     let fraction = filter.user_fraction;
@@ -140,31 +142,37 @@ pub fn build_dataset_with_report(
             "user fraction {fraction} is not in (0, 1]"
         )));
     }
-    let rows = ratings.len();
-    let columns = [
-        ratings.item.len(),
-        ratings.rating.len(),
-        ratings.timestamp.len(),
-    ];
-    if columns.iter().any(|&len| len != rows) {
-        return Err(DataError::InvalidOption(format!(
-            "the ratings columns differ in length: {rows} users, {columns:?} items, ratings, timestamps"
-        )));
-    }
+    check_columns(interactions)?;
+    let r = interactions;
+    let rows = r.len();
     let mut report = FilterReport {
         rows_read: rows,
         ..FilterReport::default()
     };
-    let (user_of_row, num_users) = dense_ids(&ratings.user);
-    let (item_of_row, num_items) = dense_ids(&ratings.item);
+    let (num_users, num_items) = (r.users.len(), r.items.len());
     let mut keep = vec![true; rows];
 
     if fraction < 1.0 {
         let sampled = sample_users(num_users, fraction, filter.sample_seed);
-        report.dropped_by_sampling = drop_rows(&mut keep, |r| !sampled[user_of_row[r] as usize]);
+        report.dropped_by_sampling = drop_rows(&mut keep, |i| !sampled[r.user[i] as usize]);
     }
     if let Some(min) = filter.min_rating {
-        report.dropped_by_min_rating = drop_rows(&mut keep, |r| ratings.rating[r] < min);
+        if !min.is_finite() {
+            return Err(DataError::InvalidOption(format!(
+                "minimum rating {min} is not a finite number"
+            )));
+        }
+        let Some(ratings) = &r.rating else {
+            return Err(DataError::InvalidOption(format!(
+                "a minimum rating ({min}) needs a rating column, and the input has none{}",
+                if r.source.format.is_some() {
+                    " (name it with --rating-col)"
+                } else {
+                    ""
+                }
+            )));
+        };
+        report.dropped_by_min_rating = drop_rows(&mut keep, |i| ratings[i] < min);
     }
     let (min_user, min_item) = (filter.min_user_interactions, filter.min_item_interactions);
     if min_user > 1 || min_item > 1 {
@@ -173,14 +181,14 @@ pub fn build_dataset_with_report(
         loop {
             user_count.fill(0);
             item_count.fill(0);
-            for r in (0..rows).filter(|&r| keep[r]) {
-                user_count[user_of_row[r] as usize] += 1;
-                item_count[item_of_row[r] as usize] += 1;
+            for i in (0..rows).filter(|&i| keep[i]) {
+                user_count[r.user[i] as usize] += 1;
+                item_count[r.item[i] as usize] += 1;
             }
             report.k_core_passes += 1;
-            let dropped = drop_rows(&mut keep, |r| {
-                user_count[user_of_row[r] as usize] < min_user
-                    || item_count[item_of_row[r] as usize] < min_item
+            let dropped = drop_rows(&mut keep, |i| {
+                user_count[r.user[i] as usize] < min_user
+                    || item_count[r.item[i] as usize] < min_item
             });
             report.dropped_by_k_core += dropped;
             if dropped == 0 {
@@ -189,41 +197,95 @@ pub fn build_dataset_with_report(
         }
     }
 
-    let kept: Vec<usize> = (0..rows).filter(|&r| keep[r]).collect();
-    if kept.is_empty() {
+    let kept = keep.iter().filter(|&&k| k).count();
+    if kept == 0 {
         return Err(DataError::NothingLeft(format!(
             "{rows} rows read; removed {} by user sampling, {} by minimum rating, {} by minimum interactions",
             report.dropped_by_sampling, report.dropped_by_min_rating, report.dropped_by_k_core
         )));
     }
 
-    // Items numbered 1.. by first appearance among the kept rows.
-    let mut item_index = vec![0u32; num_items];
-    let mut item_raw = Vec::new();
-    for &r in &kept {
-        let item = item_of_row[r] as usize;
-        if item_index[item] == 0 {
-            item_raw.push(ratings.item[r]);
-            item_index[item] = item_raw.len() as u32;
+    // Items numbered 1.. and users 0.. by first appearance among the kept rows.
+    const NONE: u32 = u32::MAX;
+    let mut item_index = vec![NONE; num_items];
+    let mut item_codes = Vec::new();
+    let mut user_index = vec![NONE; num_users];
+    let mut user_codes = Vec::new();
+    let mut user_rows = Vec::new();
+    for i in (0..rows).filter(|&i| keep[i]) {
+        let item = r.item[i] as usize;
+        if item_index[item] == NONE {
+            item_codes.push(item as u32);
+            item_index[item] = item_codes.len() as u32;
         }
+        let user = r.user[i] as usize;
+        if user_index[user] == NONE {
+            user_index[user] = user_codes.len() as u32;
+            user_codes.push(user as u32);
+            user_rows.push(0usize);
+        }
+        user_rows[user_index[user] as usize] += 1;
     }
-    let users = group_by_user(&kept, &user_of_row, num_users)
-        .into_iter()
-        .map(|mut rows| {
-            // `sort_by_key` is stable: ties keep file order.
-            rows.sort_by_key(|&r| ratings.timestamp[r]);
+    // Group the kept rows by user in one flat array (a counting sort: each
+    // user's rows stay in file order), then sort each user's rows by time;
+    // `sort_by_key` is stable, so ties keep file order.
+    let mut offsets = Vec::with_capacity(user_rows.len() + 1);
+    offsets.push(0);
+    for n in &user_rows {
+        offsets.push(offsets.last().copied().unwrap_or(0) + n);
+    }
+    let mut next = offsets.clone();
+    let mut grouped = vec![0u32; kept];
+    for i in (0..rows).filter(|&i| keep[i]) {
+        let u = user_index[r.user[i] as usize] as usize;
+        grouped[next[u]] = i as u32;
+        next[u] += 1;
+    }
+    drop(keep);
+    let users = (0..user_codes.len())
+        .map(|u| {
+            let rows = &mut grouped[offsets[u]..offsets[u + 1]];
+            rows.sort_by_key(|&i| r.time[i as usize]);
             UserSequence {
-                user: ratings.user[rows[0]],
+                user: u as u32,
                 items: rows
                     .iter()
-                    .map(|&r| item_index[item_of_row[r] as usize])
+                    .map(|&i| item_index[r.item[i as usize] as usize])
                     .collect(),
             }
         })
         .collect();
 
-    let vocab = Vocab::from_raw_ids(item_raw)?;
+    let vocab = Vocab::new(r.items.subset(&item_codes), r.users.subset(&user_codes));
     Ok((Dataset { vocab, users }, report))
+}
+
+/// Refuses interactions whose columns differ in length or whose codes point
+/// outside their id tables (possible for ones built in code), and more rows
+/// than u32 row numbers can hold.
+fn check_columns(r: &Interactions) -> Result<(), DataError> {
+    let rows = r.len();
+    let rating_rows = r.rating.as_ref().map_or(rows, Vec::len);
+    if r.item.len() != rows || r.time.len() != rows || rating_rows != rows {
+        return Err(DataError::InvalidOption(format!(
+            "the interaction columns differ in length: {rows} users, {} items, {} times, {rating_rows} ratings",
+            r.item.len(),
+            r.time.len()
+        )));
+    }
+    if rows > u32::MAX as usize {
+        return Err(DataError::InvalidOption(format!(
+            "{rows} rows are more than this pipeline takes (4,294,967,295)"
+        )));
+    }
+    let out_of_range =
+        |codes: &[u32], table: &crate::IdTable| codes.iter().any(|&c| c as usize >= table.len());
+    if out_of_range(&r.user, &r.users) || out_of_range(&r.item, &r.items) {
+        return Err(DataError::InvalidOption(
+            "a user or item code has no id in its table".to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Which of `num_users` users the sample keeps: `floor(num_users * fraction)`
@@ -238,22 +300,6 @@ fn sample_users(num_users: usize, fraction: f64, seed: u64) -> Vec<bool> {
     sampled
 }
 
-/// The rows of each user, users in order of first appearance in `rows`,
-/// each user's rows in the order given.
-fn group_by_user(rows: &[usize], user_of_row: &[u32], num_users: usize) -> Vec<Vec<usize>> {
-    let mut slot = vec![usize::MAX; num_users];
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for &r in rows {
-        let user = user_of_row[r] as usize;
-        if slot[user] == usize::MAX {
-            slot[user] = groups.len();
-            groups.push(Vec::new());
-        }
-        groups[slot[user]].push(r);
-    }
-    groups
-}
-
 /// Sets `keep[r] = false` where `drop(r)` holds for a kept row; returns how many.
 fn drop_rows(keep: &mut [bool], drop: impl Fn(usize) -> bool) -> usize {
     let mut dropped = 0;
@@ -264,42 +310,4 @@ fn drop_rows(keep: &mut [bool], drop: impl Fn(usize) -> bool) -> usize {
         }
     }
     dropped
-}
-
-/// Numbers the distinct values 0.. in order of first appearance; returns the
-/// number of each entry and how many distinct values there are.
-fn dense_ids(raw: &[u32]) -> (Vec<u32>, usize) {
-    let mut ids: HashMap<u32, u32, BuildHasherDefault<IdHasher>> = HashMap::default();
-    let dense = raw
-        .iter()
-        .map(|&r| {
-            let next = ids.len() as u32;
-            *ids.entry(r).or_insert(next)
-        })
-        .collect();
-    (dense, ids.len())
-}
-
-/// A hasher for u32 keys: one multiply instead of SipHash, which made
-/// `build_dataset` on 10M rows about 1.5x slower (measured with the `read`
-/// bench). Not DoS-resistant, which does not matter for ids from a local file.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u32(b as u32);
-        }
-    }
-
-    fn write_u32(&mut self, x: u32) {
-        self.0 = (self.0 ^ x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        // The table picks buckets from the low bits: bring the well-mixed
-        // middle bits of the product down there.
-        self.0.rotate_left(32)
-    }
 }

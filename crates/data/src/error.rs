@@ -1,11 +1,38 @@
 //! The one error type of this crate.
 
+use std::fmt;
 use std::path::PathBuf;
+
+/// Where in a file: a text line, or a Parquet row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A 1-based line of a text file.
+    Line(u64),
+    /// A row of a Parquet file: its row group and the 0-based row within
+    /// the file.
+    Row {
+        /// The row group (0-based).
+        row_group: usize,
+        /// The row within the file (0-based).
+        row: u64,
+    },
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Line(line) => write!(f, "line {line}"),
+            Place::Row { row_group, row } => write!(f, "row group {row_group}, row {row}"),
+        }
+    }
+}
 
 /// Everything that can go wrong while reading, filtering or saving data.
 ///
-/// Errors about file contents name the file, the 1-based line and the field,
-/// so a user can open the file at the right place.
+/// Errors about file contents name the file, the place (line, or Parquet row
+/// group and row) and the field, so a user can open the file at the right
+/// place. No message holds more than a few hundred characters of file
+/// content: values are cut to 80 characters, headers to 200.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened, read or written.
@@ -18,31 +45,32 @@ pub enum DataError {
         error: std::io::Error,
     },
 
-    /// The file holds no ratings at all.
-    #[error("{}: line {line}: no ratings: {what}", path.display())]
+    /// The file holds no interactions at all.
+    #[error("{}: {}no interactions: {what}", path.display(), line.map(|l| format!("line {l}: ")).unwrap_or_default())]
     Empty {
         /// The file.
         path: PathBuf,
-        /// The line where a rating was expected.
-        line: u64,
+        /// The line where a row was expected (text files).
+        line: Option<u64>,
         /// What was found instead, e.g. "the file is empty".
         what: &'static str,
     },
 
-    /// The CSV header lacks a required column.
-    #[error(
-        "{}: line {line}: header has no field `{field}` (header is {header:?}; expected the columns userId,movieId,rating,timestamp separated by ',')",
-        path.display()
-    )]
+    /// A needed column is not in the file.
+    #[error("{}: {place}: no {role} column {wanted} ({columns})", path.display())]
     MissingColumn {
         /// The file.
         path: PathBuf,
-        /// The header line (1 unless the file starts with blank lines).
-        line: u64,
-        /// The missing column.
-        field: &'static str,
-        /// The header as read.
-        header: String,
+        /// Where the column names are (the header line).
+        place: Place,
+        /// What the column is for: `user`, `item`, `time`, `rating`, `name`.
+        role: &'static str,
+        /// The name looked for, or the names tried, in backticks.
+        wanted: String,
+        /// The columns the file has (quoted, cut to 200 characters) and how
+        /// to name the column, e.g. `the header has "a", "b"; name it with
+        /// --user-col`.
+        columns: String,
     },
 
     /// A data line has fewer fields than the format needs.
@@ -56,33 +84,97 @@ pub enum DataError {
         /// The line.
         line: u64,
         /// The first missing field.
-        field: &'static str,
+        field: String,
         /// How many fields the line needs.
         expected: usize,
         /// How many it has.
         found: usize,
-        /// The delimiter the format uses.
-        delimiter: &'static str,
+        /// The delimiter.
+        delimiter: String,
     },
 
     /// A field does not hold a value of the expected kind.
-    #[error("{}: line {line}: field `{field}`: {problem}, found {value:?}", path.display())]
+    #[error("{}: {place}: field `{field}`: {problem}, found {value:?}", path.display())]
     BadField {
+        /// The file.
+        path: PathBuf,
+        /// The line or row.
+        place: Place,
+        /// The field (column) name.
+        field: String,
+        /// The text of the field (cut to 80 characters).
+        value: String,
+        /// What was expected, e.g. "expected an integer id".
+        problem: String,
+    },
+
+    /// A null (missing) value where one is needed.
+    #[error("{}: {place}: field `{field}` is null", path.display())]
+    Null {
+        /// The file.
+        path: PathBuf,
+        /// The row.
+        place: Place,
+        /// The column.
+        field: String,
+    },
+
+    /// A blank line before the end of the file.
+    #[error("{}: line {line}: blank line (only blank lines at the end of the file are allowed)", path.display())]
+    BlankLine {
         /// The file.
         path: PathBuf,
         /// The line.
         line: u64,
-        /// The field name, e.g. `userId`.
-        field: &'static str,
-        /// The text of the field (cut to 40 characters).
-        value: String,
-        /// What was expected, e.g. "expected an id from 0 to 4294967295".
-        problem: &'static str,
     },
 
-    /// The format could not be told from the file name.
+    /// A line longer than the reader accepts.
+    #[error("{}: line {line}: longer than {limit} bytes; not a line-oriented text file?", path.display())]
+    LineTooLong {
+        /// The file.
+        path: PathBuf,
+        /// The line.
+        line: u64,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// A compressed or binary file where text was expected.
+    #[error("{}: looks like {looks_like}, not a text file{hint}", path.display())]
+    NotText {
+        /// The file.
+        path: PathBuf,
+        /// What it looks like, e.g. "a gzip-compressed file".
+        looks_like: &'static str,
+        /// What to do, e.g. "; decompress it first".
+        hint: &'static str,
+    },
+
+    /// A column of a Parquet file has a type the reader does not take.
+    #[error("{}: column `{column}` has type {found}; expected {expected}", path.display())]
+    ColumnType {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: String,
+        /// Its type.
+        found: String,
+        /// What the reader takes.
+        expected: &'static str,
+    },
+
+    /// A Parquet file the parquet crate cannot read.
+    #[error("{}: not a readable Parquet file: {message}", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What the parquet crate said (cut to 200 characters).
+        message: String,
+    },
+
+    /// The format could not be told from the file name or contents.
     #[error(
-        "{}: cannot tell the format from the file name; name it (csv, dat or tsv)",
+        "{}: cannot tell the format from the file name; name it with --format (csv, tsv, dat, inter or parquet)",
         path.display()
     )]
     UnknownFormat {
@@ -90,8 +182,8 @@ pub enum DataError {
         path: PathBuf,
     },
 
-    /// A format name other than csv, dat or tsv.
-    #[error("unknown ratings format {0:?}; expected csv, dat or tsv")]
+    /// A format name that [`crate::Format`] does not know.
+    #[error("unknown input format {0:?}; expected csv, tsv, dat, inter or parquet")]
     UnknownFormatName(String),
 
     /// A dataset name that [`crate::KnownDataset`] does not know.
@@ -112,7 +204,8 @@ pub enum DataError {
         path: PathBuf,
     },
 
-    /// A filter or split option outside its range.
+    /// An input, filter or split option outside its range, or options that
+    /// do not fit the input.
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
@@ -129,19 +222,25 @@ pub enum DataError {
         error: serde_json::Error,
     },
 
-    /// A vocabulary that lists the same raw id twice.
-    #[error("vocabulary lists movie id {0} more than once")]
-    DuplicateItem(u32),
+    /// A vocabulary that lists the same raw id twice, or mixes integer and
+    /// string ids in one list.
+    #[error("vocabulary: {what} id {id} is listed twice or is of the wrong kind")]
+    BadVocabId {
+        /// `item` or `user`.
+        what: &'static str,
+        /// The id (cut to 80 characters).
+        id: String,
+    },
 
-    /// A movies file that the CSV reader rejects.
-    #[error("{}: line {line}: field `{field}`: {message}", path.display())]
+    /// A CSV file that the csv crate rejects.
+    #[error("{}: line {line}: {}{message}", path.display(), field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
     Csv {
         /// The file.
         path: PathBuf,
         /// The line.
         line: u64,
-        /// The field (empty where the reader could not tell).
-        field: String,
+        /// The field, where the reader could tell.
+        field: Option<String>,
         /// What the CSV reader said.
         message: String,
     },

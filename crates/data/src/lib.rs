@@ -1,14 +1,23 @@
-//! MovieLens data for SASRec: readers, filters, the item index, chronological
-//! per-user sequences, splits, and padded batches of item indices.
+//! Interaction logs for SASRec: readers (CSV/TSV with any columns, MovieLens
+//! `.dat`, RecBole `.inter`, Parquet), filters, the item and user index,
+//! chronological per-user sequences, splits, and padded batches of item
+//! indices.
 //!
 //! This crate knows nothing of tensors: batches are flat `Vec<u32>`s.
 //!
 //! ```no_run
 //! use sasrec_data::*;
 //! # fn main() -> Result<(), DataError> {
-//! let ratings = read_ratings(&dataset_ratings_path("latest-small")?, None)?;
-//! let dataset = build_dataset(&ratings, &FilterConfig::default())?;
-//! let split = split(&dataset, SplitKind::LeaveOneOut);
+//! // MovieLens: no options needed. Any other log: name its columns.
+//! let spec = InputSpec {
+//!     user_col: Some("visitor".into()),
+//!     item_col: Some("product".into()),
+//!     time_col: Some("ts".into()),
+//!     ..InputSpec::default()
+//! };
+//! let interactions = read_interactions("events.parquet".as_ref(), &spec)?;
+//! let dataset = build_dataset(&interactions, &FilterConfig::default())?;
+//! let split = split(&dataset, SplitKind::LeaveOneOut)?;
 //! for batch in batches(&split.train, 50, 128, Order::Shuffled { seed: 42, epoch: 0 }, false) {
 //!     // batch.inputs and batch.targets are [batch.batch_size * 50], row-major.
 //! }
@@ -16,15 +25,22 @@
 //! ```
 //!
 //! Item indices run 1..=N ([`Vocab::num_items`]); 0 is padding, in inputs and
-//! in targets ("no target here").
+//! in targets ("no target here"). Raw ids (integers or strings) stay as the
+//! input had them, in the [`Vocab`].
 
 mod batch;
 mod dataset;
 mod error;
+mod ids;
+mod input;
+mod interactions;
 mod location;
+mod names;
+mod parquet;
 mod read;
 mod split;
 pub mod synthetic;
+mod time;
 mod vocab;
 
 pub use batch::{Batch, Batches, Order, batches, permutation, window};
@@ -32,8 +48,13 @@ pub use dataset::{
     Dataset, FilterConfig, FilterReport, Stats, UserSequence, build_dataset,
     build_dataset_with_report,
 };
-pub use error::DataError;
+pub use error::{DataError, Place};
+pub use ids::{IdKind, IdTable, RawId};
+pub use input::{Columns, Format, InputSpec};
+pub use interactions::{Interactions, Source};
 pub use location::{KnownDataset, dataset_ratings_path, datasets_dir, test_dataset};
-pub use read::{Format, Ratings, parse_ratings, read_ratings, titles};
+pub use names::read_item_names;
+pub use read::{parse_interactions, read_interactions};
 pub use split::{Split, SplitKind, split};
+pub use time::{TimeFormat, TimeUnit, format_micros};
 pub use vocab::Vocab;

@@ -4,7 +4,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::{Dataset, UserSequence};
+use crate::{DataError, Dataset, UserSequence};
 
 /// How to split a dataset.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -50,9 +50,8 @@ pub struct Split {
 /// Splits the users' sequences; the same `kind` (seed included) always gives
 /// the same split. Users keep the dataset's order within each part.
 ///
-/// # Panics
-/// If a random-users `valid_fraction` is not in [0, 1).
-pub fn split(dataset: &Dataset, kind: SplitKind) -> Split {
+/// A random-users `valid_fraction` outside [0, 1) is an error.
+pub fn split(dataset: &Dataset, kind: SplitKind) -> Result<Split, DataError> {
     let users = &dataset.users;
     let mut out = Split::default();
     match kind {
@@ -60,10 +59,11 @@ pub fn split(dataset: &Dataset, kind: SplitKind) -> Split {
             valid_fraction,
             seed,
         } => {
-            assert!(
-                (0.0..1.0).contains(&valid_fraction),
-                "valid fraction {valid_fraction} is not in [0, 1)"
-            );
+            if !(0.0..1.0).contains(&valid_fraction) {
+                return Err(DataError::InvalidOption(format!(
+                    "validation fraction {valid_fraction} is not in [0, 1)"
+                )));
+            }
             let held_out = (users.len() as f64 * valid_fraction).ceil() as usize;
             let mut order: Vec<usize> = (0..users.len()).collect();
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
@@ -106,5 +106,5 @@ pub fn split(dataset: &Dataset, kind: SplitKind) -> Split {
             }
         }
     }
-    out
+    Ok(out)
 }

@@ -16,7 +16,7 @@ fn latest_small() -> Option<PathBuf> {
 #[test]
 fn latest_small_counts() {
     let Some(dir) = latest_small() else { return };
-    let ratings = read_ratings(&dir.join("ratings.csv"), None).unwrap();
+    let ratings = read_interactions(&dir.join("ratings.csv"), &InputSpec::default()).unwrap();
     assert_eq!(ratings.len(), 100_836);
     let dataset = build_dataset(&ratings, &FilterConfig::default()).unwrap();
     let stats = dataset.stats();
@@ -26,16 +26,24 @@ fn latest_small_counts() {
     );
     assert_eq!(stats.min_len, 20, "every user rated at least 20 movies");
     // Raw ids round-trip through the vocabulary, and every item has a title.
-    let titles = titles(&dir.join("movies.csv")).unwrap();
+    let titles = read_item_names(
+        &dir.join("movies.csv"),
+        Some("movieId"),
+        Some("title"),
+        IdKind::Int,
+    )
+    .unwrap();
     assert_eq!(titles.len(), 9_742);
     for index in 1..=dataset.vocab.num_items() as u32 {
         let raw = dataset.vocab.raw(index).unwrap();
-        assert_eq!(dataset.vocab.index(raw), Some(index));
+        assert_eq!(dataset.vocab.index(&raw), Some(index));
         assert!(titles.contains_key(&raw), "movie {raw} has no title");
     }
-    assert_eq!(titles[&1], "Toy Story (1995)");
+    assert_eq!(titles[&RawId::Int(1)], "Toy Story (1995)");
+    assert_eq!(dataset.vocab.user_raw(0), Some(RawId::Int(1)));
+    assert_eq!(dataset.vocab.num_users(), 610);
 
-    let loo = split(&dataset, SplitKind::LeaveOneOut);
+    let loo = split(&dataset, SplitKind::LeaveOneOut).unwrap();
     assert_eq!(
         (loo.train.len(), loo.valid.len(), loo.test.len()),
         (610, 610, 610)
@@ -59,7 +67,8 @@ fn latest_small_counts() {
             valid_fraction: 0.1,
             seed: 42,
         },
-    );
+    )
+    .unwrap();
     assert_eq!((s.train.len(), s.valid.len()), (54, 7));
 }
 

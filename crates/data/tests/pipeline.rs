@@ -5,26 +5,48 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 use sasrec_data::*;
 
-/// Ratings from `(user, item, rating, timestamp)` rows.
-fn ratings(rows: &[(u32, u32, f32, i64)]) -> Ratings {
-    let mut r = Ratings::default();
+/// Interactions from `(user, item, rating, timestamp)` rows, integer ids,
+/// times in seconds.
+fn ratings(rows: &[(u32, u32, f32, i64)]) -> Interactions {
+    let mut r = Interactions::default();
     for &(u, i, rating, t) in rows {
-        r.push(u, i, rating, t);
+        r.push(
+            &RawId::Int(u.into()),
+            &RawId::Int(i.into()),
+            t * 1_000_000,
+            Some(rating),
+        );
     }
     r
 }
 
-/// Each user's raw item ids, users in dataset order.
+/// An integer raw id as u32 (the tests' ids all fit).
+fn int(id: RawId) -> u32 {
+    match id {
+        RawId::Int(v) => v as u32,
+        RawId::Str(s) => panic!("string id {s}"),
+    }
+}
+
+/// Each user's raw id and raw item ids, users in dataset order.
 fn raw_sequences(d: &Dataset) -> Vec<(u32, Vec<u32>)> {
     d.users
         .iter()
         .map(|u| {
             (
-                u.user,
-                u.items.iter().map(|&i| d.vocab.raw(i).unwrap()).collect(),
+                int(d.vocab.user_raw(u.user).unwrap()),
+                u.items
+                    .iter()
+                    .map(|&i| int(d.vocab.raw(i).unwrap()))
+                    .collect(),
             )
         })
         .collect()
+}
+
+/// The raw ids of the vocabulary's items, in index order.
+fn raw_items(d: &Dataset) -> Vec<u32> {
+    d.vocab.items().to_vec().into_iter().map(int).collect()
 }
 
 fn seq(user: u32, items: &[u32]) -> UserSequence {
@@ -50,8 +72,13 @@ fn sequences_are_chronological_with_ties_in_file_order() {
         vec![(5, vec![101, 103, 105, 104, 100]), (9, vec![102])]
     );
     // Indices follow first appearance in the file, not time.
-    assert_eq!(d.vocab.raw_ids(), &[100, 101, 102, 103, 104, 105]);
+    assert_eq!(raw_items(&d), [100, 101, 102, 103, 104, 105]);
     assert_eq!(d.users[0].items, vec![2, 4, 6, 5, 1]);
+    assert_eq!(
+        d.users.iter().map(|u| u.user).collect::<Vec<_>>(),
+        [0, 1],
+        "user indices"
+    );
 }
 
 #[test]
@@ -67,7 +94,7 @@ fn users_and_items_are_numbered_after_filtering() {
         ..FilterConfig::default()
     };
     let (d, report) = build_dataset_with_report(&r, &filter).unwrap();
-    assert_eq!(d.vocab.raw_ids(), &[60, 70, 50]);
+    assert_eq!(raw_items(&d), [60, 70, 50]);
     assert_eq!(raw_sequences(&d), vec![(1, vec![60, 50]), (2, vec![70])]);
     assert_eq!(report.dropped_by_min_rating, 1);
     assert_eq!(report.rows_read, 4);
@@ -103,7 +130,10 @@ fn user_sampling_keeps_floor_of_the_fraction_and_depends_on_the_seed() {
         };
         let (d, report) = build_dataset_with_report(&r, &filter).unwrap();
         assert_eq!(report.dropped_by_sampling, 90);
-        d.users.iter().map(|u| u.user).collect::<Vec<_>>()
+        raw_sequences(&d)
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect::<Vec<_>>()
     };
     assert_eq!(sample(1).len(), 10);
     assert_eq!(sample(1), sample(1));
@@ -130,6 +160,18 @@ fn bad_options_and_empty_results_are_errors() {
         err.contains("no interactions left") && err.contains("2 by minimum rating"),
         "{err}"
     );
+    // A minimum rating needs ratings.
+    let mut implicit = Interactions::default();
+    implicit.push(&RawId::from("u"), &RawId::from("i"), 0, None);
+    let err = build_dataset(&implicit, &filter).unwrap_err().to_string();
+    assert!(err.contains("needs a rating column"), "{err}");
+    for min in [f32::NAN, f32::INFINITY] {
+        let filter = FilterConfig {
+            min_rating: Some(min),
+            ..FilterConfig::default()
+        };
+        assert!(build_dataset(&r, &filter).is_err(), "{min}");
+    }
 }
 
 /// Whether the rows in `subset` give every user and item enough interactions.
@@ -206,22 +248,41 @@ fn k_core_iterates_until_stable() {
 
 #[test]
 fn vocab_round_trip_and_lookups() {
-    let vocab = Vocab::from_raw_ids(vec![296, 1, 4993]).unwrap();
+    let ids = |v: &[i64]| v.iter().map(|&i| RawId::Int(i)).collect::<Vec<_>>();
+    let vocab = Vocab::from_raw_ids(
+        &ids(&[296, 1, 4993]),
+        &[RawId::from("ann"), RawId::from("bob")],
+    )
+    .unwrap();
     assert_eq!(vocab.num_items(), 3);
-    assert_eq!(vocab.index(4993), Some(3));
-    assert_eq!(vocab.index(2), None);
-    assert_eq!(vocab.raw(1), Some(296));
+    assert_eq!(vocab.index(&RawId::Int(4993)), Some(3));
+    assert_eq!(vocab.index(&RawId::Int(2)), None);
+    assert_eq!(vocab.index(&RawId::from("4993")), None, "kinds never mix");
+    assert_eq!(vocab.raw(1), Some(RawId::Int(296)));
     assert_eq!(vocab.raw(0), None, "0 is padding");
     assert_eq!(vocab.raw(4), None);
     for i in 1..=3 {
-        assert_eq!(vocab.index(vocab.raw(i).unwrap()), Some(i));
+        assert_eq!(vocab.index(&vocab.raw(i).unwrap()), Some(i));
     }
+    assert_eq!(vocab.user_index(&RawId::from("bob")), Some(1));
+    assert_eq!(vocab.user_raw(0), Some(RawId::from("ann")));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vocab.json");
     vocab.save(&path).unwrap();
     assert_eq!(Vocab::load(&path).unwrap(), vocab);
+    // Integer ids are JSON numbers, string ids JSON strings.
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(json["items"], serde_json::json!([296, 1, 4993]));
+    assert_eq!(json["users"], serde_json::json!(["ann", "bob"]));
+    // A vocab.json from before users were kept still loads, and matches.
+    std::fs::write(&path, br#"{"kind":"sasrec-vocab","items":[296,1,4993]}"#).unwrap();
+    let old = Vocab::load(&path).unwrap();
+    assert_eq!(old.num_users(), 0);
+    assert!(vocab.matches_saved(&old));
+    assert!(!old.matches_saved(&vocab));
 
-    assert!(Vocab::from_raw_ids(vec![1, 2, 1]).is_err());
+    assert!(Vocab::from_raw_ids(&ids(&[1, 2, 1]), &[]).is_err());
+    assert!(Vocab::from_raw_ids(&[RawId::Int(1), RawId::from("a")], &[]).is_err());
     std::fs::write(&path, br#"{"kind":"something-else","items":[1]}"#).unwrap();
     let err = Vocab::load(&path).unwrap_err().to_string();
     assert!(err.contains("vocab.json") && err.contains("kind"), "{err}");
@@ -258,7 +319,7 @@ proptest! {
     #[test]
     fn leave_one_out_holds_out_the_last_two(lens in prop::collection::vec(1usize..8, 0..40)) {
         let d = dataset_of(&lens);
-        let s = split(&d, SplitKind::LeaveOneOut);
+        let s = split(&d, SplitKind::LeaveOneOut).unwrap();
         let eval_users = lens.iter().filter(|&&n| n >= 3).count();
         prop_assert_eq!(s.valid.len(), eval_users);
         prop_assert_eq!(s.test.len(), eval_users);
@@ -285,8 +346,8 @@ proptest! {
     fn random_users_partition_the_users(lens in prop::collection::vec(1usize..5, 0..60), seed in 0u64..1000, frac in 0.0f64..0.9) {
         let d = dataset_of(&lens);
         let kind = SplitKind::RandomUsers { valid_fraction: frac, seed };
-        let s = split(&d, kind);
-        prop_assert_eq!(&s, &split(&d, kind), "same seed, same split");
+        let s = split(&d, kind).unwrap();
+        prop_assert_eq!(&s, &split(&d, kind).unwrap(), "same seed, same split");
         prop_assert!(s.test.is_empty());
         let held_out = (lens.len() as f64 * frac).ceil() as usize;
         prop_assert_eq!(s.valid.len() + s.too_short_for_eval, held_out);
@@ -312,11 +373,20 @@ fn random_users_follow_the_seed() {
                 valid_fraction: 0.1,
                 seed,
             },
-        );
+        )
+        .unwrap();
         s.valid.iter().map(|u| u.user).collect::<Vec<_>>()
     };
     assert_eq!(valid_users(42).len(), 10);
     assert_ne!(valid_users(42), valid_users(43));
+    for bad in [1.0, 2.0, -0.5, f64::NAN] {
+        let kind = SplitKind::RandomUsers {
+            valid_fraction: bad,
+            seed: 0,
+        };
+        let err = split(&d, kind).unwrap_err().to_string();
+        assert!(err.contains("validation fraction"), "{err}");
+    }
 }
 
 /// The window built the obvious way: pad on the left, then keep the last max_len + 1.

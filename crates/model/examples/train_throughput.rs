@@ -14,8 +14,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use sasrec_autograd::Tape;
 use sasrec_data::{
-    FilterConfig, Order, SplitKind, batches, build_dataset, dataset_ratings_path, read_ratings,
-    split,
+    FilterConfig, Order, SplitKind, batches, build_dataset, dataset_ratings_path,
+    read_interactions, split,
 };
 use sasrec_kernels::gpu::{GpuOptions, WgpuBackend};
 use sasrec_kernels::{Backend, CpuBackend};
@@ -52,9 +52,9 @@ fn main() -> Result<()> {
 }
 
 fn measure<B: Backend>(backend: &B, steps: usize, warmup: usize) -> Result<()> {
-    let ratings = read_ratings(&dataset_ratings_path("latest-small")?, None)?;
+    let ratings = read_interactions(&dataset_ratings_path("latest-small")?, &Default::default())?;
     let dataset = build_dataset(&ratings, &FilterConfig::default())?;
-    let train = split(&dataset, SplitKind::LeaveOneOut).train;
+    let train = split(&dataset, SplitKind::LeaveOneOut)?.train;
     let config = ModelConfig::notebook(dataset.vocab.num_items());
     let (batch_size, max_len) = (128, config.max_len);
 

@@ -22,6 +22,6 @@ pub use config::{ModelConfig, Selection, TrainConfig};
 pub use evaluate::{Evaluation, evaluate, popularity_baseline};
 pub use metrics::{RankingMetrics, rank_of_target};
 pub use recommend::recommend;
-pub use run::{DataSpec, RunConfig, RunDir, load_model};
+pub use run::{DataSpec, RunConfig, RunDir, SplitMethod, load_model};
 pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
 pub use train::{EpochHook, EpochRecord, Outcome, TrainState, Trainer};

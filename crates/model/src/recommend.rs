@@ -1,18 +1,26 @@
 //! Top-k next items for a history, never an item already in it, never padding.
 
+use anyhow::{Result, bail};
 use sasrec_kernels::Backend;
 
 use crate::sasrec::{DeviceBatch, SasRec};
 
 /// The `k` best next items (index, score) after `history` (item indices
 /// 1..=N, oldest first), best first; ties go to the lower index. Items in
-/// `history` and the padding index 0 are never returned.
+/// `history` and the padding index 0 are never returned. An index outside
+/// 1..=N in `history` is an error.
 pub fn recommend<B: Backend>(
     backend: &B,
     model: &SasRec<B>,
     history: &[u32],
     k: usize,
-) -> Vec<(u32, f32)> {
+) -> Result<Vec<(u32, f32)>> {
+    let num_items = model.config.num_items;
+    if let Some(&bad) = history.iter().find(|&&i| i == 0 || i as usize > num_items) {
+        bail!(
+            "item index {bad} in the history is not a real item (the model has items 1..={num_items})"
+        );
+    }
     let max_len = model.config.max_len;
     let tail = &history[history.len().saturating_sub(max_len)..];
     let mut input = vec![0u32; max_len - tail.len()];
@@ -39,5 +47,5 @@ pub fn recommend<B: Backend>(
     }
     candidates.truncate(k);
     candidates.sort_by(by_score);
-    candidates
+    Ok(candidates)
 }

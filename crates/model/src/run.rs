@@ -3,7 +3,7 @@
 //! ```text
 //! runs/NAME/
 //!   config.json          model, training and data settings
-//!   vocab.json           item index <-> movie id
+//!   vocab.json           item index <-> raw item id, user index <-> raw user id
 //!   model.safetensors    best weights on validation (PyTorch state_dict names)
 //!   last.safetensors     latest weights + Adam moments, for --resume
 //!   state.json           where training stands, for --resume
@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use sasrec_data::{
-    Dataset, FilterConfig, Format, Split, SplitKind, Vocab, build_dataset, read_ratings, split,
+    Dataset, FilterConfig, InputSpec, Split, SplitKind, Vocab, build_dataset, read_interactions,
+    split,
 };
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
@@ -24,19 +25,43 @@ use crate::checkpoint::{load_safetensors, write_atomic};
 use crate::config::{ModelConfig, TrainConfig};
 use crate::sasrec::SasRec;
 
+/// How a run splits its users; written as `leave-one-out` / `random-users`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitMethod {
+    /// Per user: train on all but the last two items, validate on the
+    /// second-to-last, test on the last.
+    LeaveOneOut,
+    /// Hold out a fraction of the users whole for validation (the notebook's).
+    RandomUsers,
+}
+
+impl std::fmt::Display for SplitMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitMethod::LeaveOneOut => "leave-one-out",
+            SplitMethod::RandomUsers => "random-users",
+        })
+    }
+}
+
 /// Which data a run was trained on, enough to rebuild its splits.
+///
+/// config.json keeps the input description and the filter at this level
+/// (`"format"`, `"user_col"`, ..., `"min_rating"`, ...); fields added since
+/// a config.json was written take their defaults when it is read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataSpec {
-    /// The ratings file.
+    /// The interaction log: a file, or a folder of Parquet parts.
     pub ratings: PathBuf,
-    /// Its format, when not inferred from the file name: `csv`, `dat` or `tsv`.
-    pub format: Option<String>,
-    /// Which interactions are kept (its fields sit at this level in
-    /// config.json).
+    /// How to read it: format, delimiter, columns, time unit.
+    #[serde(flatten)]
+    pub input: InputSpec,
+    /// Which interactions are kept.
     #[serde(flatten)]
     pub filter: FilterConfig,
-    /// `leave-one-out` or `random-users`.
-    pub split: String,
+    /// How users are split.
+    pub split: SplitMethod,
     /// Share of users held out by `random-users`.
     pub valid_fraction: f64,
     /// Seed of the `random-users` split.
@@ -45,32 +70,28 @@ pub struct DataSpec {
 
 impl DataSpec {
     /// The data crate's split.
-    pub fn split_kind(&self) -> Result<SplitKind> {
-        match self.split.as_str() {
-            "leave-one-out" => Ok(SplitKind::LeaveOneOut),
-            "random-users" => Ok(SplitKind::RandomUsers {
+    pub fn split_kind(&self) -> SplitKind {
+        match self.split {
+            SplitMethod::LeaveOneOut => SplitKind::LeaveOneOut,
+            SplitMethod::RandomUsers => SplitKind::RandomUsers {
                 valid_fraction: self.valid_fraction,
                 seed: self.split_seed,
-            }),
-            other => bail!("unknown split {other:?} (use leave-one-out or random-users)"),
+            },
         }
     }
 
-    /// Reads the ratings, filters them and splits them, as at training time.
-    pub fn load(&self) -> Result<(Dataset, Split)> {
-        let ratings = read_ratings(&self.ratings, self.format()?)?;
-        let dataset = build_dataset(&ratings, &self.filter)
-            .with_context(|| format!("building sequences from {}", self.ratings.display()))?;
-        let split = split(&dataset, self.split_kind()?);
-        Ok((dataset, split))
+    /// Whether the split is leave-one-out (it then has test users).
+    pub fn leave_one_out(&self) -> bool {
+        self.split == SplitMethod::LeaveOneOut
     }
 
-    /// The file format, explicit or from the file name.
-    pub fn format(&self) -> Result<Option<Format>> {
-        self.format
-            .as_deref()
-            .map(|f| f.parse::<Format>().map_err(|e| anyhow::anyhow!("{e}")))
-            .transpose()
+    /// Reads the interactions, filters them and splits them, as at training time.
+    pub fn load(&self) -> Result<(Dataset, Split)> {
+        let interactions = read_interactions(&self.ratings, &self.input)?;
+        let dataset = build_dataset(&interactions, &self.filter)
+            .with_context(|| format!("building sequences from {}", self.ratings.display()))?;
+        let split = split(&dataset, self.split_kind())?;
+        Ok((dataset, split))
     }
 }
 

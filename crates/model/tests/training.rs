@@ -246,7 +246,7 @@ fn recommendations_skip_history_and_padding() {
     let b = CpuBackend;
     let model = SasRec::new(&b, small_model(0.0), 5);
     let history: Vec<u32> = vec![4, 9, 4, 17, 30, 1];
-    let all = recommend(&b, &model, &history, 1000);
+    let all = recommend(&b, &model, &history, 1000).unwrap();
     assert_eq!(all.len(), ITEMS - 5, "every unseen item once");
     for (item, _) in &all {
         assert!(*item != 0 && !history.contains(item), "recommended {item}");
@@ -255,6 +255,11 @@ fn recommendations_skip_history_and_padding() {
         all.windows(2).all(|w| w[0].1 >= w[1].1),
         "not sorted by score"
     );
-    let top = recommend(&b, &model, &history, 5);
+    let top = recommend(&b, &model, &history, 5).unwrap();
     assert_eq!(top, all[..5].to_vec());
+    // Indices outside 1..=N are an error, not an out-of-range panic.
+    for bad in [0, ITEMS as u32 + 1, u32::MAX] {
+        let err = recommend(&b, &model, &[3, bad], 5).unwrap_err().to_string();
+        assert!(err.contains(&format!("item index {bad}")), "{err}");
+    }
 }

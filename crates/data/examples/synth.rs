@@ -1,0 +1,41 @@
+//! Writes a synthetic log with a planted sequential signal
+//! (`sasrec_data::synthetic::Transitions`): CSV, or Parquet for `*.parquet`.
+//!
+//! `cargo run --release -p sasrec-data --example synth -- --users U --items I --rows R --seed S --out PATH [--string-ids]`
+//! (`cargo xtask data synth` runs this.)
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| -> Result<String, String> {
+        let at = args
+            .iter()
+            .position(|a| a == flag)
+            .ok_or(format!("missing {flag}"))?;
+        args.get(at + 1)
+            .cloned()
+            .ok_or(format!("{flag} needs a value"))
+    };
+    let number =
+        |flag: &str| -> Result<usize, Box<dyn std::error::Error>> { Ok(value(flag)?.parse()?) };
+    let mut log = sasrec_data::synthetic::Transitions::new(
+        number("--users")?,
+        number("--items")?,
+        number("--rows")?,
+        value("--seed").map_or(Ok(0), |s| s.parse())?,
+    );
+    log.string_ids = args.iter().any(|a| a == "--string-ids");
+    let out = PathBuf::from(value("--out")?);
+    let start = std::time::Instant::now();
+    log.write(&out)?;
+    println!(
+        "wrote {} events of {} users over {} items to {} in {:.1} s",
+        log.rows,
+        log.users,
+        log.items,
+        out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
