@@ -38,6 +38,9 @@ pub struct RecommendArgs {
 
 /// Runs `sasrec recommend`.
 pub fn run(args: RecommendArgs) -> Result<()> {
+    if args.k == 0 {
+        bail!("--k must be at least 1");
+    }
     match args.device.open()? {
         Device::Cpu(b) => recommend_on(&b, &args),
         Device::Gpu(b) => recommend_on(&b, &args),
