@@ -175,9 +175,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     // touched: a refused run leaves nothing behind.
     let (run, config) = if args.resume {
         let mut run = RunWriter::open(&args.out, "train")?;
-        if let Some(holder) = run.previous_holder() {
-            eprintln!("note: {holder} stopped without releasing the run folder; taking it over");
-        }
+        note_previous_holder(&run);
         let config = run.dir().read_config()?;
         if let Some(warning) = config.check_ratings(args.allow_changed_data)? {
             eprintln!("warning: {warning}");
@@ -230,6 +228,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         Some(run) => run,
         None => {
             let run = RunWriter::create(&args.out, "train", args.force)?;
+            note_previous_holder(&run);
+            if args.force {
+                eprintln!("replaced the run in {} (--force)", args.out.display());
+            }
             run.write_settings(&config, &dataset.vocab)?;
             run
         }
@@ -255,6 +257,12 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
                 .then(|| Box::new(KernelProfile(b.clone())) as Box<dyn EpochHook>);
             train_on(&b, &config, &split, run, args.resume, &stop, hook)
         }
+    }
+}
+
+fn note_previous_holder(run: &RunWriter) {
+    if let Some(holder) = run.previous_holder() {
+        eprintln!("note: {holder} stopped without releasing the run folder; taking it over");
     }
 }
 

@@ -67,8 +67,7 @@ impl RunLock {
     fn write(&mut self, text: &str) -> std::io::Result<()> {
         self.file.set_len(0)?;
         self.file.rewind()?;
-        self.file.write_all(text.as_bytes())?;
-        self.file.sync_all()
+        self.file.write_all(text.as_bytes())
     }
 }
 
