@@ -21,7 +21,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
     let mut run = RunWriter::open(&args.run, "plot")?;
     let recovery = run.recover()?;
     if !recovery.is_clean() {
-        eprintln!("note: {recovery}");
+        eprintln!("note: repaired {}: {recovery}", args.run.display());
     }
     let Some(commit) = run.committed().filter(|c| !c.epochs.is_empty()) else {
         bail!("{} has no finished epoch yet", args.run.display());

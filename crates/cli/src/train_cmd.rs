@@ -182,7 +182,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         }
         let recovery = run.recover()?;
         if !recovery.is_clean() {
-            eprintln!("note: recovered from an interrupted save: {recovery}");
+            eprintln!("note: repaired {}: {recovery}", args.out.display());
         }
         (Some(run), config)
     } else {

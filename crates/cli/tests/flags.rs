@@ -104,11 +104,11 @@ fn every_bad_training_flag_is_one_clear_line_and_writes_nothing() {
         assert_error(&out, message);
         assert!(!run.exists(), "{flags:?} left a run folder");
     }
-    // The memory refusal names the numbers.
+    // The memory refusal names the numbers: zettabytes needed, gigabytes here.
     let out = train_with(&ratings, &run, &["--dim", "4000000000"]);
     let line = assert_error(&out, "this run needs about ");
     assert!(
-        line.contains(" EB of memory") && line.contains("available"),
+        line.contains(" ZB of memory") && line.contains(" GB available"),
         "{line}"
     );
 }

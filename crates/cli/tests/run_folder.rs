@@ -277,6 +277,12 @@ fn a_run_that_fails_before_its_first_checkpoint_resumes_or_is_replaced() {
         std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
         "keep me"
     );
+    let out = sasrec(&["plot", "--run", mine.to_str().unwrap()]);
+    assert_error(&out, "holds no run (no config.json");
+    assert!(
+        !mine.join("lock").exists(),
+        "a lock file was left in a foreign folder"
+    );
 }
 
 /// `sasrec recommend --items 101,102 --k 3` on the run.
@@ -341,13 +347,11 @@ fn edited_checkpoints_are_refused_and_resume_restores_them() {
     // Resuming the finished run rewrites it from the checkpoint, and says so.
     let out = resume(&run);
     assert!(out.status.success(), "{}", text(&out).1);
-    assert!(
-        text(&out)
-            .1
-            .contains("recovered from an interrupted save: rewrote model.safetensors"),
-        "{}",
-        text(&out).1
+    let note = format!(
+        "note: repaired {}: rewrote model.safetensors\n",
+        run.display()
     );
+    assert!(text(&out).1.contains(&note), "{}", text(&out).1);
     assert_eq!(std::fs::read(&model).unwrap(), good);
     assert_eq!(text(&recommend(&run)).0, good_top);
 

@@ -82,19 +82,22 @@ impl ModelConfig {
         self.vocab() as f64 * d + self.max_len as f64 * d + self.layers as f64 * layer + 2.0 * d
     }
 
-    /// A rough upper estimate of the memory training needs with batches of
-    /// `batch` sequences, in bytes: weights, gradients, Adam's moments and a
+    /// A rough estimate of the memory training needs with batches of `batch`
+    /// sequences, in bytes: weights, gradients, Adam's moments and a
     /// checkpoint's host copies; the activations a batch keeps for backward
-    /// (attention probabilities included) and their gradients; a batch of
-    /// validation scores over all items. Computed in floating point so that
-    /// absurd sizes give an absurd number rather than an overflow.
+    /// (attention probabilities included); a batch of validation scores over
+    /// all items. On latest-small it is within 15% of the peak resident
+    /// memory of a CPU run (116 MB estimated, 131 MB measured at the
+    /// defaults; 1.73 GB and 1.83 GB at batch 512, max_len 200). Computed in
+    /// floating point, so that absurd sizes give an absurd number rather than
+    /// an overflow.
     pub fn training_memory(&self, batch: usize) -> MemoryEstimate {
         const F32: f64 = 4.0;
         let (d, f) = (self.dim as f64, self.ff_dim as f64);
         let (len, heads) = (self.max_len as f64, self.heads as f64);
         let positions = batch as f64 * len;
         let per_layer = 11.0 * d + 3.0 * f + heads * len;
-        let activations = 2.0 * positions * (self.layers as f64 * per_layer + 6.0 * d);
+        let activations = positions * (self.layers as f64 * per_layer + 6.0 * d);
         let scores = batch as f64 * self.vocab() as f64;
         MemoryEstimate {
             parameters: 7.0 * self.parameters() * F32,
@@ -108,7 +111,7 @@ impl ModelConfig {
 pub struct MemoryEstimate {
     /// Weights, gradients, Adam moments, checkpoint copies.
     pub parameters: f64,
-    /// One batch's activations and their gradients, and validation scores.
+    /// One batch's activations and validation scores.
     pub activations: f64,
 }
 
@@ -121,7 +124,7 @@ impl MemoryEstimate {
 
 /// `bytes` in decimal units, e.g. "1.2 GB".
 pub fn human_bytes(bytes: f64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
     let mut value = bytes;
     let mut unit = 0;
     while value >= 1000.0 && unit + 1 < UNITS.len() {

@@ -215,14 +215,24 @@ impl RunDir {
         self.file("curves.svg")
     }
 
+    /// Whether the folder holds a run (its config.json, or a commit).
+    pub fn holds_run(&self) -> bool {
+        self.config().exists() || self.state().exists()
+    }
+
+    /// The error for a folder that holds no run.
+    pub fn no_run(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{} holds no run (no config.json; `sasrec train --out DIR` makes one)",
+            self.dir.display()
+        )
+    }
+
     /// Reads and checks `config.json`.
     pub fn read_config(&self) -> Result<RunConfig> {
         let path = self.config();
         if !path.exists() {
-            bail!(
-                "{} holds no run (no config.json; `sasrec train --out DIR` makes one)",
-                self.dir.display()
-            );
+            return Err(self.no_run());
         }
         let config: RunConfig = read_json(&path)?;
         config

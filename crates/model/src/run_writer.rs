@@ -197,6 +197,9 @@ impl RunWriter {
     pub fn create(dir: impl Into<PathBuf>, command: &str, replace: bool) -> Result<RunWriter> {
         let dir = RunDir::new(dir);
         let path = dir.path();
+        // Checked before the lock file is made (a folder of other files gets
+        // none), and again under the lock.
+        Self::check_new(path, replace)?;
         fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
         let lock = RunLock::acquire(path, command)?;
         let mut ours = Self::check_new(path, replace)?;
@@ -254,6 +257,9 @@ impl RunWriter {
         let dir = RunDir::new(dir);
         if !dir.path().is_dir() {
             bail!("{} does not exist", dir.path().display());
+        }
+        if !dir.holds_run() {
+            return Err(dir.no_run());
         }
         let lock = RunLock::acquire(dir.path(), command)?;
         let committed = dir.read_commit()?;
