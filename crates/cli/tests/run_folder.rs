@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use common::{
-    SASREC, assert_error, json, resume, sasrec, temporary_files, text, train, train_args,
-    write_data,
+    SASREC, assert_error, assert_killed_by, json, resume, sasrec, signal, temporary_files, text,
+    train, train_args, trained_run, wait_for, write_data,
 };
 
 /// What an uninterrupted run and a killed-and-resumed run must agree on,
@@ -87,11 +86,7 @@ fn finish(ratings: &Path, run: &Path) -> Output {
 
 #[test]
 fn a_kill_after_any_file_operation_resumes_to_the_uninterrupted_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let ratings = write_data(dir.path());
-    let straight = dir.path().join("straight");
-    let out = train(&ratings, &straight, "2");
-    assert!(out.status.success(), "{}", text(&out).1);
+    let (dir, ratings, straight) = trained_run("2");
     let expected = outcome(&straight);
 
     // Operation k: every write, fsync, rename and removal in the run folder,
@@ -104,13 +99,8 @@ fn a_kill_after_any_file_operation_resumes_to_the_uninterrupted_run() {
         if out.status.success() {
             break;
         }
-        let (_, stderr) = text(&out);
-        assert!(!stderr.contains("panicked"), "operation {k}:\n{stderr}");
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::ExitStatusExt;
-            assert_eq!(out.status.signal(), Some(6), "operation {k}: {stderr}");
-        }
+        assert!(!text(&out).1.contains("panicked"), "operation {k}");
+        assert_killed_by(&out, 6); // SIGABRT
 
         let out = finish(&ratings, &run);
         let (_, stderr) = text(&out);
@@ -127,7 +117,7 @@ fn a_kill_after_any_file_operation_resumes_to_the_uninterrupted_run() {
             expected,
             "killed after operation {k} and resumed"
         );
-        assert_eq!(temporary_files(&run), Vec::<std::path::PathBuf>::new());
+        assert_eq!(temporary_files(&run), Vec::<PathBuf>::new());
         std::fs::remove_dir_all(&run).unwrap();
         k += 1;
     }
@@ -137,10 +127,7 @@ fn a_kill_after_any_file_operation_resumes_to_the_uninterrupted_run() {
 
 #[test]
 fn a_full_disk_at_any_file_operation_is_an_error_and_the_run_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let ratings = write_data(dir.path());
-    let straight = dir.path().join("straight");
-    assert!(train(&ratings, &straight, "2").status.success());
+    let (dir, ratings, straight) = trained_run("2");
     let expected = outcome(&straight);
 
     // Every third operation fails as on a full disk (the kill test above
@@ -153,7 +140,7 @@ fn a_full_disk_at_any_file_operation_is_an_error_and_the_run_resumes() {
             break;
         }
         assert_error(&out, "no space left on device (simulated");
-        assert_eq!(temporary_files(&run), Vec::<std::path::PathBuf>::new());
+        assert_eq!(temporary_files(&run), Vec::<PathBuf>::new());
         let out = finish(&ratings, &run);
         assert!(
             out.status.success(),
@@ -163,19 +150,6 @@ fn a_full_disk_at_any_file_operation_is_an_error_and_the_run_resumes() {
         assert_eq!(outcome(&run), expected, "failed at operation {k}, resumed");
         std::fs::remove_dir_all(&run).unwrap();
         k += 3;
-    }
-}
-
-/// Waits until `path` exists.
-fn wait_for(path: &Path) {
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -207,11 +181,7 @@ fn a_second_writer_is_refused_with_the_pid_and_sigterm_saves() {
     assert!(out.status.success(), "{}", text(&out).1);
 
     // SIGTERM stops the first like Ctrl-C: progress saved, exit status 130.
-    let status = Command::new("kill")
-        .args(["-TERM", &first.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(first.id(), "TERM");
     let out = first.wait_with_output().unwrap();
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
@@ -309,10 +279,7 @@ fn tensor_offset(file: &[u8], tensor: &str) -> usize {
 
 #[test]
 fn edited_checkpoints_are_refused_and_resume_restores_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let ratings = write_data(dir.path());
-    let run = dir.path().join("run");
-    assert!(train(&ratings, &run, "2").status.success());
+    let (_dir, _, run) = trained_run("2");
     let model = run.join("model.safetensors");
     let good = std::fs::read(&model).unwrap();
     let good_top = text(&recommend(&run)).0;
@@ -369,10 +336,7 @@ fn edited_checkpoints_are_refused_and_resume_restores_them() {
 
 #[test]
 fn a_changed_ratings_file_is_refused_unless_allowed() {
-    let dir = tempfile::tempdir().unwrap();
-    let ratings = write_data(dir.path());
-    let run = dir.path().join("run");
-    assert!(train(&ratings, &run, "1").status.success());
+    let (_dir, ratings, run) = trained_run("1");
     let mut csv = std::fs::read_to_string(&ratings).unwrap();
     csv = csv.replacen("4.0", "3.0", 1); // same size, different content
     std::fs::write(&ratings, csv).unwrap();
@@ -393,10 +357,7 @@ fn a_changed_ratings_file_is_refused_unless_allowed() {
 
 #[test]
 fn a_hand_edited_config_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let ratings = write_data(dir.path());
-    let run = dir.path().join("run");
-    assert!(train(&ratings, &run, "1").status.success());
+    let (_dir, _, run) = trained_run("1");
     let path = run.join("config.json");
     let good = json(&path);
     let run_arg = run.to_str().unwrap();

@@ -5,9 +5,11 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{SASREC, assert_error, json, resume, sasrec, text, train, train_args, write_data};
+use common::{
+    SASREC, assert_error, json, resume, sasrec, signal, text, train, train_args, wait_for,
+    write_data,
+};
 
 #[test]
 fn train_eval_recommend_plot() {
@@ -132,19 +134,8 @@ fn ctrl_c_saves_and_resume_finishes_the_run() {
         .unwrap();
 
     // Wait for the first epoch, then press Ctrl-C.
-    let started = Instant::now();
-    while !run.join("state.json").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no epoch finished"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    wait_for(&run.join("state.json"));
+    signal(child.id(), "INT");
     let out = child.wait_with_output().unwrap();
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(130), "{stderr}");

@@ -489,6 +489,15 @@ mod tests {
         all
     }
 
+    /// A run folder with generation 1 committed, its writer gone.
+    fn one_generation() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = RunWriter::create(dir.path(), "test", false).unwrap();
+        run.commit(&progress(1), b"last 1", Some(b"best 1"), &[record(1)])
+            .unwrap();
+        dir
+    }
+
     #[test]
     fn commits_keep_one_generation_and_publish_its_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -524,11 +533,7 @@ mod tests {
 
     #[test]
     fn recovery_removes_leftovers_and_republishes() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut run = RunWriter::create(dir.path(), "test", false).unwrap();
-        run.commit(&progress(1), b"last 1", Some(b"best 1"), &[record(1)])
-            .unwrap();
-        drop(run);
+        let dir = one_generation();
         // What a kill in the middle of generation 2 leaves: its checkpoint,
         // a temporary state.json, and a model.safetensors from the future.
         fs::write(dir.path().join("checkpoints/last-2.safetensors"), b"last 2").unwrap();
@@ -552,11 +557,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_checkpoint_is_refused_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut run = RunWriter::create(dir.path(), "test", false).unwrap();
-        run.commit(&progress(1), b"last 1", Some(b"best 1"), &[record(1)])
-            .unwrap();
-        drop(run);
+        let dir = one_generation();
         fs::write(dir.path().join("checkpoints/best-1.safetensors"), b"best X").unwrap();
         fs::write(dir.path().join("model.safetensors"), b"edited").unwrap();
         let err = RunWriter::open(dir.path(), "test")
@@ -572,11 +573,7 @@ mod tests {
 
     #[test]
     fn create_refuses_runs_and_foreign_folders_and_replaces_only_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut run = RunWriter::create(dir.path(), "test", false).unwrap();
-        run.commit(&progress(1), b"last 1", Some(b"best 1"), &[record(1)])
-            .unwrap();
-        drop(run);
+        let dir = one_generation();
         let err = RunWriter::create(dir.path(), "test", false).unwrap_err();
         assert!(err.to_string().contains("already holds a run"), "{err}");
         RunWriter::create(dir.path(), "test", true).unwrap();

@@ -231,20 +231,29 @@ fn checkpoint_round_trips_to_identical_outputs() {
     );
 }
 
-#[test]
-fn nan_weights_stop_training_with_the_step() {
+/// Trains from initial weights changed by `edit` into `dir`; the error.
+fn train_from_broken_weights(
+    dir: &std::path::Path,
+    edit: impl FnOnce(&mut [(String, Vec<usize>, Vec<f32>)]),
+) -> String {
     let b = CpuBackend;
     let train = cyclic_users(20);
     let valid = valid_of(&train);
-    let dir = tempfile::tempdir().unwrap();
     let config = small_model(0.0);
     let mut weights = SasRec::new(&b, config.clone(), 1).weights(&b);
-    weights[1].2[0] = f32::NAN; // position embedding
+    edit(&mut weights);
     let model = SasRec::from_weights(&b, config, weights).unwrap();
-    let run = RunWriter::create(dir.path(), "test", false).unwrap();
+    let run = RunWriter::create(dir, "test", false).unwrap();
     let mut t = Trainer::new(&b, model, train_config(2), &train, &valid, true, run).unwrap();
     t.progress = false;
-    let err = t.run(&AtomicBool::new(false)).unwrap_err().to_string();
+    t.run(&AtomicBool::new(false)).unwrap_err().to_string()
+}
+
+#[test]
+fn nan_weights_stop_training_with_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    // The position embedding.
+    let err = train_from_broken_weights(dir.path(), |w| w[1].2[0] = f32::NAN);
     assert!(
         err.contains("the training loss became NaN at step 1 (epoch 1, batch 1)")
             && err.contains("the run folder has no checkpoint yet"),
@@ -272,20 +281,10 @@ fn recommendations_skip_history_and_padding() {
 
 #[test]
 fn nan_that_the_loss_hides_is_caught_in_the_gradients() {
-    let b = CpuBackend;
-    let train = cyclic_users(20);
-    let valid = valid_of(&train);
     let dir = tempfile::tempdir().unwrap();
-    let config = small_model(0.0);
-    let mut weights = SasRec::new(&b, config.clone(), 1).weights(&b);
     // One row of the item table: only the softmax over all items sees it.
-    let dim = config.dim;
-    weights[0].2[7 * dim..8 * dim].fill(f32::NAN);
-    let model = SasRec::from_weights(&b, config, weights).unwrap();
-    let run = RunWriter::create(dir.path(), "test", false).unwrap();
-    let mut t = Trainer::new(&b, model, train_config(2), &train, &valid, true, run).unwrap();
-    t.progress = false;
-    let err = t.run(&AtomicBool::new(false)).unwrap_err().to_string();
+    let dim = small_model(0.0).dim;
+    let err = train_from_broken_weights(dir.path(), |w| w[0].2[7 * dim..8 * dim].fill(f32::NAN));
     assert!(
         (err.contains("the training loss became NaN")
             || err.contains("the gradient of item_embedding.weight became NaN"))

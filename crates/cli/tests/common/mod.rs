@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 pub const SASREC: &str = env!("CARGO_BIN_EXE_sasrec");
 
@@ -129,4 +130,46 @@ pub fn temporary_files(dir: &Path) -> Vec<PathBuf> {
 /// The parsed JSON of a file.
 pub fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A temporary folder with the generated ratings file and a run trained on
+/// it for `epochs` into `run`: (folder, ratings, run).
+pub fn trained_run(epochs: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let ratings = write_data(dir.path());
+    let run = dir.path().join("run");
+    let out = train(&ratings, &run, epochs);
+    assert!(out.status.success(), "{}", text(&out).1);
+    (dir, ratings, run)
+}
+
+/// Waits (two minutes at most) until `path` exists.
+pub fn wait_for(path: &Path) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal (`INT`, `TERM`) to a process we started.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Asserts that the process was ended by signal `number` (on Unix).
+pub fn assert_killed_by(out: &Output, number: i32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(number), "{}", text(out).1);
+    }
 }
