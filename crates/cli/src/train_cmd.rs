@@ -104,7 +104,7 @@ pub struct TrainArgs {
     force: bool,
     /// With --resume: continue even though the ratings file changed since
     /// the run started.
-    #[arg(long)]
+    #[arg(long, requires = "resume")]
     allow_changed_data: bool,
 }
 
@@ -304,7 +304,7 @@ fn check_memory(config: &RunConfig, split: &Split) -> Result<()> {
     };
     if need.total() > available as f64 {
         bail!(
-            "this run needs about {} of memory (weights and Adam state {}, activations of a batch of {batch} {}), more than the {} available: lower --dim, --max-len, --layers or --batch-size",
+            "this run needs about {} of memory (weights and Adam state {}, activations of a batch of {batch} {}), more than the {} available: lower --dim, --ff-dim, --max-len, --layers or --batch-size",
             human_bytes(need.total()),
             human_bytes(need.parameters),
             human_bytes(need.activations),

@@ -239,10 +239,7 @@ impl RunWriter {
                 bounded(name, 60)
             );
         }
-        let holds_run = names
-            .iter()
-            .any(|n| n == "config.json" || n == "state.json");
-        if holds_run && !replace {
+        if RunDir::new(dir).holds_run() && !replace {
             bail!(
                 "{} already holds a run; continue it with --resume, or replace it with --force",
                 dir.display()

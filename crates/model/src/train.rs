@@ -369,9 +369,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         );
         if !valid.loss.is_finite() {
             bail!(
-                "validation loss became {} after epoch {}; stopping",
+                "the validation loss became {} after epoch {}; stopped: {}",
                 valid.loss,
-                self.state.epoch + 1
+                self.state.epoch + 1,
+                self.kept()
             );
         }
         let value = selection_value(self.config.selection, &valid)?;
