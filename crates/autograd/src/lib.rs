@@ -337,10 +337,10 @@ impl<'b, B: Backend> Tape<'b, B> {
                     if self.nodes[w.0].requires_grad {
                         send(*w, b.matmul(&dy, self.value(*x), true, false));
                     }
-                    if let Some(bias) = bias {
-                        if self.nodes[bias.0].requires_grad {
-                            send(*bias, b.sum_rows(&dy));
-                        }
+                    if let Some(bias) = bias
+                        && self.nodes[bias.0].requires_grad
+                    {
+                        send(*bias, b.sum_rows(&dy));
                     }
                 }
                 Op::Attention {

@@ -5,6 +5,9 @@ use clap::{Args, ValueEnum};
 use sasrec_kernels::gpu::{AdapterChoice, GpuError, GpuOptions, WgpuBackend};
 use sasrec_kernels::{Backend, CpuBackend};
 
+/// The most CPU threads `--threads` accepts.
+const MAX_THREADS: usize = 1024;
+
 /// Where to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceKind {
@@ -48,6 +51,9 @@ impl DeviceArgs {
     /// Opens the backend these flags ask for and says which one on stderr.
     pub fn open(&self) -> Result<Device> {
         if let Some(threads) = self.threads {
+            if !(1..=MAX_THREADS).contains(&threads) {
+                anyhow::bail!("--threads must be between 1 and {MAX_THREADS}, got {threads}");
+            }
             // SAFETY: called before any other thread of this process exists
             // (the commands open the device first); matrixmultiply reads the
             // variable when its first product runs.

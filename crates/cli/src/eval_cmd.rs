@@ -33,6 +33,9 @@ pub struct EvalArgs {
     /// Read the ratings from here instead of the path saved in config.json.
     #[arg(long, value_name = "PATH")]
     ratings: Option<PathBuf>,
+    /// Evaluate even though the ratings file changed since training.
+    #[arg(long)]
+    allow_changed_data: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -66,6 +69,9 @@ fn eval_on<B: Backend>(
     config: &RunConfig,
     args: &EvalArgs,
 ) -> Result<()> {
+    if let Some(warning) = config.check_ratings(args.allow_changed_data)? {
+        eprintln!("warning: {warning}");
+    }
     let (dataset, split) = config.data.load()?;
     if !dataset.vocab.matches_saved(&run.read_vocab()?) {
         bail!(
@@ -79,6 +85,13 @@ fn eval_on<B: Backend>(
         SplitPart::Valid => &split.valid,
         SplitPart::Test => &split.test,
     };
+    if users.is_empty() {
+        bail!(
+            "the split has no {} users: all {} users are too short to evaluate",
+            part_name(args.split_part),
+            dataset.users.len()
+        );
+    }
     let result = evaluate(
         backend,
         &model,
@@ -89,7 +102,7 @@ fn eval_on<B: Backend>(
     );
     let popular = leave_one_out
         .then(|| popularity_baseline(&split.train, users, config.model.vocab(), &args.k));
-    let part = format!("{:?}", args.split_part).to_lowercase();
+    let part = part_name(args.split_part);
     if args.json {
         let out = serde_json::json!({ "run": run.path(), "part": part, "model": result, "most_popular": popular });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -109,4 +122,11 @@ fn eval_on<B: Backend>(
         println!("most popular  {}", p.summary());
     }
     Ok(())
+}
+
+fn part_name(part: SplitPart) -> &'static str {
+    match part {
+        SplitPart::Valid => "valid",
+        SplitPart::Test => "test",
+    }
 }

@@ -8,6 +8,8 @@ mod plot_cmd;
 mod recommend_cmd;
 mod train_cmd;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -26,11 +28,15 @@ enum Command {
     /// Train a model into a run folder (or continue one with --resume).
     ///
     /// A flag given twice takes its last value (so wrappers can add defaults).
-    #[command(args_override_self = true)]
+    /// Exit status: 0 when the run is done, 130 when Ctrl-C or SIGTERM
+    /// stopped it (its progress saved), 1 on any error.
+    #[command(args_override_self = true, allow_negative_numbers = true)]
     Train(Box<train_cmd::TrainArgs>),
     /// Evaluate a run's best checkpoint: HR@K, NDCG@K, MRR over all items.
+    #[command(allow_negative_numbers = true)]
     Eval(eval_cmd::EvalArgs),
     /// Recommend the next movies for a user or a list of movies.
+    #[command(allow_negative_numbers = true)]
     Recommend(recommend_cmd::RecommendArgs),
     /// Redraw a run's training curves (curves.svg).
     Plot(plot_cmd::PlotArgs),
@@ -41,18 +47,36 @@ enum Command {
     Devices,
 }
 
-fn main() {
+/// The longest error message printed; messages quote values cut short
+/// already, this bounds whatever slips through.
+const MAX_ERROR_CHARS: usize = 1000;
+
+fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
+    let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
         Command::Train(args) => train_cmd::run(*args),
-        Command::Eval(args) => eval_cmd::run(args),
-        Command::Recommend(args) => recommend_cmd::run(args),
-        Command::Plot(args) => plot_cmd::run(args),
-        Command::Data(cmd) => data_cmd::run(cmd),
-        Command::Devices => devices_cmd::run(),
+        Command::Eval(args) => done(eval_cmd::run(args)),
+        Command::Recommend(args) => done(recommend_cmd::run(args)),
+        Command::Plot(args) => done(plot_cmd::run(args)),
+        Command::Data(cmd) => done(data_cmd::run(cmd)),
+        Command::Devices => done(devices_cmd::run()),
     };
-    if let Err(err) = result {
-        eprintln!("error: {err:#}");
-        std::process::exit(1);
+    result.unwrap_or_else(|err| {
+        let message = sasrec_model::bounded(&format!("{err:#}"), MAX_ERROR_CHARS);
+        eprintln!("error: {message}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`sasrec ... | head`)
+/// would panic; with the default action the process ends quietly, as any
+/// Unix tool does.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

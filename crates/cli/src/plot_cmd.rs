@@ -4,9 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use sasrec_model::RunDir;
-use sasrec_model::plot::write_curves;
-use sasrec_model::train::read_records;
+use sasrec_model::RunWriter;
 
 /// `sasrec plot` flags.
 #[derive(Args, Debug)]
@@ -16,14 +14,22 @@ pub struct PlotArgs {
     run: PathBuf,
 }
 
-/// Runs `sasrec plot`.
+/// Runs `sasrec plot`: rewrites the run's published files (curves.svg,
+/// metrics.jsonl, model.safetensors) from its committed state where they
+/// differ, under the run folder's lock.
 pub fn run(args: PlotArgs) -> Result<()> {
-    let run = RunDir::new(&args.run);
-    let records = read_records(&run.metrics())?;
-    if records.is_empty() {
-        bail!("{} has no epochs yet", run.metrics().display());
+    let mut run = RunWriter::open(&args.run, "plot")?;
+    let recovery = run.recover()?;
+    if !recovery.is_clean() {
+        eprintln!("note: repaired {}: {recovery}", args.run.display());
     }
-    write_curves(&run.curves(), &records)?;
-    println!("{} ({} epochs)", run.curves().display(), records.len());
+    let Some(commit) = run.committed().filter(|c| !c.epochs.is_empty()) else {
+        bail!("{} has no finished epoch yet", args.run.display());
+    };
+    println!(
+        "{} ({} epochs)",
+        run.dir().curves().display(),
+        commit.epochs.len()
+    );
     Ok(())
 }

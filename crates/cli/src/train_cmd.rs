@@ -2,18 +2,20 @@
 //! test metrics of the best checkpoint.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use sasrec_data::Split;
+use sasrec_data::{Dataset, Split};
 use sasrec_kernels::Backend;
 use sasrec_kernels::gpu::WgpuBackend;
-use sasrec_model::train::read_records;
+use sasrec_model::checkpoint::FileDigest;
+use sasrec_model::config::human_bytes;
 use sasrec_model::{
-    DataSpec, EpochHook, ModelConfig, Outcome, RunConfig, RunDir, SasRec, Selection, SplitMethod,
-    TrainConfig, Trainer, evaluate, load_model, popularity_baseline,
+    DataSpec, EpochHook, InvalidSetting, ModelConfig, Outcome, RunConfig, RunWriter, SasRec,
+    Selection, SplitMethod, TrainConfig, Trainer, evaluate, popularity_baseline,
 };
 
 use crate::data_cmd::{FilterArgs, RatingsArgs};
@@ -95,98 +97,119 @@ pub struct TrainArgs {
     out: PathBuf,
     /// Continue the run in --out from its last checkpoint, with its saved
     /// settings (model, data and training flags are then ignored).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "force")]
     resume: bool,
+    /// Replace the run already in --out (only ever a run folder is cleared).
+    #[arg(long)]
+    force: bool,
+    /// With --resume: continue even though the ratings file changed since
+    /// the run started.
+    #[arg(long, requires = "resume")]
+    allow_changed_data: bool,
 }
 
 impl TrainArgs {
-    /// The run configuration these flags describe (before the vocabulary is known).
+    /// The run configuration these flags describe, checked. The number of
+    /// items and the ratings file's digest are filled in once the data is read.
     fn run_config(&self) -> Result<RunConfig> {
         let leave_one_out = self.split == SplitArg::LeaveOneOut;
         let selection = match &self.select {
-            Some(s) => Selection::parse(s).map_err(anyhow::Error::msg)?,
+            Some(s) => Selection::parse(s).map_err(|e| anyhow::anyhow!("--select: {e}"))?,
             None if leave_one_out => Selection::Ndcg(10),
             None => Selection::Loss,
         };
-        if self.k.contains(&0) {
-            bail!("--k values must be at least 1");
-        }
-        let data = DataSpec {
-            ratings: self.ratings.path()?,
-            input: self.ratings.spec(),
-            filter: self.filter.to_config(),
-            split: if leave_one_out {
-                SplitMethod::LeaveOneOut
-            } else {
-                SplitMethod::RandomUsers
+        let config = RunConfig {
+            model: ModelConfig {
+                num_items: 1,
+                max_len: self.max_len,
+                dim: self.dim,
+                heads: self.heads,
+                layers: self.layers,
+                ff_dim: self.ff_dim.unwrap_or(self.dim.saturating_mul(4)),
+                dropout: self.dropout,
             },
-            valid_fraction: self.valid_fraction,
-            split_seed: self.split_seed,
+            train: TrainConfig {
+                batch_size: self.batch_size,
+                lr: self.lr,
+                epochs: self.epochs,
+                patience: self.patience,
+                selection,
+                seed: self.seed,
+                ks: self.k.clone(),
+                ..TrainConfig::default()
+            },
+            data: DataSpec {
+                ratings: self.ratings.path()?,
+                input: self.ratings.spec(),
+                filter: self.filter.to_config(),
+                split: if leave_one_out {
+                    SplitMethod::LeaveOneOut
+                } else {
+                    SplitMethod::RandomUsers
+                },
+                valid_fraction: self.valid_fraction,
+                split_seed: self.split_seed,
+            },
+            ratings_digest: FileDigest::of_bytes(&[]),
         };
-        let model = ModelConfig {
-            num_items: 0,
-            max_len: self.max_len,
-            dim: self.dim,
-            heads: self.heads,
-            layers: self.layers,
-            ff_dim: self.ff_dim.unwrap_or(4 * self.dim),
-            dropout: self.dropout,
-        };
-        let train = TrainConfig {
-            batch_size: self.batch_size,
-            lr: self.lr,
-            epochs: self.epochs,
-            patience: self.patience,
-            selection,
-            seed: self.seed,
-            ks: self.k.clone(),
-            ..TrainConfig::default()
-        };
-        if train.batch_size == 0 {
-            bail!("--batch-size must be at least 1");
-        }
-        Ok(RunConfig { model, train, data })
+        config.validate().map_err(flag_error)?;
+        Ok(config)
     }
 }
 
-/// Runs `sasrec train`.
-pub fn run(args: TrainArgs) -> Result<()> {
-    let run = RunDir::new(&args.out);
-    let config = if args.resume {
-        if !run.state().exists() {
-            bail!(
-                "{} holds no run to resume (no state.json)",
-                run.path().display()
-            );
+/// A setting's error in terms of the flag that sets it.
+fn flag_error(err: InvalidSetting) -> anyhow::Error {
+    let flag = match err.field {
+        "ks" => "--k".to_string(),
+        "selection" => "--select".to_string(),
+        field => format!("--{}", field.replace('_', "-")),
+    };
+    anyhow::anyhow!("{flag} {}", err.problem)
+}
+
+/// Runs `sasrec train`: 0 when the run is done, 130 when it was stopped
+/// (Ctrl-C, SIGTERM) and its progress saved.
+pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    // Everything that can be checked is checked before the run folder is
+    // touched: a refused run leaves nothing behind.
+    let (run, config) = if args.resume {
+        let mut run = RunWriter::open(&args.out, "train")?;
+        note_previous_holder(&run);
+        let config = run.dir().read_config()?;
+        if let Some(warning) = config.check_ratings(args.allow_changed_data)? {
+            eprintln!("warning: {warning}");
         }
-        eprintln!("resuming {} with its saved settings", run.path().display());
-        run.read_config()?
+        let recovery = run.recover()?;
+        if !recovery.is_clean() {
+            eprintln!("note: repaired {}: {recovery}", args.out.display());
+        }
+        (Some(run), config)
     } else {
-        if run.config().exists() {
-            bail!(
-                "{} already holds a run; continue it with --resume or choose another --out",
-                run.path().display()
-            );
-        }
-        args.run_config()?
+        let config = args.run_config()?;
+        RunWriter::check_new(&args.out, args.force)?;
+        (None, config)
     };
 
     eprintln!("reading {}", config.data.ratings.display());
     let (dataset, split) = config.data.load()?;
     let mut config = config;
-    if args.resume {
-        let saved = run.read_vocab()?;
-        if !dataset.vocab.matches_saved(&saved) {
-            bail!(
-                "the items of {} no longer match the run's vocab.json; the ratings file changed since training",
-                config.data.ratings.display()
-            );
+    match &run {
+        Some(run) => {
+            if !dataset.vocab.matches_saved(&run.dir().read_vocab()?) {
+                bail!(
+                    "the items of {} no longer match the run's vocab.json; the ratings file changed since training",
+                    config.data.ratings.display()
+                );
+            }
         }
-    } else {
-        config.model.num_items = dataset.vocab.num_items();
-        config.model.validate().map_err(anyhow::Error::msg)?;
-        run.create(&config, &dataset.vocab)?;
+        None => {
+            config.model.num_items = dataset.vocab.num_items();
+            config.model.validate().map_err(flag_error)?;
+            config.ratings_digest = FileDigest::of_file(&config.data.ratings)?;
+        }
     }
+    check_split(&config, &dataset, &split)?;
+    check_memory(&config, &split)?;
     let stats = dataset.stats();
     eprintln!(
         "{} users, {} items, {} interactions; split {}: train {}, valid {}, test {} users",
@@ -200,6 +223,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
 
     let device = args.device.open()?;
+    let run = match run {
+        Some(run) => run,
+        None => {
+            let run = RunWriter::create(&args.out, "train", args.force)?;
+            note_previous_holder(&run);
+            if args.force {
+                eprintln!("replaced the run in {} (--force)", args.out.display());
+            }
+            run.write_settings(&config, &dataset.vocab)?;
+            run
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -213,55 +248,135 @@ pub fn run(args: TrainArgs) -> Result<()> {
     .context("installing the Ctrl-C handler")?;
 
     match device {
-        Device::Cpu(b) => train_on(&b, &config, &split, &run, args.resume, &stop, None),
+        Device::Cpu(b) => train_on(&b, &config, &split, run, args.resume, &stop, None),
         Device::Gpu(b) => {
             let hook = args
                 .device
                 .profile_kernels
                 .then(|| Box::new(KernelProfile(b.clone())) as Box<dyn EpochHook>);
-            train_on(&b, &config, &split, &run, args.resume, &stop, hook)
+            train_on(&b, &config, &split, run, args.resume, &stop, hook)
         }
     }
+}
+
+fn note_previous_holder(run: &RunWriter) {
+    if let Some(holder) = run.previous_holder() {
+        eprintln!("note: {holder} stopped without releasing the run folder; taking it over");
+    }
+}
+
+/// Refuses a split that leaves nothing to train or validate on, saying why.
+fn check_split(config: &RunConfig, dataset: &Dataset, split: &Split) -> Result<()> {
+    let users = dataset.users.len();
+    if config.data.leave_one_out() {
+        if split.valid.is_empty() {
+            bail!(
+                "no user is left to validate on: all {users} users have fewer than 3 interactions, and leave-one-out needs 3"
+            );
+        }
+    } else if split.valid.is_empty() {
+        if config.data.valid_fraction == 0.0 {
+            bail!(
+                "--valid-fraction 0 holds out no users, and random-users validates on held-out users"
+            );
+        }
+        bail!(
+            "no user is left to validate on: the {} held-out users all have a single interaction",
+            split.too_short_for_eval
+        );
+    }
+    if split.train.is_empty() {
+        bail!(
+            "no training sequences: none of the {users} users has enough interactions to train on"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a model and batch that cannot fit in the memory available.
+fn check_memory(config: &RunConfig, split: &Split) -> Result<()> {
+    let longest_part = split.train.len().max(split.valid.len());
+    let batch = config.train.batch_size.min(longest_part);
+    let need = config.model.training_memory(batch);
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    if need.total() > available as f64 {
+        bail!(
+            "this run needs about {} of memory (weights and Adam state {}, activations of a batch of {batch} {}), more than the {} available: lower --dim, --ff-dim, --max-len, --layers or --batch-size",
+            human_bytes(need.total()),
+            human_bytes(need.parameters),
+            human_bytes(need.activations),
+            human_bytes(available as f64)
+        );
+    }
+    Ok(())
+}
+
+/// Memory available to a new process: MemAvailable on Linux, the physical
+/// memory on other Unix systems.
+fn available_memory() -> Option<u64> {
+    if let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") {
+        let kib = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        if let Some(kib) = kib {
+            return Some(kib * 1024);
+        }
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system constants.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && page > 0 {
+            return Some(pages as u64 * page as u64);
+        }
+    }
+    None
 }
 
 fn train_on<B: Backend>(
     backend: &B,
     config: &RunConfig,
     split: &Split,
-    run: &RunDir,
+    run: RunWriter,
     resume: bool,
     stop: &AtomicBool,
     hook: Option<Box<dyn EpochHook>>,
-) -> Result<()> {
-    let leave_one_out = config.data.leave_one_out();
+) -> Result<ExitCode> {
     let model = SasRec::new(backend, config.model.clone(), config.train.seed);
+    let out = run.dir().path().display().to_string();
     let mut trainer = Trainer::new(
         backend,
         model,
         config.train.clone(),
         &split.train,
         &split.valid,
-        leave_one_out,
-        run.clone(),
+        config.data.leave_one_out(),
+        run,
     )?;
     trainer.hook = hook;
-    if resume {
-        trainer.restore()?;
+    if trainer.restore()? {
+        let generation = trainer.run_folder().committed().map_or(0, |c| c.generation);
         eprintln!(
-            "continuing at epoch {}, step {}",
+            "continuing at epoch {}, step {} (checkpoint generation {generation})",
             trainer.state.epoch + 1,
             trainer.state.step
         );
+    } else if resume {
+        eprintln!("{out} has no checkpoint yet: starting at step 0 with its saved settings");
     }
     let outcome = trainer.run(stop)?;
-    drop(trainer);
     match outcome {
         Outcome::Interrupted => {
-            eprintln!(
-                "saved; continue with: sasrec train --resume --out {}",
-                run.path().display()
-            );
-            return Ok(());
+            eprintln!("saved; continue with: sasrec train --resume --out {out}");
+            return Ok(ExitCode::from(130));
         }
         Outcome::EarlyStopped => eprintln!(
             "early stopping: no better {} for a while",
@@ -269,17 +384,29 @@ fn train_on<B: Backend>(
         ),
         Outcome::Completed => {}
     }
-    report(backend, config, split, run)
+    report(backend, config, split, trainer)?;
+    // Stopped while the report ran: the run is complete, but say it was cut.
+    Ok(if stop.load(Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Prints the best epoch, its validation numbers, and (leave-one-out) the
 /// test numbers of the best checkpoint beside the most-popular baseline.
-fn report<B: Backend>(backend: &B, config: &RunConfig, split: &Split, run: &RunDir) -> Result<()> {
-    let records = read_records(&run.metrics())?;
+fn report<B: Backend>(
+    backend: &B,
+    config: &RunConfig,
+    split: &Split,
+    trainer: Trainer<'_, B>,
+) -> Result<()> {
+    let records = trainer.epochs().to_vec();
+    let run = trainer.into_run();
     let Some(best) = records.iter().rev().find(|r| r.best) else {
         bail!("the run has no validated epoch");
     };
-    println!("run           {}", run.path().display());
+    println!("run           {}", run.dir().path().display());
     println!(
         "best epoch    {} of {} (by valid {})",
         best.epoch,
@@ -288,7 +415,7 @@ fn report<B: Backend>(backend: &B, config: &RunConfig, split: &Split, run: &RunD
     );
     print_line("valid", best.valid.loss, best.valid.ranking.as_ref());
     if config.data.leave_one_out() {
-        let model = load_model(backend, &run.model(), config.model.clone())?;
+        let (_, model) = run.dir().load_model(backend)?;
         let test = evaluate(
             backend,
             &model,
@@ -305,17 +432,15 @@ fn report<B: Backend>(backend: &B, config: &RunConfig, split: &Split, run: &RunD
             &config.train.ks,
         );
         println!("test popular  {}", popular.summary());
-        sasrec_model::run::write_json(
-            &run.path().join("test.json"),
-            &serde_json::json!({
-                "best_epoch": best.epoch,
-                "valid": best.valid,
-                "test": test,
-                "most_popular_test": popular,
-            }),
-        )?;
+        let json = serde_json::json!({
+            "best_epoch": best.epoch,
+            "valid": best.valid,
+            "test": test,
+            "most_popular_test": popular,
+        });
+        run.write_file("test.json", &serde_json::to_vec_pretty(&json)?)?;
     }
-    println!("curves        {}", run.curves().display());
+    println!("curves        {}", run.dir().curves().display());
     Ok(())
 }
 

@@ -2,87 +2,14 @@
 //! a generated ratings file, evaluate, recommend, plot, interrupt and resume,
 //! and get clear errors for bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+mod common;
 
-const SASREC: &str = env!("CARGO_BIN_EXE_sasrec");
+use std::process::Command;
 
-/// 40 users walking 30 movies (ids 101..130) in cycles, one rating a minute,
-/// plus movies.csv with titles.
-fn write_data(dir: &Path) -> PathBuf {
-    let mut csv = String::from("userId,movieId,rating,timestamp\r\n");
-    for user in 1..=40u32 {
-        for i in 0..(8 + user % 7) {
-            let movie = 101 + (user * 3 + i) % 30;
-            csv.push_str(&format!("{user},{movie},4.0,{}\r\n", 1_000_000 + 60 * i));
-        }
-    }
-    let ratings = dir.join("ratings.csv");
-    std::fs::write(&ratings, csv).unwrap();
-    let mut movies = String::from("movieId,title,genres\n");
-    for movie in 101..=130 {
-        movies.push_str(&format!("{movie},\"Film {movie}, The (1999)\",Drama\n"));
-    }
-    std::fs::write(dir.join("movies.csv"), movies).unwrap();
-    ratings
-}
-
-fn sasrec(args: &[&str]) -> Output {
-    Command::new(SASREC)
-        .args(args)
-        .output()
-        .expect("sasrec runs")
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-const SMALL: [&str; 16] = [
-    "--max-len",
-    "10",
-    "--dim",
-    "16",
-    "--heads",
-    "2",
-    "--layers",
-    "1",
-    "--batch-size",
-    "8",
-    "--device",
-    "cpu",
-    "--lr",
-    "0.01",
-    "--seed",
-    "1",
-];
-
-/// `sasrec train` of the small model on `ratings` into `run`.
-fn train_args(ratings: &Path, run: &Path, epochs: &str) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "train",
-        "--ratings",
-        ratings.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(["--epochs", epochs].map(String::from));
-    args.extend(SMALL.map(String::from));
-    args
-}
-
-fn train(ratings: &Path, run: &Path, epochs: &str) -> Output {
-    Command::new(SASREC)
-        .args(train_args(ratings, run, epochs))
-        .output()
-        .expect("sasrec runs")
-}
+use common::{
+    SASREC, assert_error, json, resume, sasrec, signal, text, train, train_args, wait_for,
+    write_data,
+};
 
 #[test]
 fn train_eval_recommend_plot() {
@@ -103,19 +30,22 @@ fn train_eval_recommend_plot() {
         "config.json",
         "vocab.json",
         "model.safetensors",
-        "last.safetensors",
         "state.json",
         "curves.svg",
         "test.json",
     ] {
         assert!(run.join(file).exists(), "{file} missing");
     }
+    let last = json(&run.join("state.json"))["last"]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(run.join(last).exists());
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 4);
 
     // The same folder again is refused rather than overwritten.
-    let (_, stderr) = text(&train(&ratings, &run, "4"));
-    assert!(stderr.contains("already holds a run"), "{stderr}");
+    assert_error(&train(&ratings, &run, "4"), "already holds a run");
 
     let out = sasrec(&[
         "eval",
@@ -184,9 +114,11 @@ fn train_eval_recommend_plot() {
         text(&out).1
     );
 
+    let curves = std::fs::read(run.join("curves.svg")).unwrap();
     std::fs::remove_file(run.join("curves.svg")).unwrap();
     let out = sasrec(&["plot", "--run", run.to_str().unwrap()]);
-    assert!(out.status.success() && run.join("curves.svg").exists());
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(std::fs::read(run.join("curves.svg")).unwrap(), curves);
 }
 
 #[test]
@@ -202,26 +134,14 @@ fn ctrl_c_saves_and_resume_finishes_the_run() {
         .unwrap();
 
     // Wait for the first epoch, then press Ctrl-C.
-    let started = Instant::now();
-    while !run.join("state.json").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no epoch finished"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    wait_for(&run.join("state.json"));
+    signal(child.id(), "INT");
     let out = child.wait_with_output().unwrap();
     let (_, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("sasrec train --resume --out"), "{stderr}");
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
-    let step = state["step"].as_u64().unwrap();
+    let state = json(&run.join("state.json"));
+    let step = state["progress"]["step"].as_u64().unwrap();
     assert!(
         step >= 5,
         "at least one epoch of 5 batches was saved, got step {step}"
@@ -230,19 +150,11 @@ fn ctrl_c_saves_and_resume_finishes_the_run() {
     // A resumed run keeps its saved settings: shorten the epoch budget in
     // config.json so that it ends two epochs after the saved one.
     let config_path = run.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    let done = state["epoch"].as_u64().unwrap();
+    let mut config = json(&config_path);
+    let done = state["progress"]["epoch"].as_u64().unwrap();
     config["train"]["epochs"] = serde_json::json!(done + 2);
     std::fs::write(&config_path, serde_json::to_string(&config).unwrap()).unwrap();
-    let out = sasrec(&[
-        "train",
-        "--resume",
-        "--out",
-        run.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let out = resume(&run);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -270,13 +182,7 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         "--out",
         dir.path().join("r").to_str().unwrap(),
     ]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr.contains("ratings.csv: line 3: field `movieId`"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_error(&out, "ratings.csv: line 3: field `movieId`");
 
     let ratings = write_data(dir.path());
     let out = sasrec(&[
@@ -290,16 +196,12 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         "--heads",
         "3",
     ]);
-    assert!(
-        text(&out).1.contains("dim 10 is not a multiple of heads 3"),
-        "{}",
-        text(&out).1
-    );
+    assert_error(&out, "--dim 10 is not a multiple of heads 3");
 
     let out = sasrec(&[
         "eval",
         "--run",
         dir.path().join("nothing").to_str().unwrap(),
     ]);
-    assert!(text(&out).1.contains("config.json"), "{}", text(&out).1);
+    assert_error(&out, "holds no run (no config.json");
 }

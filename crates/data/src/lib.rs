@@ -54,7 +54,7 @@ pub use input::{Columns, Format, InputSpec};
 pub use interactions::{Interactions, Source};
 pub use location::{KnownDataset, dataset_ratings_path, datasets_dir, test_dataset};
 pub use names::read_item_names;
-pub use read::{parse_interactions, read_interactions};
+pub use read::{input_files, parse_interactions, read_interactions};
 pub use split::{Split, SplitKind, split};
 pub use time::{TimeFormat, TimeUnit, format_micros};
 pub use vocab::Vocab;

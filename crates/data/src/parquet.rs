@@ -81,7 +81,7 @@ pub(crate) fn no_panic<T>(
 /// The Parquet parts of a folder, in name order. Files that are not
 /// `*.parquet` (`_SUCCESS`, `.crc` checksums, hidden files) are ignored;
 /// sub-folders (partitioned datasets) are refused.
-fn parts(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+pub(crate) fn parts(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut parts = Vec::new();
     let mut other = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {

@@ -934,3 +934,13 @@ mod tests {
         assert_eq!(f[3], (9, 12));
     }
 }
+
+/// The files [`read_interactions`] reads for `path`: the file itself, or the
+/// Parquet parts of a folder in the order they are read.
+pub fn input_files(path: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
+    if path.is_dir() {
+        crate::parquet::parts(path)
+    } else {
+        Ok(vec![path.to_path_buf()])
+    }
+}

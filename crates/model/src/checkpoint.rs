@@ -1,55 +1,32 @@
-//! Safetensors files and atomic writes.
+//! Safetensors files and checksums.
 //!
 //! Tensor names are the notebook's PyTorch `state_dict` names, so
 //! `model.load_state_dict(safetensors.torch.load_file(path))` loads our
 //! weights and a `state_dict` saved with `safetensors.torch.save_file` loads
-//! here.
+//! here. Loading refuses non-finite values, naming the tensor: a NaN in a
+//! weight file must never turn into a recommendation.
 
 use std::collections::HashMap;
-use std::fs;
-use std::io::Write;
+use std::fs::File;
+use std::hash::Hasher;
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use twox_hash::XxHash3_64;
+
+use crate::text::bounded;
 
 /// A named f32 tensor on the host: `(name, shape, values)`.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
-/// Writes `bytes` to `path` so that readers see the old file or the new one,
-/// never a part: write a temporary file beside it, flush it to disk, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = (|| -> std::io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(err) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(err).with_context(|| format!("writing {}", path.display()));
-    }
-    Ok(())
-}
-
-/// Saves tensors (and string metadata) as a safetensors file, atomically.
-pub fn save_safetensors(
-    path: &Path,
+/// The safetensors bytes of `tensors` with string `metadata`.
+pub fn to_safetensors(
     tensors: &[NamedTensor],
     metadata: HashMap<String, String>,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, data)| le_bytes(data)).collect();
     let views = tensors
         .iter()
@@ -61,36 +38,132 @@ pub fn save_safetensors(
         })
         .collect::<Result<Vec<_>>>()?;
     let metadata = (!metadata.is_empty()).then_some(metadata);
-    let bytes = safetensors::serialize(views, metadata).context("serialising safetensors")?;
-    write_atomic(path, &bytes)
+    safetensors::serialize(views, metadata).context("serialising safetensors")
 }
 
-/// Loads every tensor of a safetensors file (all must be f32) and its metadata.
-pub fn load_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, HashMap<String, String>)> {
-    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+/// Every tensor of a safetensors file's bytes (all must be finite f32),
+/// sorted by name, and its metadata. `file` names the file in errors.
+pub fn from_safetensors(
+    bytes: &[u8],
+    file: &Path,
+) -> Result<(Vec<NamedTensor>, HashMap<String, String>)> {
+    let invalid = |err: safetensors::SafeTensorError| {
+        anyhow::anyhow!(
+            "{} is not a valid safetensors file ({})",
+            file.display(),
+            bounded(&err.to_string(), 80)
+        )
+    };
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(invalid)?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let file = SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
-    let mut tensors = Vec::with_capacity(file.len());
-    for (name, view) in file.iter() {
+    let tensors = SafeTensors::deserialize(bytes).map_err(invalid)?;
+    let mut out = Vec::with_capacity(tensors.len());
+    for (name, view) in tensors.iter() {
+        let shown = bounded(name, 80);
         if view.dtype() != Dtype::F32 {
             bail!(
-                "{}: tensor {name} is {:?}; only float32 is supported (convert with .float() before saving)",
-                path.display(),
+                "{}: tensor {shown} is {:?}; only float32 is supported (convert with .float() before saving)",
+                file.display(),
                 view.dtype()
             );
         }
-        let values = view
+        let values: Vec<f32> = view
             .data()
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        tensors.push((name.to_string(), view.shape().to_vec(), values));
+        if let Some((i, v)) = first_non_finite(&values) {
+            bail!(
+                "{}: tensor {shown} holds {v} (element {i} of shape {:?}); the file is corrupt or the model diverged",
+                file.display(),
+                view.shape()
+            );
+        }
+        out.push((name.to_string(), view.shape().to_vec(), values));
     }
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok((tensors, metadata))
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((out, metadata))
+}
+
+/// Loads every tensor of a safetensors file (all must be finite f32) and its
+/// metadata.
+pub fn load_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    from_safetensors(&bytes, path)
+}
+
+/// The first NaN or infinity in `values`, with its index.
+pub fn first_non_finite(values: &[f32]) -> Option<(usize, f32)> {
+    values
+        .iter()
+        .position(|v| !v.is_finite())
+        .map(|i| (i, values[i]))
+}
+
+/// The size and xxh3 hash of a file: enough to notice that it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// Length in bytes.
+    pub bytes: u64,
+    /// XXH3-64 of the content, 16 hex digits.
+    pub xxh3: String,
+}
+
+impl FileDigest {
+    /// The digest of `bytes`.
+    pub fn of_bytes(bytes: &[u8]) -> FileDigest {
+        FileDigest {
+            bytes: bytes.len() as u64,
+            xxh3: format!("{:016x}", XxHash3_64::oneshot(bytes)),
+        }
+    }
+
+    /// The digest of an interaction log, read in pieces (it may be large):
+    /// a file, or a folder of Parquet parts (their contents in the order the
+    /// reader reads them, each preceded by its file name).
+    pub fn of_file(path: &Path) -> Result<FileDigest> {
+        let files = sasrec_data::input_files(path)?;
+        let mut hasher = XxHash3_64::default();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut bytes = 0u64;
+        for file_path in &files {
+            if path.is_dir() {
+                let name = file_path.file_name().unwrap_or_default();
+                hasher.write(name.as_encoded_bytes());
+            }
+            let mut read = || -> std::io::Result<()> {
+                let mut file = File::open(file_path)?;
+                loop {
+                    let n = file.read(&mut buffer)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    hasher.write(&buffer[..n]);
+                    bytes += n as u64;
+                }
+            };
+            read().with_context(|| format!("reading {}", file_path.display()))?;
+        }
+        Ok(FileDigest {
+            bytes,
+            xxh3: format!("{:016x}", hasher.finish()),
+        })
+    }
+
+    /// How `self` (as saved) differs from `now`, in words; `None` if equal.
+    pub fn change(&self, now: &FileDigest) -> Option<String> {
+        if self.bytes != now.bytes {
+            Some(format!("{} bytes then, {} now", self.bytes, now.bytes))
+        } else if self.xxh3 != now.xxh3 {
+            Some(format!(
+                "same size, different content: xxh3 {} then, {} now",
+                bounded(&self.xxh3, 16),
+                now.xxh3
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// The little-endian bytes of `data` (safetensors stores little-endian).
@@ -102,36 +175,68 @@ fn le_bytes(data: &[f32]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_keeps_names_shapes_values_and_metadata() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.safetensors");
-        let tensors = vec![
+    fn sample() -> Vec<NamedTensor> {
+        vec![
             (
                 "a.weight".to_string(),
                 vec![2, 3],
                 vec![1.0, -2.0, 3.5, 0.0, f32::MIN_POSITIVE, 7.25],
             ),
             ("b".to_string(), vec![1], vec![42.0]),
-        ];
+        ]
+    }
+
+    #[test]
+    fn round_trip_keeps_names_shapes_values_and_metadata() {
         let meta = HashMap::from([("step".to_string(), "12".to_string())]);
-        save_safetensors(&path, &tensors, meta.clone()).unwrap();
-        let (loaded, loaded_meta) = load_safetensors(&path).unwrap();
-        assert_eq!(loaded, tensors);
+        let bytes = to_safetensors(&sample(), meta.clone()).unwrap();
+        let (loaded, loaded_meta) = from_safetensors(&bytes, Path::new("w.safetensors")).unwrap();
+        assert_eq!(loaded, sample());
         assert_eq!(loaded_meta, meta);
-        // No temporary file is left beside it.
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
     fn garbage_file_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.safetensors");
-        fs::write(&path, b"not a tensor file").unwrap();
-        let err = load_safetensors(&path).unwrap_err().to_string();
+        let err = from_safetensors(b"not a tensor file", Path::new("bad.safetensors"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("bad.safetensors") && err.contains("not a valid safetensors"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn non_finite_values_are_refused_naming_the_tensor() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut tensors = sample();
+            tensors[0].2[4] = bad;
+            let bytes = to_safetensors(&tensors, HashMap::new()).unwrap();
+            let err = from_safetensors(&bytes, Path::new("m.safetensors"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("m.safetensors: tensor a.weight holds")
+                    && err.contains(&bad.to_string())
+                    && err.contains("element 4 of shape [2, 3]"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn digest_sees_size_and_content_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(&path, b"1,2,3\n").unwrap();
+        let saved = FileDigest::of_file(&path).unwrap();
+        assert_eq!(saved, FileDigest::of_bytes(b"1,2,3\n"));
+        assert_eq!(saved.change(&saved), None);
+        std::fs::write(&path, b"1,2,4\n").unwrap();
+        let now = FileDigest::of_file(&path).unwrap();
+        assert!(saved.change(&now).unwrap().starts_with("same size"));
+        std::fs::write(&path, b"1,2,3\n4\n").unwrap();
+        let now = FileDigest::of_file(&path).unwrap();
+        assert_eq!(saved.change(&now).unwrap(), "6 bytes then, 8 now");
     }
 }

@@ -4,24 +4,31 @@
 //!
 //! The building blocks are public so research code can use them one by one:
 //! [`SasRec`] (forward on an autograd tape), [`Adam`], [`Trainer`],
-//! [`evaluate()`], [`recommend()`], and the run folder ([`RunDir`]).
+//! [`evaluate()`], [`recommend()`], and the run folder ([`RunDir`] to read
+//! it, [`RunWriter`] to write it).
 
 pub mod adam;
 pub mod checkpoint;
 pub mod config;
+pub mod durable;
 pub mod evaluate;
+pub mod lock;
 pub mod metrics;
 pub mod plot;
 pub mod recommend;
 pub mod run;
+pub mod run_writer;
 pub mod sasrec;
+pub mod text;
 pub mod train;
 
 pub use adam::Adam;
-pub use config::{ModelConfig, Selection, TrainConfig};
+pub use config::{InvalidSetting, MemoryEstimate, ModelConfig, Selection, TrainConfig};
 pub use evaluate::{Evaluation, evaluate, popularity_baseline};
 pub use metrics::{RankingMetrics, rank_of_target};
 pub use recommend::recommend;
 pub use run::{DataSpec, RunConfig, RunDir, SplitMethod, load_model};
+pub use run_writer::{Commit, Recovery, RunWriter};
 pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
+pub use text::bounded;
 pub use train::{EpochHook, EpochRecord, Outcome, TrainState, Trainer};

@@ -2,11 +2,7 @@
 //! left, validation ranking metrics per epoch on the right.
 
 use std::fmt::Write;
-use std::path::Path;
 
-use anyhow::Result;
-
-use crate::checkpoint::write_atomic;
 use crate::train::EpochRecord;
 
 const PANEL_W: f64 = 460.0;
@@ -21,12 +17,7 @@ struct Series {
     points: Vec<(f64, f64)>,
 }
 
-/// Writes `curves.svg` for the epochs in `records`.
-pub fn write_curves(path: &Path, records: &[EpochRecord]) -> Result<()> {
-    write_atomic(path, render(records).as_bytes())
-}
-
-/// The SVG text.
+/// The SVG text of `curves.svg` for the epochs in `records`.
 pub fn render(records: &[EpochRecord]) -> String {
     let epochs = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
         records

@@ -211,7 +211,7 @@ impl<B: Backend> SasRec<B> {
         config: ModelConfig,
         weights: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
     ) -> Result<Self, String> {
-        config.validate()?;
+        config.validate().map_err(|e| e.to_string())?;
         let mut given: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> = weights
             .into_iter()
             .map(|(name, shape, data)| (name, (shape, data)))

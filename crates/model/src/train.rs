@@ -1,5 +1,5 @@
 //! The training loop: seeded shuffling, Adam, validation every epoch, best
-//! checkpoint, early stopping, exact resume, NaN detection.
+//! checkpoint, early stopping, exact resume, NaN and infinity detection.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,14 +14,13 @@ use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
-use crate::checkpoint::{NamedTensor, load_safetensors, save_safetensors};
+use crate::checkpoint::{NamedTensor, first_non_finite, from_safetensors, to_safetensors};
 use crate::config::{Selection, TrainConfig};
 use crate::evaluate::{Evaluation, evaluate};
-use crate::plot::write_curves;
-use crate::run::{RunDir, read_json, write_json};
+use crate::run_writer::RunWriter;
 use crate::sasrec::{DeviceBatch, DropoutContext, SasRec};
 
-/// Where training stands; saved as `state.json` beside `last.safetensors`.
+/// Where training stands; saved in `state.json` with each checkpoint.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     /// The epoch in progress (0-based).
@@ -72,7 +71,7 @@ pub enum Outcome {
     Completed,
     /// Validation stopped improving for `patience` epochs.
     EarlyStopped,
-    /// The stop flag was raised; `last.safetensors` holds the progress.
+    /// The stop flag was raised; the progress is committed.
     Interrupted,
 }
 
@@ -85,7 +84,7 @@ pub trait EpochHook {
     fn training_finished(&mut self, steps: usize);
 }
 
-/// Trains a model, writing checkpoints and metrics into a run folder.
+/// Trains a model, committing checkpoints and metrics into a run folder.
 pub struct Trainer<'a, B: Backend> {
     backend: &'a B,
     /// The model being trained.
@@ -95,9 +94,11 @@ pub struct Trainer<'a, B: Backend> {
     train: &'a [UserSequence],
     valid: &'a [UserSequence],
     leave_one_out: bool,
-    run: RunDir,
+    run: RunWriter,
     /// Progress so far.
     pub state: TrainState,
+    /// The finished epochs.
+    epochs: Vec<EpochRecord>,
     /// Draw a progress bar on stderr and print a line per epoch.
     pub progress: bool,
     /// Observes the training part of every epoch.
@@ -116,16 +117,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
         train: &'a [UserSequence],
         valid: &'a [UserSequence],
         leave_one_out: bool,
-        run: RunDir,
+        run: RunWriter,
     ) -> Result<Self> {
-        if config.selection != Selection::Loss && !leave_one_out {
-            bail!(
-                "selection by {} needs the leave-one-out split; use --select loss",
-                config.selection
-            );
-        }
+        config.validate()?;
+        config.selection.check_split(leave_one_out)?;
         if train.is_empty() {
             bail!("no training sequences (every user is too short for the split?)");
+        }
+        if valid.is_empty() {
+            bail!("no validation sequences: nothing to select the best epoch on");
         }
         let adam = Adam::new(
             backend,
@@ -145,22 +145,29 @@ impl<'a, B: Backend> Trainer<'a, B> {
             leave_one_out,
             run,
             state: TrainState::default(),
+            epochs: Vec::new(),
             progress: true,
             hook: None,
         })
     }
 
-    /// Restores the model, Adam state and progress saved in the run folder's
-    /// `last.safetensors` and `state.json`.
-    pub fn restore(&mut self) -> Result<()> {
-        let state: TrainState = read_json(&self.run.state())?;
-        let (tensors, meta) = load_safetensors(&self.run.last())?;
+    /// Restores the model, Adam state and progress of the run folder's
+    /// committed generation (its `last` checkpoint, checksum verified);
+    /// returns false, leaving the trainer at step 0, when nothing is committed.
+    pub fn restore(&mut self) -> Result<bool> {
+        let Some(commit) = self.run.committed() else {
+            return Ok(false);
+        };
+        let path = self.run.dir().file(&commit.last.file);
+        let bytes = self.run.dir().read_checkpoint(&commit.last)?;
+        let (tensors, meta) = from_safetensors(&bytes, &path)?;
+        let state = commit.progress.clone();
+        let epochs = commit.epochs.clone();
         let saved_step = meta.get("step").and_then(|s| s.parse::<u64>().ok());
         if saved_step != Some(state.step) {
             bail!(
-                "{} (step {saved_step:?}) and {} (step {}) disagree; the run folder is inconsistent",
-                self.run.last().display(),
-                self.run.state().display(),
+                "{} (step {saved_step:?}) and state.json (step {}) disagree; the run folder is inconsistent",
+                path.display(),
                 state.step
             );
         }
@@ -169,11 +176,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut take = |name: &str, shape: &[usize]| -> Result<B::Tensor> {
             let (s, v) = by_name
                 .remove(name)
-                .with_context(|| format!("{} lacks tensor {name}", self.run.last().display()))?;
+                .with_context(|| format!("{} lacks tensor {name}", path.display()))?;
             if s != shape {
                 bail!(
                     "{}: tensor {name} has shape {s:?}, the model needs {shape:?}",
-                    self.run.last().display()
+                    path.display()
                 );
             }
             Ok(self.backend.tensor(&v, &s))
@@ -189,11 +196,28 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
         self.adam.step = state.step;
         self.state = state;
-        Ok(())
+        self.epochs = epochs;
+        Ok(true)
+    }
+
+    /// The finished epochs.
+    pub fn epochs(&self) -> &[EpochRecord] {
+        &self.epochs
+    }
+
+    /// The run folder being written.
+    pub fn run_folder(&self) -> &RunWriter {
+        &self.run
+    }
+
+    /// Gives the run folder (still locked) back, e.g. to write a report into it.
+    pub fn into_run(self) -> RunWriter {
+        self.run
     }
 
     /// Trains until the epochs run out, early stopping triggers, or `stop`
-    /// is raised (checked after every step; the progress is then saved).
+    /// is raised (checked after every step and every validation; the
+    /// progress is then committed).
     pub fn run(&mut self, stop: &AtomicBool) -> Result<Outcome> {
         if self.state.finished {
             return Ok(Outcome::Completed);
@@ -239,7 +263,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 bar.inc(1);
                 if stop.load(Ordering::SeqCst) {
                     bar.abandon();
-                    self.save_last()?;
+                    self.save(None)?;
                     return Ok(Outcome::Interrupted);
                 }
             }
@@ -250,9 +274,16 @@ impl<'a, B: Backend> Trainer<'a, B> {
             if self.end_epoch()? {
                 return Ok(Outcome::EarlyStopped);
             }
+            if stop.load(Ordering::SeqCst) && !self.state.finished {
+                // Raised during validation: the epoch is committed.
+                return Ok(Outcome::Interrupted);
+            }
         }
-        self.state.finished = true;
-        self.save_last()?;
+        if !self.state.finished {
+            // The epoch budget in config.json was lowered below the progress.
+            self.state.finished = true;
+            self.save(None)?;
+        }
         Ok(Outcome::Completed)
     }
 
@@ -268,16 +299,19 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let loss = self.model.loss(&mut tape, &vars, batch, Some(dropout));
         let value = self.backend.to_vec(tape.value(loss))[0];
         if !value.is_finite() {
-            bail!(
-                "training loss became {value} at step {step} (epoch {}, batch {}); stopping. \
-                 The last good checkpoint is {} (try a lower --lr)",
-                self.state.epoch + 1,
-                self.state.batch + 1,
-                self.run.last().display()
-            );
+            bail!(self.diverged(&format!("the training loss became {value}")));
         }
         let grads = tape.backward(loss);
         drop(tape);
+        // Checked on the host until the backends can say it themselves.
+        for (i, (_, name, _)) in self.model.params.iter().enumerate() {
+            let Some(grad) = grads.get(vars[i]) else {
+                continue;
+            };
+            if let Some((at, v)) = first_non_finite(&self.backend.to_vec(grad)) {
+                bail!(self.diverged(&format!("the gradient of {name} became {v} (element {at})")));
+            }
+        }
         self.adam
             .step(self.backend, &mut self.model.params, &grads, &vars);
         self.state.step = step;
@@ -288,6 +322,32 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .filter(|&&t| t != 0)
             .count();
         Ok((value, targets))
+    }
+
+    /// Why training stops at the step in progress, and what the run folder keeps.
+    fn diverged(&self, what: &str) -> String {
+        format!(
+            "{what} at step {} (epoch {}, batch {}); stopped: {}",
+            self.state.step + 1,
+            self.state.epoch + 1,
+            self.state.batch + 1,
+            self.kept()
+        )
+    }
+
+    /// What the run folder keeps after training diverged.
+    fn kept(&self) -> String {
+        let kept = match self.run.committed() {
+            Some(c) => format!(
+                "the run folder keeps its last good checkpoint (epoch {}, step {})",
+                c.progress.epoch + 1,
+                c.progress.step
+            ),
+            None => "the run folder has no checkpoint yet".to_string(),
+        };
+        format!(
+            "{kept}. Resuming would repeat this: start again with a lower --lr (--force replaces the run)"
+        )
     }
 
     /// Validates, logs, checkpoints; returns whether to stop early.
@@ -309,9 +369,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         );
         if !valid.loss.is_finite() {
             bail!(
-                "validation loss became {} after epoch {}; stopping",
+                "the validation loss became {} after epoch {}; stopped: {}",
                 valid.loss,
-                self.state.epoch + 1
+                self.state.epoch + 1,
+                self.kept()
             );
         }
         let value = selection_value(self.config.selection, &valid)?;
@@ -354,29 +415,18 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .is_some_and(|p| s.epochs_without_improvement >= p);
         s.finished = stop || s.epoch >= self.config.epochs;
 
-        self.log_epoch(&record)?;
-        if improved {
-            let weights = self.model.weights(self.backend);
+        self.print_epoch(&record);
+        self.epochs.push(record);
+        let best = improved.then(|| {
             let meta = HashMap::from([("epoch".to_string(), epoch.to_string())]);
-            save_safetensors(&self.run.model(), &weights, meta)?;
-        }
-        self.save_last()?;
+            (self.model.weights(self.backend), meta)
+        });
+        self.save(best)?;
         Ok(stop)
     }
 
-    /// Appends the epoch to `metrics.jsonl` (dropping lines of epochs a
-    /// resumed run is redoing), prints it, redraws the curves.
-    fn log_epoch(&self, record: &EpochRecord) -> Result<()> {
-        let path = self.run.metrics();
-        let mut records = read_records(&path)?;
-        records.retain(|r| r.epoch < record.epoch);
-        records.push(record.clone());
-        let mut text = String::new();
-        for r in &records {
-            text.push_str(&serde_json::to_string(r)?);
-            text.push('\n');
-        }
-        crate::checkpoint::write_atomic(&path, text.as_bytes())?;
+    /// Prints an epoch's line.
+    fn print_epoch(&self, record: &EpochRecord) {
         if self.progress {
             let ranking = record
                 .valid
@@ -394,11 +444,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
             );
             std::io::stderr().flush().ok();
         }
-        write_curves(&self.run.curves(), &records)
     }
 
-    /// Writes `last.safetensors` (weights + Adam moments), then `state.json`.
-    fn save_last(&self) -> Result<()> {
+    /// Commits a generation: the weights and Adam moments, the best weights
+    /// (and their metadata) when validation improved, the progress and epochs.
+    /// Non-finite values are never saved: the last good generation stays.
+    fn save(&mut self, best: Option<(Vec<NamedTensor>, HashMap<String, String>)>) -> Result<()> {
         let b = self.backend;
         let mut tensors: Vec<NamedTensor> = Vec::with_capacity(3 * self.model.params.len());
         for (i, (_, name, value)) in self.model.params.iter().enumerate() {
@@ -415,9 +466,22 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 b.to_vec(&self.adam.exp_avg_sq[i]),
             ));
         }
+        for (name, _, values) in &tensors {
+            if let Some((at, v)) = first_non_finite(values) {
+                bail!(
+                    "{name} became {v} (element {at}) by step {}; not saving it: {}",
+                    self.state.step,
+                    self.kept()
+                );
+            }
+        }
         let meta = HashMap::from([("step".to_string(), self.state.step.to_string())]);
-        save_safetensors(&self.run.last(), &tensors, meta)?;
-        write_json(&self.run.state(), &self.state)
+        let last = to_safetensors(&tensors, meta)?;
+        let best = best
+            .map(|(weights, meta)| to_safetensors(&weights, meta))
+            .transpose()?;
+        self.run
+            .commit(&self.state, &last, best.as_deref(), &self.epochs)
     }
 
     fn progress_bar(&self, len: u64, epoch: usize) -> ProgressBar {
@@ -450,21 +514,4 @@ fn selection_value(selection: Selection, valid: &Evaluation) -> Result<f64> {
         Selection::Ndcg(k) => ranking()?.ndcg(k).context("K missing")?,
         Selection::Hr(k) => ranking()?.hr(k).context("K missing")?,
     })
-}
-
-/// Reads `metrics.jsonl` (empty when absent).
-pub fn read_records(path: &std::path::Path) -> Result<Vec<EpochRecord>> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{}:{}: bad metrics line", path.display(), i + 1))
-        })
-        .collect()
 }

@@ -6,10 +6,9 @@ use std::sync::atomic::AtomicBool;
 
 use sasrec_data::UserSequence;
 use sasrec_kernels::CpuBackend;
-use sasrec_model::train::read_records;
 use sasrec_model::{
-    DeviceBatch, ModelConfig, Outcome, RunDir, SasRec, Selection, TrainConfig, Trainer, load_model,
-    recommend,
+    DeviceBatch, EpochRecord, ModelConfig, Outcome, RunDir, RunWriter, SasRec, Selection,
+    TrainConfig, Trainer, load_model, recommend,
 };
 
 const ITEMS: usize = 30;
@@ -67,6 +66,8 @@ fn valid_of(train: &[UserSequence]) -> Vec<UserSequence> {
         .collect()
 }
 
+/// A trainer for a new run in `dir`, or (`resume`) for the run there,
+/// restored from its committed generation.
 fn trainer<'a>(
     b: &'a CpuBackend,
     train: &'a [UserSequence],
@@ -74,20 +75,25 @@ fn trainer<'a>(
     dir: &std::path::Path,
     dropout: f32,
     epochs: usize,
+    resume: bool,
 ) -> Trainer<'a, CpuBackend> {
     let model = SasRec::new(b, small_model(dropout), 11);
-    let mut t = Trainer::new(
-        b,
-        model,
-        train_config(epochs),
-        train,
-        valid,
-        true,
-        RunDir::new(dir),
-    )
-    .unwrap();
+    let run = if resume {
+        RunWriter::open(dir, "test").unwrap()
+    } else {
+        RunWriter::create(dir, "test", false).unwrap()
+    };
+    let mut t = Trainer::new(b, model, train_config(epochs), train, valid, true, run).unwrap();
     t.progress = false;
+    if resume {
+        t.restore().unwrap();
+    }
     t
+}
+
+/// The committed epochs of the run in `dir`.
+fn epochs(dir: &std::path::Path) -> Vec<EpochRecord> {
+    RunDir::new(dir).read_commit().unwrap().unwrap().epochs
 }
 
 #[test]
@@ -96,9 +102,9 @@ fn loss_falls_and_ranking_improves() {
     let train = cyclic_users(48);
     let valid = valid_of(&train);
     let dir = tempfile::tempdir().unwrap();
-    let mut t = trainer(&b, &train, &valid, dir.path(), 0.1, 15);
+    let mut t = trainer(&b, &train, &valid, dir.path(), 0.1, 15, false);
     assert_eq!(t.run(&AtomicBool::new(false)).unwrap(), Outcome::Completed);
-    let records = read_records(&RunDir::new(dir.path()).metrics()).unwrap();
+    let records = epochs(dir.path());
     assert_eq!(records.len(), 15);
     let (first, last) = (&records[0], &records[14]);
     assert!(
@@ -123,13 +129,14 @@ fn loss_falls_and_ranking_improves() {
     // The run folder holds what a user looks for.
     for file in [
         "model.safetensors",
-        "last.safetensors",
         "state.json",
         "metrics.jsonl",
         "curves.svg",
     ] {
         assert!(dir.path().join(file).exists(), "{file} missing");
     }
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 15);
 }
 
 #[test]
@@ -139,23 +146,23 @@ fn interrupted_run_resumes_exactly() {
     let valid = valid_of(&train);
 
     let straight = tempfile::tempdir().unwrap();
-    let mut t = trainer(&b, &train, &valid, straight.path(), 0.1, 3);
+    let mut t = trainer(&b, &train, &valid, straight.path(), 0.1, 3, false);
     t.run(&AtomicBool::new(false)).unwrap();
     let expected = t.model.weights(&b);
     drop(t);
 
     // Interrupt after every single step (mid-epoch and at an epoch's last
     // batch), each time restoring into a fresh trainer from the files alone.
+    // A run resumed after an epoch's last step validates that epoch, commits
+    // it and stops there.
     let interrupted = tempfile::tempdir().unwrap();
     let stop = AtomicBool::new(true);
-    let mut steps = 0;
+    let mut stops = Vec::new();
     loop {
-        let mut t = trainer(&b, &train, &valid, interrupted.path(), 0.1, 3);
-        if steps > 0 {
-            t.restore().unwrap();
-        }
+        let resume = !stops.is_empty();
+        let mut t = trainer(&b, &train, &valid, interrupted.path(), 0.1, 3, resume);
         match t.run(&stop).unwrap() {
-            Outcome::Interrupted => steps += 1,
+            Outcome::Interrupted => stops.push((t.state.epoch, t.state.step)),
             Outcome::Completed => {
                 assert_eq!(
                     t.model.weights(&b),
@@ -166,12 +173,19 @@ fn interrupted_run_resumes_exactly() {
             }
             Outcome::EarlyStopped => unreachable!("no patience set"),
         }
-        assert!(steps <= 9, "more steps than 3 epochs x 3 batches");
+        assert!(
+            stops.len() <= 11,
+            "more stops than 9 steps and 2 validations"
+        );
     }
-    assert_eq!(steps, 9);
+    let mut expected_stops: Vec<(usize, u64)> = (1..=9u64)
+        .map(|step| ((step as usize - 1) / 3, step))
+        .collect();
+    expected_stops.insert(3, (1, 3));
+    expected_stops.insert(7, (2, 6));
+    assert_eq!(stops, expected_stops);
     let strip = |dir: &std::path::Path| {
-        read_records(&RunDir::new(dir).metrics())
-            .unwrap()
+        epochs(dir)
             .into_iter()
             .map(|r| (r.epoch, r.step, r.train_loss, r.valid, r.best))
             .collect::<Vec<_>>()
@@ -185,11 +199,12 @@ fn checkpoint_round_trips_to_identical_outputs() {
     let train = cyclic_users(20);
     let valid = valid_of(&train);
     let dir = tempfile::tempdir().unwrap();
-    let mut t = trainer(&b, &train, &valid, dir.path(), 0.1, 2);
+    let mut t = trainer(&b, &train, &valid, dir.path(), 0.1, 2, false);
     t.run(&AtomicBool::new(false)).unwrap();
     let run = RunDir::new(dir.path());
-    // last.safetensors holds the final weights (plus optimiser state).
-    let loaded = load_model(&b, &run.last(), small_model(0.1)).unwrap();
+    // The last checkpoint holds the final weights (plus optimiser state).
+    let last = run.file(&run.read_commit().unwrap().unwrap().last.file);
+    let loaded = load_model(&b, &last, small_model(0.1)).unwrap();
     assert_eq!(loaded.weights(&b), t.model.weights(&b));
 
     let inputs: Vec<u32> = [
@@ -206,7 +221,7 @@ fn checkpoint_round_trips_to_identical_outputs() {
     let mut wrong = small_model(0.1);
     wrong.dim = 8;
     wrong.heads = 1;
-    let err = load_model(&b, &run.last(), wrong)
+    let err = load_model(&b, &last, wrong)
         .err()
         .expect("mismatched config must fail")
         .to_string();
@@ -216,29 +231,34 @@ fn checkpoint_round_trips_to_identical_outputs() {
     );
 }
 
-#[test]
-fn nan_weights_stop_training_with_the_step() {
+/// Trains from initial weights changed by `edit` into `dir`; the error.
+fn train_from_broken_weights(
+    dir: &std::path::Path,
+    edit: impl FnOnce(&mut [(String, Vec<usize>, Vec<f32>)]),
+) -> String {
     let b = CpuBackend;
     let train = cyclic_users(20);
     let valid = valid_of(&train);
-    let dir = tempfile::tempdir().unwrap();
     let config = small_model(0.0);
     let mut weights = SasRec::new(&b, config.clone(), 1).weights(&b);
-    weights[1].2[0] = f32::NAN; // position embedding
+    edit(&mut weights);
     let model = SasRec::from_weights(&b, config, weights).unwrap();
-    let mut t = Trainer::new(
-        &b,
-        model,
-        train_config(2),
-        &train,
-        &valid,
-        true,
-        RunDir::new(dir.path()),
-    )
-    .unwrap();
+    let run = RunWriter::create(dir, "test", false).unwrap();
+    let mut t = Trainer::new(&b, model, train_config(2), &train, &valid, true, run).unwrap();
     t.progress = false;
-    let err = t.run(&AtomicBool::new(false)).unwrap_err().to_string();
-    assert!(err.contains("NaN") && err.contains("step 1"), "{err}");
+    t.run(&AtomicBool::new(false)).unwrap_err().to_string()
+}
+
+#[test]
+fn nan_weights_stop_training_with_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    // The position embedding.
+    let err = train_from_broken_weights(dir.path(), |w| w[1].2[0] = f32::NAN);
+    assert!(
+        err.contains("the training loss became NaN at step 1 (epoch 1, batch 1)")
+            && err.contains("the run folder has no checkpoint yet"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -262,4 +282,19 @@ fn recommendations_skip_history_and_padding() {
         let err = recommend(&b, &model, &[3, bad], 5).unwrap_err().to_string();
         assert!(err.contains(&format!("item index {bad}")), "{err}");
     }
+}
+
+#[test]
+fn nan_that_the_loss_hides_is_caught_in_the_gradients() {
+    let dir = tempfile::tempdir().unwrap();
+    // One row of the item table: only the softmax over all items sees it.
+    let dim = small_model(0.0).dim;
+    let err = train_from_broken_weights(dir.path(), |w| w[0].2[7 * dim..8 * dim].fill(f32::NAN));
+    assert!(
+        (err.contains("the training loss became NaN")
+            || err.contains("the gradient of item_embedding.weight became NaN"))
+            && err.contains("at step 1 (epoch 1, batch 1)"),
+        "{err}"
+    );
+    assert!(RunDir::new(dir.path()).read_commit().unwrap().is_none());
 }

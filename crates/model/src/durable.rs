@@ -1,0 +1,145 @@
+//! File operations that survive a kill at any instant: atomic replacement
+//! (temporary file, fsync, rename, fsync of the folder) and removal.
+//!
+//! Every change a run folder sees goes through here and is counted, so that
+//! a test can end the process right after any one of them: with
+//! `SASREC_FAIL_AT=K` the process aborts just after the K-th operation (a
+//! write, fsync, rename or removal); with `SASREC_FAIL_AT=K:error` the K-th
+//! operation fails instead, as on a full disk.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+
+/// What a temporary file's name ends with; anything so named in a run folder
+/// is left over from an interrupted write.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// Writes `bytes` to `path` so that, whatever instant the process dies at,
+/// `path` holds either its old content or the new, never a part: a temporary
+/// file beside it, flushed to disk, renamed over it, and the rename flushed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path)?;
+    let written = (|| -> io::Result<()> {
+        let file = counted(|| {
+            let mut file = File::create(&tmp)?;
+            file.write_all(bytes)?;
+            Ok(file)
+        })?;
+        counted(|| file.sync_all())?;
+        counted(|| fs::rename(&tmp, path))?;
+        sync_dir(parent(path))
+    })();
+    if let Err(err) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(err).with_context(|| format!("writing {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Removes a file (one that is already gone is fine).
+pub fn remove_file(path: &Path) -> Result<()> {
+    match counted(|| fs::remove_file(path)) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Flushes a folder's entries (new names, renames) to disk.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    // Windows cannot open a folder as a file; its renames are durable anyway.
+    if cfg!(unix) {
+        counted(|| File::open(dir)?.sync_all())?;
+    }
+    Ok(())
+}
+
+/// Whether a file name is that of a temporary file (ours are `.NAME.tmp`).
+pub fn is_tmp(name: &str) -> bool {
+    name.ends_with(TMP_SUFFIX)
+}
+
+/// `.NAME.tmp` beside `path`.
+fn tmp_path(path: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    Ok(parent(path).join(format!(".{}{TMP_SUFFIX}", name.to_string_lossy())))
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// How `SASREC_FAIL_AT` asks the K-th operation to fail.
+#[derive(Clone, Copy, PartialEq)]
+enum FailMode {
+    /// Abort the process right after the operation.
+    Abort,
+    /// Return an error instead of doing the operation.
+    Error,
+}
+
+fn fail_at() -> Option<(u64, FailMode)> {
+    static FAIL_AT: OnceLock<Option<(u64, FailMode)>> = OnceLock::new();
+    *FAIL_AT.get_or_init(|| {
+        let value = std::env::var("SASREC_FAIL_AT").ok()?;
+        match value.split_once(':') {
+            None => Some((value.parse().ok()?, FailMode::Abort)),
+            Some((k, "error")) => Some((k.parse().ok()?, FailMode::Error)),
+            Some(_) => None,
+        }
+    })
+}
+
+/// Runs one file operation, counting it for `SASREC_FAIL_AT`.
+fn counted<T>(op: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    static OPERATIONS: AtomicU64 = AtomicU64::new(0);
+    let n = OPERATIONS.fetch_add(1, Ordering::SeqCst) + 1;
+    let fail = fail_at().filter(|&(k, _)| k == n).map(|(_, mode)| mode);
+    if fail == Some(FailMode::Error) {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!("no space left on device (simulated by SASREC_FAIL_AT at operation {n})"),
+        ));
+    }
+    let out = op()?;
+    if fail == Some(FailMode::Abort) {
+        std::process::abort();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_atomic(&path, b"old").unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["a.json"]);
+        assert!(is_tmp(".a.json.tmp") && !is_tmp("a.json"));
+    }
+
+    #[test]
+    fn removing_a_missing_file_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        remove_file(&dir.path().join("gone")).unwrap();
+    }
+}

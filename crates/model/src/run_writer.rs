@@ -1,0 +1,584 @@
+//! Writing a run folder: one writer at a time, one commit point per
+//! checkpoint generation, so that a kill at any instant leaves the newest
+//! complete generation resumable.
+//!
+//! The writer holds the folder's lock ([`RunLock`]) for its life. A
+//! generation G is saved in this order:
+//!
+//! 1. `checkpoints/last-G.safetensors` (and `best-G.safetensors` when
+//!    validation improved), each written to a temporary file, flushed and
+//!    renamed into place;
+//! 2. `state.json`, naming generation G, its progress and epochs, and the
+//!    size and xxh3 of its checkpoint files: its rename is the commit point;
+//! 3. the published files, rewritten from the commit: `model.safetensors`
+//!    (a copy of the best checkpoint), `metrics.jsonl`, `curves.svg`;
+//! 4. the files of older generations are removed.
+//!
+//! A kill before step 2 leaves generation G-1 committed, its files intact;
+//! a kill after it leaves G committed. [`RunWriter::recover`] then removes
+//! temporary files and checkpoints no commit names, and rewrites published
+//! files that do not match the commit. A folder with config.json and no
+//! state.json is a run that committed nothing yet: it resumes from step 0.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sasrec_data::Vocab;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::FileDigest;
+use crate::durable::{is_tmp, remove_file, write_atomic};
+use crate::lock::{LOCK_FILE, RunLock};
+use crate::plot::render;
+use crate::run::{RunConfig, RunDir, json_bytes};
+use crate::text::bounded;
+use crate::train::{EpochRecord, TrainState};
+
+/// The folder of checkpoint files inside a run folder.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// The version of the state.json layout.
+const STATE_FORMAT: u32 = 1;
+/// Files a run folder may hold besides temporary files: a folder holding
+/// anything else is not one, and is never cleared.
+const RUN_FILES: [&str; 9] = [
+    LOCK_FILE,
+    "config.json",
+    "vocab.json",
+    "state.json",
+    CHECKPOINTS,
+    "model.safetensors",
+    "metrics.jsonl",
+    "curves.svg",
+    "test.json",
+];
+/// Files published from the commit (removed when nothing is committed).
+const PUBLISHED: [&str; 4] = [
+    "model.safetensors",
+    "metrics.jsonl",
+    "curves.svg",
+    "test.json",
+];
+
+/// `state.json`: the commit point of a run folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Layout version.
+    pub format: u32,
+    /// Checkpoint generation, counting commits from 1.
+    pub generation: u64,
+    /// Where training stands.
+    pub progress: TrainState,
+    /// The latest weights and Adam moments: `checkpoints/last-G.safetensors`.
+    pub last: CheckpointFile,
+    /// The best weights so far, `checkpoints/best-B.safetensors` with
+    /// B <= G (none before the first epoch ends).
+    pub best: Option<CheckpointFile>,
+    /// The finished epochs, in order.
+    pub epochs: Vec<EpochRecord>,
+}
+
+/// A checkpoint file of a generation, with its size and hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointFile {
+    /// Path relative to the run folder.
+    pub file: String,
+    /// Size and hash.
+    #[serde(flatten)]
+    pub digest: FileDigest,
+}
+
+impl Commit {
+    /// Checks that the commit is one a run folder can hold: known layout,
+    /// checkpoint names that match their generations, epochs in order.
+    pub fn validate(&self) -> Result<()> {
+        if self.format != STATE_FORMAT {
+            bail!(
+                "layout version {} is not {STATE_FORMAT}; written by another version of sasrec",
+                self.format
+            );
+        }
+        let g = self.generation;
+        if g == 0 || self.last.file != checkpoint_name("last", g) {
+            bail!(
+                "generation {g} names {:?} as its last checkpoint, expected {:?}",
+                bounded(&self.last.file, 60),
+                checkpoint_name("last", g)
+            );
+        }
+        if let Some(best) = &self.best {
+            let b = best
+                .file
+                .strip_prefix("checkpoints/best-")
+                .and_then(|rest| rest.strip_suffix(".safetensors"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if !b.is_some_and(|b| b >= 1 && b <= g && best.file == checkpoint_name("best", b)) {
+                bail!(
+                    "generation {g} names {:?} as its best checkpoint, not checkpoints/best-B.safetensors with B <= {g}",
+                    bounded(&best.file, 60)
+                );
+            }
+        }
+        let p = &self.progress;
+        let numbered = self
+            .epochs
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.epoch == i + 1);
+        if self.epochs.len() != p.epoch || !numbered {
+            bail!(
+                "progress is at epoch {} but {} epochs are recorded",
+                p.epoch + 1,
+                self.epochs.len()
+            );
+        }
+        if self.best.is_none() != p.best.is_none() {
+            bail!("a best epoch and a best checkpoint go together");
+        }
+        Ok(())
+    }
+}
+
+/// `checkpoints/KIND-G.safetensors`.
+fn checkpoint_name(kind: &str, generation: u64) -> String {
+    format!("{CHECKPOINTS}/{kind}-{generation}.safetensors")
+}
+
+/// What [`RunWriter::recover`] cleaned up.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recovery {
+    /// Files of an interrupted save that were removed (relative paths).
+    pub removed: Vec<String>,
+    /// Published files rewritten from the commit.
+    pub rewritten: Vec<String>,
+}
+
+impl Recovery {
+    /// Whether there was nothing to do.
+    pub fn is_clean(&self) -> bool {
+        self.removed.is_empty() && self.rewritten.is_empty()
+    }
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |names: &[String]| {
+            let mut shown: Vec<String> = names.iter().take(4).map(|n| bounded(n, 60)).collect();
+            if names.len() > 4 {
+                shown.push(format!("and {} more", names.len() - 4));
+            }
+            shown.join(", ")
+        };
+        let mut parts = Vec::new();
+        if !self.removed.is_empty() {
+            parts.push(format!("removed {}", list(&self.removed)));
+        }
+        if !self.rewritten.is_empty() {
+            parts.push(format!("rewrote {}", list(&self.rewritten)));
+        }
+        write!(f, "{}", parts.join("; "))
+    }
+}
+
+/// A run folder opened for writing: locked for the writer's life.
+#[derive(Debug)]
+pub struct RunWriter {
+    dir: RunDir,
+    lock: RunLock,
+    committed: Option<Commit>,
+}
+
+impl RunWriter {
+    /// Prepares `dir` for a new run: creates it, locks it, and refuses it if
+    /// it already holds a run, unless `replace`, which clears it. A folder
+    /// holding files a run folder does not hold is always refused: nothing
+    /// but our own files is ever removed. `command` (e.g. `train`) is shown
+    /// to a writer refused meanwhile.
+    pub fn create(dir: impl Into<PathBuf>, command: &str, replace: bool) -> Result<RunWriter> {
+        let dir = RunDir::new(dir);
+        let path = dir.path();
+        // Checked before the lock file is made (a folder of other files gets
+        // none), and again under the lock.
+        Self::check_new(path, replace)?;
+        fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        let lock = RunLock::acquire(path, command)?;
+        let mut ours = Self::check_new(path, replace)?;
+        // config.json first: a clear cut short leaves no run behind.
+        ours.sort_by_key(|n| n != "config.json");
+        for name in ours.iter().filter(|n| *n != LOCK_FILE && *n != CHECKPOINTS) {
+            remove_file(&dir.file(name))?;
+        }
+        let checkpoints = dir.file(CHECKPOINTS);
+        if checkpoints.exists() {
+            for name in file_names(&checkpoints)? {
+                remove_file(&checkpoints.join(name))?;
+            }
+        }
+        Ok(RunWriter {
+            dir,
+            lock,
+            committed: None,
+        })
+    }
+
+    /// What [`RunWriter::create`] checks, without taking the lock (so that a
+    /// caller can refuse early): `dir` is missing, or holds only a run
+    /// folder's files and no run unless `replace`. Returns those files' names.
+    pub fn check_new(dir: &Path, replace: bool) -> Result<Vec<String>> {
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let names = file_names(dir)?;
+        if let Some(name) = names
+            .iter()
+            .find(|n| !RUN_FILES.contains(&n.as_str()) && !is_tmp(n))
+        {
+            bail!(
+                "{} is not empty and holds files a run folder does not ({}); choose another --out",
+                dir.display(),
+                bounded(name, 60)
+            );
+        }
+        if RunDir::new(dir).holds_run() && !replace {
+            bail!(
+                "{} already holds a run; continue it with --resume, or replace it with --force",
+                dir.display()
+            );
+        }
+        Ok(names)
+    }
+
+    /// Opens the existing run folder `dir` to continue or redraw it: locks
+    /// it and reads its commit. Call [`RunWriter::recover`] next.
+    pub fn open(dir: impl Into<PathBuf>, command: &str) -> Result<RunWriter> {
+        let dir = RunDir::new(dir);
+        if !dir.path().is_dir() {
+            bail!("{} does not exist", dir.path().display());
+        }
+        if !dir.holds_run() {
+            return Err(dir.no_run());
+        }
+        let lock = RunLock::acquire(dir.path(), command)?;
+        let committed = dir.read_commit()?;
+        Ok(RunWriter {
+            dir,
+            lock,
+            committed,
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &RunDir {
+        &self.dir
+    }
+
+    /// The process that held the folder before and died holding it.
+    pub fn previous_holder(&self) -> Option<&str> {
+        self.lock.previous_holder()
+    }
+
+    /// The committed generation, if any.
+    pub fn committed(&self) -> Option<&Commit> {
+        self.committed.as_ref()
+    }
+
+    /// Writes the run's settings: vocab.json, then config.json (the folder
+    /// holds a run from then on).
+    pub fn write_settings(&self, config: &RunConfig, vocab: &Vocab) -> Result<()> {
+        vocab
+            .save(&self.dir.vocab())
+            .with_context(|| format!("writing {}", self.dir.vocab().display()))?;
+        write_atomic(&self.dir.config(), &json_bytes(config)?)
+    }
+
+    /// Writes a file of the folder (e.g. `test.json`) atomically.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.dir.file(name), bytes)
+    }
+
+    /// Cleans up after a save that was cut short: removes temporary files and
+    /// checkpoint files the commit does not name, checks the best checkpoint
+    /// and rewrites the published files that do not match the commit.
+    pub fn recover(&mut self) -> Result<Recovery> {
+        let mut recovery = Recovery::default();
+        for name in file_names(self.dir.path())? {
+            let stray =
+                is_tmp(&name) || (self.committed.is_none() && PUBLISHED.contains(&name.as_str()));
+            if stray {
+                remove_file(&self.dir.file(&name))?;
+                recovery.removed.push(name);
+            }
+        }
+        recovery.removed.extend(self.remove_unreferenced()?);
+        if let Some(commit) = &self.committed {
+            if let Some(best) = &commit.best {
+                let published = FileDigest::of_file(&self.dir.model()).ok();
+                if published.as_ref() != Some(&best.digest) {
+                    let bytes = self.dir.read_checkpoint(best)?;
+                    write_atomic(&self.dir.model(), &bytes)?;
+                    recovery.rewritten.push("model.safetensors".into());
+                }
+            }
+            for (path, bytes) in self.epoch_files(&commit.epochs)? {
+                if fs::read(&path).ok().as_ref() != Some(&bytes) {
+                    write_atomic(&path, &bytes)?;
+                    recovery.rewritten.push(file_name(&path));
+                }
+            }
+        }
+        Ok(recovery)
+    }
+
+    /// Commits a new generation: `last` (weights and Adam moments), `best`
+    /// when validation improved, where training stands and the epochs so
+    /// far. See the module documentation for the order of the writes.
+    pub fn commit(
+        &mut self,
+        progress: &TrainState,
+        last: &[u8],
+        best: Option<&[u8]>,
+        epochs: &[EpochRecord],
+    ) -> Result<()> {
+        let generation = self.committed.as_ref().map_or(0, |c| c.generation) + 1;
+        let checkpoints = self.dir.file(CHECKPOINTS);
+        fs::create_dir_all(&checkpoints)
+            .with_context(|| format!("creating {}", checkpoints.display()))?;
+        let last = self.write_checkpoint("last", generation, last)?;
+        let best_file = match best {
+            Some(bytes) => Some(self.write_checkpoint("best", generation, bytes)?),
+            None => self.committed.as_ref().and_then(|c| c.best.clone()),
+        };
+        let commit = Commit {
+            format: STATE_FORMAT,
+            generation,
+            progress: progress.clone(),
+            last,
+            best: best_file,
+            epochs: epochs.to_vec(),
+        };
+        write_atomic(&self.dir.state(), &json_bytes(&commit)?)?;
+        let previous = self.committed.replace(commit);
+
+        if let Some(bytes) = best {
+            write_atomic(&self.dir.model(), bytes)?;
+        }
+        if previous.is_none_or(|p| p.epochs != epochs) {
+            for (path, bytes) in self.epoch_files(epochs)? {
+                write_atomic(&path, &bytes)?;
+            }
+        }
+        self.remove_unreferenced()?;
+        Ok(())
+    }
+
+    fn write_checkpoint(
+        &self,
+        kind: &str,
+        generation: u64,
+        bytes: &[u8],
+    ) -> Result<CheckpointFile> {
+        let file = checkpoint_name(kind, generation);
+        write_atomic(&self.dir.file(&file), bytes)?;
+        Ok(CheckpointFile {
+            file,
+            digest: FileDigest::of_bytes(bytes),
+        })
+    }
+
+    /// `metrics.jsonl` and `curves.svg` for `epochs`.
+    fn epoch_files(&self, epochs: &[EpochRecord]) -> Result<[(PathBuf, Vec<u8>); 2]> {
+        let mut metrics = String::new();
+        for record in epochs {
+            metrics.push_str(&serde_json::to_string(record)?);
+            metrics.push('\n');
+        }
+        Ok([
+            (self.dir.metrics(), metrics.into_bytes()),
+            (self.dir.curves(), render(epochs).into_bytes()),
+        ])
+    }
+
+    /// Removes every file in `checkpoints/` the commit does not name; returns
+    /// their relative paths.
+    fn remove_unreferenced(&self) -> Result<Vec<String>> {
+        let checkpoints = self.dir.file(CHECKPOINTS);
+        if !checkpoints.exists() {
+            return Ok(Vec::new());
+        }
+        let named: Vec<&str> = self
+            .committed
+            .iter()
+            .flat_map(|c| {
+                std::iter::once(c.last.file.as_str())
+                    .chain(c.best.as_ref().map(|b| b.file.as_str()))
+            })
+            .collect();
+        let mut removed = Vec::new();
+        for name in file_names(&checkpoints)? {
+            let relative = format!("{CHECKPOINTS}/{name}");
+            if !named.contains(&relative.as_str()) {
+                remove_file(&checkpoints.join(&name))?;
+                removed.push(relative);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The names in a folder, sorted (not-UTF-8 names lossily).
+fn file_names(dir: &Path) -> Result<Vec<String>> {
+    let read = || -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    };
+    read().with_context(|| format!("listing {}", dir.display()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(epoch: usize) -> TrainState {
+        TrainState {
+            epoch,
+            step: 5 * epoch as u64,
+            best: (epoch > 0).then_some((0.5, epoch)),
+            ..TrainState::default()
+        }
+    }
+
+    fn record(epoch: usize) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            step: 5 * epoch as u64,
+            train_loss: 1.0 / epoch as f64,
+            valid: crate::Evaluation {
+                loss: 2.0,
+                targets: 3,
+                ranking: None,
+            },
+            tokens_per_s: 100.0,
+            seconds: 1.0,
+            best: true,
+        }
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut all = file_names(dir).unwrap();
+        if dir.join(CHECKPOINTS).exists() {
+            all.extend(
+                file_names(&dir.join(CHECKPOINTS))
+                    .unwrap()
+                    .into_iter()
+                    .map(|n| format!("{CHECKPOINTS}/{n}")),
+            );
+        }
+        all
+    }
+
+    /// A run folder with generation 1 committed, its writer gone.
+    fn one_generation() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = RunWriter::create(dir.path(), "test", false).unwrap();
+        run.commit(&progress(1), b"last 1", Some(b"best 1"), &[record(1)])
+            .unwrap();
+        dir
+    }
+
+    #[test]
+    fn commits_keep_one_generation_and_publish_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = RunWriter::create(dir.path(), "test", false).unwrap();
+        run.commit(&progress(1), b"last 1", Some(b"best 1"), &[record(1)])
+            .unwrap();
+        run.commit(&progress(2), b"last 2", None, &[record(1), record(2)])
+            .unwrap();
+        assert_eq!(
+            names(dir.path()),
+            [
+                "checkpoints",
+                "curves.svg",
+                "lock",
+                "metrics.jsonl",
+                "model.safetensors",
+                "state.json",
+                "checkpoints/best-1.safetensors",
+                "checkpoints/last-2.safetensors",
+            ]
+        );
+        assert_eq!(
+            fs::read(dir.path().join("model.safetensors")).unwrap(),
+            b"best 1"
+        );
+        let metrics = fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().count(), 2);
+        let commit = RunDir::new(dir.path()).read_commit().unwrap().unwrap();
+        assert_eq!(commit.generation, 2);
+        assert_eq!(commit.progress, progress(2));
+        assert_eq!(commit.last.digest, FileDigest::of_bytes(b"last 2"));
+    }
+
+    #[test]
+    fn recovery_removes_leftovers_and_republishes() {
+        let dir = one_generation();
+        // What a kill in the middle of generation 2 leaves: its checkpoint,
+        // a temporary state.json, and a model.safetensors from the future.
+        fs::write(dir.path().join("checkpoints/last-2.safetensors"), b"last 2").unwrap();
+        fs::write(dir.path().join(".state.json.tmp"), b"{").unwrap();
+        fs::write(dir.path().join("model.safetensors"), b"best 2").unwrap();
+        fs::remove_file(dir.path().join("metrics.jsonl")).unwrap();
+
+        let mut run = RunWriter::open(dir.path(), "test").unwrap();
+        let recovery = run.recover().unwrap();
+        assert_eq!(
+            recovery.to_string(),
+            "removed .state.json.tmp, checkpoints/last-2.safetensors; rewrote model.safetensors, metrics.jsonl"
+        );
+        assert_eq!(
+            fs::read(dir.path().join("model.safetensors")).unwrap(),
+            b"best 1"
+        );
+        assert!(run.recover().unwrap().is_clean());
+        assert_eq!(run.committed().unwrap().generation, 1);
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_is_refused_naming_it() {
+        let dir = one_generation();
+        fs::write(dir.path().join("checkpoints/best-1.safetensors"), b"best X").unwrap();
+        fs::write(dir.path().join("model.safetensors"), b"edited").unwrap();
+        let err = RunWriter::open(dir.path(), "test")
+            .unwrap()
+            .recover()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("best-1.safetensors does not match its checksum in state.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn create_refuses_runs_and_foreign_folders_and_replaces_only_runs() {
+        let dir = one_generation();
+        let err = RunWriter::create(dir.path(), "test", false).unwrap_err();
+        assert!(err.to_string().contains("already holds a run"), "{err}");
+        RunWriter::create(dir.path(), "test", true).unwrap();
+        assert_eq!(names(dir.path()), ["checkpoints", "lock"]);
+
+        fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        let err = RunWriter::create(dir.path(), "test", true).unwrap_err();
+        assert!(err.to_string().contains("(notes.txt)"), "{err}");
+        assert!(dir.path().join("notes.txt").exists());
+    }
+}
