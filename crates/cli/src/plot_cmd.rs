@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use sasrec_model::RunDir;
 use sasrec_model::plot::write_curves;
-use sasrec_model::train::read_records;
+use sasrec_model::records::read_records;
 
 /// `sasrec plot` flags.
 #[derive(Args, Debug)]

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use sasrec_data::Split;
 use sasrec_kernels::Backend;
 use sasrec_kernels::gpu::WgpuBackend;
-use sasrec_model::train::read_records;
+use sasrec_model::records::read_records;
 use sasrec_model::{
     DataSpec, EpochHook, ModelConfig, Outcome, RunConfig, RunDir, SasRec, Selection, TrainConfig,
     Trainer, evaluate, load_model, popularity_baseline,

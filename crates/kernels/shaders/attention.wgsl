@@ -15,11 +15,9 @@
 // lid % head_dim of every (WG / head_dim)-th row, and the parts are added in
 // a fixed order, which shortens the serial chain of loads head_dim / WG
 // times. The score row lives in workgroup memory: len <= MAX_LEN,
-// head_dim <= MAX_HEAD_DIM. Requires dropout.wgsl prepended.
-
-const WG: u32 = 128u;
-const MAX_LEN: u32 = 1024u;
-const MAX_HEAD_DIM: u32 = 128u;
+// head_dim <= MAX_HEAD_DIM.
+// Injected: WG, MAX_LEN, MAX_HEAD_DIM. Prepended: common.wgsl,
+// workgroup_reduce.wgsl, dropout.wgsl.
 
 struct Params {
     batch: u32,
@@ -50,37 +48,8 @@ struct Params {
 var<workgroup> head_row: array<f32, MAX_HEAD_DIM>;
 var<workgroup> row_a: array<f32, MAX_LEN>;
 var<workgroup> row_b: array<f32, MAX_LEN>;
-var<workgroup> red: array<f32, WG>;
 var<workgroup> part_a: array<f32, WG>;
 var<workgroup> part_b: array<f32, WG>;
-
-fn workgroup_max(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] = max(red[lid], red[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn workgroup_sum(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 fn drop_factor(index: u32) -> f32 {
     if (p.use_dropout == 0u) {
@@ -139,7 +108,7 @@ fn dot_head_row(b: u32, h: u32, j: u32, col: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = wid.y * nwg.x + wid.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.batch * p.heads * p.len) {
         return;
     }
@@ -212,7 +181,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 @compute @workgroup_size(WG)
 fn backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = wid.y * nwg.x + wid.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.batch * p.heads * p.len) {
         return;
     }
@@ -270,7 +239,7 @@ fn backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(WG)
 fn backward_key(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = wid.y * nwg.x + wid.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.batch * p.heads * p.len) {
         return;
     }

@@ -8,8 +8,7 @@
 // loss_rows; with gradients the logits are overwritten in place by
 // dlogits = (softmax - onehot) / count. `mean_loss` then adds the per-row
 // losses in a fixed order in one workgroup, so the loss is deterministic.
-
-const WG: u32 = 256u;
+// Injected: WG. Prepended: common.wgsl, workgroup_reduce.wgsl.
 
 struct Params {
     rows: u32,
@@ -18,6 +17,8 @@ struct Params {
     row0: u32,
     count: u32,
     with_grad: u32,
+    // element offset of the chunk's first logit inside the bound logits
+    logits_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -47,12 +48,12 @@ fn merge(max_a: f32, sum_a: f32, max_b: f32, sum_b: f32) -> vec2<f32> {
 @compute @workgroup_size(WG)
 fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let r = wid.y * nwg.x + wid.x;
+    let r = workgroup_index(wid, nwg);
     if (r >= p.rows) {
         return;
     }
     let lid = lid3.x;
-    let base = r * p.vocab;
+    let base = p.logits_off + r * p.vocab;
 
     var m = -3.0e38;
     var s = 0.0;
@@ -101,15 +102,8 @@ fn mean_loss(@builtin(local_invocation_id) lid3: vec3<u32>) {
     for (var i = lid; i < p.count; i += WG) {
         s += loss_in[i];
     }
-    red_sum[lid] = s;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half >>= 1u) {
-        if (lid < half) {
-            red_sum[lid] += red_sum[lid + half];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(s, lid);
     if (lid == 0u) {
-        loss[0] = red_sum[0] / f32(p.count);
+        loss[0] = total / f32(p.count);
     }
 }

@@ -1,27 +1,29 @@
 //! SASRec (Kang & McAuley, 2018) as in the user's PyTorch notebook: the
-//! model, Adam, the trainer, ranking metrics, checkpoints and
-//! recommendations, over any `sasrec-kernels` backend.
+//! model, the trainer, ranking metrics, checkpoints and recommendations,
+//! over any `sasrec-kernels` backend.
 //!
 //! The building blocks are public so research code can use them one by one:
-//! [`SasRec`] (forward on an autograd tape), [`Adam`], [`Trainer`],
-//! [`evaluate()`], [`recommend()`], and the run folder ([`RunDir`]).
+//! [`SasRec`] (forward on an autograd tape), [`Trainer`], [`evaluate()`],
+//! [`recommend()`], and the run folder ([`RunDir`]). The optimiser is
+//! `sasrec-autograd`'s [`Adam`], re-exported here.
 
-pub mod adam;
 pub mod checkpoint;
 pub mod config;
 pub mod evaluate;
 pub mod metrics;
 pub mod plot;
 pub mod recommend;
+pub mod records;
 pub mod run;
 pub mod sasrec;
 pub mod train;
 
-pub use adam::Adam;
 pub use config::{ModelConfig, Selection, TrainConfig};
 pub use evaluate::{Evaluation, evaluate, popularity_baseline};
 pub use metrics::{RankingMetrics, rank_of_target};
 pub use recommend::recommend;
+pub use records::EpochRecord;
 pub use run::{DataSpec, RunConfig, RunDir, load_model};
 pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
-pub use train::{EpochHook, EpochRecord, Outcome, TrainState, Trainer};
+pub use sasrec_autograd::Adam;
+pub use train::{EpochHook, Outcome, TrainState, Trainer};

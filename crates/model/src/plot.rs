@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::checkpoint::write_atomic;
-use crate::train::EpochRecord;
+use crate::records::EpochRecord;
 
 const PANEL_W: f64 = 460.0;
 const PANEL_H: f64 = 300.0;

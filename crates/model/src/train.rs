@@ -8,16 +8,16 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sasrec_autograd::Tape;
+use sasrec_autograd::{Adam, Tape};
 use sasrec_data::{Order, UserSequence, batches};
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
 
-use crate::adam::Adam;
 use crate::checkpoint::{NamedTensor, load_safetensors, save_safetensors};
 use crate::config::{Selection, TrainConfig};
 use crate::evaluate::{Evaluation, evaluate};
 use crate::plot::write_curves;
+use crate::records::{EpochRecord, read_records};
 use crate::run::{RunDir, read_json, write_json};
 use crate::sasrec::{DeviceBatch, DropoutContext, SasRec};
 
@@ -44,25 +44,6 @@ pub struct TrainState {
     pub epochs_without_improvement: usize,
     /// Whether the run is over (epochs done or early stopping).
     pub finished: bool,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based epoch.
-    pub epoch: usize,
-    /// Optimiser steps taken at the end of the epoch.
-    pub step: u64,
-    /// Target-weighted mean training loss of the epoch.
-    pub train_loss: f64,
-    /// Validation loss and ranking metrics.
-    pub valid: Evaluation,
-    /// Training positions (batch x max_len) per second.
-    pub tokens_per_s: f64,
-    /// Seconds spent training in the epoch (validation excluded).
-    pub seconds: f64,
-    /// Whether this epoch is the best so far.
-    pub best: bool,
 }
 
 /// How a call to [`Trainer::run`] ended.
@@ -450,21 +431,4 @@ fn selection_value(selection: Selection, valid: &Evaluation) -> Result<f64> {
         Selection::Ndcg(k) => ranking()?.ndcg(k).context("K missing")?,
         Selection::Hr(k) => ranking()?.hr(k).context("K missing")?,
     })
-}
-
-/// Reads `metrics.jsonl` (empty when absent).
-pub fn read_records(path: &std::path::Path) -> Result<Vec<EpochRecord>> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{}:{}: bad metrics line", path.display(), i + 1))
-        })
-        .collect()
 }

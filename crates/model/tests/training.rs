@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use sasrec_data::UserSequence;
 use sasrec_kernels::CpuBackend;
-use sasrec_model::train::read_records;
+use sasrec_model::records::read_records;
 use sasrec_model::{
     DeviceBatch, ModelConfig, Outcome, RunDir, SasRec, Selection, TrainConfig, Trainer, load_model,
     recommend,
