@@ -12,8 +12,11 @@
 //!   losses `softmax_cross_entropy` (over a logits matrix), `cross_entropy`
 //!   (fused with a tied output table), `mse_loss`; and ops of your own with
 //!   [`CustomOp`].
-//! - [`ParamStore`]: named parameters; [`init`]: PyTorch's initialisers,
-//!   seeded; [`optim`]: Adam and AdamW with PyTorch's semantics.
+//! - [`ParamStore`]: named parameters, and which of them (or of their
+//!   gradients) first holds a NaN or infinite value
+//!   ([`ParamStore::first_non_finite_grad`]); [`init`]: PyTorch's
+//!   initialisers, seeded; [`optim`]: Adam and AdamW with PyTorch's
+//!   semantics.
 //!
 //! ```
 //! use sasrec_autograd::Tape;
@@ -40,5 +43,5 @@ mod params;
 mod tape;
 
 pub use optim::{Adam, AdamW};
-pub use params::{ParamId, ParamStore};
+pub use params::{NonFinite, ParamId, ParamStore};
 pub use tape::{CustomOp, Gradients, Tape, Var};

@@ -82,23 +82,24 @@ fn broadcast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
-// out = max(a, 0)
+// out = max(a, 0), NaN kept (max's result for a NaN operand is undefined).
 @compute @workgroup_size(WG)
 fn relu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = element_index(wid, nwg, lid);
     if (i < p.n) {
-        out[i] = max(a[i], 0.0);
+        out[i] = select(a[i], 0.0, a[i] <= 0.0);
     }
 }
 
-// out = b * (a > 0), with a the forward output and b the incoming gradient.
+// out = 0 where a <= 0, else b (PyTorch's threshold_backward), with a the
+// forward output and b the incoming gradient.
 @compute @workgroup_size(WG)
 fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = element_index(wid, nwg, lid);
     if (i < p.n) {
-        out[i] = select(0.0, b[i], a[i] > 0.0);
+        out[i] = select(b[i], 0.0, a[i] <= 0.0);
     }
 }
 

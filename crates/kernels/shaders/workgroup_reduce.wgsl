@@ -1,9 +1,10 @@
 // Sum and max over the WG invocations of a workgroup, through workgroup
 // memory in a fixed tree order (so the result is the same on every run).
 // This file holds functions only; the host prepends it to the shaders that
-// reduce rows (attention, layer_norm, cross_entropy), whose injected WG is
+// reduce (attention, layer_norm, cross_entropy, non_finite), whose injected WG is
 // their workgroup size. Every invocation must call them (they hold
-// barriers) and every invocation gets the result.
+// barriers) and every invocation gets the result. workgroup_max's values
+// must not be NaN: WGSL's max of a NaN is undefined.
 
 var<workgroup> reduce_scratch: array<f32, WG>;
 

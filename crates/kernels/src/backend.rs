@@ -124,6 +124,10 @@ pub struct SoftmaxCrossEntropy<T> {
 ///
 /// Tensor handles are cheap to clone (reference counted); an op never changes
 /// its inputs, except the explicitly in-place `add_assign` and `adam`.
+///
+/// NaN and infinite values propagate as in IEEE arithmetic (and PyTorch): an
+/// output that depends on a NaN input is NaN; no op clamps, skips or drops
+/// them. [`Backend::count_non_finite`] finds them.
 pub trait Backend: Clone + Send + Sync + 'static {
     /// A dense f32 tensor living on this backend.
     type Tensor: Clone + std::fmt::Debug + Send + Sync;
@@ -164,9 +168,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// A tensor of `shape` whose every element is `s[0]`, for `s` of shape
     /// `[1]` (the backward of [`Backend::sum`]).
     fn broadcast(&self, s: &Self::Tensor, shape: &[usize]) -> Self::Tensor;
-    /// `max(x, 0)`.
+    /// `max(x, 0)`; NaN stays NaN.
     fn relu(&self, x: &Self::Tensor) -> Self::Tensor;
-    /// `dy * (y > 0)`, given the forward output `y`.
+    /// 0 where the forward output `y <= 0`, else `dy` (PyTorch's
+    /// `threshold_backward`).
     fn relu_backward(&self, y: &Self::Tensor, dy: &Self::Tensor) -> Self::Tensor;
     /// `1 / (1 + exp(-x))`.
     fn sigmoid(&self, x: &Self::Tensor) -> Self::Tensor;
@@ -303,6 +308,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
         ignore_index: Option<u32>,
         with_grad: bool,
     ) -> SoftmaxCrossEntropy<Self::Tensor>;
+
+    // ----- numerics -----------------------------------------------------
+
+    /// The number of NaN or infinite elements of each tensor, with one host
+    /// synchronisation for all of them (to find, after a step went wrong,
+    /// which loss, gradient or weight it was).
+    fn count_non_finite(&self, tensors: &[&Self::Tensor]) -> Vec<usize>;
 
     // ----- optimiser ----------------------------------------------------
 

@@ -76,12 +76,40 @@ pub fn assert_close<E: Copy + Into<f64>>(what: &str, actual: &[f32], expected: &
     }
 }
 
+/// Asserts that `actual` has its NaN and infinite values exactly where
+/// `expected` has them (NaN for NaN, `+inf` for `+inf`, `-inf` for `-inf`)
+/// and that its finite values are within `tol` of `expected`'s: for checking
+/// that non-finite inputs propagate the same way on two backends.
+#[track_caller]
+pub fn assert_close_with_non_finite(what: &str, actual: &[f32], expected: &[f32], tol: Tol) {
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{what}: {} values, expected {}",
+        actual.len(),
+        expected.len()
+    );
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let same_kind = if e.is_finite() {
+            a.is_finite()
+        } else {
+            a.is_nan() == e.is_nan() && (e.is_nan() || a == e)
+        };
+        assert!(same_kind, "{what}[{i}]: got {a}, expected {e}");
+    }
+    let finite: Vec<usize> = (0..actual.len())
+        .filter(|&i| expected[i].is_finite())
+        .collect();
+    let pick = |v: &[f32]| finite.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+    assert_close(what, &pick(actual), &pick(expected), tol);
+}
+
 #[cfg(feature = "gpu")]
 pub use pair::BackendPair;
 
 #[cfg(feature = "gpu")]
 mod pair {
-    use super::{Tol, assert_close};
+    use super::{Tol, assert_close, assert_close_with_non_finite};
     use crate::cpu::{CpuIds, CpuTensor};
     use crate::gpu::{self, GpuIds, GpuOptions, GpuTensor, WgpuBackend};
     use crate::{Backend, CpuBackend};
@@ -144,6 +172,25 @@ mod pair {
                 "{what}: shapes differ"
             );
             assert_close(what, &self.gpu.to_vec(gpu), cpu.data(), tol);
+        }
+
+        /// Like [`BackendPair::check`], for results that may hold NaN or
+        /// infinite values: they must be in the same places on both
+        /// backends (see [`assert_close_with_non_finite`]).
+        #[track_caller]
+        pub fn check_with_non_finite(
+            &self,
+            what: &str,
+            cpu: &CpuTensor,
+            gpu: &GpuTensor,
+            tol: Tol,
+        ) {
+            assert_eq!(
+                self.gpu.shape(gpu),
+                self.cpu.shape(cpu),
+                "{what}: shapes differ"
+            );
+            assert_close_with_non_finite(what, &self.gpu.to_vec(gpu), cpu.data(), tol);
         }
     }
 }

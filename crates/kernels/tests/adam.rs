@@ -142,3 +142,33 @@ fn adam_several_steps() {
     p.check("adam v", &cv, &gv, tol);
     p.check("adam param", &cp, &gp, tol);
 }
+
+// ----- NaN and infinities -------------------------------------------------------
+
+#[test]
+fn a_nan_gradient_reaches_only_its_parameter() {
+    let Some(p) = BackendPair::new() else { return };
+    let n = 300;
+    let (mut cp, mut gp) = p.tensor(&uniform(&mut rng(24), n, 1.0), &[n]);
+    let (mut cm, mut gm) = (p.cpu.zeros(&[n]), p.gpu.zeros(&[n]));
+    let (mut cv, mut gv) = (p.cpu.zeros(&[n]), p.gpu.zeros(&[n]));
+    let mut g = uniform(&mut rng(25), n, 0.1);
+    g[17] = f32::NAN;
+    g[200] = f32::INFINITY;
+    let (cg, gg) = p.tensor(&g, &[n]);
+    let hp = AdamStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        step: 1,
+    };
+    p.cpu.adam(&mut cp, &cg, &mut cm, &mut cv, &hp);
+    p.gpu.adam(&mut gp, &gg, &mut gm, &mut gv, &hp);
+    let bad: Vec<usize> = (0..n).filter(|&i| !cp.data()[i].is_finite()).collect();
+    assert_eq!(bad, [17, 200]);
+    let tol = Tol::new(1e-5, 1e-7);
+    p.check_with_non_finite("adam param", &cp, &gp, tol);
+    p.check_with_non_finite("adam m", &cm, &gm, tol);
+    p.check_with_non_finite("adam v", &cv, &gv, tol);
+}

@@ -281,3 +281,84 @@ fn attention_long_sequences_and_wide_heads() {
     };
     check_attention(&p, &mut rng, shape, &left_padded_ids(2, 20));
 }
+
+// ----- chunks, large grids, NaN -------------------------------------------------------
+
+#[test]
+fn attention_chunked_by_sequences_across_small_bindings() {
+    // 8 KiB bindings hold the probabilities of two sequences (2 heads x
+    // 20 x 20 floats = 3.2 KB each): 7 sequences go in 4 chunks, dropout
+    // masks indexed over the whole batch.
+    let Some(p) = BackendPair::narrow(8192) else {
+        return;
+    };
+    let mut rng = rng(13);
+    let shape = AttentionShape {
+        batch: 7,
+        len: 20,
+        heads: 2,
+        head_dim: 3,
+    };
+    check_attention(&p, &mut rng, shape, &left_padded_ids(7, 20));
+}
+
+#[test]
+fn attention_grid_past_65535_workgroups() {
+    // batch 256 x 2 heads x len 200 = 102 400 query rows, one workgroup each:
+    // more than one grid dimension holds (65 535), so the grid spills into y.
+    let Some(p) = BackendPair::new() else { return };
+    let mut rng = rng(14);
+    let shape = AttentionShape {
+        batch: 256,
+        len: 200,
+        heads: 2,
+        head_dim: 32,
+    };
+    let ids = padded_ids(&mut rng, shape.batch, shape.len);
+    check_attention(&p, &mut rng, shape, &ids);
+}
+
+#[test]
+fn nan_and_infinities_propagate_like_the_cpu() {
+    let Some(p) = BackendPair::new() else { return };
+    let shape = AttentionShape {
+        batch: 2,
+        len: 6,
+        heads: 2,
+        head_dim: 3,
+    };
+    let (tokens, dim) = (shape.batch * shape.len, shape.dim());
+    let mut qkv = uniform(&mut rng(15), tokens * 3 * dim, 1.0);
+    // Sequence 0: a NaN in the query of position 2, head 0; +inf in the key
+    // of position 4, head 1 (every query that sees it gets inf - inf).
+    // Sequence 1: -inf in every key of head 0 (exp(-inf - -inf) = NaN).
+    qkv[2 * 3 * dim] = f32::NAN;
+    qkv[4 * 3 * dim + dim + 3] = f32::INFINITY;
+    for j in 0..shape.len {
+        qkv[(shape.len + j) * 3 * dim + dim] = f32::NEG_INFINITY;
+    }
+    let ids: Vec<u32> = [[1, 1, 1, 1, 1, 1], [0, 0, 3, 4, 5, 6]].concat();
+    let (cqkv, gqkv) = p.tensor(&qkv, &[tokens, 3 * dim]);
+    let (cids, gids) = p.ids(&ids);
+    let (cctx, cprobs) = BE.attention(&cqkv, &cids, shape, None);
+    let (gctx, gprobs) = p.gpu.attention(&gqkv, &gids, shape, None);
+    let prob = |b: usize, h: usize, i: usize, j: usize| {
+        cprobs.data()[((b * shape.heads + h) * shape.len + i) * shape.len + j]
+    };
+    // Row (0, 0, 2) is NaN where keys are visible, 0 beyond the diagonal.
+    assert!((0..=2).all(|j| prob(0, 0, 2, j).is_nan()) && prob(0, 0, 2, 3) == 0.0);
+    // Fully masked rows of sequence 1 stay zero, NaN or not.
+    assert!((0..6).all(|j| prob(1, 0, 1, j) == 0.0));
+    let tol = Tol::new(1e-4, 2e-6 * ((shape.len + shape.head_dim) as f64).sqrt());
+    p.check_with_non_finite("attention probs", &cprobs, &gprobs, tol);
+    p.check_with_non_finite("attention ctx", &cctx, &gctx, tol);
+
+    let (cdctx, gdctx) = p.tensor(&uniform(&mut rng(16), tokens * dim, 1.0), &[tokens, dim]);
+    p.check_with_non_finite(
+        "attention dqkv",
+        &BE.attention_backward(&cdctx, &cqkv, &cprobs, shape, None),
+        &p.gpu
+            .attention_backward(&gdctx, &gqkv, &gprobs, shape, None),
+        tol,
+    );
+}

@@ -472,3 +472,98 @@ fn cross_entropy_in_small_chunks() {
         check_cross_entropy(&p, &mut rng, rows, dim, vocab, 1.0, &targets);
     }
 }
+
+// ----- NaN and infinities -------------------------------------------------------
+
+#[test]
+fn a_nan_in_one_table_row_makes_the_loss_nan_on_both_backends() {
+    let Some(p) = BackendPair::new() else { return };
+    let mut r = rng(19);
+    let (rows, dim, vocab) = (30, 8, 300);
+    let h = uniform(&mut r, rows * dim, 1.0);
+    let mut table = uniform(&mut r, vocab * dim, 1.0);
+    // Row 123 is scored by every row of h; no target is 123.
+    table[123 * dim + 5] = f32::NAN;
+    let tg: Vec<u32> = (0..rows)
+        .map(|i| if i % 4 == 0 { 0 } else { 1 + i as u32 })
+        .collect();
+    let (ch, gh) = p.tensor(&h, &[rows, dim]);
+    let (ct, gt) = p.tensor(&table, &[vocab, dim]);
+    let (cids, gids) = p.ids(&tg);
+    for with_grad in [false, true] {
+        let c = BE.cross_entropy(&ch, &ct, &cids, with_grad);
+        let g = p.gpu.cross_entropy(&gh, &gt, &gids, with_grad);
+        assert!(c.loss.data()[0].is_nan(), "CPU loss {:?}", c.loss.data());
+        assert!(
+            p.gpu.to_vec(&g.loss)[0].is_nan(),
+            "GPU loss {:?}",
+            p.gpu.to_vec(&g.loss)
+        );
+        if with_grad {
+            let tol = Tol::new(1e-4, 1e-6);
+            let (cdh, gdh) = (c.dh.unwrap(), g.dh.unwrap());
+            // Ignored rows still get a zero gradient; every other row NaN.
+            for (r, row) in cdh.data().chunks(dim).enumerate() {
+                let ignored = tg[r] == 0;
+                assert!(
+                    row.iter()
+                        .all(|&v| if ignored { v == 0.0 } else { v.is_nan() }),
+                    "dh row {r}: {row:?}"
+                );
+            }
+            p.check_with_non_finite("dh", &cdh, &gdh, tol);
+            p.check_with_non_finite(
+                "dtable",
+                c.dtable.as_ref().unwrap(),
+                g.dtable.as_ref().unwrap(),
+                tol,
+            );
+        }
+    }
+}
+
+#[test]
+fn nan_and_infinite_logits_propagate_like_the_cpu() {
+    let Some(p) = BackendPair::new() else { return };
+    let (rows, classes) = (6, 300);
+    let mut z = uniform(&mut rng(20), rows * classes, 3.0);
+    z[classes + 7] = f32::NAN; // row 1: NaN loss and gradient
+    z[2 * classes + 250] = f32::INFINITY; // row 2: inf - inf
+    z[3 * classes + 9] = f32::NEG_INFINITY; // row 3: a logit that takes no part
+    z[4 * classes + 4] = f32::NEG_INFINITY; // row 4: the target at -inf: infinite loss
+    let tg = [1u32, 2, 3, 4, 4, 5];
+    let (cz, gz) = p.tensor(&z, &[rows, classes]);
+    let (ct, gt) = p.ids(&tg);
+    let c = BE.softmax_cross_entropy(&cz, &ct, None, true);
+    let g = p.gpu.softmax_cross_entropy(&gz, &gt, None, true);
+    let dl = c.dlogits.as_ref().unwrap().data();
+    let row = |r: usize| &dl[r * classes..(r + 1) * classes];
+    assert!(row(1).iter().all(|v| v.is_nan()) && row(2).iter().all(|v| v.is_nan()));
+    assert!(row(3).iter().chain(row(4)).all(|v| v.is_finite()));
+    assert!(c.loss.data()[0].is_nan());
+    let tol = Tol::new(1e-5, 1e-7);
+    p.check_with_non_finite("loss", &c.loss, &g.loss, tol);
+    p.check_with_non_finite(
+        "dlogits",
+        c.dlogits.as_ref().unwrap(),
+        g.dlogits.as_ref().unwrap(),
+        tol,
+    );
+    // Without the NaN rows the loss is finite but for row 4: +inf.
+    let c = BE.softmax_cross_entropy(&cz, &BE.ids(&[0, 0, 3, 4, 4, 5]), Some(0), true);
+    let g = p
+        .gpu
+        .softmax_cross_entropy(&gz, &p.gpu.ids(&[0, 0, 3, 4, 4, 5]), Some(0), true);
+    assert!(
+        c.loss.data()[0].is_nan(),
+        "row 2's inf - inf: {:?}",
+        c.loss.data()
+    );
+    p.check_with_non_finite("loss", &c.loss, &g.loss, tol);
+    let c = BE.softmax_cross_entropy(&cz, &BE.ids(&[0, 0, 0, 4, 4, 5]), Some(0), false);
+    let g = p
+        .gpu
+        .softmax_cross_entropy(&gz, &p.gpu.ids(&[0, 0, 0, 4, 4, 5]), Some(0), false);
+    assert_eq!(c.loss.data()[0], f32::INFINITY);
+    p.check_with_non_finite("loss", &c.loss, &g.loss, tol);
+}

@@ -230,3 +230,98 @@ fn elementwise_chunked_across_small_bindings() {
         Tol::EXACT,
     );
 }
+
+// ----- NaN and infinities -------------------------------------------------------
+
+/// NaN and both infinities among ordinary values.
+const SPECIAL: [f32; 8] = [
+    f32::NAN,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    1.5,
+    -0.5,
+    0.0,
+    3.0,
+    -2.0,
+];
+
+#[test]
+fn nan_and_infinities_propagate() {
+    let x = t(&SPECIAL, &[8]);
+    let relu = BE.relu(&x);
+    assert!(
+        relu.data()[0].is_nan(),
+        "relu dropped a NaN: {:?}",
+        relu.data()
+    );
+    assert_eq!(relu.data()[1..3], [f32::INFINITY, 0.0]);
+    // PyTorch's threshold_backward: the gradient passes where y is not <= 0.
+    let back = BE.relu_backward(&relu, &t(&[1.0; 8], &[8]));
+    assert_eq!(back.data()[..6], [1.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
+    let sig = BE.sigmoid(&x);
+    assert!(sig.data()[0].is_nan());
+    assert_eq!(sig.data()[1..3], [1.0, 0.0]);
+    // A dropped NaN is still NaN (NaN * 0), as in PyTorch.
+    let dropped = BE.dropout(&x, &Dropout::new(0.999, 1, 1, 1));
+    assert!(dropped.data()[0].is_nan() && dropped.data()[1].is_nan());
+}
+
+#[test]
+fn nan_and_infinities_propagate_like_the_cpu() {
+    let Some(p) = BackendPair::new() else { return };
+    let (cpu, gpu) = (&p.cpu, &p.gpu);
+    let other = [
+        2.0,
+        f32::NAN,
+        1.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.5,
+        -1.0,
+        0.0,
+    ];
+    let (cx, gx) = p.tensor(&SPECIAL, &[8]);
+    let (co, go) = p.tensor(&other, &[8]);
+    let (cs, gs) = p.tensor(&[f32::NAN], &[1]);
+    let exact = Tol::EXACT;
+    p.check_with_non_finite("add", &cpu.add(&cx, &co), &gpu.add(&gx, &go), exact);
+    p.check_with_non_finite("sub", &cpu.sub(&cx, &co), &gpu.sub(&gx, &go), exact);
+    p.check_with_non_finite("mul", &cpu.mul(&cx, &co), &gpu.mul(&gx, &go), exact);
+    p.check_with_non_finite(
+        "scale by NaN",
+        &cpu.scale(&cx, &cs),
+        &gpu.scale(&gx, &gs),
+        exact,
+    );
+    let (cy, gy) = (cpu.relu(&cx), gpu.relu(&gx));
+    p.check_with_non_finite("relu", &cy, &gy, exact);
+    p.check_with_non_finite(
+        "relu_backward",
+        &cpu.relu_backward(&cy, &co),
+        &gpu.relu_backward(&gy, &go),
+        exact,
+    );
+    p.check_with_non_finite(
+        "sigmoid",
+        &cpu.sigmoid(&cx),
+        &gpu.sigmoid(&gx),
+        Tol::new(1e-6, 1e-7),
+    );
+    p.check_with_non_finite(
+        "sigmoid_backward",
+        &cpu.sigmoid_backward(&co, &cx),
+        &gpu.sigmoid_backward(&go, &gx),
+        exact,
+    );
+    let mask = Dropout::new(0.5, 3, 1, 4);
+    p.check_with_non_finite(
+        "dropout",
+        &cpu.dropout(&cx, &mask),
+        &gpu.dropout(&gx, &mask),
+        exact,
+    );
+    let (mut cacc, mut gacc) = (co.clone(), go.clone());
+    cpu.add_assign(&mut cacc, &cx);
+    gpu.add_assign(&mut gacc, &gx);
+    p.check_with_non_finite("add_assign", &cacc, &gacc, exact);
+}

@@ -101,3 +101,33 @@ fn embedding_table_chunked_across_small_bindings() {
     let mut rng = rng(10);
     check_embedding(&p, &mut rng, 1000, 3);
 }
+
+// ----- NaN and infinities -------------------------------------------------------
+
+#[test]
+fn nan_and_infinities_propagate_like_the_cpu() {
+    let Some(p) = BackendPair::new() else { return };
+    let (vocab, dim) = (5, 3);
+    let mut table = vec![0.5f32; vocab * dim];
+    table[2 * dim + 1] = f32::NAN;
+    table[3 * dim] = f32::INFINITY;
+    let ids = [2u32, 0, 3, 2, 4];
+    let (ct, gt) = p.tensor(&table, &[vocab, dim]);
+    let (cids, gids) = p.ids(&ids);
+    let rows = p.cpu.embedding(&ct, &cids);
+    assert!(rows.data()[1].is_nan() && rows.data()[3 * dim + 1].is_nan());
+    p.check_with_non_finite("embedding", &rows, &p.gpu.embedding(&gt, &gids), Tol::EXACT);
+
+    let mut dy = vec![1.0f32; ids.len() * dim];
+    dy[0] = f32::NAN; // position 0 looks up id 2
+    dy[2 * dim + 2] = f32::NEG_INFINITY; // position 2 looks up id 3
+    let (cdy, gdy) = p.tensor(&dy, &[ids.len(), dim]);
+    let dtable = p.cpu.embedding_backward(&cdy, &cids, vocab, Some(0));
+    assert!(dtable.data()[2 * dim].is_nan() && dtable.data()[3 * dim + 2] == f32::NEG_INFINITY);
+    p.check_with_non_finite(
+        "embedding_backward",
+        &dtable,
+        &p.gpu.embedding_backward(&gdy, &gids, vocab, Some(0)),
+        Tol::EXACT,
+    );
+}

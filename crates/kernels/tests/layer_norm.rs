@@ -134,3 +134,47 @@ fn layer_norm_forward_and_backward() {
         p.check("layer_norm dbeta", &cdb, &gdb, sum_tol);
     }
 }
+
+// ----- NaN and infinities -------------------------------------------------------
+
+#[test]
+fn nan_and_infinities_propagate_like_the_cpu() {
+    let Some(p) = BackendPair::new() else { return };
+    let (rows, dim) = (4, 6);
+    let mut x = uniform(&mut rng(20), rows * dim, 1.0);
+    x[dim + 2] = f32::NAN; // row 1
+    x[2 * dim + 5] = f32::INFINITY; // row 2
+    let (cx, gx) = p.tensor(&x, &[rows, dim]);
+    let (cg, gg) = p.tensor(&[1.0; 6], &[dim]);
+    let (cb, gb) = p.tensor(&[0.0; 6], &[dim]);
+    let (cy, cstats) = BE.layer_norm(&cx, &cg, &cb, 1e-5);
+    let (gy, gstats) = p.gpu.layer_norm(&gx, &gg, &gb, 1e-5);
+    // A NaN or infinite value makes its whole row NaN; the others stay finite.
+    for r in 0..rows {
+        let row = &cy.data()[r * dim..(r + 1) * dim];
+        let expect_nan = r == 1 || r == 2;
+        assert!(
+            row.iter().all(|v| v.is_nan() == expect_nan),
+            "row {r}: {row:?}"
+        );
+    }
+    let tol = Tol::new(1e-5, 1e-5);
+    p.check_with_non_finite("layer_norm y", &cy, &gy, tol);
+    p.check_with_non_finite("layer_norm stats", &cstats, &gstats, tol);
+
+    // A NaN in dy reaches its row of dx and every column of dgamma and dbeta
+    // it is summed into.
+    let (cx, gx) = p.tensor(&uniform(&mut rng(21), rows * dim, 1.0), &[rows, dim]);
+    let (_, cstats) = BE.layer_norm(&cx, &cg, &cb, 1e-5);
+    let (_, gstats) = p.gpu.layer_norm(&gx, &gg, &gb, 1e-5);
+    let mut dy = vec![0.3f32; rows * dim];
+    dy[3 * dim + 4] = f32::NAN;
+    let (cdy, gdy) = p.tensor(&dy, &[rows, dim]);
+    let (cdx, cdg, cdb) = BE.layer_norm_backward(&cdy, &cx, &cg, &cstats);
+    let (gdx, gdg, gdb) = p.gpu.layer_norm_backward(&gdy, &gx, &gg, &gstats);
+    assert!(cdx.data()[3 * dim..].iter().all(|v| v.is_nan()));
+    assert!(cdg.data()[4].is_nan() && cdb.data()[4].is_nan());
+    p.check_with_non_finite("layer_norm dx", &cdx, &gdx, Tol::new(1e-4, 1e-5));
+    p.check_with_non_finite("layer_norm dgamma", &cdg, &gdg, tol);
+    p.check_with_non_finite("layer_norm dbeta", &cdb, &gdb, tol);
+}

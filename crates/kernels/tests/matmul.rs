@@ -216,3 +216,45 @@ fn linear_with_and_without_bias() {
         matmul_tol(inp),
     );
 }
+
+// ----- NaN and infinities -------------------------------------------------------
+
+#[test]
+fn nan_and_infinities_propagate_like_the_cpu() {
+    let Some(p) = BackendPair::new() else { return };
+    let mut r = rng(22);
+    let (m, k, n) = (70, 40, 66);
+    let mut a = uniform(&mut r, m * k, 1.0);
+    a[5 * k + 7] = f32::NAN; // row 5 of the product
+    a[9 * k] = f32::INFINITY; // row 9: +-inf, or NaN where inf * 0 meets it
+    let (ca, ga) = p.tensor(&a, &[m, k]);
+    let (cb, gb) = p.tensor(&uniform(&mut r, k * n, 1.0), &[k, n]);
+    let c = BE.matmul(&ca, &cb, false, false);
+    assert!(c.data()[5 * n..6 * n].iter().all(|v| v.is_nan()));
+    assert!(c.data()[9 * n..10 * n].iter().all(|v| !v.is_finite()));
+    for trans_b in [false, true] {
+        let (cb, gb) = if trans_b {
+            p.tensor(&uniform(&mut r, k * n, 1.0), &[n, k])
+        } else {
+            (cb.clone(), gb.clone())
+        };
+        p.check_with_non_finite(
+            &format!("matmul trans_b={trans_b}"),
+            &BE.matmul(&ca, &cb, false, trans_b),
+            &p.gpu.matmul(&ga, &gb, false, trans_b),
+            matmul_tol(k),
+        );
+    }
+    // A long k takes the split-K path, whose partial sums must keep a NaN.
+    let (m, k, n) = (3, 1300, 5);
+    let mut a = uniform(&mut r, m * k, 1.0);
+    a[k + 1000] = f32::NAN;
+    let (ca, ga) = p.tensor(&a, &[m, k]);
+    let (cb, gb) = p.tensor(&uniform(&mut r, k * n, 1.0), &[k, n]);
+    p.check_with_non_finite(
+        "split-K matmul",
+        &BE.matmul(&ca, &cb, false, false),
+        &p.gpu.matmul(&ga, &gb, false, false),
+        matmul_tol(k),
+    );
+}

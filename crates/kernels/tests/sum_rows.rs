@@ -76,3 +76,24 @@ fn sum_rows_chunked_across_small_bindings() {
     p.check("sum_rows", &p.cpu.sum_rows(&cx), &p.gpu.sum_rows(&gx), tol);
     p.check("sum", &p.cpu.sum(&cx), &p.gpu.sum(&gx), tol);
 }
+
+// ----- NaN and infinities -------------------------------------------------------
+
+#[test]
+fn nan_and_infinities_propagate_like_the_cpu() {
+    let Some(p) = BackendPair::new() else { return };
+    let (rows, cols) = (600, 5);
+    let mut x = uniform(&mut rng(23), rows * cols, 1.0);
+    x[300 * cols + 1] = f32::NAN;
+    x[599 * cols + 3] = f32::INFINITY;
+    x[2 * cols + 3] = f32::NEG_INFINITY; // column 3: inf - inf = NaN
+    x[7 * cols + 4] = f32::NEG_INFINITY;
+    let (cx, gx) = p.tensor(&x, &[rows, cols]);
+    let sums = BE.sum_rows(&cx);
+    assert!(sums.data()[0].is_finite() && sums.data()[2].is_finite());
+    assert!(sums.data()[1].is_nan() && sums.data()[3].is_nan());
+    assert_eq!(sums.data()[4], f32::NEG_INFINITY);
+    let tol = Tol::new(1e-5, 1e-6 * (rows as f64).sqrt());
+    p.check_with_non_finite("sum_rows", &sums, &p.gpu.sum_rows(&gx), tol);
+    p.check_with_non_finite("sum", &BE.sum(&cx), &p.gpu.sum(&gx), tol);
+}

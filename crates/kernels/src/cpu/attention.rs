@@ -133,8 +133,12 @@ fn attend_sequence_body(
             let out = &mut ctx[i * dim + h * hd..][..hd];
             for j in keys() {
                 row[j] *= inv;
-                let w = row[j] * drop_factor(dropout, s, b, h, i, j);
-                axpy(w, &qkv[j * 3 * dim + v_off..][..hd], out);
+                // A pair of probability 0 takes no part, even as 0 * NaN
+                // (as in backward).
+                if row[j] != 0.0 {
+                    let w = row[j] * drop_factor(dropout, s, b, h, i, j);
+                    axpy(w, &qkv[j * 3 * dim + v_off..][..hd], out);
+                }
             }
         }
     }
@@ -145,8 +149,10 @@ fn attend_sequence_body(
 /// `f` the dropout factors and `dC` the upstream gradient, per head:
 /// `dV_j = sum_i P_ij f_ij dC_i`, `dP_ij = f_ij (dC_i . V_j)`,
 /// `dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)`, `dQ_i = scale sum_j dS_ij K_j`,
-/// `dK_j = scale sum_i dS_ij Q_i`. Entries with `P_ij = 0` (masked keys,
-/// fully masked rows) contribute exactly nothing and are skipped.
+/// `dK_j = scale sum_i dS_ij Q_i`. Pairs with `P_ij = 0` (masked keys,
+/// fully masked rows) take no part, so a NaN or infinite value of a masked
+/// position reaches no gradient (not even as 0 * NaN); the others carry NaN
+/// and infinities as IEEE arithmetic does.
 pub(super) fn attention_backward(
     dctx: &CpuTensor,
     qkv: &CpuTensor,

@@ -36,7 +36,8 @@ pub fn ce_chunk_rows(vocab: usize) -> usize {
     if rows >= 128 { rows / 128 * 128 } else { rows }
 }
 
-/// Largest element of `z` (eight lanes, so it vectorises).
+/// Largest element of `z` (eight lanes, so it vectorises). NaNs are skipped;
+/// they come back through `exp(NaN - max)`.
 #[inline(always)]
 fn max_of(z: &[f32]) -> f32 {
     let mut m = [f32::NEG_INFINITY; 8];
@@ -56,8 +57,9 @@ fn max_of(z: &[f32]) -> f32 {
 /// `e^x` for `x <= 0` (larger `x` is not supported), within 2 ulp, written
 /// with plain float and integer ops so that loops over it vectorise.
 /// `f32::exp` is a libm call per element, 2.5x (SSE2) to 4x (AVX2) slower,
-/// and the softmax evaluates rows x vocab of them. Below -87.3 the result flushes to 0 instead of a
-/// subnormal: the softmax sum is >= 1, so nothing is lost.
+/// and the softmax evaluates rows x vocab of them. Below -87.3 the result
+/// flushes to 0 instead of a subnormal: the softmax sum is >= 1, so nothing
+/// is lost. NaN gives NaN.
 ///
 /// `e^x = 2^n e^r` with `n = round(x / ln 2)` and `|r| <= ln(2) / 2`; `e^r`
 /// from Cephes' `expf` minimax polynomial, `ln 2` split in two for an exact
@@ -69,7 +71,9 @@ fn exp_nonpositive(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     const MIN_X: f32 = -87.3;
     let flush = x < MIN_X;
-    let x = x.max(MIN_X);
+    // Not `x.max(MIN_X)`, which turns NaN into MIN_X: a select on the same
+    // comparison keeps NaN, and NaN then flows through to the result.
+    let x = if flush { MIN_X } else { x };
     let t = x * std::f32::consts::LOG2_E + ROUND;
     let n = t - ROUND;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
@@ -265,5 +269,6 @@ mod tests {
         assert_eq!(exp_nonpositive(0.0), 1.0);
         assert_eq!(exp_nonpositive(-1000.0), 0.0);
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert!(exp_nonpositive(f32::NAN).is_nan());
     }
 }

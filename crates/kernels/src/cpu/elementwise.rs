@@ -76,15 +76,16 @@ pub(super) fn broadcast(s: &CpuTensor, shape: &[usize]) -> CpuTensor {
     CpuTensor::new(vec![s.data()[0]; shape.iter().product()], shape)
 }
 
-/// `max(x, 0)`.
+/// `max(x, 0)`, NaN kept (`f32::max` would drop it).
 pub(super) fn relu(x: &CpuTensor) -> CpuTensor {
-    map(x, |v| v.max(0.0))
+    map(x, |v| if v <= 0.0 { 0.0 } else { v })
 }
 
-/// `dy * (y > 0)` given the forward output `y`.
+/// 0 where the forward output `y <= 0`, else `dy` (PyTorch's
+/// `threshold_backward`: a NaN `y` passes `dy`).
 pub(super) fn relu_backward(y: &CpuTensor, dy: &CpuTensor) -> CpuTensor {
     contract::same_shape("relu_backward", y.shape(), dy.shape());
-    zip_map(y, dy, |y, g| if y > 0.0 { g } else { 0.0 })
+    zip_map(y, dy, |y, g| if y <= 0.0 { 0.0 } else { g })
 }
 
 /// `1 / (1 + exp(-x))`.

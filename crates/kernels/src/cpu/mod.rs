@@ -16,6 +16,7 @@ mod elementwise;
 mod embedding;
 mod layer_norm;
 mod matmul;
+mod non_finite;
 mod par;
 mod simd;
 mod sum_rows;
@@ -205,6 +206,10 @@ impl Backend for CpuBackend {
         with_grad: bool,
     ) -> SoftmaxCrossEntropy<CpuTensor> {
         cross_entropy::softmax_cross_entropy(logits, targets, ignore_index, with_grad)
+    }
+
+    fn count_non_finite(&self, tensors: &[&CpuTensor]) -> Vec<usize> {
+        non_finite::count_non_finite(tensors)
     }
 
     fn adam(

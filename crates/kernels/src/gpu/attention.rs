@@ -1,6 +1,8 @@
 //! Launchers of `shaders/attention.wgsl`: causal multi-head self-attention
 //! with key padding, forward (one workgroup per query row) and backward (a
 //! query pass, then a key pass that owns dK and dV rows, so no atomics).
+//! A batch whose operands exceed one storage binding (the probabilities grow
+//! with `len²`) runs in chunks of whole sequences.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -24,6 +26,7 @@ const MAX_HEAD_DIM: u32 = 128;
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
     batch: u32,
+    batch0: u32,
     len: u32,
     heads: u32,
     head_dim: u32,
@@ -32,6 +35,11 @@ struct Params {
     drop_key: u32,
     drop_threshold: u32,
     drop_scale: f32,
+    qkv_off: u32,
+    ids_off: u32,
+    probs_off: u32,
+    ctx_off: u32,
+    dscores_off: u32,
 }
 
 static SHADER: Shader<Params> = Shader::new(
@@ -93,6 +101,7 @@ fn check_limits(shape: AttentionShape) {
     );
 }
 
+/// The parameters shared by every chunk.
 fn params(shape: AttentionShape, dropout: Option<&Dropout>) -> Params {
     let (use_dropout, drop_key, drop_threshold, drop_scale) = match dropout {
         Some(d) => (1, d.key, d.threshold, d.scale),
@@ -100,6 +109,7 @@ fn params(shape: AttentionShape, dropout: Option<&Dropout>) -> Params {
     };
     Params {
         batch: u32_of(shape.batch),
+        batch0: 0,
         len: u32_of(shape.len),
         heads: u32_of(shape.heads),
         head_dim: u32_of(shape.head_dim),
@@ -108,6 +118,43 @@ fn params(shape: AttentionShape, dropout: Option<&Dropout>) -> Params {
         drop_key,
         drop_threshold,
         drop_scale,
+        qkv_off: 0,
+        ids_off: 0,
+        probs_off: 0,
+        ctx_off: 0,
+        dscores_off: 0,
+    }
+}
+
+/// A chunk of whole sequences `b0 .. b0 + batch` and the element ranges its
+/// operands span in each layout.
+struct Chunk {
+    b0: usize,
+    batch: usize,
+}
+
+impl Chunk {
+    /// Sequences per chunk: as many as every operand's share fits one
+    /// storage binding.
+    fn size(b: &WgpuBackend, shape: AttentionShape) -> usize {
+        let AttentionShape { len, heads, .. } = shape;
+        let per_sequence = (3 * len * shape.dim()).max(heads * len * len);
+        b.rows_per_binding(per_sequence, "attention: one sequence")
+    }
+
+    fn all(b: &WgpuBackend, shape: AttentionShape) -> impl Iterator<Item = Chunk> + use<> {
+        let size = Self::size(b, shape);
+        let batch = shape.batch;
+        (0..batch).step_by(size).map(move |b0| Chunk {
+            b0,
+            batch: size.min(batch - b0),
+        })
+    }
+
+    /// `(first element, elements)` of the chunk in a layout of `per_sequence`
+    /// elements per sequence.
+    fn span(&self, per_sequence: usize) -> (usize, usize) {
+        (self.b0 * per_sequence, self.batch * per_sequence)
     }
 }
 
@@ -129,17 +176,31 @@ pub(super) fn attention(
     }
     let probs = b.alloc(&[batch, heads, len, len]);
     let ctx = b.alloc(&[tokens, dim]);
-    b.run(
-        &FORWARD,
-        &params(shape, dropout),
-        [
-            b.whole(qkv.buffer(), 3 * tokens * dim, "attention qkv"),
-            b.whole(key_ids.buffer(), tokens, "attention key ids"),
-            b.whole(probs.buffer(), scores, "attention probabilities"),
-            b.whole(ctx.buffer(), tokens * dim, "attention context"),
-        ],
-        b.grid(batch * heads * len),
-    );
+    let (qkv_elems, scores_elems, ctx_elems) = (len * 3 * dim, heads * len * len, len * dim);
+    for chunk in Chunk::all(b, shape) {
+        let (first, n) = chunk.span(qkv_elems);
+        let (qkv_range, qkv_off) = b.range(qkv.buffer(), first, n);
+        let (first, n) = chunk.span(len);
+        let (ids_range, ids_off) = b.range(key_ids.buffer(), first, n);
+        let (first, n) = chunk.span(scores_elems);
+        let (probs_range, probs_off) = b.range(probs.buffer(), first, n);
+        let (first, n) = chunk.span(ctx_elems);
+        let (ctx_range, ctx_off) = b.range(ctx.buffer(), first, n);
+        b.run(
+            &FORWARD,
+            &Params {
+                batch: u32_of(chunk.batch),
+                batch0: u32_of(chunk.b0),
+                qkv_off,
+                ids_off,
+                probs_off,
+                ctx_off,
+                ..params(shape, dropout)
+            },
+            [qkv_range, ids_range, probs_range, ctx_range],
+            b.grid(chunk.batch * heads * len),
+        );
+    }
     (ctx, probs)
 }
 
@@ -156,42 +217,45 @@ pub(super) fn attention_backward(
     let AttentionShape {
         batch, len, heads, ..
     } = shape;
-    let (tokens, dim) = (batch * len, shape.dim());
+    let dim = shape.dim();
     if scores == 0 {
         return b.zeros(&qkv.shape);
     }
     let dqkv = b.alloc(&qkv.shape);
-    let dscores = b.alloc(&[scores]);
-    let params = params(shape, dropout);
-    let qkv_range = b.whole(qkv.buffer(), 3 * tokens * dim, "attention qkv");
-    let dctx_range = b.whole(dctx.buffer(), tokens * dim, "attention dctx");
-    let probs_range = b.whole(probs.buffer(), scores, "attention probabilities");
-    let dscores_range = b.whole(dscores.buffer(), scores, "attention dscores");
-    let dqkv_range = b.whole(dqkv.buffer(), 3 * tokens * dim, "attention dqkv");
-    let grid = b.grid(batch * heads * len);
-    b.run(
-        &BACKWARD_QUERY,
-        &params,
-        [
+    let (qkv_elems, scores_elems, ctx_elems) = (len * 3 * dim, heads * len * len, len * dim);
+    // The gradient of the scores of one chunk, from the query to the key pass.
+    let dscores = b.alloc(&[Chunk::size(b, shape).min(batch) * scores_elems]);
+    for chunk in Chunk::all(b, shape) {
+        let (first, n) = chunk.span(qkv_elems);
+        let (qkv_range, qkv_off) = b.range(qkv.buffer(), first, n);
+        let (dqkv_range, _) = b.range(dqkv.buffer(), first, n);
+        let (first, n) = chunk.span(scores_elems);
+        let (probs_range, probs_off) = b.range(probs.buffer(), first, n);
+        let (first, n) = chunk.span(ctx_elems);
+        let (dctx_range, ctx_off) = b.range(dctx.buffer(), first, n);
+        let dscores_range = b.whole(
+            dscores.buffer(),
+            chunk.batch * scores_elems,
+            "attention dscores",
+        );
+        let params = Params {
+            batch: u32_of(chunk.batch),
+            batch0: u32_of(chunk.b0),
+            qkv_off,
+            probs_off,
+            ctx_off,
+            ..params(shape, dropout)
+        };
+        let grid = b.grid(chunk.batch * heads * len);
+        let buffers = [
             qkv_range,
             dctx_range,
             probs_range,
             dscores_range,
             dqkv_range,
-        ],
-        grid,
-    );
-    b.run(
-        &BACKWARD_KEY,
-        &params,
-        [
-            qkv_range,
-            dctx_range,
-            probs_range,
-            dscores_range,
-            dqkv_range,
-        ],
-        grid,
-    );
+        ];
+        b.run(&BACKWARD_QUERY, &params, buffers, grid);
+        b.run(&BACKWARD_KEY, &params, buffers, grid);
+    }
     dqkv
 }

@@ -46,8 +46,8 @@ impl<'a> Matrix<'a> {
 pub(super) enum Operand<'a> {
     /// As long as the output: bound chunk by chunk.
     Elements(&'a wgpu::Buffer),
-    /// A `[1]` tensor, bound whole for every chunk.
-    Scalar(&'a wgpu::Buffer),
+    /// The first `n` elements, bound whole for every chunk (a `[1]` scalar).
+    Whole(&'a wgpu::Buffer, usize),
 }
 
 /// `x` as a kernel's `u32` size or index.
@@ -81,6 +81,12 @@ impl WgpuBackend {
         let storage = Storage::new(&self.inner.device, &self.inner.pool, 4 * data.len() as u64);
         self.upload(storage.buffer(), bytemuck::cast_slice(data));
         storage
+    }
+
+    /// Submits the pending work and reads the first `bytes` bytes of `buffer`.
+    pub(super) fn read_bytes(&self, buffer: &wgpu::Buffer, bytes: u64) -> Vec<u8> {
+        self.recorder()
+            .read(&self.inner.device, &self.inner.queue, buffer, bytes)
     }
 
     /// Records zeroing the first `elems` elements of `buffer`.
@@ -229,11 +235,7 @@ impl WgpuBackend {
                     offset: 4 * first as u64,
                     size: 4 * len as u64,
                 },
-                Operand::Scalar(buffer) => BufferRange {
-                    buffer,
-                    offset: 0,
-                    size: 4,
-                },
+                Operand::Whole(buffer, n) => self.whole(buffer, *n, "an elementwise operand"),
             });
             self.run(
                 kernel,

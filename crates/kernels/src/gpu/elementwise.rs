@@ -152,7 +152,7 @@ pub(super) fn scale(b: &WgpuBackend, x: &GpuTensor, s: &GpuTensor) -> GpuTensor 
         x.numel(),
         [
             Operand::Elements(x.buffer()),
-            Operand::Scalar(s.buffer()),
+            Operand::Whole(s.buffer(), 1),
             Operand::Elements(out.buffer()),
         ],
         plain,
@@ -167,7 +167,10 @@ pub(super) fn broadcast(b: &WgpuBackend, s: &GpuTensor, shape: &[usize]) -> GpuT
         &BROADCAST,
         WG,
         out.numel(),
-        [Operand::Scalar(s.buffer()), Operand::Elements(out.buffer())],
+        [
+            Operand::Whole(s.buffer(), 1),
+            Operand::Elements(out.buffer()),
+        ],
         plain,
     );
     out

@@ -8,7 +8,8 @@
 //!   has accumulated.
 //! - One file per op family holds its launchers (`elementwise.rs`,
 //!   `embedding.rs`, `layer_norm.rs`, `matmul.rs`, `sum_rows.rs`,
-//!   `attention.rs`, `cross_entropy.rs`, `adam.rs`), each beside its shader
+//!   `attention.rs`, `cross_entropy.rs`, `adam.rs`, `non_finite.rs`), each
+//!   beside its shader
 //!   `shaders/<family>.wgsl`; `kernel.rs` types the interfaces and builds the
 //!   pipelines, `dispatch.rs` binds buffers and plans grids.
 //! - Tensors live in pooled buffers that return to the pool on drop, so a
@@ -31,6 +32,7 @@ mod kernel;
 mod layer_norm;
 mod matmul;
 mod memory;
+mod non_finite;
 mod recorder;
 mod sum_rows;
 
@@ -58,6 +60,7 @@ fn all_kernels() -> Vec<KernelDesc<'static>> {
         attention::kernels(),
         cross_entropy::kernels(),
         adam::kernels(),
+        non_finite::kernels(),
     ]
     .concat()
 }
@@ -382,13 +385,7 @@ impl Backend for WgpuBackend {
     }
 
     fn to_vec(&self, t: &GpuTensor) -> Vec<f32> {
-        let bytes = self.recorder().read(
-            &self.inner.device,
-            &self.inner.queue,
-            t.buffer(),
-            4 * t.numel() as u64,
-        );
-        bytemuck::pod_collect_to_vec(&bytes)
+        bytemuck::pod_collect_to_vec(&self.read_bytes(t.buffer(), 4 * t.numel() as u64))
     }
 
     fn ids(&self, ids: &[u32]) -> GpuIds {
@@ -535,6 +532,10 @@ impl Backend for WgpuBackend {
         with_grad: bool,
     ) -> SoftmaxCrossEntropy<GpuTensor> {
         cross_entropy::softmax_cross_entropy(self, logits, targets, ignore_index, with_grad)
+    }
+
+    fn count_non_finite(&self, tensors: &[&GpuTensor]) -> Vec<usize> {
+        non_finite::count_non_finite(self, tensors)
     }
 
     fn adam(
