@@ -2,6 +2,29 @@
 
 use sasrec_kernels::Backend;
 
+use crate::{Gradients, Var};
+
+/// A parameter (or its gradient) holding NaN or infinite values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NonFinite {
+    /// The parameter's name.
+    pub name: String,
+    /// How many of its values are NaN or infinite.
+    pub count: usize,
+    /// How many values it has.
+    pub len: usize,
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} has {} NaN or infinite values of {}",
+            self.name, self.count, self.len
+        )
+    }
+}
+
 /// Index of a parameter in its [`ParamStore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ParamId(usize);
@@ -94,4 +117,47 @@ impl<B: Backend> ParamStore<B> {
     pub fn ids(&self) -> impl Iterator<Item = ParamId> + use<B> {
         (0..self.values.len()).map(ParamId)
     }
+
+    /// The first parameter, in store order, with a NaN or infinite value
+    /// (one host synchronisation for all of them).
+    pub fn first_non_finite(&self, backend: &B) -> Option<NonFinite> {
+        let named: Vec<(&str, &B::Tensor)> = self
+            .names
+            .iter()
+            .map(String::as_str)
+            .zip(&self.values)
+            .collect();
+        first_non_finite(backend, &named)
+    }
+
+    /// The first parameter, in store order, whose gradient has a NaN or
+    /// infinite value; `vars[i]` is parameter `i` on the tape `grads` came
+    /// from ([`crate::Tape::params`]). One host synchronisation for all.
+    pub fn first_non_finite_grad(
+        &self,
+        backend: &B,
+        grads: &Gradients<B>,
+        vars: &[Var],
+    ) -> Option<NonFinite> {
+        let named: Vec<(&str, &B::Tensor)> = self
+            .iter()
+            .filter_map(|(id, name, _)| Some((name, grads.get(vars[id.index()])?)))
+            .collect();
+        first_non_finite(backend, &named)
+    }
+}
+
+/// The first of `named` with a NaN or infinite value.
+fn first_non_finite<B: Backend>(backend: &B, named: &[(&str, &B::Tensor)]) -> Option<NonFinite> {
+    let tensors: Vec<&B::Tensor> = named.iter().map(|&(_, t)| t).collect();
+    let counts = backend.count_non_finite(&tensors);
+    named
+        .iter()
+        .zip(counts)
+        .find(|&(_, count)| count > 0)
+        .map(|(&(name, t), count)| NonFinite {
+            name: name.to_string(),
+            count,
+            len: backend.shape(t).iter().product(),
+        })
 }

@@ -13,7 +13,7 @@
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sasrec_autograd::{Tape, Var};
+use sasrec_autograd::{CustomOp, Tape, Var};
 use sasrec_kernels::{AttentionShape, Backend, CpuBackend, Dropout};
 
 const EPS: f32 = 1e-2;
@@ -153,6 +153,206 @@ fn add() {
         let y = t.add(v[0], v[1]);
         tail.apply(t, y)
     });
+}
+
+#[test]
+fn sub() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let tail = Tail::new(&mut rng, 5, 3);
+    let inputs = [
+        random(&mut rng, &[5, 3], 1.0),
+        random(&mut rng, &[5, 3], 1.0),
+    ];
+    gradcheck("sub", &inputs, |t, v| {
+        let y = t.sub(v[0], v[1]);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn mul() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let tail = Tail::new(&mut rng, 4, 6);
+    let inputs = [
+        random(&mut rng, &[4, 6], 1.0),
+        random(&mut rng, &[4, 6], 1.0),
+    ];
+    gradcheck("mul", &inputs, |t, v| {
+        let y = t.mul(v[0], v[1]);
+        tail.apply(t, y)
+    });
+    // x * x: both factors are the same Var.
+    gradcheck("mul of a Var by itself", &inputs[..1], |t, v| {
+        let y = t.mul(v[0], v[0]);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn sigmoid() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let tail = Tail::new(&mut rng, 6, 4);
+    let inputs = [random(&mut rng, &[6, 4], 3.0)];
+    gradcheck("sigmoid", &inputs, |t, v| {
+        let y = t.sigmoid(v[0]);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn sum_and_mean() {
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let inputs = [random(&mut rng, &[5, 7], 1.0)];
+    // Each reduction is followed by a scale, then a mul by another function
+    // of x, so a backward that ignores its incoming gradient fails.
+    for reduce in ["sum", "mean"] {
+        gradcheck(reduce, &inputs, |t, v| {
+            let s = if reduce == "sum" {
+                t.sum(v[0])
+            } else {
+                t.mean(v[0])
+            };
+            let s = t.scale(s, t.backend().tensor(&[0.7], &[1]));
+            let x2 = t.mul(v[0], v[0]);
+            let m = t.mean(x2);
+            t.mul(s, m)
+        });
+    }
+}
+
+#[test]
+fn matmul() {
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let tail = Tail::new(&mut rng, 5, 3);
+    let inputs = [
+        random(&mut rng, &[5, 4], 1.0),
+        random(&mut rng, &[4, 3], 1.0),
+    ];
+    gradcheck("matmul", &inputs, |t, v| {
+        let y = t.matmul(v[0], v[1]);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn softmax_cross_entropy_with_and_without_ignore_index() {
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let (rows, classes) = (7, 5);
+    // Class 0 is a real class; row 3's target is the ignored one.
+    let labels: Vec<u32> = (0..rows).map(|r| (r * 2 % classes) as u32).collect();
+    let inputs = [
+        random(&mut rng, &[rows, 4], 1.0),
+        random(&mut rng, &[4, classes], 1.0),
+    ];
+    for ignore in [None, Some(labels[3])] {
+        gradcheck("softmax_cross_entropy", &inputs, |t, v| {
+            let logits = t.matmul(v[0], v[1]);
+            let ids = t.backend().ids(&labels);
+            let loss = t.softmax_cross_entropy(logits, &ids, ignore);
+            t.scale(loss, t.backend().tensor(&[-0.8], &[1]))
+        });
+    }
+}
+
+#[test]
+fn mse_loss() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let inputs = [
+        random(&mut rng, &[6, 3], 1.0),
+        random(&mut rng, &[3, 2], 1.0),
+        random(&mut rng, &[6, 2], 1.0),
+    ];
+    gradcheck("mse_loss", &inputs, |t, v| {
+        let prediction = t.matmul(v[0], v[1]);
+        let loss = t.mse_loss(prediction, v[2]);
+        t.scale(loss, t.backend().tensor(&[1.3], &[1]))
+    });
+}
+
+/// SiLU, `x * sigmoid(x)`, as a custom op that keeps sigmoid(x) from its
+/// forward for its backward.
+#[derive(Default)]
+struct Silu {
+    sigmoid: Option<<CpuBackend as Backend>::Tensor>,
+}
+
+impl CustomOp<CpuBackend> for Silu {
+    fn name(&self) -> &str {
+        "silu"
+    }
+
+    fn forward(
+        &mut self,
+        b: &CpuBackend,
+        inputs: &[&<CpuBackend as Backend>::Tensor],
+    ) -> <CpuBackend as Backend>::Tensor {
+        let s = b.sigmoid(inputs[0]);
+        let y = b.mul(inputs[0], &s);
+        self.sigmoid = Some(s);
+        y
+    }
+
+    fn backward(
+        &self,
+        b: &CpuBackend,
+        inputs: &[&<CpuBackend as Backend>::Tensor],
+        _output: &<CpuBackend as Backend>::Tensor,
+        dy: &<CpuBackend as Backend>::Tensor,
+    ) -> Vec<Option<<CpuBackend as Backend>::Tensor>> {
+        // d/dx x s(x) = s + x s (1 - s)
+        let s = self.sigmoid.as_ref().expect("forward ran");
+        let through_s = b.sigmoid_backward(s, &b.mul(dy, inputs[0]));
+        vec![Some(b.add(&b.mul(dy, s), &through_s))]
+    }
+}
+
+#[test]
+fn custom_op() {
+    let mut rng = ChaCha8Rng::seed_from_u64(18);
+    let tail = Tail::new(&mut rng, 5, 4);
+    let inputs = [random(&mut rng, &[5, 4], 2.0)];
+    gradcheck("custom silu", &inputs, |t, v| {
+        let y = t.custom(&[v[0]], Silu::default());
+        tail.apply(t, y)
+    });
+}
+
+/// A custom op whose backward forgets an input.
+struct Forgetful;
+
+impl CustomOp<CpuBackend> for Forgetful {
+    fn name(&self) -> &str {
+        "forgetful"
+    }
+
+    fn forward(
+        &mut self,
+        b: &CpuBackend,
+        inputs: &[&<CpuBackend as Backend>::Tensor],
+    ) -> <CpuBackend as Backend>::Tensor {
+        b.add(inputs[0], inputs[1])
+    }
+
+    fn backward(
+        &self,
+        _b: &CpuBackend,
+        _inputs: &[&<CpuBackend as Backend>::Tensor],
+        _output: &<CpuBackend as Backend>::Tensor,
+        dy: &<CpuBackend as Backend>::Tensor,
+    ) -> Vec<Option<<CpuBackend as Backend>::Tensor>> {
+        vec![Some(dy.clone())]
+    }
+}
+
+#[test]
+#[should_panic(expected = "custom op forgetful: backward returned 1 gradients for 2 inputs")]
+fn custom_op_with_a_missing_gradient_is_a_clear_error() {
+    let b = CpuBackend;
+    let mut tape = Tape::new(&b, true);
+    let x = tape.leaf(b.tensor(&[1.0], &[1]), true);
+    let y = tape.leaf(b.tensor(&[2.0], &[1]), true);
+    let z = tape.custom(&[x, y], Forgetful);
+    tape.backward(z);
 }
 
 #[test]

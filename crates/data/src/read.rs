@@ -828,10 +828,10 @@ fn intern_id(table: &mut IdTable, text: &[u8], strict: bool) -> Result<u32, &'st
     if strict {
         return strict_id(text).map(|v| table.intern_int(v));
     }
-    if table.kind() == IdKind::Int {
-        if let Some(v) = canonical_int(text) {
-            return Ok(table.intern_int(v));
-        }
+    if table.kind() == IdKind::Int
+        && let Some(v) = canonical_int(text)
+    {
+        return Ok(table.intern_int(v));
     }
     if text.is_empty() {
         return Err("expected an id, the field is empty");
@@ -897,6 +897,16 @@ fn parse_rating(s: &[u8]) -> Result<f32, &'static str> {
 /// Powers of ten that are exact in f32.
 const POW10: [f32; 8] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
 
+/// The files [`read_interactions`] reads for `path`: the file itself, or the
+/// Parquet parts of a folder in the order they are read.
+pub fn input_files(path: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
+    if path.is_dir() {
+        crate::parquet::parts(path)
+    } else {
+        Ok(vec![path.to_path_buf()])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -932,15 +942,5 @@ mod tests {
         assert_eq!(f, vec![(0, 0)]);
         split(b"1::2::3::a:b::c", b"::", 4, &mut f);
         assert_eq!(f[3], (9, 12));
-    }
-}
-
-/// The files [`read_interactions`] reads for `path`: the file itself, or the
-/// Parquet parts of a folder in the order they are read.
-pub fn input_files(path: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
-    if path.is_dir() {
-        crate::parquet::parts(path)
-    } else {
-        Ok(vec![path.to_path_buf()])
     }
 }

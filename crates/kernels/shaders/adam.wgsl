@@ -2,8 +2,7 @@
 // operations (see `AdamStep`). The host passes the bias corrections, computed
 // in f64 like PyTorch's Python scalars; arrays larger than one storage
 // binding are stepped in chunks.
-
-const WG: u32 = 256u;
+// Injected: WG. Prepended: common.wgsl.
 
 struct Params {
     n: u32,
@@ -35,7 +34,7 @@ fn lerp(start: f32, end: f32, w: f32) -> f32 {
 @compute @workgroup_size(WG)
 fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    let i = workgroup_index(wid, nwg) * WG + lid.x;
     if (i >= p.n) {
         return;
     }

@@ -15,14 +15,33 @@
 // lid % head_dim of every (WG / head_dim)-th row, and the parts are added in
 // a fixed order, which shortens the serial chain of loads head_dim / WG
 // times. The score row lives in workgroup memory: len <= MAX_LEN,
-// head_dim <= MAX_HEAD_DIM. Requires dropout.wgsl prepended.
+// head_dim <= MAX_HEAD_DIM.
+//
+// The host runs a batch larger than one storage binding in chunks of whole
+// sequences: `batch` sequences from sequence `batch0` on, every buffer bound
+// from the chunk's first element (`*_off` is that element's index inside the
+// binding). Dropout indexes the whole [batch, heads, len, len] tensor, so the
+// masks do not depend on the chunking.
+//
+// A (query, key) pair takes part in the context and the gradients when its
+// probability (before dropout) is not 0: masked keys never do, not even as
+// 0 * NaN. A pair that takes part carries NaN and infinities as IEEE
+// arithmetic does, as on the CPU: the row maximum ignores NaN, exp(NaN) and
+// exp(inf - inf) are NaN, so a row with a NaN or +inf score gets NaN
+// probabilities for all its visible keys, and a dropped pair still adds
+// 0 * v.
+// Injected: WG, MAX_LEN, MAX_HEAD_DIM. Prepended: common.wgsl,
+// workgroup_reduce.wgsl, dropout.wgsl.
 
-const WG: u32 = 128u;
-const MAX_LEN: u32 = 1024u;
-const MAX_HEAD_DIM: u32 = 128u;
+// Below any finite score: the running maximum of a row starts here, so that
+// a row whose visible scores are all -inf sums exp(-inf) = 0 and gets 0 / 0 =
+// NaN probabilities, like the CPU's exp(-inf - -inf).
+const KEY_FLOOR: f32 = -3.0e38;
 
 struct Params {
+    // sequences in this chunk, and the first one's index in the whole batch
     batch: u32,
+    batch0: u32,
     len: u32,
     heads: u32,
     head_dim: u32,
@@ -31,6 +50,12 @@ struct Params {
     drop_key: u32,
     drop_threshold: u32,
     drop_scale: f32,
+    // element offsets of the chunk inside the bound ranges
+    qkv_off: u32,
+    ids_off: u32,
+    probs_off: u32,
+    ctx_off: u32,
+    dscores_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -45,51 +70,27 @@ struct Params {
 // gradient of the scores [batch, heads, len, len], from the query pass to the key pass
 @group(0) @binding(7) var<storage, read_write> dscores: array<f32>;
 @group(0) @binding(8) var<storage, read> dscores_in: array<f32>;
+// laid out like qkv, so it shares qkv_off
 @group(0) @binding(9) var<storage, read_write> dqkv: array<f32>;
 
 var<workgroup> head_row: array<f32, MAX_HEAD_DIM>;
 var<workgroup> row_a: array<f32, MAX_LEN>;
 var<workgroup> row_b: array<f32, MAX_LEN>;
-var<workgroup> red: array<f32, WG>;
+var<workgroup> row_c: array<f32, MAX_LEN>;
 var<workgroup> part_a: array<f32, WG>;
 var<workgroup> part_b: array<f32, WG>;
 
-fn workgroup_max(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] = max(red[lid], red[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn workgroup_sum(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
+// The dropout factor of score `index` of the chunk (flat in [batch, heads,
+// len, len]), masked by its index in the whole batch.
 fn drop_factor(index: u32) -> f32 {
     if (p.use_dropout == 0u) {
         return 1.0;
     }
-    return dropout_factor(p.drop_key, p.drop_threshold, p.drop_scale, index);
+    let first = p.batch0 * p.heads * p.len * p.len;
+    return dropout_factor(p.drop_key, p.drop_threshold, p.drop_scale, first + index);
 }
 
-// (b, h, i) of workgroup `row` in [batch, heads, len] order.
+// (b, h, i) of workgroup `row` in [batch, heads, len] order (b in the chunk).
 fn split_row(row: u32) -> vec3<u32> {
     let i = row % p.len;
     let bh = row / p.len;
@@ -100,8 +101,24 @@ fn row_stride() -> u32 {
     return 3u * p.heads * p.head_dim;
 }
 
+// Index in qkv (and dqkv) of column `col` of position j of sequence b.
+fn qkv_index(b: u32, j: u32, col: u32) -> u32 {
+    return p.qkv_off + (b * p.len + j) * row_stride() + col;
+}
+
+// Index in ctx (and dctx) of column `col` of position i of sequence b.
+fn ctx_index(b: u32, i: u32, col: u32) -> u32 {
+    return p.ctx_off + (b * p.len + i) * p.heads * p.head_dim + col;
+}
+
+// Whether a pair of probability `pr` takes part: pr is not 0 (NaN does). From
+// the bits, since `NaN != 0.0` compiles to an ordered comparison (false).
+fn takes_part(pr: f32) -> bool {
+    return (bitcast<u32>(pr) & 0x7fffffffu) != 0u;
+}
+
 fn key_visible(b: u32, i: u32, j: u32) -> bool {
-    return j <= i && key_ids[b * p.len + j] != 0u;
+    return j <= i && key_ids[p.ids_off + b * p.len + j] != 0u;
 }
 
 // How many rows the weighted sums work on at once (see the top).
@@ -128,7 +145,7 @@ fn sum_parts_b(lid: u32) -> f32 {
 
 // q_i . k_j with q_i (or dctx_i) staged in head_row; `col` selects the part of qkv.
 fn dot_head_row(b: u32, h: u32, j: u32, col: u32) -> f32 {
-    let base = (b * p.len + j) * row_stride() + col + h * p.head_dim;
+    let base = qkv_index(b, j, col + h * p.head_dim);
     var s = 0.0;
     for (var d = 0u; d < p.head_dim; d++) {
         s += head_row[d] * qkv[base + d];
@@ -139,7 +156,7 @@ fn dot_head_row(b: u32, h: u32, j: u32, col: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = wid.y * nwg.x + wid.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.batch * p.heads * p.len) {
         return;
     }
@@ -149,19 +166,20 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let h = bhi.y;
     let i = bhi.z;
     let dim = p.heads * p.head_dim;
-    let q_base = (b * p.len + i) * row_stride() + h * p.head_dim;
+    let q_base = qkv_index(b, i, h * p.head_dim);
     for (var d = lid; d < p.head_dim; d += WG) {
         head_row[d] = qkv[q_base + d];
     }
     workgroupBarrier();
 
-    // Scores of the visible keys; -3e38 stands for "no visible key yet".
-    var m = -3.0e38;
+    // Scores of the visible keys and their maximum. `select` (not max,
+    // whose result with a NaN operand is undefined) skips NaN scores.
+    var m = KEY_FLOOR;
     for (var j = lid; j <= i; j += WG) {
         if (key_visible(b, i, j)) {
             let s = dot_head_row(b, h, j, dim) * p.scale;
             row_a[j] = s;
-            m = max(m, s);
+            m = select(m, s, s > m);
         }
     }
     let row_max = workgroup_max(m, lid);
@@ -178,15 +196,16 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let total = workgroup_sum(l, lid);
 
     // Probabilities before dropout are saved; the context uses them after.
-    let probs_base = row * p.len;
+    let scores_row = row * p.len;
     for (var j = lid; j < p.len; j += WG) {
         var pr = 0.0;
-        if (j <= i && total > 0.0) {
+        if (key_visible(b, i, j)) {
             pr = row_a[j] / total;
         }
-        probs[probs_base + j] = pr;
+        probs[p.probs_off + scores_row + j] = pr;
         if (j <= i) {
-            row_a[j] = pr * drop_factor(probs_base + j);
+            row_a[j] = pr * drop_factor(scores_row + j);
+            row_b[j] = pr;
         }
     }
     workgroupBarrier();
@@ -197,13 +216,15 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (part < parts()) {
         let v_col = 2u * dim + h * p.head_dim + d;
         for (var j = part; j <= i; j += parts()) {
-            acc += row_a[j] * qkv[(b * p.len + j) * row_stride() + v_col];
+            if (takes_part(row_b[j])) {
+                acc += row_a[j] * qkv[qkv_index(b, j, v_col)];
+            }
         }
     }
     part_a[lid] = acc;
     workgroupBarrier();
     if (lid < p.head_dim) {
-        ctx[(b * p.len + i) * dim + h * p.head_dim + lid] = sum_parts_a(lid);
+        ctx[ctx_index(b, i, h * p.head_dim + lid)] = sum_parts_a(lid);
     }
 }
 
@@ -212,7 +233,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 @compute @workgroup_size(WG)
 fn backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = wid.y * nwg.x + wid.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.batch * p.heads * p.len) {
         return;
     }
@@ -222,19 +243,19 @@ fn backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let h = bhi.y;
     let i = bhi.z;
     let dim = p.heads * p.head_dim;
-    let dctx_base = (b * p.len + i) * dim + h * p.head_dim;
+    let dctx_base = ctx_index(b, i, h * p.head_dim);
     for (var d = lid; d < p.head_dim; d += WG) {
         head_row[d] = dctx[dctx_base + d];
     }
     workgroupBarrier();
 
-    let probs_base = row * p.len;
+    let scores_row = row * p.len;
     var local = 0.0;
     for (var j = lid; j <= i; j += WG) {
-        let pij = saved_probs[probs_base + j];
+        let pij = saved_probs[p.probs_off + scores_row + j];
         var dp = 0.0;
-        if (pij != 0.0) {
-            dp = dot_head_row(b, h, j, 2u * dim) * drop_factor(probs_base + j);
+        if (takes_part(pij)) {
+            dp = dot_head_row(b, h, j, 2u * dim) * drop_factor(scores_row + j);
         }
         row_a[j] = dp;
         row_b[j] = pij;
@@ -243,9 +264,12 @@ fn backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let row_dot = workgroup_sum(local, lid);
 
     for (var j = lid; j <= i; j += WG) {
-        let ds = row_b[j] * (row_a[j] - row_dot);
+        var ds = 0.0;
+        if (takes_part(row_b[j])) {
+            ds = row_b[j] * (row_a[j] - row_dot);
+        }
         row_a[j] = ds;
-        dscores[probs_base + j] = ds;
+        dscores[p.dscores_off + scores_row + j] = ds;
     }
     workgroupBarrier();
 
@@ -255,13 +279,15 @@ fn backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (part < parts()) {
         let k_col = dim + h * p.head_dim + d;
         for (var j = part; j <= i; j += parts()) {
-            acc += row_a[j] * qkv[(b * p.len + j) * row_stride() + k_col];
+            if (takes_part(row_b[j])) {
+                acc += row_a[j] * qkv[qkv_index(b, j, k_col)];
+            }
         }
     }
     part_a[lid] = acc;
     workgroupBarrier();
     if (lid < p.head_dim) {
-        dqkv[(b * p.len + i) * row_stride() + h * p.head_dim + lid] = sum_parts_a(lid) * p.scale;
+        dqkv[qkv_index(b, i, h * p.head_dim + lid)] = sum_parts_a(lid) * p.scale;
     }
 }
 
@@ -270,7 +296,7 @@ fn backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(WG)
 fn backward_key(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = wid.y * nwg.x + wid.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.batch * p.heads * p.len) {
         return;
     }
@@ -284,8 +310,10 @@ fn backward_key(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 
     for (var i = j + lid; i < p.len; i += WG) {
         let idx = bh_base + i * p.len + j;
-        row_a[i] = dscores_in[idx];
-        row_b[i] = saved_probs[idx] * drop_factor(idx);
+        let pij = saved_probs[p.probs_off + idx];
+        row_a[i] = dscores_in[p.dscores_off + idx];
+        row_b[i] = pij * drop_factor(idx);
+        row_c[i] = pij;
     }
     workgroupBarrier();
 
@@ -295,16 +323,17 @@ fn backward_key(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     var dv = 0.0;
     if (part < parts()) {
         for (var i = j + part; i < p.len; i += parts()) {
-            let q = qkv[(b * p.len + i) * row_stride() + h * p.head_dim + d];
-            dk += row_a[i] * q;
-            dv += row_b[i] * dctx[(b * p.len + i) * dim + h * p.head_dim + d];
+            if (takes_part(row_c[i])) {
+                dk += row_a[i] * qkv[qkv_index(b, i, h * p.head_dim + d)];
+                dv += row_b[i] * dctx[ctx_index(b, i, h * p.head_dim + d)];
+            }
         }
     }
     part_a[lid] = dk;
     part_b[lid] = dv;
     workgroupBarrier();
     if (lid < p.head_dim) {
-        let out = (b * p.len + j) * row_stride() + h * p.head_dim + lid;
+        let out = qkv_index(b, j, h * p.head_dim + lid);
         dqkv[out + dim] = sum_parts_a(lid) * p.scale;
         dqkv[out + 2u * dim] = sum_parts_b(lid);
     }

@@ -8,8 +8,16 @@
 // loss_rows; with gradients the logits are overwritten in place by
 // dlogits = (softmax - onehot) / count. `mean_loss` then adds the per-row
 // losses in a fixed order in one workgroup, so the loss is deterministic.
-
-const WG: u32 = 256u;
+//
+// Every logit is read and then overwritten by the same invocation (the one
+// whose strided share holds its column), the target's too, so no invocation
+// reads a value another one writes: a workgroupBarrier does not order
+// storage memory.
+//
+// NaN and +inf logits are not added to the running sums (which would lose
+// them in the merge): the invocation notes them, and a row with one gets a
+// NaN loss and NaN gradients, as on the CPU. A -inf logit adds exp(-inf) = 0.
+// Injected: WG. Prepended: common.wgsl, workgroup_reduce.wgsl.
 
 struct Params {
     rows: u32,
@@ -18,6 +26,8 @@ struct Params {
     row0: u32,
     count: u32,
     with_grad: u32,
+    // element offset of the chunk's first logit inside the bound logits
+    logits_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -47,24 +57,29 @@ fn merge(max_a: f32, sum_a: f32, max_b: f32, sum_b: f32) -> vec2<f32> {
 @compute @workgroup_size(WG)
 fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let r = wid.y * nwg.x + wid.x;
+    let r = workgroup_index(wid, nwg);
     if (r >= p.rows) {
         return;
     }
     let lid = lid3.x;
-    let base = r * p.vocab;
+    let base = p.logits_off + r * p.vocab;
 
     var m = -3.0e38;
     var s = 0.0;
+    var poisoned = 0.0;
     for (var j = lid; j < p.vocab; j += WG) {
         let x = logits[base + j];
-        if (x > m) {
+        if (is_nan(x) || bitcast<u32>(x) == 0x7f800000u) {
+            // NaN or +inf
+            poisoned = 1.0;
+        } else if (x > m) {
             s = s * exp(m - x) + 1.0;
             m = x;
         } else {
             s += exp(x - m);
         }
     }
+    let row_poisoned = workgroup_max(poisoned, lid) > 0.0;
     red_max[lid] = m;
     red_sum[lid] = s;
     workgroupBarrier();
@@ -76,19 +91,21 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
-    let lse = red_max[0] + log(red_sum[0]);
-    let target_id = targets[p.row0 + r];
-
-    if (lid == 0u) {
-        loss_rows[p.row0 + r] = lse - logits[base + target_id];
+    var lse = red_max[0] + log(red_sum[0]);
+    if (row_poisoned) {
+        lse = nan();
     }
-    // Everyone has read logits[target] before it is overwritten.
-    workgroupBarrier();
-    if (p.with_grad != 0u) {
-        let inv_count = 1.0 / f32(p.count);
-        for (var j = lid; j < p.vocab; j += WG) {
+    let target_id = targets[p.row0 + r];
+    let inv_count = 1.0 / f32(p.count);
+    for (var j = lid; j < p.vocab; j += WG) {
+        let x = logits[base + j];
+        if (j == target_id) {
+            loss_rows[p.row0 + r] = lse - x;
+        }
+        if (p.with_grad != 0u) {
             let onehot = select(0.0, 1.0, j == target_id);
-            logits[base + j] = (exp(logits[base + j] - lse) - onehot) * inv_count;
+            // lse is NaN in a poisoned row: its gradient is all NaN.
+            logits[base + j] = select((exp(x - lse) - onehot) * inv_count, lse, row_poisoned);
         }
     }
 }
@@ -101,15 +118,8 @@ fn mean_loss(@builtin(local_invocation_id) lid3: vec3<u32>) {
     for (var i = lid; i < p.count; i += WG) {
         s += loss_in[i];
     }
-    red_sum[lid] = s;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half >>= 1u) {
-        if (lid < half) {
-            red_sum[lid] += red_sum[lid + half];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(s, lid);
     if (lid == 0u) {
-        loss[0] = red_sum[0] / f32(p.count);
+        loss[0] = total / f32(p.count);
     }
 }

@@ -3,9 +3,7 @@
 // Arrays larger than one storage binding are split by the host into chunks;
 // `base` is the chunk's first element in the whole tensor, which the dropout
 // hash needs (the mask is a function of the element's index in the tensor).
-// Requires dropout.wgsl prepended.
-
-const WG: u32 = 256u;
+// Injected: WG. Prepended: common.wgsl, dropout.wgsl.
 
 struct Params {
     n: u32,
@@ -20,9 +18,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// Grids wider than the per-dimension workgroup limit use a second dimension.
 fn element_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid.x;
+    return workgroup_index(wid, nwg) * WG + lid.x;
 }
 
 // out = a + b
@@ -32,6 +29,26 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let i = element_index(wid, nwg, lid);
     if (i < p.n) {
         out[i] = a[i] + b[i];
+    }
+}
+
+// out = a - b
+@compute @workgroup_size(WG)
+fn sub(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element_index(wid, nwg, lid);
+    if (i < p.n) {
+        out[i] = a[i] - b[i];
+    }
+}
+
+// out = a * b
+@compute @workgroup_size(WG)
+fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element_index(wid, nwg, lid);
+    if (i < p.n) {
+        out[i] = a[i] * b[i];
     }
 }
 
@@ -55,23 +72,54 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
 }
 
-// out = max(a, 0)
+// out = b[0] everywhere.
+@compute @workgroup_size(WG)
+fn broadcast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element_index(wid, nwg, lid);
+    if (i < p.n) {
+        out[i] = b[0];
+    }
+}
+
+// out = max(a, 0), NaN kept (max's result for a NaN operand is undefined).
 @compute @workgroup_size(WG)
 fn relu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = element_index(wid, nwg, lid);
     if (i < p.n) {
-        out[i] = max(a[i], 0.0);
+        out[i] = select(a[i], 0.0, a[i] <= 0.0);
     }
 }
 
-// out = b * (a > 0), with a the forward output and b the incoming gradient.
+// out = 0 where a <= 0, else b (PyTorch's threshold_backward), with a the
+// forward output and b the incoming gradient.
 @compute @workgroup_size(WG)
 fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = element_index(wid, nwg, lid);
     if (i < p.n) {
-        out[i] = select(0.0, b[i], a[i] > 0.0);
+        out[i] = select(b[i], 0.0, a[i] <= 0.0);
+    }
+}
+
+// out = 1 / (1 + exp(-a))
+@compute @workgroup_size(WG)
+fn sigmoid(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element_index(wid, nwg, lid);
+    if (i < p.n) {
+        out[i] = 1.0 / (1.0 + exp(-a[i]));
+    }
+}
+
+// out = b * a * (1 - a), with a the forward output and b the incoming gradient.
+@compute @workgroup_size(WG)
+fn sigmoid_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element_index(wid, nwg, lid);
+    if (i < p.n) {
+        out[i] = b[i] * a[i] * (1.0 - a[i]);
     }
 }
 

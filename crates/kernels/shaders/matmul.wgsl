@@ -18,17 +18,19 @@
 // k in [z * k_split, (z + 1) * k_split) into its own partial matrix
 // (c_split_stride elements apart), and `split_k_sum` adds the partials in
 // order: deterministic, no atomics.
+// Injected: TILE (64, the square output tile), TILE_K (16), SUM_WG (256, the
+// workgroup of split_k_sum). Prepended: common.wgsl.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
-const TILE_M: u32 = 64u;
-const TILE_N: u32 = 64u;
-const TILE_K: u32 = 16u;
+// Each of the 16 x 16 invocations owns a 4 x 4 block of the tile.
+const THREADS: u32 = TILE / 4u;
+// Slab elements each invocation loads per step (4).
+const LOADS: u32 = TILE * TILE_K / (THREADS * THREADS);
 // Slab rows are padded by one word so that the transposing stores into
 // workgroup memory do not all hit the same bank.
-const A_STRIDE: u32 = 65u; // TILE_M + 1
-const B_STRIDE: u32 = 65u; // TILE_N + 1
+const STRIDE: u32 = TILE + 1u;
 
 struct Params {
     m: u32,
@@ -48,6 +50,8 @@ struct Params {
     k_split: u32,
     // elements between the partial outputs of consecutive slices
     c_split_stride: u32,
+    // split_k_sum: the number of slices to add
+    splits: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -55,19 +59,21 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
+// split_k_sum: the partial products [splits, m, n]
+@group(0) @binding(5) var<storage, read> partial: array<f32>;
 
-// a_slab[kk * A_STRIDE + i] = op(A)[row0 + i, k0 + kk]
-var<workgroup> a_slab: array<f32, 1040>; // TILE_K * A_STRIDE
-// b_slab[kk * B_STRIDE + j] = op(B)[k0 + kk, col0 + j]
-var<workgroup> b_slab: array<f32, 1040>; // TILE_K * B_STRIDE
+// a_slab[kk * STRIDE + i] = op(A)[row0 + i, k0 + kk]
+var<workgroup> a_slab: array<f32, TILE_K * STRIDE>;
+// b_slab[kk * STRIDE + j] = op(B)[k0 + kk, col0 + j]
+var<workgroup> b_slab: array<f32, TILE_K * STRIDE>;
 
 fn load_a(row0: u32, k0: u32, k_end: u32, e: u32) {
     var i: u32;
     var kk: u32;
     if (TRANS_A) {
         // A stored [k, m]: consecutive e walk along m.
-        kk = e / TILE_M;
-        i = e % TILE_M;
+        kk = e / TILE;
+        i = e % TILE;
     } else {
         // A stored [m, k]: consecutive e walk along k.
         i = e / TILE_K;
@@ -83,7 +89,7 @@ fn load_a(row0: u32, k0: u32, k_end: u32, e: u32) {
             v = a[p.a_off + gi * p.lda + gk];
         }
     }
-    a_slab[kk * A_STRIDE + i] = v;
+    a_slab[kk * STRIDE + i] = v;
 }
 
 fn load_b(col0: u32, k0: u32, k_end: u32, e: u32) {
@@ -95,8 +101,8 @@ fn load_b(col0: u32, k0: u32, k_end: u32, e: u32) {
         kk = e % TILE_K;
     } else {
         // B stored [k, n]: consecutive e walk along n.
-        kk = e / TILE_N;
-        j = e % TILE_N;
+        kk = e / TILE;
+        j = e % TILE;
     }
     let gj = col0 + j;
     let gk = k0 + kk;
@@ -108,7 +114,7 @@ fn load_b(col0: u32, k0: u32, k_end: u32, e: u32) {
             v = b[p.b_off + gk * p.ldb + gj];
         }
     }
-    b_slab[kk * B_STRIDE + j] = v;
+    b_slab[kk * STRIDE + j] = v;
 }
 
 fn store(c_base: u32, row: u32, col0: u32, tx: u32, acc: vec4<f32>) {
@@ -116,7 +122,7 @@ fn store(c_base: u32, row: u32, col0: u32, tx: u32, acc: vec4<f32>) {
         return;
     }
     for (var cc = 0u; cc < 4u; cc++) {
-        let col = col0 + tx + 16u * cc;
+        let col = col0 + tx + THREADS * cc;
         if (col < p.n) {
             let idx = c_base + row * p.ldc + col;
             var v = acc[cc];
@@ -131,12 +137,12 @@ fn store(c_base: u32, row: u32, col0: u32, tx: u32, acc: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(THREADS, THREADS)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>,
           @builtin(local_invocation_id) lid: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
-    let row0 = wid.y * TILE_M;
-    let col0 = wid.x * TILE_N;
+    let row0 = wid.y * TILE;
+    let col0 = wid.x * TILE;
     let tx = lid.x;
     let ty = lid.y;
     let k_begin = wid.z * p.k_split;
@@ -150,65 +156,50 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>,
     var acc3 = vec4<f32>(0.0);
 
     for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
-        // 1024 elements per slab, 4 per invocation.
-        for (var s = 0u; s < 4u; s++) {
-            load_a(row0, k0, k_end, tid + 256u * s);
-            load_b(col0, k0, k_end, tid + 256u * s);
+        for (var s = 0u; s < LOADS; s++) {
+            load_a(row0, k0, k_end, tid + THREADS * THREADS * s);
+            load_b(col0, k0, k_end, tid + THREADS * THREADS * s);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let ab = kk * A_STRIDE + ty;
-            let bb = kk * B_STRIDE + tx;
-            let bv = vec4<f32>(b_slab[bb], b_slab[bb + 16u], b_slab[bb + 32u], b_slab[bb + 48u]);
+            let ab = kk * STRIDE + ty;
+            let bb = kk * STRIDE + tx;
+            let bv = vec4<f32>(b_slab[bb], b_slab[bb + THREADS], b_slab[bb + 2u * THREADS],
+                               b_slab[bb + 3u * THREADS]);
             acc0 = fma(vec4<f32>(a_slab[ab]), bv, acc0);
-            acc1 = fma(vec4<f32>(a_slab[ab + 16u]), bv, acc1);
-            acc2 = fma(vec4<f32>(a_slab[ab + 32u]), bv, acc2);
-            acc3 = fma(vec4<f32>(a_slab[ab + 48u]), bv, acc3);
+            acc1 = fma(vec4<f32>(a_slab[ab + THREADS]), bv, acc1);
+            acc2 = fma(vec4<f32>(a_slab[ab + 2u * THREADS]), bv, acc2);
+            acc3 = fma(vec4<f32>(a_slab[ab + 3u * THREADS]), bv, acc3);
         }
         workgroupBarrier();
     }
 
     store(c_base, row0 + ty, col0, tx, acc0);
-    store(c_base, row0 + ty + 16u, col0, tx, acc1);
-    store(c_base, row0 + ty + 32u, col0, tx, acc2);
-    store(c_base, row0 + ty + 48u, col0, tx, acc3);
+    store(c_base, row0 + ty + THREADS, col0, tx, acc1);
+    store(c_base, row0 + ty + 2u * THREADS, col0, tx, acc2);
+    store(c_base, row0 + ty + 3u * THREADS, col0, tx, acc3);
 }
-
-struct SplitSumParams {
-    rows: u32,
-    cols: u32,
-    splits: u32,
-    ldc: u32,
-    c_off: u32,
-    bias_off: u32,
-    accumulate: u32,
-    has_bias: u32,
-}
-
-@group(0) @binding(5) var<uniform> sp: SplitSumParams;
-// [splits, rows, cols]
-@group(0) @binding(6) var<storage, read> partial: array<f32>;
 
 // C[r, c] = sum over slices of partial[s, r, c] (in slice order)
-// (+ bias[c]) (+ old C[r, c]): one invocation per element.
-@compute @workgroup_size(256)
+// (+ bias[c]) (+ old C[r, c]): one invocation per element of the m x n block.
+@compute @workgroup_size(SUM_WG)
 fn split_k_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
-    let size = sp.rows * sp.cols;
+    let i = workgroup_index(wid, nwg) * SUM_WG + lid.x;
+    let size = p.m * p.n;
     if (i >= size) {
         return;
     }
     var v = 0.0;
-    for (var s = 0u; s < sp.splits; s++) {
+    for (var s = 0u; s < p.splits; s++) {
         v += partial[s * size + i];
     }
-    let col = i % sp.cols;
-    let idx = sp.c_off + (i / sp.cols) * sp.ldc + col;
-    if (sp.has_bias != 0u) {
-        v += bias[sp.bias_off + col];
+    let col = i % p.n;
+    let idx = p.c_off + (i / p.n) * p.ldc + col;
+    if (p.has_bias != 0u) {
+        v += bias[p.bias_off + col];
     }
-    if (sp.accumulate != 0u) {
+    if (p.accumulate != 0u) {
         v += c[idx];
     }
     c[idx] = v;

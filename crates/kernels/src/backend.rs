@@ -4,6 +4,9 @@
 //! All tensors are dense, row-major `f32`. Shapes are given as `[rows, cols]`
 //! in the docs below; a "matrix" argument is always 2-D. Shape mismatches are
 //! programming errors and panic with a message naming the op and the shapes.
+//! Every backend checks its inputs with the op's function in
+//! [`crate::contract`] before anything else, so all backends accept and
+//! reject exactly the same inputs.
 //!
 //! The CPU backend (`CpuBackend`) is the reference: every other backend is
 //! tested against it.
@@ -104,10 +107,27 @@ pub struct CrossEntropy<T> {
     pub dtable: Option<T>,
 }
 
+/// What [`Backend::softmax_cross_entropy`] returns.
+#[derive(Clone, Debug)]
+pub struct SoftmaxCrossEntropy<T> {
+    /// Mean loss over the rows whose target is not ignored, shape `[1]`
+    /// (0 when every target is ignored).
+    pub loss: T,
+    /// Number of rows whose target is not ignored (the mean's denominator).
+    pub count: usize,
+    /// Gradient of `loss` with respect to the logits, `[rows, classes]`
+    /// (zero rows where the target is ignored), when asked for.
+    pub dlogits: Option<T>,
+}
+
 /// A compute backend: owns device memory and runs the ops.
 ///
 /// Tensor handles are cheap to clone (reference counted); an op never changes
 /// its inputs, except the explicitly in-place `add_assign` and `adam`.
+///
+/// NaN and infinite values propagate as in IEEE arithmetic (and PyTorch): an
+/// output that depends on a NaN input is NaN; no op clamps, skips or drops
+/// them. [`Backend::count_non_finite`] finds them.
 pub trait Backend: Clone + Send + Sync + 'static {
     /// A dense f32 tensor living on this backend.
     type Tensor: Clone + std::fmt::Debug + Send + Sync;
@@ -137,14 +157,26 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     /// `a + b`, same shapes.
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+    /// `a - b`, same shapes.
+    fn sub(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+    /// `a * b` elementwise, same shapes.
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
     /// `acc += b` in place, same shapes (gradient accumulation).
     fn add_assign(&self, acc: &mut Self::Tensor, b: &Self::Tensor);
     /// `x * s` where `s` has shape `[1]` and stays on the device.
     fn scale(&self, x: &Self::Tensor, s: &Self::Tensor) -> Self::Tensor;
-    /// `max(x, 0)`.
+    /// A tensor of `shape` whose every element is `s[0]`, for `s` of shape
+    /// `[1]` (the backward of [`Backend::sum`]).
+    fn broadcast(&self, s: &Self::Tensor, shape: &[usize]) -> Self::Tensor;
+    /// `max(x, 0)`; NaN stays NaN.
     fn relu(&self, x: &Self::Tensor) -> Self::Tensor;
-    /// `dy * (y > 0)`, given the forward output `y`.
+    /// 0 where the forward output `y <= 0`, else `dy` (PyTorch's
+    /// `threshold_backward`).
     fn relu_backward(&self, y: &Self::Tensor, dy: &Self::Tensor) -> Self::Tensor;
+    /// `1 / (1 + exp(-x))`.
+    fn sigmoid(&self, x: &Self::Tensor) -> Self::Tensor;
+    /// `dy * y * (1 - y)`, given the forward output `y`.
+    fn sigmoid_backward(&self, y: &Self::Tensor, dy: &Self::Tensor) -> Self::Tensor;
     /// Inverted dropout with the counter-based mask of `mask`: element `i`
     /// is kept and multiplied by `1 / (1 - p)` when `mask.keep(i)`, else 0.
     /// The backward of dropout is this same map applied to the gradient.
@@ -206,8 +238,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
         w: &Self::Tensor,
         bias: Option<&Self::Tensor>,
     ) -> Self::Tensor;
-    /// Column sums: `[n, d]` -> `[d]`.
+
+    // ----- sums ---------------------------------------------------------
+
+    /// Column sums: `[n, d]` -> `[d]` (the bias gradient).
     fn sum_rows(&self, x: &Self::Tensor) -> Self::Tensor;
+    /// The sum of every element, any shape -> `[1]`.
+    fn sum(&self, x: &Self::Tensor) -> Self::Tensor;
 
     // ----- attention ----------------------------------------------------
 
@@ -260,6 +297,24 @@ pub trait Backend: Clone + Send + Sync + 'static {
         targets: &Self::Ids,
         with_grad: bool,
     ) -> CrossEntropy<Self::Tensor>;
+    /// Softmax cross-entropy over a logits matrix `[rows, classes]`: the
+    /// mean over the rows whose target is not `ignore_index` of
+    /// `logsumexp(logits[r]) - logits[r, targets[r]]`. With `with_grad` it
+    /// also returns the gradient with respect to the logits.
+    fn softmax_cross_entropy(
+        &self,
+        logits: &Self::Tensor,
+        targets: &Self::Ids,
+        ignore_index: Option<u32>,
+        with_grad: bool,
+    ) -> SoftmaxCrossEntropy<Self::Tensor>;
+
+    // ----- numerics -----------------------------------------------------
+
+    /// The number of NaN or infinite elements of each tensor, with one host
+    /// synchronisation for all of them (to find, after a step went wrong,
+    /// which loss, gradient or weight it was).
+    fn count_non_finite(&self, tensors: &[&Self::Tensor]) -> Vec<usize>;
 
     // ----- optimiser ----------------------------------------------------
 

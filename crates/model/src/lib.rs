@@ -1,13 +1,13 @@
 //! SASRec (Kang & McAuley, 2018) as in the user's PyTorch notebook: the
-//! model, Adam, the trainer, ranking metrics, checkpoints and
-//! recommendations, over any `sasrec-kernels` backend.
+//! model, the trainer, ranking metrics, checkpoints and recommendations,
+//! over any `sasrec-kernels` backend.
 //!
 //! The building blocks are public so research code can use them one by one:
-//! [`SasRec`] (forward on an autograd tape), [`Adam`], [`Trainer`],
-//! [`evaluate()`], [`recommend()`], and the run folder ([`RunDir`] to read
-//! it, [`RunWriter`] to write it).
+//! [`SasRec`] (forward on an autograd tape), [`Trainer`], [`evaluate()`],
+//! [`recommend()`], and the run folder ([`RunDir`] to read it, [`RunWriter`]
+//! to write it). The optimiser is `sasrec-autograd`'s [`Adam`], re-exported
+//! here.
 
-pub mod adam;
 pub mod checkpoint;
 pub mod config;
 pub mod durable;
@@ -16,19 +16,21 @@ pub mod lock;
 pub mod metrics;
 pub mod plot;
 pub mod recommend;
+pub mod records;
 pub mod run;
 pub mod run_writer;
 pub mod sasrec;
 pub mod text;
 pub mod train;
 
-pub use adam::Adam;
 pub use config::{InvalidSetting, MemoryEstimate, ModelConfig, Selection, TrainConfig};
 pub use evaluate::{Evaluation, evaluate, popularity_baseline};
 pub use metrics::{RankingMetrics, rank_of_target};
 pub use recommend::recommend;
+pub use records::EpochRecord;
 pub use run::{DataSpec, RunConfig, RunDir, SplitMethod, load_model};
 pub use run_writer::{Commit, Recovery, RunWriter};
 pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
+pub use sasrec_autograd::Adam;
 pub use text::bounded;
-pub use train::{EpochHook, EpochRecord, Outcome, TrainState, Trainer};
+pub use train::{EpochHook, Outcome, TrainState, Trainer};

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::train::EpochRecord;
+use crate::records::EpochRecord;
 
 const PANEL_W: f64 = 460.0;
 const PANEL_H: f64 = 300.0;

@@ -31,9 +31,10 @@ use crate::checkpoint::FileDigest;
 use crate::durable::{is_tmp, remove_file, write_atomic};
 use crate::lock::{LOCK_FILE, RunLock};
 use crate::plot::render;
+use crate::records::EpochRecord;
 use crate::run::{RunConfig, RunDir, json_bytes};
 use crate::text::bounded;
-use crate::train::{EpochRecord, TrainState};
+use crate::train::TrainState;
 
 /// The folder of checkpoint files inside a run folder.
 pub const CHECKPOINTS: &str = "checkpoints";

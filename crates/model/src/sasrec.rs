@@ -1,8 +1,9 @@
 //! The SASRec model: the notebook's embeddings, pre-LayerNorm Transformer
 //! encoder and tied output layer, written over the autograd tape.
 
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+
+use sasrec_autograd::init::{self, Init};
 use sasrec_autograd::{ParamId, ParamStore, Tape, Var};
 use sasrec_kernels::{AttentionShape, Backend, Dropout};
 
@@ -146,53 +147,74 @@ pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     shapes
 }
 
-/// Draws initial weights as PyTorch does for the notebook's model.
+/// Prefix of the parameters of encoder layer `i`.
+fn layer_prefix(i: usize) -> String {
+    format!("transformer_encoder.layers.{i}.")
+}
+
+/// How PyTorch initialises the notebook's parameter called `name`:
 ///
-/// - `item_embedding`, `position_embedding`, `in_proj_weight`: xavier-uniform.
-/// - `out_proj.weight`, `linear1`, `linear2`: `nn.Linear`'s default,
-///   kaiming-uniform with a = sqrt(5), i.e. U(±1/sqrt(fan_in)), and biases
-///   U(±1/sqrt(fan_in)); `in_proj_bias` and `out_proj.bias` are 0.
+/// - `item_embedding`, `position_embedding`, `in_proj_weight`: xavier-uniform
+///   (the notebook's `_init_weights`, and `nn.MultiheadAttention`'s own).
+/// - `out_proj.weight`, `linear1.weight`, `linear2.weight`: `nn.Linear`'s
+///   default, kaiming-uniform with a = sqrt(5), i.e. U(±1/sqrt(fan_in)); the
+///   biases of `linear1` and `linear2` U(±1/sqrt(fan_in)).
+/// - `in_proj_bias` and `out_proj.bias`: 0 (`nn.MultiheadAttention`).
 /// - LayerNorm weights 1, biases 0.
-/// - `nn.TransformerEncoder` deep-copies one initialised layer, so every layer
-///   starts from the same weights; so do we.
-pub fn initial_weights(config: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut uniform = |n: usize, bound: f32| -> Vec<f32> {
-        (0..n).map(|_| rng.random_range(-bound..=bound)).collect()
-    };
-    let xavier = |rows: usize, cols: usize| (6.0 / (rows + cols) as f32).sqrt();
-    let fan_in = |cols: usize| 1.0 / (cols as f32).sqrt();
-    let (d, f) = (config.dim, config.ff_dim);
-
-    // One layer, drawn once and copied to every layer.
-    let layer: Vec<Vec<f32>> = vec![
-        uniform(3 * d * d, xavier(3 * d, d)),
-        vec![0.0; 3 * d],
-        uniform(d * d, fan_in(d)),
-        vec![0.0; d],
-        uniform(f * d, fan_in(d)),
-        uniform(f, fan_in(d)),
-        uniform(d * f, fan_in(f)),
-        uniform(d, fan_in(f)),
-        vec![1.0; d],
-        vec![0.0; d],
-        vec![1.0; d],
-        vec![0.0; d],
-    ];
-    let mut values = vec![
-        uniform(config.vocab() * d, xavier(config.vocab(), d)),
-        uniform(config.max_len * d, xavier(config.max_len, d)),
-    ];
-    for _ in 0..config.layers {
-        values.extend(layer.iter().cloned());
+///
+/// # Panics
+/// For a name that is not a parameter of the model.
+fn init_of(name: &str, config: &ModelConfig) -> Init {
+    let within_layer = (0..config.layers)
+        .find_map(|i| name.strip_prefix(&layer_prefix(i)))
+        .unwrap_or(name);
+    match within_layer {
+        "item_embedding.weight" | "position_embedding.weight" | "self_attn.in_proj_weight" => {
+            Init::XavierUniform { gain: 1.0 }
+        }
+        "self_attn.out_proj.weight" | "linear1.weight" | "linear2.weight" => Init::LINEAR_WEIGHT,
+        "linear1.bias" => Init::linear_bias(config.dim),
+        "linear2.bias" => Init::linear_bias(config.ff_dim),
+        "self_attn.in_proj_bias" | "self_attn.out_proj.bias" => Init::Zeros,
+        "norm1.weight" | "norm2.weight" | "layer_norm.weight" => Init::Ones,
+        "norm1.bias" | "norm2.bias" | "layer_norm.bias" => Init::Zeros,
+        other => panic!("no initialisation for parameter {other}"),
     }
-    values.push(vec![1.0; d]);
-    values.push(vec![0.0; d]);
+}
 
-    parameter_shapes(config)
-        .into_iter()
-        .zip(values)
-        .map(|((name, shape), data)| (name, shape, data))
+/// Draws initial weights as PyTorch does for the notebook's model, each by
+/// its name (see `init_of`), in `state_dict` order.
+///
+/// `nn.TransformerEncoder` deep-copies one initialised layer, so every layer
+/// starts from the same weights; so do we: layer 0 is drawn first (its
+/// parameters in `state_dict` order), then the other parameters, and the
+/// other layers copy layer 0. A seed gives the same weights as in every
+/// earlier release.
+pub fn initial_weights(config: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut rng = init::seeded(seed);
+    let shapes = parameter_shapes(config);
+    let first_layer = layer_prefix(0);
+    let in_a_layer = |name: &str| name.starts_with("transformer_encoder.layers.");
+    let draw_order = shapes
+        .iter()
+        .filter(|(name, _)| name.starts_with(&first_layer))
+        .chain(shapes.iter().filter(|(name, _)| !in_a_layer(name)));
+    let mut drawn: HashMap<&str, Vec<f32>> = HashMap::new();
+    for (name, shape) in draw_order {
+        drawn.insert(name, init_of(name, config).values(shape, &mut rng));
+    }
+    shapes
+        .iter()
+        .map(|(name, shape)| {
+            let source = match name.strip_prefix("transformer_encoder.layers.") {
+                Some(rest) => {
+                    let (_, within_layer) = rest.split_once('.').expect("layer.param");
+                    format!("{first_layer}{within_layer}")
+                }
+                None => name.clone(),
+            };
+            (name.clone(), shape.clone(), drawn[source.as_str()].clone())
+        })
         .collect()
 }
 
@@ -212,7 +234,7 @@ impl<B: Backend> SasRec<B> {
         weights: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
     ) -> Result<Self, String> {
         config.validate().map_err(|e| e.to_string())?;
-        let mut given: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> = weights
+        let mut given: HashMap<String, (Vec<usize>, Vec<f32>)> = weights
             .into_iter()
             .map(|(name, shape, data)| (name, (shape, data)))
             .collect();

@@ -8,15 +8,15 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sasrec_autograd::Tape;
+use sasrec_autograd::{Adam, Tape};
 use sasrec_data::{Order, UserSequence, batches};
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
 
-use crate::adam::Adam;
 use crate::checkpoint::{NamedTensor, first_non_finite, from_safetensors, to_safetensors};
 use crate::config::{Selection, TrainConfig};
 use crate::evaluate::{Evaluation, evaluate};
+use crate::records::EpochRecord;
 use crate::run_writer::RunWriter;
 use crate::sasrec::{DeviceBatch, DropoutContext, SasRec};
 
@@ -43,25 +43,6 @@ pub struct TrainState {
     pub epochs_without_improvement: usize,
     /// Whether the run is over (epochs done or early stopping).
     pub finished: bool,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based epoch.
-    pub epoch: usize,
-    /// Optimiser steps taken at the end of the epoch.
-    pub step: u64,
-    /// Target-weighted mean training loss of the epoch.
-    pub train_loss: f64,
-    /// Validation loss and ranking metrics.
-    pub valid: Evaluation,
-    /// Training positions (batch x max_len) per second.
-    pub tokens_per_s: f64,
-    /// Seconds spent training in the epoch (validation excluded).
-    pub seconds: f64,
-    /// Whether this epoch is the best so far.
-    pub best: bool,
 }
 
 /// How a call to [`Trainer::run`] ended.

@@ -2,7 +2,7 @@
 
 use super::par::{ELEM_BLOCK, PAR_MIN_ELEMS};
 use super::tensor::CpuTensor;
-use crate::AdamStep;
+use crate::{AdamStep, contract};
 use rayon::prelude::*;
 
 /// PyTorch's `lerp(start, end, w)`: the form it picks keeps the result
@@ -24,15 +24,7 @@ pub(super) fn adam(
     v: &mut CpuTensor,
     hp: &AdamStep,
 ) {
-    for (what, t) in [("grad", grad), ("m", &*m), ("v", &*v)] {
-        assert_eq!(
-            t.shape(),
-            param.shape(),
-            "adam: {what} {:?} does not match param {:?}",
-            t.shape(),
-            param.shape()
-        );
-    }
+    contract::adam(param.shape(), grad.shape(), m.shape(), v.shape());
     let step_size = hp.step_size();
     let bc2_sqrt = hp.bias_correction2_sqrt();
     let (w1, w2, b2, eps) = (

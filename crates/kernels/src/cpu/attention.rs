@@ -7,7 +7,7 @@
 use super::par::{for_each_chunk, for_each_chunk2};
 use super::simd::avx2_dispatch;
 use super::tensor::{CpuIds, CpuTensor};
-use crate::{AttentionShape, Dropout};
+use crate::{AttentionShape, Dropout, contract};
 
 /// `sum(a[i] * b[i])` with eight independent partial sums (fixed order;
 /// lets the compiler vectorise).
@@ -37,29 +37,6 @@ fn axpy(s: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Checks the shapes shared by forward and backward; returns the flat
-/// size of the probabilities, `batch * heads * len * len`.
-fn check_shapes(op: &str, qkv: &CpuTensor, s: AttentionShape) -> usize {
-    let rows = s.batch * s.len;
-    assert_eq!(
-        qkv.shape(),
-        [rows, 3 * s.dim()],
-        "{op}: qkv must have shape [batch * len, 3 * dim] = [{rows}, {}] for {s:?}, got {:?}",
-        3 * s.dim(),
-        qkv.shape()
-    );
-    assert!(
-        s.heads > 0 && s.head_dim > 0,
-        "{op}: heads and head_dim must be positive, got {s:?}"
-    );
-    let probs = s.batch * s.heads * s.len * s.len;
-    assert!(
-        probs as u64 <= 1 << 32,
-        "{op}: {probs} probabilities exceed the dropout mask's u32 index"
-    );
-    probs
-}
-
 /// The dropout factor of probability `(b, h, i, j)` (1 without dropout).
 #[inline(always)]
 fn drop_factor(
@@ -84,15 +61,8 @@ pub(super) fn attention(
     s: AttentionShape,
     dropout: Option<&Dropout>,
 ) -> (CpuTensor, CpuTensor) {
-    let n_probs = check_shapes("attention", qkv, s);
+    let n_probs = contract::attention(qkv.shape(), key_ids.as_slice(), s);
     let (len, dim) = (s.len, s.dim());
-    assert_eq!(
-        key_ids.len(),
-        s.batch * len,
-        "attention: {} key ids for batch * len = {} rows",
-        key_ids.len(),
-        s.batch * len
-    );
     let (qkv, ids) = (qkv.data(), key_ids.as_slice());
     let mut ctx = vec![0.0f32; s.batch * len * dim];
     let mut probs = vec![0.0f32; n_probs];
@@ -163,8 +133,12 @@ fn attend_sequence_body(
             let out = &mut ctx[i * dim + h * hd..][..hd];
             for j in keys() {
                 row[j] *= inv;
-                let w = row[j] * drop_factor(dropout, s, b, h, i, j);
-                axpy(w, &qkv[j * 3 * dim + v_off..][..hd], out);
+                // A pair of probability 0 takes no part, even as 0 * NaN
+                // (as in backward).
+                if row[j] != 0.0 {
+                    let w = row[j] * drop_factor(dropout, s, b, h, i, j);
+                    axpy(w, &qkv[j * 3 * dim + v_off..][..hd], out);
+                }
             }
         }
     }
@@ -175,8 +149,10 @@ fn attend_sequence_body(
 /// `f` the dropout factors and `dC` the upstream gradient, per head:
 /// `dV_j = sum_i P_ij f_ij dC_i`, `dP_ij = f_ij (dC_i . V_j)`,
 /// `dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)`, `dQ_i = scale sum_j dS_ij K_j`,
-/// `dK_j = scale sum_i dS_ij Q_i`. Entries with `P_ij = 0` (masked keys,
-/// fully masked rows) contribute exactly nothing and are skipped.
+/// `dK_j = scale sum_i dS_ij Q_i`. Pairs with `P_ij = 0` (masked keys,
+/// fully masked rows) take no part, so a NaN or infinite value of a masked
+/// position reaches no gradient (not even as 0 * NaN); the others carry NaN
+/// and infinities as IEEE arithmetic does.
 pub(super) fn attention_backward(
     dctx: &CpuTensor,
     qkv: &CpuTensor,
@@ -184,21 +160,8 @@ pub(super) fn attention_backward(
     s: AttentionShape,
     dropout: Option<&Dropout>,
 ) -> CpuTensor {
-    check_shapes("attention_backward", qkv, s);
+    contract::attention_backward(dctx.shape(), qkv.shape(), probs.shape(), s);
     let (len, dim) = (s.len, s.dim());
-    assert_eq!(
-        dctx.shape(),
-        [s.batch * len, dim],
-        "attention_backward: dctx must have shape [{}, {dim}], got {:?}",
-        s.batch * len,
-        dctx.shape()
-    );
-    assert_eq!(
-        probs.shape(),
-        [s.batch, s.heads, len, len],
-        "attention_backward: probs must have shape [batch, heads, len, len] for {s:?}, got {:?}",
-        probs.shape()
-    );
     let (dctx, qkv, probs) = (dctx.data(), qkv.data(), probs.data());
     let mut dqkv = vec![0.0f32; s.batch * len * 3 * dim];
     for_each_chunk(&mut dqkv, len * 3 * dim, |b, dqkv| {

@@ -1,6 +1,9 @@
-//! Fused softmax cross-entropy over tied output weights, chunked over rows.
+//! Softmax cross-entropy: fused with the tied output layer and chunked over
+//! rows (`cross_entropy`), and over a logits matrix (`softmax_cross_entropy`).
+//! Both go through the same row kernel, `softmax_xent_row`.
 //!
-//! For each chunk of rows whose target is not 0 (ignored rows cost nothing):
+//! The fused form, for each chunk of rows whose target is not 0 (ignored
+//! rows cost nothing):
 //!
 //! ```text
 //! logits  = h_chunk @ table^T              [chunk, vocab]  (reused buffer)
@@ -17,7 +20,7 @@ use super::matmul::gemm;
 use super::par::for_each_chunk2;
 use super::simd::avx2_dispatch;
 use super::tensor::{CpuIds, CpuTensor};
-use crate::CrossEntropy;
+use crate::{CrossEntropy, SoftmaxCrossEntropy, contract};
 
 /// Byte budget of the reusable logits buffer. Chunks of fewer than ~50 rows
 /// make the `dtable` product (inner size = chunk rows) slow; more than a
@@ -33,7 +36,8 @@ pub fn ce_chunk_rows(vocab: usize) -> usize {
     if rows >= 128 { rows / 128 * 128 } else { rows }
 }
 
-/// Largest element of `z` (eight lanes, so it vectorises).
+/// Largest element of `z` (eight lanes, so it vectorises). NaNs are skipped;
+/// they come back through `exp(NaN - max)`.
 #[inline(always)]
 fn max_of(z: &[f32]) -> f32 {
     let mut m = [f32::NEG_INFINITY; 8];
@@ -53,8 +57,9 @@ fn max_of(z: &[f32]) -> f32 {
 /// `e^x` for `x <= 0` (larger `x` is not supported), within 2 ulp, written
 /// with plain float and integer ops so that loops over it vectorise.
 /// `f32::exp` is a libm call per element, 2.5x (SSE2) to 4x (AVX2) slower,
-/// and the softmax evaluates rows x vocab of them. Below -87.3 the result flushes to 0 instead of a
-/// subnormal: the softmax sum is >= 1, so nothing is lost.
+/// and the softmax evaluates rows x vocab of them. Below -87.3 the result
+/// flushes to 0 instead of a subnormal: the softmax sum is >= 1, so nothing
+/// is lost. NaN gives NaN.
 ///
 /// `e^x = 2^n e^r` with `n = round(x / ln 2)` and `|r| <= ln(2) / 2`; `e^r`
 /// from Cephes' `expf` minimax polynomial, `ln 2` split in two for an exact
@@ -66,7 +71,9 @@ fn exp_nonpositive(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     const MIN_X: f32 = -87.3;
     let flush = x < MIN_X;
-    let x = x.max(MIN_X);
+    // Not `x.max(MIN_X)`, which turns NaN into MIN_X: a select on the same
+    // comparison keeps NaN, and NaN then flows through to the result.
+    let x = if flush { MIN_X } else { x };
     let t = x * std::f32::consts::LOG2_E + ROUND;
     let n = t - ROUND;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
@@ -135,25 +142,9 @@ pub fn cross_entropy_chunked(
     with_grad: bool,
     chunk_rows: usize,
 ) -> CrossEntropy<CpuTensor> {
-    let (rows, dim) = h.dims2("cross_entropy");
-    let (vocab, table_dim) = table.dims2("cross_entropy");
-    assert_eq!(
-        dim,
-        table_dim,
-        "cross_entropy: h {:?} and table {:?} differ in width",
-        h.shape(),
-        table.shape()
-    );
     let targets = targets.as_slice();
-    assert_eq!(
-        targets.len(),
-        rows,
-        "cross_entropy: {} targets for {rows} rows",
-        targets.len()
-    );
-    if let Some(&bad) = targets.iter().find(|&&t| t as usize >= vocab) {
-        panic!("cross_entropy: target {bad} is out of range for vocab {vocab}");
-    }
+    let contract::CrossEntropyDims { rows, dim, vocab } =
+        contract::cross_entropy(h.shape(), table.shape(), targets);
     assert!(chunk_rows > 0, "cross_entropy: chunk_rows must be positive");
 
     let (h, table) = (h.data(), table.data());
@@ -209,6 +200,43 @@ pub fn cross_entropy_chunked(
     }
 }
 
+/// Softmax cross-entropy of `logits` `[rows, classes]` against `targets`,
+/// rows whose target is `ignore_index` left out (see
+/// `Backend::softmax_cross_entropy`).
+pub(super) fn softmax_cross_entropy(
+    logits: &CpuTensor,
+    targets: &CpuIds,
+    ignore_index: Option<u32>,
+    with_grad: bool,
+) -> SoftmaxCrossEntropy<CpuTensor> {
+    let targets = targets.as_slice();
+    let (rows, classes) = contract::softmax_cross_entropy(logits.shape(), targets, ignore_index);
+    let kept = |r: usize| Some(targets[r]) != ignore_index;
+    let count = (0..rows).filter(|&r| kept(r)).count();
+    let grad_scale = with_grad.then(|| 1.0 / count as f32);
+    // The row kernel works in place: on the copy that becomes dlogits.
+    let mut z = logits.data().to_vec();
+    let mut row_loss = vec![0.0f64; rows];
+    for_each_chunk2(&mut z, classes, &mut row_loss, 1, |r, z, loss| {
+        if kept(r) {
+            loss[0] = softmax_xent_row(z, targets[r] as usize, grad_scale);
+        } else {
+            z.fill(0.0);
+        }
+    });
+    // Sequential f64 sum in row order: deterministic and accurate.
+    let loss = if count == 0 {
+        0.0
+    } else {
+        (row_loss.iter().sum::<f64>() / count as f64) as f32
+    };
+    SoftmaxCrossEntropy {
+        loss: CpuTensor::new(vec![loss], &[1]),
+        count,
+        dlogits: with_grad.then(|| CpuTensor::new(z, &[rows, classes])),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{exp_nonpositive, softmax_xent_row, softmax_xent_row_body};
@@ -241,5 +269,6 @@ mod tests {
         assert_eq!(exp_nonpositive(0.0), 1.0);
         assert_eq!(exp_nonpositive(-1000.0), 0.0);
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert!(exp_nonpositive(f32::NAN).is_nan());
     }
 }

@@ -1,20 +1,10 @@
-//! Elementwise ops: add, scale, ReLU, dropout (each its own backward or a
-//! trivial one, see the `Backend` docs).
+//! Elementwise ops: add, sub, mul, scale, broadcast, ReLU, sigmoid, dropout
+//! (each its own backward or a trivial one, see the `Backend` docs).
 
 use super::par::{ELEM_BLOCK, for_each_chunk};
 use super::simd::avx2_dispatch;
 use super::tensor::CpuTensor;
-use crate::Dropout;
-
-fn assert_same_shape(op: &str, a: &CpuTensor, b: &CpuTensor) {
-    assert_eq!(
-        a.shape(),
-        b.shape(),
-        "{op}: shapes {:?} and {:?} differ",
-        a.shape(),
-        b.shape()
-    );
-}
+use crate::{Dropout, contract};
 
 /// A new tensor shaped like `a` with elements `f(a[i])`.
 fn map(a: &CpuTensor, f: impl Fn(f32) -> f32 + Send + Sync) -> CpuTensor {
@@ -45,13 +35,25 @@ fn zip_map(a: &CpuTensor, b: &CpuTensor, f: impl Fn(f32, f32) -> f32 + Send + Sy
 
 /// `a + b`.
 pub(super) fn add(a: &CpuTensor, b: &CpuTensor) -> CpuTensor {
-    assert_same_shape("add", a, b);
+    contract::same_shape("add", a.shape(), b.shape());
     zip_map(a, b, |x, y| x + y)
+}
+
+/// `a - b`.
+pub(super) fn sub(a: &CpuTensor, b: &CpuTensor) -> CpuTensor {
+    contract::same_shape("sub", a.shape(), b.shape());
+    zip_map(a, b, |x, y| x - y)
+}
+
+/// `a * b`.
+pub(super) fn mul(a: &CpuTensor, b: &CpuTensor) -> CpuTensor {
+    contract::same_shape("mul", a.shape(), b.shape());
+    zip_map(a, b, |x, y| x * y)
 }
 
 /// `acc += b`.
 pub(super) fn add_assign(acc: &mut CpuTensor, b: &CpuTensor) {
-    assert_same_shape("add_assign", acc, b);
+    contract::same_shape("add_assign", acc.shape(), b.shape());
     let b_data = b.data();
     for_each_chunk(acc.data_mut(), ELEM_BLOCK, |blk, o| {
         let b = &b_data[blk * ELEM_BLOCK..][..o.len()];
@@ -63,34 +65,43 @@ pub(super) fn add_assign(acc: &mut CpuTensor, b: &CpuTensor) {
 
 /// `x * s[0]`.
 pub(super) fn scale(x: &CpuTensor, s: &CpuTensor) -> CpuTensor {
-    assert_eq!(
-        s.shape(),
-        [1],
-        "scale: the scalar must have shape [1], got {:?}",
-        s.shape()
-    );
+    contract::scalar("scale", s.shape());
     let s = s.data()[0];
     map(x, |v| v * s)
 }
 
-/// `max(x, 0)`.
-pub(super) fn relu(x: &CpuTensor) -> CpuTensor {
-    map(x, |v| v.max(0.0))
+/// A tensor of `shape` filled with `s[0]`.
+pub(super) fn broadcast(s: &CpuTensor, shape: &[usize]) -> CpuTensor {
+    contract::scalar("broadcast", s.shape());
+    CpuTensor::new(vec![s.data()[0]; shape.iter().product()], shape)
 }
 
-/// `dy * (y > 0)` given the forward output `y`.
+/// `max(x, 0)`, NaN kept (`f32::max` would drop it).
+pub(super) fn relu(x: &CpuTensor) -> CpuTensor {
+    map(x, |v| if v <= 0.0 { 0.0 } else { v })
+}
+
+/// 0 where the forward output `y <= 0`, else `dy` (PyTorch's
+/// `threshold_backward`: a NaN `y` passes `dy`).
 pub(super) fn relu_backward(y: &CpuTensor, dy: &CpuTensor) -> CpuTensor {
-    assert_same_shape("relu_backward", y, dy);
-    zip_map(y, dy, |y, g| if y > 0.0 { g } else { 0.0 })
+    contract::same_shape("relu_backward", y.shape(), dy.shape());
+    zip_map(y, dy, |y, g| if y <= 0.0 { 0.0 } else { g })
+}
+
+/// `1 / (1 + exp(-x))`.
+pub(super) fn sigmoid(x: &CpuTensor) -> CpuTensor {
+    map(x, |v| 1.0 / (1.0 + (-v).exp()))
+}
+
+/// `dy * y * (1 - y)` given the forward output `y`.
+pub(super) fn sigmoid_backward(y: &CpuTensor, dy: &CpuTensor) -> CpuTensor {
+    contract::same_shape("sigmoid_backward", y.shape(), dy.shape());
+    zip_map(y, dy, |y, g| g * y * (1.0 - y))
 }
 
 /// `x[i] * mask.factor(i)`; also dropout's backward.
 pub(super) fn dropout(x: &CpuTensor, mask: &Dropout) -> CpuTensor {
-    assert!(
-        x.len() as u64 <= 1 << 32,
-        "dropout: {} elements exceed the mask's u32 index",
-        x.len()
-    );
+    contract::dropout(x.shape());
     let x_data = x.data();
     let mut out = vec![0.0f32; x.len()];
     for_each_chunk(&mut out, ELEM_BLOCK, |blk, o| {

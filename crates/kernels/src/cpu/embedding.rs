@@ -2,18 +2,12 @@
 
 use super::par::for_each_chunk;
 use super::tensor::{CpuIds, CpuTensor};
-
-fn assert_ids_below(op: &str, ids: &[u32], vocab: usize) {
-    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-        panic!("{op}: id {bad} is out of range for {vocab} rows");
-    }
-}
+use crate::contract;
 
 /// `out[i] = table[ids[i]]`: table `[vocab, dim]`, ids `[n]` -> `[n, dim]`.
 pub(super) fn embedding(table: &CpuTensor, ids: &CpuIds) -> CpuTensor {
-    let (vocab, dim) = table.dims2("embedding");
     let ids = ids.as_slice();
-    assert_ids_below("embedding", ids, vocab);
+    let (_, dim) = contract::embedding(table.shape(), ids);
     let table = table.data();
     let mut out = vec![0.0f32; ids.len() * dim];
     for_each_chunk(&mut out, dim, |i, row| {
@@ -35,15 +29,8 @@ pub(super) fn embedding_backward(
     vocab: usize,
     padding_idx: Option<u32>,
 ) -> CpuTensor {
-    let (n, dim) = dy.dims2("embedding_backward");
     let ids = ids.as_slice();
-    assert_eq!(
-        n,
-        ids.len(),
-        "embedding_backward: dy has {n} rows but there are {} ids",
-        ids.len()
-    );
-    assert_ids_below("embedding_backward", ids, vocab);
+    let dim = contract::embedding_backward(dy.shape(), ids, vocab);
     let dy = dy.data();
     let mut dtable = vec![0.0f32; vocab * dim];
     for (i, &id) in ids.iter().enumerate() {

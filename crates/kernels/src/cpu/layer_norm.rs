@@ -1,16 +1,9 @@
 //! LayerNorm over the last dimension (biased variance), forward and backward.
 
-use super::par::{column_sums_of, for_each_chunk, for_each_chunk2};
+use super::par::{for_each_chunk, for_each_chunk2};
+use super::sum_rows::sum_rows_of;
 use super::tensor::CpuTensor;
-
-fn assert_vector(op: &str, what: &str, t: &CpuTensor, d: usize) {
-    assert_eq!(
-        t.shape(),
-        [d],
-        "{op}: {what} must have shape [{d}], got {:?}",
-        t.shape()
-    );
-}
+use crate::contract;
 
 /// `y = (x - mean) * rstd * gamma + beta` per row, `rstd = 1/sqrt(var + eps)`.
 /// x `[n, d]`, gamma and beta `[d]`; returns `y` `[n, d]` and the statistics
@@ -21,10 +14,7 @@ pub(super) fn layer_norm(
     beta: &CpuTensor,
     eps: f32,
 ) -> (CpuTensor, CpuTensor) {
-    let (n, d) = x.dims2("layer_norm");
-    assert!(d > 0, "layer_norm: rows must not be empty");
-    assert_vector("layer_norm", "gamma", gamma, d);
-    assert_vector("layer_norm", "beta", beta, d);
+    let (n, d) = contract::layer_norm(x.shape(), gamma.shape(), beta.shape());
     let (x, gamma, beta) = (x.data(), gamma.data(), beta.data());
     let mut y = vec![0.0f32; n * d];
     let mut stats = vec![0.0f32; n * 2];
@@ -53,21 +43,7 @@ pub(super) fn layer_norm_backward(
     gamma: &CpuTensor,
     stats: &CpuTensor,
 ) -> (CpuTensor, CpuTensor, CpuTensor) {
-    let (n, d) = x.dims2("layer_norm_backward");
-    assert_eq!(
-        dy.shape(),
-        x.shape(),
-        "layer_norm_backward: dy {:?} and x {:?} differ",
-        dy.shape(),
-        x.shape()
-    );
-    assert_vector("layer_norm_backward", "gamma", gamma, d);
-    assert_eq!(
-        stats.shape(),
-        [n, 2],
-        "layer_norm_backward: stats must have shape [{n}, 2], got {:?}",
-        stats.shape()
-    );
+    let (n, d) = contract::layer_norm_backward(dy.shape(), x.shape(), gamma.shape(), stats.shape());
     let (dy, x, gamma, stats) = (dy.data(), x.data(), gamma.data(), stats.data());
 
     let mut dx = vec![0.0f32; n * d];
@@ -90,7 +66,7 @@ pub(super) fn layer_norm_backward(
     });
 
     // dgamma and dbeta side by side: one deterministic reduction of width 2d.
-    let sums = column_sums_of(n, 2 * d, |r, acc| {
+    let sums = sum_rows_of(n, 2 * d, |r, acc| {
         let (mean, rstd) = (stats[2 * r], stats[2 * r + 1]);
         let (dgamma, dbeta) = acc.split_at_mut(d);
         for (((dg, db), &v), &g) in dgamma

@@ -1,13 +1,12 @@
-//! Matrix products through matrixmultiply's sgemm, `nn.Linear`, and column
-//! sums (the bias gradient).
+//! Matrix products through matrixmultiply's sgemm, and `nn.Linear`.
 //!
 //! sgemm reads transposed operands through their strides, so no transpose is
 //! ever copied. With its `threading` feature it splits the output into fixed
 //! blocks, each computed by one thread with the same summation order, so the
 //! results do not depend on scheduling.
 
-use super::par::column_sums;
 use super::tensor::CpuTensor;
+use crate::contract;
 
 /// `c = op(a) @ op(b) + beta * c` on row-major buffers, where `op(a)` is
 /// `[m, k]` (`a` is stored `[k, m]` when `trans_a`), `op(b)` is `[k, n]`
@@ -69,17 +68,7 @@ pub(crate) fn gemm(
 
 /// `op(a) @ op(b)`: `op(a)` `[m, k]`, `op(b)` `[k, n]` -> `[m, n]`.
 pub(super) fn matmul(a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> CpuTensor {
-    let (ar, ac) = a.dims2("matmul");
-    let (br, bc) = b.dims2("matmul");
-    let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
-    let (kb, n) = if trans_b { (bc, br) } else { (br, bc) };
-    assert_eq!(
-        k,
-        kb,
-        "matmul: inner sizes differ: a {:?} (transposed: {trans_a}), b {:?} (transposed: {trans_b})",
-        a.shape(),
-        b.shape()
-    );
+    let contract::MatmulDims { m, k, n } = contract::matmul(a.shape(), b.shape(), trans_a, trans_b);
     let mut c = vec![0.0f32; m * n];
     gemm(m, k, n, a.data(), trans_a, b.data(), trans_b, 0.0, &mut c);
     CpuTensor::new(c, &[m, n])
@@ -87,24 +76,14 @@ pub(super) fn matmul(a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool)
 
 /// `x @ w^T + bias`: x `[n, in]`, w `[out, in]`, bias `[out]` -> `[n, out]`.
 pub(super) fn linear(x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> CpuTensor {
-    let (n, fan_in) = x.dims2("linear");
-    let (out, w_in) = w.dims2("linear");
-    assert_eq!(
-        fan_in,
-        w_in,
-        "linear: x {:?} does not match weight {:?}",
-        x.shape(),
-        w.shape()
-    );
+    let contract::MatmulDims {
+        m: n,
+        k: fan_in,
+        n: out,
+    } = contract::linear(x.shape(), w.shape(), bias.map(CpuTensor::shape));
     let mut y = vec![0.0f32; n * out];
     let beta = match bias {
         Some(bias) => {
-            assert_eq!(
-                bias.shape(),
-                [out],
-                "linear: bias must have shape [{out}], got {:?}",
-                bias.shape()
-            );
             for row in y.chunks_exact_mut(out.max(1)) {
                 row.copy_from_slice(bias.data());
             }
@@ -124,10 +103,4 @@ pub(super) fn linear(x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> 
         &mut y,
     );
     CpuTensor::new(y, &[n, out])
-}
-
-/// Column sums `[n, d]` -> `[d]`.
-pub(super) fn sum_rows(x: &CpuTensor) -> CpuTensor {
-    let (n, d) = x.dims2("sum_rows");
-    CpuTensor::new(column_sums(x.data(), n, d), &[d])
 }

@@ -16,14 +16,16 @@ mod elementwise;
 mod embedding;
 mod layer_norm;
 mod matmul;
+mod non_finite;
 mod par;
 mod simd;
+mod sum_rows;
 mod tensor;
 
 pub use cross_entropy::{CE_BUFFER_BYTES, ce_chunk_rows, cross_entropy_chunked};
 pub use tensor::{CpuIds, CpuTensor};
 
-use crate::{AdamStep, AttentionShape, Backend, CrossEntropy, Dropout};
+use crate::{AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, SoftmaxCrossEntropy};
 
 /// The CPU backend. Threads: rayon's global pool for row-parallel ops and
 /// matrixmultiply's own pool (`MATMUL_NUM_THREADS`, default: physical cores)
@@ -74,6 +76,14 @@ impl Backend for CpuBackend {
         elementwise::add(a, b)
     }
 
+    fn sub(&self, a: &CpuTensor, b: &CpuTensor) -> CpuTensor {
+        elementwise::sub(a, b)
+    }
+
+    fn mul(&self, a: &CpuTensor, b: &CpuTensor) -> CpuTensor {
+        elementwise::mul(a, b)
+    }
+
     fn add_assign(&self, acc: &mut CpuTensor, b: &CpuTensor) {
         elementwise::add_assign(acc, b)
     }
@@ -82,12 +92,24 @@ impl Backend for CpuBackend {
         elementwise::scale(x, s)
     }
 
+    fn broadcast(&self, s: &CpuTensor, shape: &[usize]) -> CpuTensor {
+        elementwise::broadcast(s, shape)
+    }
+
     fn relu(&self, x: &CpuTensor) -> CpuTensor {
         elementwise::relu(x)
     }
 
     fn relu_backward(&self, y: &CpuTensor, dy: &CpuTensor) -> CpuTensor {
         elementwise::relu_backward(y, dy)
+    }
+
+    fn sigmoid(&self, x: &CpuTensor) -> CpuTensor {
+        elementwise::sigmoid(x)
+    }
+
+    fn sigmoid_backward(&self, y: &CpuTensor, dy: &CpuTensor) -> CpuTensor {
+        elementwise::sigmoid_backward(y, dy)
     }
 
     fn dropout(&self, x: &CpuTensor, mask: &Dropout) -> CpuTensor {
@@ -137,7 +159,11 @@ impl Backend for CpuBackend {
     }
 
     fn sum_rows(&self, x: &CpuTensor) -> CpuTensor {
-        matmul::sum_rows(x)
+        sum_rows::sum_rows(x)
+    }
+
+    fn sum(&self, x: &CpuTensor) -> CpuTensor {
+        sum_rows::sum(x)
     }
 
     fn attention(
@@ -170,6 +196,20 @@ impl Backend for CpuBackend {
     ) -> CrossEntropy<CpuTensor> {
         let vocab = table.shape().first().copied().unwrap_or(0);
         cross_entropy_chunked(h, table, targets, with_grad, ce_chunk_rows(vocab))
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        logits: &CpuTensor,
+        targets: &CpuIds,
+        ignore_index: Option<u32>,
+        with_grad: bool,
+    ) -> SoftmaxCrossEntropy<CpuTensor> {
+        cross_entropy::softmax_cross_entropy(logits, targets, ignore_index, with_grad)
+    }
+
+    fn count_non_finite(&self, tensors: &[&CpuTensor]) -> Vec<usize> {
+        non_finite::count_non_finite(tensors)
     }
 
     fn adam(

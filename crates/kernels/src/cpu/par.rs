@@ -13,10 +13,6 @@ pub(crate) const PAR_MIN_ELEMS: usize = 1 << 15;
 /// Elements per task of an elementwise op.
 pub(crate) const ELEM_BLOCK: usize = 1 << 12;
 
-/// Rows per partial sum of a column reduction (`sum_rows`, LayerNorm's
-/// dgamma/dbeta): fixed, so the order of float additions is fixed.
-pub(crate) const REDUCE_ROWS: usize = 256;
-
 /// Calls `f(i, chunk)` for the `i`-th `chunk_len`-sized chunk of `out` (the
 /// last may be shorter), on rayon's pool when `out` has at least
 /// [`PAR_MIN_ELEMS`] elements.
@@ -76,37 +72,4 @@ where
     } else {
         (0..n).map(f).collect()
     }
-}
-
-/// Column sums of the `rows x cols` row-major `x`, in blocks of
-/// [`REDUCE_ROWS`] rows whose partial sums are then added in block order.
-pub(crate) fn column_sums(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    column_sums_of(rows, cols, |r, acc| {
-        for (a, &v) in acc.iter_mut().zip(&x[r * cols..(r + 1) * cols]) {
-            *a += v;
-        }
-    })
-}
-
-/// Like [`column_sums`], for rows produced on the fly: `add_row(r, acc)`
-/// adds row `r`'s contribution into `acc` (`width` wide).
-pub(crate) fn column_sums_of<F>(rows: usize, width: usize, add_row: F) -> Vec<f32>
-where
-    F: Fn(usize, &mut [f32]) + Send + Sync,
-{
-    let blocks = rows.div_ceil(REDUCE_ROWS);
-    let partials = map_blocks(blocks, rows * width >= PAR_MIN_ELEMS, |b| {
-        let mut acc = vec![0.0f32; width];
-        for r in b * REDUCE_ROWS..((b + 1) * REDUCE_ROWS).min(rows) {
-            add_row(r, &mut acc);
-        }
-        acc
-    });
-    let mut total = vec![0.0f32; width];
-    for p in &partials {
-        for (t, &v) in total.iter_mut().zip(p) {
-            *t += v;
-        }
-    }
-    total
 }

@@ -125,7 +125,12 @@ impl GpuTensor {
         &self.shape
     }
 
-    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+    /// The storage buffer holding the values, row-major from offset 0, for
+    /// running kernels of your own on it (see [`WgpuBackend::record`]). The
+    /// buffer may be larger than the tensor (pooled size classes).
+    ///
+    /// [`WgpuBackend::record`]: super::WgpuBackend::record
+    pub fn buffer(&self) -> &wgpu::Buffer {
         self.storage.buffer()
     }
 }
@@ -144,8 +149,14 @@ pub struct GpuIds {
 }
 
 impl GpuIds {
-    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+    /// The storage buffer holding the indices as `u32` from offset 0.
+    pub fn buffer(&self) -> &wgpu::Buffer {
         self.storage.buffer()
+    }
+
+    /// The host copy.
+    pub fn host(&self) -> &[u32] {
+        &self.host
     }
 }
 

@@ -1,10 +1,17 @@
 //! The wgpu backend: hand-written WGSL compute kernels (`shaders/*.wgsl`).
 //!
-//! - [`WgpuBackend::new`] opens an adapter chosen by [`GpuOptions`], compiles
-//!   every kernel once (a compile failure is a [`GpuError::Kernel`] naming the
-//!   file and entry point) and keeps one pending command encoder: ops are
-//!   recorded, not run, until the host reads a tensor back ([`Backend::to_vec`])
-//!   or a batch of passes has accumulated.
+//! - [`WgpuBackend::new`] opens an adapter chosen by [`GpuOptions`], checks
+//!   every kernel's declared interface against its WGSL and compiles it once
+//!   (a failure is a [`GpuError::Kernel`] naming the file and entry point),
+//!   and keeps one pending command encoder: ops are recorded, not run, until
+//!   the host reads a tensor back ([`Backend::to_vec`]) or a batch of passes
+//!   has accumulated.
+//! - One file per op family holds its launchers (`elementwise.rs`,
+//!   `embedding.rs`, `layer_norm.rs`, `matmul.rs`, `sum_rows.rs`,
+//!   `attention.rs`, `cross_entropy.rs`, `adam.rs`, `non_finite.rs`), each
+//!   beside its shader
+//!   `shaders/<family>.wgsl`; `kernel.rs` types the interfaces and builds the
+//!   pipelines, `dispatch.rs` binds buffers and plans grids.
 //! - Tensors live in pooled buffers that return to the pool on drop, so a
 //!   training step reuses the previous step's memory.
 //! - Operands larger than one storage binding (the item table, the logits of
@@ -14,20 +21,49 @@
 //!
 //! [`Backend::to_vec`]: crate::Backend::to_vec
 
+mod adam;
 mod adapter;
-mod kernels;
+mod attention;
+mod cross_entropy;
+mod dispatch;
+mod elementwise;
+mod embedding;
+mod kernel;
+mod layer_norm;
+mod matmul;
 mod memory;
-mod ops;
+mod non_finite;
 mod recorder;
+mod sum_rows;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use adapter::{AdapterChoice, AdapterReport, list_adapters};
 pub use memory::{GpuIds, GpuTensor};
+/// The wgpu this backend is built on, for kernels of your own on its device
+/// ([`WgpuBackend::device`], [`WgpuBackend::record`]).
+pub use wgpu;
 
-use kernels::Pipelines;
+use crate::{AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, SoftmaxCrossEntropy};
+use kernel::{KernelDesc, Pipelines};
 use memory::BufferPool;
 use recorder::Recorder;
+
+/// Every kernel of every family, which [`WgpuBackend::new`] builds.
+fn all_kernels() -> Vec<KernelDesc<'static>> {
+    [
+        elementwise::kernels(),
+        embedding::kernels(),
+        layer_norm::kernels(),
+        matmul::kernels(),
+        sum_rows::kernels(),
+        attention::kernels(),
+        cross_entropy::kernels(),
+        adam::kernels(),
+        non_finite::kernels(),
+    ]
+    .concat()
+}
 
 /// Why a GPU backend could not be created or an optional feature used.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +103,10 @@ pub struct GpuOptions {
     /// Use at most this many bytes per storage binding, below the adapter's
     /// own limit. Tests set it small to exercise chunking.
     pub max_binding_bytes: Option<u64>,
+    /// Use at most this many workgroups per grid dimension, below the
+    /// adapter's own limit (65535). Tests set it small to exercise the
+    /// grids that spill into the second dimension.
+    pub max_workgroups_per_dimension: Option<u32>,
     /// Memory budget for one chunk of cross-entropy logits, in bytes.
     pub ce_chunk_bytes: u64,
     /// Bytes of freed buffers kept for reuse.
@@ -82,6 +122,7 @@ impl Default for GpuOptions {
             adapter: AdapterChoice::Best,
             allow_cpu_adapter: false,
             max_binding_bytes: None,
+            max_workgroups_per_dimension: None,
             ce_chunk_bytes: 256 << 20,
             max_pooled_bytes: 2 << 30,
             profiling: false,
@@ -191,10 +232,13 @@ impl WgpuBackend {
             max_binding,
             storage_align,
             max_buffer: adapter_limits.max_buffer_size,
-            max_groups: adapter_limits.max_compute_workgroups_per_dimension,
+            max_groups: options
+                .max_workgroups_per_dimension
+                .unwrap_or(u32::MAX)
+                .clamp(1, adapter_limits.max_compute_workgroups_per_dimension),
         };
 
-        let pipelines = Pipelines::build(&device)?;
+        let pipelines = Pipelines::build(&device, &all_kernels())?;
         let recorder = Recorder::new(&device);
         let backend = WgpuBackend {
             inner: Arc::new(Inner {
@@ -229,6 +273,27 @@ impl WgpuBackend {
     /// or [`GpuOptions::max_binding_bytes`]).
     pub fn max_binding_bytes(&self) -> u64 {
         self.inner.limits.max_binding
+    }
+
+    /// The wgpu device, e.g. to build pipelines of your own kernels.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The wgpu queue. Work recorded by the ops is submitted only at
+    /// [`WgpuBackend::flush`] (or when the host reads a tensor), so call it
+    /// before submitting your own work that reads their results, or record
+    /// your work with [`WgpuBackend::record`] instead.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// Records work of your own (compute passes of your kernels on tensors'
+    /// [`GpuTensor::buffer`]s, copies) into the pending command encoder, in
+    /// order with the ops recorded before and after it.
+    pub fn record<R>(&self, f: impl FnOnce(&wgpu::Device, &mut wgpu::CommandEncoder) -> R) -> R {
+        let device = &self.inner.device;
+        f(device, self.recorder().encoder(device))
     }
 
     /// Submits the recorded work to the GPU without waiting for it.
@@ -282,6 +347,206 @@ impl WgpuBackend {
 
     fn recorder(&self) -> std::sync::MutexGuard<'_, Recorder> {
         self.inner.recorder.lock().expect("recorder poisoned")
+    }
+}
+
+impl Backend for WgpuBackend {
+    type Tensor = GpuTensor;
+    type Ids = GpuIds;
+
+    fn name(&self) -> String {
+        let info = &self.inner.info;
+        format!(
+            "wgpu: {} ({:?}, {:?})",
+            info.name, info.backend, info.device_type
+        )
+    }
+
+    fn tensor(&self, data: &[f32], shape: &[usize]) -> GpuTensor {
+        assert_eq!(
+            data.len(),
+            shape.iter().product::<usize>(),
+            "tensor: {} values do not fill shape {shape:?}",
+            data.len()
+        );
+        let t = self.alloc(shape);
+        self.upload(t.buffer(), bytemuck::cast_slice(data));
+        t
+    }
+
+    fn zeros(&self, shape: &[usize]) -> GpuTensor {
+        let t = self.alloc(shape);
+        self.clear(t.buffer(), t.numel());
+        t
+    }
+
+    fn shape(&self, t: &GpuTensor) -> Vec<usize> {
+        t.shape.clone()
+    }
+
+    fn to_vec(&self, t: &GpuTensor) -> Vec<f32> {
+        bytemuck::pod_collect_to_vec(&self.read_bytes(t.buffer(), 4 * t.numel() as u64))
+    }
+
+    fn ids(&self, ids: &[u32]) -> GpuIds {
+        GpuIds {
+            storage: Arc::new(self.upload_u32(ids)),
+            host: Arc::from(ids),
+        }
+    }
+
+    fn ids_host<'a>(&self, ids: &'a GpuIds) -> &'a [u32] {
+        &ids.host
+    }
+
+    fn add(&self, a: &GpuTensor, b: &GpuTensor) -> GpuTensor {
+        elementwise::add(self, a, b)
+    }
+
+    fn sub(&self, a: &GpuTensor, b: &GpuTensor) -> GpuTensor {
+        elementwise::sub(self, a, b)
+    }
+
+    fn mul(&self, a: &GpuTensor, b: &GpuTensor) -> GpuTensor {
+        elementwise::mul(self, a, b)
+    }
+
+    fn add_assign(&self, acc: &mut GpuTensor, b: &GpuTensor) {
+        elementwise::add_assign(self, acc, b)
+    }
+
+    fn scale(&self, x: &GpuTensor, s: &GpuTensor) -> GpuTensor {
+        elementwise::scale(self, x, s)
+    }
+
+    fn broadcast(&self, s: &GpuTensor, shape: &[usize]) -> GpuTensor {
+        elementwise::broadcast(self, s, shape)
+    }
+
+    fn relu(&self, x: &GpuTensor) -> GpuTensor {
+        elementwise::relu(self, x)
+    }
+
+    fn relu_backward(&self, y: &GpuTensor, dy: &GpuTensor) -> GpuTensor {
+        elementwise::relu_backward(self, y, dy)
+    }
+
+    fn sigmoid(&self, x: &GpuTensor) -> GpuTensor {
+        elementwise::sigmoid(self, x)
+    }
+
+    fn sigmoid_backward(&self, y: &GpuTensor, dy: &GpuTensor) -> GpuTensor {
+        elementwise::sigmoid_backward(self, y, dy)
+    }
+
+    fn dropout(&self, x: &GpuTensor, mask: &Dropout) -> GpuTensor {
+        elementwise::dropout(self, x, mask)
+    }
+
+    fn embedding(&self, table: &GpuTensor, ids: &GpuIds) -> GpuTensor {
+        embedding::embedding(self, table, ids)
+    }
+
+    fn embedding_backward(
+        &self,
+        dy: &GpuTensor,
+        ids: &GpuIds,
+        vocab: usize,
+        padding_idx: Option<u32>,
+    ) -> GpuTensor {
+        embedding::embedding_backward(self, dy, ids, vocab, padding_idx)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        eps: f32,
+    ) -> (GpuTensor, GpuTensor) {
+        layer_norm::layer_norm(self, x, gamma, beta, eps)
+    }
+
+    fn layer_norm_backward(
+        &self,
+        dy: &GpuTensor,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        stats: &GpuTensor,
+    ) -> (GpuTensor, GpuTensor, GpuTensor) {
+        layer_norm::layer_norm_backward(self, dy, x, gamma, stats)
+    }
+
+    fn matmul(&self, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool) -> GpuTensor {
+        matmul::matmul(self, a, b, trans_a, trans_b)
+    }
+
+    fn linear(&self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>) -> GpuTensor {
+        matmul::linear(self, x, w, bias)
+    }
+
+    fn sum_rows(&self, x: &GpuTensor) -> GpuTensor {
+        sum_rows::sum_rows(self, x)
+    }
+
+    fn sum(&self, x: &GpuTensor) -> GpuTensor {
+        sum_rows::sum(self, x)
+    }
+
+    fn attention(
+        &self,
+        qkv: &GpuTensor,
+        key_ids: &GpuIds,
+        shape: AttentionShape,
+        dropout: Option<&Dropout>,
+    ) -> (GpuTensor, GpuTensor) {
+        attention::attention(self, qkv, key_ids, shape, dropout)
+    }
+
+    fn attention_backward(
+        &self,
+        dctx: &GpuTensor,
+        qkv: &GpuTensor,
+        probs: &GpuTensor,
+        shape: AttentionShape,
+        dropout: Option<&Dropout>,
+    ) -> GpuTensor {
+        attention::attention_backward(self, dctx, qkv, probs, shape, dropout)
+    }
+
+    fn cross_entropy(
+        &self,
+        h: &GpuTensor,
+        table: &GpuTensor,
+        targets: &GpuIds,
+        with_grad: bool,
+    ) -> CrossEntropy<GpuTensor> {
+        cross_entropy::cross_entropy(self, h, table, targets, with_grad)
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        logits: &GpuTensor,
+        targets: &GpuIds,
+        ignore_index: Option<u32>,
+        with_grad: bool,
+    ) -> SoftmaxCrossEntropy<GpuTensor> {
+        cross_entropy::softmax_cross_entropy(self, logits, targets, ignore_index, with_grad)
+    }
+
+    fn count_non_finite(&self, tensors: &[&GpuTensor]) -> Vec<usize> {
+        non_finite::count_non_finite(self, tensors)
+    }
+
+    fn adam(
+        &self,
+        param: &mut GpuTensor,
+        grad: &GpuTensor,
+        m: &mut GpuTensor,
+        v: &mut GpuTensor,
+        hp: &AdamStep,
+    ) {
+        adam::adam(self, param, grad, m, v, hp)
     }
 }
 

@@ -8,9 +8,9 @@
 //! submissions and before this one, so the buffer can be reused by every batch.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
-use super::kernels::{Access, Kernel, Pipeline};
+use super::kernel::Pipeline;
 
 /// Passes recorded before the batch is submitted.
 pub(crate) const MAX_PASSES: usize = 256;
@@ -32,7 +32,7 @@ struct Profiler {
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
     period_ns: f64,
-    totals: HashMap<&'static str, (f64, u64)>,
+    totals: HashMap<Arc<str>, (f64, u64)>,
 }
 
 pub(crate) struct Recorder {
@@ -40,7 +40,7 @@ pub(crate) struct Recorder {
     params: Vec<u8>,
     params_buffer: wgpu::Buffer,
     /// The kernel of every pass of the pending batch.
-    passes: Vec<&'static str>,
+    passes: Vec<Arc<str>>,
     profiler: Option<Profiler>,
 }
 
@@ -70,16 +70,15 @@ impl Recorder {
         })
     }
 
-    /// Records one compute pass running `kernel` on a grid of workgroups.
-    /// `buffers` follow the non-params entries of `kernel.bindings()`.
-    #[allow(clippy::too_many_arguments)]
+    /// Records one compute pass running `pipeline` on a grid of workgroups,
+    /// with `params` (the kernel's params struct as bytes) in the next
+    /// parameter slot and `buffers` bound in the order of `pipeline.buffers`.
     pub(crate) fn dispatch(
         &mut self,
         device: &wgpu::Device,
         queue: &wgpu::Queue,
-        kernel: Kernel,
         pipeline: &Pipeline,
-        params: &[u32],
+        params: &[u8],
         buffers: &[BufferRange<'_>],
         grid: [u32; 3],
     ) {
@@ -88,48 +87,48 @@ impl Recorder {
         }
         let slot = self.passes.len();
         let params_offset = slot as u64 * PARAMS_SLOT;
-        let bytes: &[u8] = bytemuck::cast_slice(params);
         assert!(
-            bytes.len() as u64 <= PARAMS_SLOT,
-            "params of {} too long",
-            kernel.name()
+            params.len() as u64 <= PARAMS_SLOT && params.len() == pipeline.params_size,
+            "{}: {} bytes of params",
+            pipeline.name,
+            params.len()
         );
-        self.params.extend_from_slice(bytes);
+        self.params.extend_from_slice(params);
         self.params
             .resize((params_offset + PARAMS_SLOT) as usize, 0);
 
-        let mut buffer_iter = buffers.iter();
-        let entries: Vec<wgpu::BindGroupEntry> = kernel
-            .bindings()
-            .iter()
-            .map(|&(binding, access)| {
-                let range = match access {
-                    Access::Params => BufferRange {
-                        buffer: &self.params_buffer,
-                        offset: params_offset,
-                        size: PARAMS_SLOT,
-                    },
-                    Access::Read | Access::ReadWrite => *buffer_iter
-                        .next()
-                        .unwrap_or_else(|| panic!("{}: too few buffers", kernel.name())),
-                };
-                wgpu::BindGroupEntry {
-                    binding,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: range.buffer,
-                        offset: range.offset,
-                        size: wgpu::BufferSize::new(range.size),
-                    }),
-                }
-            })
-            .collect();
-        assert!(
-            buffer_iter.next().is_none(),
-            "{}: too many buffers",
-            kernel.name()
+        assert_eq!(
+            buffers.len(),
+            pipeline.buffers.len(),
+            "{}: wrong number of buffers",
+            pipeline.name
         );
+        fn binding<'a>(binding: u32, range: BufferRange<'a>) -> wgpu::BindGroupEntry<'a> {
+            wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: range.buffer,
+                    offset: range.offset,
+                    size: wgpu::BufferSize::new(range.size),
+                }),
+            }
+        }
+        let params_range = BufferRange {
+            buffer: &self.params_buffer,
+            offset: params_offset,
+            size: PARAMS_SLOT,
+        };
+        let entries: Vec<wgpu::BindGroupEntry> = std::iter::once(binding(0, params_range))
+            .chain(
+                pipeline
+                    .buffers
+                    .iter()
+                    .zip(buffers)
+                    .map(|(b, &range)| binding(b.binding, range)),
+            )
+            .collect();
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel.name()),
+            label: Some(&pipeline.name),
             layout: &pipeline.layout,
             entries: &entries,
         });
@@ -148,14 +147,14 @@ impl Recorder {
                     end_of_pass_write_index: Some(2 * slot as u32 + 1),
                 });
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(kernel.name()),
+            label: Some(&pipeline.name),
             timestamp_writes,
         });
         pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
         drop(pass);
-        self.passes.push(kernel.name());
+        self.passes.push(Arc::clone(&pipeline.name));
     }
 
     /// Submits everything recorded so far.
@@ -290,7 +289,7 @@ impl Recorder {
         let ticks: &[u64] = bytemuck::cast_slice(&bytes);
         for (pass, name) in self.passes.iter().enumerate() {
             let elapsed = ticks[2 * pass + 1].saturating_sub(ticks[2 * pass]);
-            let total = profiler.totals.entry(name).or_insert((0.0, 0));
+            let total = profiler.totals.entry(Arc::clone(name)).or_insert((0.0, 0));
             total.0 += elapsed as f64 * profiler.period_ns;
             total.1 += 1;
         }

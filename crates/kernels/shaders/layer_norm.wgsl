@@ -1,23 +1,23 @@
 // LayerNorm over the last dimension of x [rows, dim], biased variance.
 //
 // Forward and dx: one workgroup of WG invocations per row; each invocation
-// walks the row with stride WG and the partial sums are combined with a tree
-// reduction in workgroup memory. Mean and variance are two passes over the row
-// (not E[x^2] - E[x]^2, which cancels badly).
+// walks the row with stride WG and the partial sums are combined with
+// workgroup_sum. Mean and variance are two passes over the row (not
+// E[x^2] - E[x]^2, which cancels badly).
 //
 // dgamma and dbeta are column sums over the rows; `param_grads` writes one
-// partial sum per block of ROWS_PER_GROUP rows and the host finishes with
-// reduce.wgsl, so the result is deterministic (no atomics).
-
-const WG: u32 = 128u;
-const COLS: u32 = 64u;
-const LANES: u32 = 4u;
-const ROWS_PER_GROUP: u32 = 256u;
+// partial sum per block of ROWS_PER_GROUP rows exactly like sum_rows.wgsl,
+// and the host finishes with sum_rows.wgsl, so the result is deterministic
+// (no atomics).
+// Injected: WG, COLS, LANES, ROWS_PER_GROUP (the last three sum_rows'). Prepended:
+// common.wgsl, workgroup_reduce.wgsl.
 
 struct Params {
     rows: u32,
     dim: u32,
     eps: f32,
+    // param_grads: ceil(dim / COLS)
+    col_groups: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -34,32 +34,12 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> partial: array<f32>;
 @group(0) @binding(8) var<storage, read> saved_stats: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-var<workgroup> lane_sums: array<f32, 256>; // LANES * COLS
-
-// Sum of `v` over the workgroup, returned to every invocation.
-fn workgroup_sum(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
-
-fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.y * nwg.x + wid.x;
-}
+var<workgroup> lane_sums: array<f32, LANES * COLS>;
 
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = row_index(wid, nwg);
+    let row = workgroup_index(wid, nwg);
     if (row >= p.rows) {
         return;
     }
@@ -93,7 +73,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 @compute @workgroup_size(WG)
 fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = row_index(wid, nwg);
+    let row = workgroup_index(wid, nwg);
     if (row >= p.rows) {
         return;
     }
@@ -120,38 +100,51 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
 }
 
+// The lanes of lane_sums added in a fixed order, for column lid.
+fn add_lanes(lid: u32) -> f32 {
+    var total = lane_sums[lid];
+    for (var lane = 1u; lane < LANES; lane++) {
+        total += lane_sums[lane * COLS + lid];
+    }
+    return total;
+}
+
 // Per block of ROWS_PER_GROUP rows: partial dgamma = sum dy * xhat and
-// partial dbeta = sum dy, laid out like reduce.wgsl's column sums.
-@compute @workgroup_size(64, 4)
+// partial dbeta = sum dy, laid out like sum_rows.wgsl's partials. Workgroup
+// g of the flat grid does column group g % col_groups of row block
+// g / col_groups.
+@compute @workgroup_size(COLS, LANES)
 fn param_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let col = wid.x * COLS + lid.x;
-    let block = wid.y;
-    let blocks = nwg.y;
+    let g = workgroup_index(wid, nwg);
+    let blocks = (p.rows + ROWS_PER_GROUP - 1u) / ROWS_PER_GROUP;
+    if (g >= p.col_groups * blocks) {
+        return;
+    }
+    let col = (g % p.col_groups) * COLS + lid.x;
+    let block = g / p.col_groups;
     let first = block * ROWS_PER_GROUP;
     let last = min(first + ROWS_PER_GROUP, p.rows);
     var dg = 0.0;
     var db = 0.0;
     if (col < p.dim) {
         for (var r = first + lid.y; r < last; r += LANES) {
-            let g = dy[r * p.dim + col];
+            let gr = dy[r * p.dim + col];
             let xhat = (x[r * p.dim + col] - saved_stats[2u * r]) * saved_stats[2u * r + 1u];
-            dg += g * xhat;
-            db += g;
+            dg += gr * xhat;
+            db += gr;
         }
     }
     // The lanes of the two sums are added one sum after the other.
     lane_sums[lid.y * COLS + lid.x] = dg;
     workgroupBarrier();
     if (lid.y == 0u && col < p.dim) {
-        partial[block * p.dim + col] = ((lane_sums[lid.x] + lane_sums[COLS + lid.x])
-            + lane_sums[2u * COLS + lid.x]) + lane_sums[3u * COLS + lid.x];
+        partial[block * p.dim + col] = add_lanes(lid.x);
     }
     workgroupBarrier();
     lane_sums[lid.y * COLS + lid.x] = db;
     workgroupBarrier();
     if (lid.y == 0u && col < p.dim) {
-        partial[(blocks + block) * p.dim + col] = ((lane_sums[lid.x] + lane_sums[COLS + lid.x])
-            + lane_sums[2u * COLS + lid.x]) + lane_sums[3u * COLS + lid.x];
+        partial[(blocks + block) * p.dim + col] = add_lanes(lid.x);
     }
 }

@@ -1,0 +1,43 @@
+//! The per-epoch records of a run (`metrics.jsonl`), which the trainer
+//! writes and the plot reads.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::evaluate::Evaluation;
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Optimiser steps taken at the end of the epoch.
+    pub step: u64,
+    /// Target-weighted mean training loss of the epoch.
+    pub train_loss: f64,
+    /// Validation loss and ranking metrics.
+    pub valid: Evaluation,
+    /// Training positions (batch x max_len) per second.
+    pub tokens_per_s: f64,
+    /// Seconds spent training in the epoch (validation excluded).
+    pub seconds: f64,
+    /// Whether this epoch is the best so far.
+    pub best: bool,
+}
+
+/// Reads `metrics.jsonl` (empty when absent).
+pub fn read_records(path: &std::path::Path) -> Result<Vec<EpochRecord>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: bad metrics line", path.display(), i + 1))
+        })
+        .collect()
+}
