@@ -284,14 +284,16 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
         let grads = tape.backward(loss);
         drop(tape);
-        // Checked on the host until the backends can say it themselves.
-        for (i, (_, name, _)) in self.model.params.iter().enumerate() {
-            let Some(grad) = grads.get(vars[i]) else {
-                continue;
-            };
-            if let Some((at, v)) = first_non_finite(&self.backend.to_vec(grad)) {
-                bail!(self.diverged(&format!("the gradient of {name} became {v} (element {at})")));
-            }
+        // One device-side count for all gradients; only a bad one is read back.
+        let params = &self.model.params;
+        if let Some(bad) = params.first_non_finite_grad(self.backend, &grads, &vars) {
+            let id = params.find(&bad.name).expect("named by the store");
+            let grad = grads.get(vars[id.index()]).expect("it has a gradient");
+            let (at, v) = first_non_finite(&self.backend.to_vec(grad)).unwrap_or((0, f32::NAN));
+            bail!(self.diverged(&format!(
+                "the gradient of {} became {v} (element {at}; {} of {} values are not finite)",
+                bad.name, bad.count, bad.len
+            )));
         }
         self.adam
             .step(self.backend, &mut self.model.params, &grads, &vars);
