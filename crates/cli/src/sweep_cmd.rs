@@ -3,8 +3,9 @@
 //!
 //! ```toml
 //! out = "runs/sweep"          # the runs go to out/<setting>-seed<S>/
-//! seeds = [1, 2, 3]           # replace the base's seed (default: it, else 42)
+//! seeds = [1, 2, 3]           # default: the base's seed, else 42
 //! base = "run.toml"           # or a [base] table: the settings of every run
+//!                             # (its `out` and `seed` give way to the sweep's)
 //!
 //! [grid]                      # every combination of these values
 //! lr = [0.001, 0.003]
@@ -191,13 +192,9 @@ fn read_sweep(path: &Path) -> Result<Sweep> {
         Some(_) => return Err(bad("`grid` must be a table of lists".into())),
     };
     grid.sort_by(|a, b| a.0.cmp(&b.0));
-    // The base's seed is the default of `seeds`; its folder is the sweep's.
-    let per_run = base
-        .iter()
-        .map(|(k, _)| k)
-        .filter(|k| *k == "out")
-        .chain(grid.iter().map(|(k, _)| k));
-    for key in per_run {
+    // The base's seed and folder give way to the sweep's (so a run's
+    // settings file serves as a base); the grid cannot set them.
+    for (key, _) in &grid {
         if PER_RUN.contains(&key.as_str()) {
             return Err(bad(format!(
                 "`{key}` is set by the sweep for each run (seeds = [...], out = \"...\")"
@@ -264,7 +261,9 @@ fn plan(sweep: &Sweep, runtime: &[Setting]) -> Vec<Planned> {
             let mut settings: Vec<Setting> = sweep
                 .base
                 .iter()
-                .filter(|(k, _)| !combo.iter().any(|(c, _)| c == k) && k != "seed")
+                .filter(|(k, _)| {
+                    !combo.iter().any(|(c, _)| c == k) && !PER_RUN.contains(&k.as_str())
+                })
                 .cloned()
                 .collect();
             settings.extend(combo.iter().cloned());

@@ -25,7 +25,7 @@ struct Outcome {
     test: Vec<u8>,
     state: serde_json::Value,
     metrics: Vec<serde_json::Value>,
-    /// TensorBoard's scalars: (step, tag, value), wall times aside.
+    /// TensorBoard's scalars: (step, tag, value), wall times and speed aside.
     events: Vec<(i64, String, f32)>,
 }
 
@@ -72,6 +72,7 @@ fn outcome(run: &Path) -> Outcome {
                         .map(move |v| (step, v.tag, v.simple_value.unwrap()))
                 })
             })
+            .filter(|(_, tag, _)| !tag.starts_with("speed/"))
             .collect(),
     }
 }
