@@ -26,7 +26,7 @@ const RENAMED: [(&str, &str); 2] = [("selection", "select"), ("ks", "k")];
 /// left alone (the run recomputes them).
 const DERIVED: [&str; 2] = ["num_items", "ratings_digest"];
 /// Flags that are actions on the command line, not settings of a run.
-const NOT_KEYS: [&str; 2] = ["config", "resume"];
+const NOT_KEYS: [&str; 3] = ["config", "resume", "help"];
 /// The largest settings file read.
 const MAX_BYTES: u64 = 1 << 20;
 

@@ -59,7 +59,8 @@ enum Command {
     /// Inspect interaction data.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
-    /// List the GPU adapters wgpu finds, with backend, type, driver and limits.
+    /// List the GPU adapters the wgpu backend can use, with backend, type,
+    /// driver and limits, and which one --device gpu opens.
     Devices,
 }
 

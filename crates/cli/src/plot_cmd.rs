@@ -1,7 +1,7 @@
 //! `sasrec plot`: redraw a run's curves (loss and validation metrics per
 //! epoch), or overlay several runs in one picture.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -46,7 +46,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
 /// Rewrites the run's published files (curves.svg, metrics.jsonl, the
 /// TensorBoard events, model.safetensors) from its committed state where
 /// they differ, under the run folder's lock.
-fn redraw(dir: &PathBuf) -> Result<()> {
+fn redraw(dir: &Path) -> Result<()> {
     let mut run = RunWriter::open(dir, "plot")?;
     let recovery = run.recover()?;
     if !recovery.is_clean() {
@@ -64,7 +64,7 @@ fn redraw(dir: &PathBuf) -> Result<()> {
 }
 
 /// Draws the validation curves of several runs into one SVG file.
-fn overlay(dirs: &[PathBuf], out: &PathBuf) -> Result<()> {
+fn overlay(dirs: &[PathBuf], out: &Path) -> Result<()> {
     let paths = find_runs(dirs)?;
     let names = run_names(&paths);
     let mut runs = Vec::new();

@@ -193,8 +193,11 @@ pub fn shown_k<'a>(runs: impl IntoIterator<Item = &'a RunSummary>) -> Option<usi
         .min()
 }
 
-/// The metric columns: (name, the value of a run if it has it).
-pub type Column = (String, Box<dyn Fn(&RunSummary) -> Option<f64>>);
+/// A number read from a run, if it has it.
+pub type RunValue = Box<dyn Fn(&RunSummary) -> Option<f64>>;
+
+/// A metric column: its name and its value.
+pub type Column = (String, RunValue);
 
 /// Validation and test metrics at `k` (loss when no run ranks).
 pub fn metric_columns(k: Option<usize>) -> Vec<Column> {
@@ -204,14 +207,13 @@ pub fn metric_columns(k: Option<usize>) -> Vec<Column> {
             Box::new(|r: &RunSummary| r.best().map(|b| b.valid.loss)),
         )];
     };
-    let valid =
-        |f: fn(&RankingMetrics, usize) -> Option<f64>| -> Box<dyn Fn(&RunSummary) -> Option<f64>> {
-            Box::new(move |r: &RunSummary| f(r.best()?.valid.ranking.as_ref()?, k))
-        };
-    let test =
-        |f: fn(&RankingMetrics, usize) -> Option<f64>| -> Box<dyn Fn(&RunSummary) -> Option<f64>> {
-            Box::new(move |r: &RunSummary| f(r.test.as_ref()?.ranking.as_ref()?, k))
-        };
+    type Metric = fn(&RankingMetrics, usize) -> Option<f64>;
+    let valid = |f: Metric| -> RunValue {
+        Box::new(move |r: &RunSummary| f(r.best()?.valid.ranking.as_ref()?, k))
+    };
+    let test = |f: Metric| -> RunValue {
+        Box::new(move |r: &RunSummary| f(r.test.as_ref()?.ranking.as_ref()?, k))
+    };
     vec![
         (format!("valid NDCG@{k}"), valid(|m, k| m.ndcg(k))),
         (format!("valid HR@{k}"), valid(|m, k| m.hr(k))),

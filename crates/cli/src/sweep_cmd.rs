@@ -315,7 +315,10 @@ fn train_args(
     let existing = RunSummary::read(&run.dir)?;
     let mut extended = false;
     for (key, value) in &run.settings {
-        if PER_RUN.contains(&key.as_str()) || RUNTIME.contains(&key.as_str()) {
+        // Only what config.json records is compared (not e.g. `dataset`,
+        // which it records as the `ratings` path).
+        let recorded = existing.settings.iter().any(|(k, _)| k == key);
+        if !recorded || PER_RUN.contains(&key.as_str()) || RUNTIME.contains(&key.as_str()) {
             continue;
         }
         let now = existing.setting(key);
@@ -376,7 +379,7 @@ fn summarize(sweep: &Sweep, plan: &[Planned]) -> Result<()> {
         let mut row = vec![setting.to_string(), n.clone()];
         let mut csv_row = row.clone();
         for (_, value) in &columns {
-            let values: Vec<f64> = runs.iter().filter_map(|r| value(r)).collect();
+            let values: Vec<f64> = runs.iter().filter_map(value).collect();
             let (mean, sd) = mean_sd(&values);
             row.push(match (mean, sd) {
                 (Some(m), Some(s)) => format!("{m:.4} ± {s:.4}"),

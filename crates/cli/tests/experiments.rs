@@ -222,11 +222,13 @@ fn progress_is_quiet_without_a_terminal() {
     let run = dir.path().join("run");
     let out = std::process::Command::new(common::SASREC)
         .args(train_args(&ratings, &run, "2"))
+        .args(["--threads", "1"])
         .output()
         .unwrap();
     let (_, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains('\r'), "{stderr:?}");
+    assert!(stderr.contains("device: cpu (1 thread)\n"), "{stderr}");
     assert!(stderr.contains("epoch   1/2  train loss"), "{stderr}");
     assert!(stderr.contains("left at most"), "{stderr}");
     let (out, _, stderr) = run_text(&["eval", "--run", run.to_str().unwrap(), "--device", "cpu"]);
