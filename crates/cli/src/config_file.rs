@@ -209,9 +209,15 @@ fn value_text(value: &Value, arg: &Arg) -> Result<Option<String>, String> {
     }))
 }
 
-/// The first line of a clap error, without its `error: ` prefix.
+/// A clap error's first paragraph on one line (the message and the
+/// possible values, not the usage), without its `error: ` prefix.
 pub fn clap_message(err: &clap::Error) -> String {
     let text = err.to_string();
-    let first = text.lines().next().unwrap_or_default();
-    bounded(first.strip_prefix("error: ").unwrap_or(first), 200)
+    let paragraph: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let line = paragraph.join(" ");
+    bounded(line.strip_prefix("error: ").unwrap_or(&line), 300)
 }

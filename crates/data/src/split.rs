@@ -147,9 +147,8 @@ pub fn split(dataset: &Dataset, kind: SplitKind) -> Result<Split, DataError> {
             }
         }
         SplitKind::Temporal { valid, test } => {
-            let Some(range) = dataset.time_range() else {
-                return Ok(out);
-            };
+            // (No interaction at all: users with nothing to train on.)
+            let range = dataset.time_range().unwrap_or((0, 0));
             let (valid_from, test_from) = (valid.resolve(range)?, test.resolve(range)?);
             if valid_from >= test_from {
                 return Err(DataError::InvalidOption(format!(
