@@ -125,12 +125,13 @@ fn cargo() -> Command {
     cmd
 }
 
-/// Runs `sasrec ARGS` from a release build.
+/// Runs `sasrec ARGS` from a release build; cargo shows its progress while
+/// it builds (minutes, the first time).
 fn sasrec(args: &[String]) -> Result<()> {
+    eprintln!("building sasrec (release) with cargo, then running it");
     let status = cargo()
         .args([
             "run",
-            "--quiet",
             "--release",
             "--package",
             "sasrec-cli",
@@ -208,9 +209,9 @@ fn train(device: &str, out: Option<PathBuf>, extra: &[String]) -> Result<()> {
 fn synth(args: &SynthArgs) -> Result<()> {
     let out = std::path::absolute(&args.out).context("resolving --out")?;
     let mut cmd = cargo();
+    eprintln!("building the generator (release) with cargo, then running it");
     cmd.args([
         "run",
-        "--quiet",
         "--release",
         "-p",
         "sasrec-data",

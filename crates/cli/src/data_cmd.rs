@@ -10,8 +10,9 @@ use sasrec_data::{FilterConfig, Format, InputSpec, Interactions, SplitKind, Time
 /// Data subcommands.
 #[derive(Subcommand)]
 pub enum DataCommand {
-    /// Print users, items, interactions and history lengths after filtering,
-    /// and the leave-one-out split sizes.
+    /// Print what a log holds: format and columns detected, users, items,
+    /// interactions and history lengths after filtering, and the
+    /// leave-one-out split sizes.
     Stats {
         #[command(flatten)]
         ratings: RatingsArgs,
@@ -25,7 +26,7 @@ pub enum DataCommand {
 pub struct RatingsArgs {
     /// Interaction log: CSV/TSV with a header, MovieLens ratings.csv /
     /// ratings.dat / u.data, a RecBole .inter file, a Parquet file or a
-    /// folder of Parquet parts (or --dataset; `train --resume` needs neither).
+    /// folder of Parquet parts (or --dataset).
     #[arg(long, value_name = "PATH", conflicts_with = "dataset")]
     pub ratings: Option<PathBuf>,
     /// A named MovieLens dataset under $SASREC_DATASETS (else ./datasets):

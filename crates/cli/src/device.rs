@@ -33,8 +33,8 @@ pub struct DeviceArgs {
     /// (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Time every GPU kernel with timestamp queries and print the time per
-    /// kernel per step at the end of each epoch.
+    /// Time every GPU kernel with timestamp queries and print the time spent
+    /// in each (train: per step, after every epoch).
     #[arg(long)]
     pub profile_kernels: bool,
 }
@@ -82,7 +82,7 @@ impl DeviceArgs {
             DeviceKind::Auto => match WgpuBackend::new(&options) {
                 Ok(gpu) => Device::Gpu(gpu),
                 Err(GpuError::NoAdapter(why)) => {
-                    eprintln!("no GPU found ({why}); training on the CPU");
+                    eprintln!("no GPU found ({why}); using the CPU");
                     Device::Cpu(CpuBackend)
                 }
                 Err(err) => {
@@ -102,5 +102,25 @@ impl Device {
             Device::Cpu(b) => b.name(),
             Device::Gpu(b) => b.name(),
         }
+    }
+}
+
+/// Prints the GPU time of every kernel since profiling was reset, divided
+/// by `steps` (`per` says what by, e.g. "per step"; 1 and "in all" for
+/// totals), longest first.
+pub fn print_kernel_times(backend: &WgpuBackend, steps: usize, per: &str) {
+    let mut times = backend.profile_report();
+    times.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+    let total: f64 = times.iter().map(|t| t.total_ms).sum();
+    let steps = steps.max(1) as f64;
+    eprintln!("GPU time {per}: {:.3} ms", total / steps);
+    for t in times {
+        eprintln!(
+            "  {:>8.3} ms  {:>5.1}%  {:>6.1} calls  {}",
+            t.total_ms / steps,
+            100.0 * t.total_ms / total.max(1e-12),
+            t.calls as f64 / steps,
+            t.kernel
+        );
     }
 }

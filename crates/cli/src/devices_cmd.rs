@@ -1,9 +1,10 @@
-//! `sasrec devices`: the adapters wgpu finds, their limits, and which one the
-//! GPU backend opens by default (building every kernel on it as a check).
+//! `sasrec devices`: the adapters the GPU backend can use, their limits, and
+//! which one `--device gpu` opens (building every kernel on it as a check).
 
 use sasrec_kernels::Backend;
-use sasrec_kernels::gpu::{self, AdapterReport, GpuOptions, WgpuBackend};
+use sasrec_kernels::gpu::{self, AdapterChoice, AdapterReport, GpuOptions, WgpuBackend};
 
+/// Runs `sasrec devices`.
 pub fn run() -> anyhow::Result<()> {
     let adapters = gpu::list_adapters();
     if adapters.is_empty() {
@@ -14,23 +15,46 @@ pub fn run() -> anyhow::Result<()> {
     }
     println!();
     match WgpuBackend::new(&GpuOptions::default()) {
-        Ok(backend) => println!("default: {} (all kernels build)", backend.name()),
+        Ok(backend) => println!("--device gpu: {} (all kernels build)", backend.name()),
         Err(err) => {
-            println!("default: none ({err})");
-            let cpu_ok = GpuOptions {
-                allow_cpu_adapter: true,
-                ..GpuOptions::default()
-            };
-            match WgpuBackend::new(&cpu_ok) {
-                Ok(backend) => println!(
-                    "with CPU adapters allowed: {} (all kernels build; slow)",
-                    backend.name()
-                ),
-                Err(err) => println!("with CPU adapters allowed: none ({err})"),
+            println!("--device gpu: none ({err})");
+            // A CPU adapter works when named: say how, and check it builds.
+            if let Some(cpu) = adapters.iter().find(|a| a.is_cpu) {
+                let options = GpuOptions {
+                    adapter: AdapterChoice::Index(cpu.index),
+                    ..GpuOptions::default()
+                };
+                let hint = format!("--device gpu --adapter {}", adapter_flag(&adapters, cpu));
+                match WgpuBackend::new(&options) {
+                    Ok(backend) => {
+                        println!("{hint}: {} (all kernels build; slow)", backend.name())
+                    }
+                    Err(err) => println!("{hint}: none ({err})"),
+                }
             }
         }
     }
     Ok(())
+}
+
+/// How to name an adapter with --adapter: the first word of its name when
+/// that names no other adapter, else its index.
+fn adapter_flag(adapters: &[AdapterReport], adapter: &AdapterReport) -> String {
+    let word = adapter
+        .name
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    let matching = adapters
+        .iter()
+        .filter(|a| a.name.to_lowercase().contains(&word))
+        .count();
+    if !word.is_empty() && matching == 1 {
+        word
+    } else {
+        adapter.index.to_string()
+    }
 }
 
 fn print_adapter(a: &AdapterReport) {

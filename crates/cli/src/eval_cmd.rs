@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sasrec_kernels::Backend;
-use sasrec_model::{RunConfig, RunDir, SasRec, evaluate, popularity_baseline};
+use sasrec_model::{RunConfig, RunDir, SasRec, evaluate_with_progress, popularity_baseline};
 
-use crate::device::{Device, DeviceArgs};
+use crate::device::{Device, DeviceArgs, print_kernel_times};
 
 /// Which held-out users to evaluate on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -53,13 +54,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(ratings) = &args.ratings {
         config.data.ratings = ratings.clone();
     }
-    let leave_one_out = config.data.leave_one_out();
-    if args.split_part == SplitPart::Test && !leave_one_out {
+    let held_out_last = config.data.held_out_last();
+    if args.split_part == SplitPart::Test && !held_out_last {
         bail!("the run used --split random-users, which has no test users; use --split-part valid");
     }
     match args.device.open()? {
         Device::Cpu(b) => eval_on(&b, &run, &config, &args),
-        Device::Gpu(b) => eval_on(&b, &run, &config, &args),
+        Device::Gpu(b) => {
+            eval_on(&b, &run, &config, &args)?;
+            if args.device.profile_kernels {
+                print_kernel_times(&b, 1, "in all");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -80,7 +87,7 @@ fn eval_on<B: Backend>(
         );
     }
     let (_, model): (_, SasRec<B>) = run.load_model(backend)?;
-    let leave_one_out = config.data.leave_one_out();
+    let held_out_last = config.data.held_out_last();
     let users = match args.split_part {
         SplitPart::Valid => &split.valid,
         SplitPart::Test => &split.test,
@@ -92,15 +99,25 @@ fn eval_on<B: Backend>(
             dataset.users.len()
         );
     }
-    let result = evaluate(
+    // Drawn only when stderr is a terminal.
+    let bar = ProgressBar::with_draw_target(Some(users.len() as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} users (eta {eta})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(part_name(args.split_part));
+    let result = evaluate_with_progress(
         backend,
         &model,
         users,
-        leave_one_out,
+        held_out_last,
         &args.k,
         config.train.batch_size,
+        &mut |n| bar.inc(n as u64),
     );
-    let popular = leave_one_out
+    bar.finish_and_clear();
+    let popular = held_out_last
         .then(|| popularity_baseline(&split.train, users, config.model.vocab(), &args.k));
     let part = part_name(args.split_part);
     if args.json {

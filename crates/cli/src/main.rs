@@ -1,16 +1,22 @@
 //! `sasrec`: train, evaluate and recommend with SASRec.
 
+mod config_file;
 mod data_cmd;
 mod device;
 mod devices_cmd;
 mod eval_cmd;
 mod plot_cmd;
 mod recommend_cmd;
+mod runs_cmd;
+mod sweep_cmd;
+mod table;
 mod train_cmd;
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -27,23 +33,34 @@ struct Cli {
 enum Command {
     /// Train a model into a run folder (or continue one with --resume).
     ///
-    /// A flag given twice takes its last value (so wrappers can add defaults).
+    /// Settings come from flags, from a TOML file (--config run.toml, keys
+    /// named as the flags in snake_case) or from a run's config.json; a flag
+    /// given twice, or given besides the file, takes its last value.
     /// Exit status: 0 when the run is done, 130 when Ctrl-C or SIGTERM
     /// stopped it (its progress saved), 1 on any error.
     #[command(args_override_self = true, allow_negative_numbers = true)]
     Train(Box<train_cmd::TrainArgs>),
+    /// Train a grid of settings over several seeds from a TOML file, one run
+    /// after another, then tabulate mean and spread per setting.
+    ///
+    /// Resumable: finished runs are skipped, an interrupted one continues.
+    Sweep(sweep_cmd::SweepArgs),
+    /// Compare runs: the settings that differ, best epoch, validation and
+    /// test metrics, time.
+    Runs(runs_cmd::RunsArgs),
     /// Evaluate a run's best checkpoint: HR@K, NDCG@K, MRR over all items.
     #[command(allow_negative_numbers = true)]
     Eval(eval_cmd::EvalArgs),
-    /// Recommend the next movies for a user or a list of movies.
+    /// Recommend the next items for a user or a list of items.
     #[command(allow_negative_numbers = true)]
     Recommend(recommend_cmd::RecommendArgs),
-    /// Redraw a run's training curves (curves.svg).
+    /// Redraw a run's training curves (curves.svg), or overlay several runs.
     Plot(plot_cmd::PlotArgs),
     /// Inspect interaction data.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
-    /// List the GPU adapters wgpu finds, with backend, type, driver and limits.
+    /// List the GPU adapters the wgpu backend can use, with backend, type,
+    /// driver and limits, and which one --device gpu opens.
     Devices,
 }
 
@@ -53,21 +70,74 @@ const MAX_ERROR_CHARS: usize = 1000;
 
 fn main() -> ExitCode {
     restore_sigpipe();
-    let cli = Cli::parse();
-    let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
-    let result = match cli.command {
-        Command::Train(args) => train_cmd::run(*args),
-        Command::Eval(args) => done(eval_cmd::run(args)),
-        Command::Recommend(args) => done(recommend_cmd::run(args)),
-        Command::Plot(args) => done(plot_cmd::run(args)),
-        Command::Data(cmd) => done(data_cmd::run(cmd)),
-        Command::Devices => done(devices_cmd::run()),
-    };
+    quiet_vulkan_layer();
+    let result = parse().and_then(|(cli, matches)| {
+        let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
+        match cli.command {
+            Command::Train(args) => {
+                let train = matches
+                    .subcommand_matches("train")
+                    .expect("parsed as train");
+                train_cmd::run(*args, train)
+            }
+            Command::Sweep(args) => sweep_cmd::run(args),
+            Command::Runs(args) => done(runs_cmd::run(args)),
+            Command::Eval(args) => done(eval_cmd::run(args)),
+            Command::Recommend(args) => done(recommend_cmd::run(args)),
+            Command::Plot(args) => done(plot_cmd::run(args)),
+            Command::Data(cmd) => done(data_cmd::run(cmd)),
+            Command::Devices => done(devices_cmd::run()),
+        }
+    });
     result.unwrap_or_else(|err| {
         let message = sasrec_model::bounded(&format!("{err:#}"), MAX_ERROR_CHARS);
         eprintln!("error: {message}");
         ExitCode::FAILURE
     })
+}
+
+/// Parses the command line; `train --config FILE` reads the file's settings
+/// and parses again with them placed before the command line's flags, so
+/// that those override the file. Clap's own errors exit here (status 2).
+fn parse() -> anyhow::Result<(Cli, ArgMatches)> {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    // First without requiring --out, which the file may hold.
+    let lenient =
+        Cli::command().mut_subcommand("train", |c| c.mut_arg("out", |a| a.required(false)));
+    let matches = lenient.get_matches_from(&argv);
+    if let Some(("train", train)) = matches.subcommand()
+        && let Some(path) = train.get_one::<PathBuf>("config")
+    {
+        let settings = config_file::read(path)?;
+        let command = train_command();
+        let file_args = config_file::to_args(&settings, &command, &path.display().to_string())?;
+        // argv is `sasrec train ...`: the subcommand has no options before it.
+        argv.splice(2..2, file_args);
+    }
+    let matches = Cli::command().get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    Ok((cli, matches))
+}
+
+/// The `sasrec train` command, its flags as clap knows them.
+pub(crate) fn train_command() -> clap::Command {
+    Cli::command()
+        .find_subcommand("train")
+        .cloned()
+        .expect("train is a subcommand")
+}
+
+/// Mesa's Vulkan device-select layer, an implicit layer loaded into every
+/// Vulkan program, looks for a Wayland display and prints "XDG_RUNTIME_DIR
+/// is invalid or not set" where there is none (headless machines, CI). We
+/// choose adapters ourselves, so on such machines the layer is switched
+/// off, as its manifest allows (`NODEVICE_SELECT`).
+fn quiet_vulkan_layer() {
+    let unset = |name| std::env::var_os(name).is_none();
+    if unset("XDG_RUNTIME_DIR") && unset("NODEVICE_SELECT") {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
 }
 
 /// Rust ignores SIGPIPE, so printing into a closed pipe (`sasrec ... | head`)

@@ -11,7 +11,7 @@ use sasrec_data::{RawId, Vocab};
 use sasrec_kernels::Backend;
 use sasrec_model::{RunConfig, RunDir, recommend};
 
-use crate::device::{Device, DeviceArgs};
+use crate::device::{Device, DeviceArgs, print_kernel_times};
 
 /// `sasrec recommend` flags.
 #[derive(Args, Debug)]
@@ -55,7 +55,13 @@ pub fn run(args: RecommendArgs) -> Result<()> {
     }
     match args.device.open()? {
         Device::Cpu(b) => recommend_on(&b, &args),
-        Device::Gpu(b) => recommend_on(&b, &args),
+        Device::Gpu(b) => {
+            recommend_on(&b, &args)?;
+            if args.device.profile_kernels {
+                print_kernel_times(&b, 1, "in all");
+            }
+            Ok(())
+        }
     }
 }
 

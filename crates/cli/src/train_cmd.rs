@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use sasrec_data::{Dataset, Split};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, ValueEnum};
+use sasrec_data::{Dataset, Split, format_micros};
 use sasrec_kernels::Backend;
 use sasrec_kernels::gpu::WgpuBackend;
 use sasrec_model::checkpoint::FileDigest;
@@ -19,7 +20,7 @@ use sasrec_model::{
 };
 
 use crate::data_cmd::{FilterArgs, RatingsArgs};
-use crate::device::{Device, DeviceArgs};
+use crate::device::{Device, DeviceArgs, print_kernel_times};
 
 /// Which split to train and validate on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -29,11 +30,19 @@ pub enum SplitArg {
     LeaveOneOut,
     /// Hold out a fraction of users for validation loss (the notebook's).
     RandomUsers,
+    /// A global timeline: train on what happened before --valid-time,
+    /// validate on each user's first interaction between --valid-time and
+    /// --test-time, test on their first after --test-time.
+    Temporal,
 }
 
 /// `sasrec train` flags.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
+    /// Settings from a TOML file (keys are the flags in snake_case) or from
+    /// a run's config.json; flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     ratings: RatingsArgs,
     #[command(flatten)]
@@ -47,6 +56,22 @@ pub struct TrainArgs {
     /// Seed of the --split random-users draw.
     #[arg(long, default_value_t = 42, value_name = "S")]
     split_seed: u64,
+    /// --split temporal: start of the validation window, an ISO 8601
+    /// date-time (2018-01-01, 2018-01-01T12:00:00Z) or a number in
+    /// --time-unit (Unix seconds by default).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    valid_time: Option<String>,
+    /// --split temporal: start of the test window (after --valid-time).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    test_time: Option<String>,
+    /// --split temporal: start of the validation window as a fraction of
+    /// the data's time range (0.8: after 80% of it), instead of --valid-time.
+    #[arg(long, value_name = "F")]
+    valid_time_fraction: Option<f64>,
+    /// --split temporal: start of the test window as a fraction of the
+    /// data's time range, instead of --test-time.
+    #[arg(long, value_name = "F")]
+    test_time_fraction: Option<f64>,
 
     /// Positions per sequence (the most recent items are kept).
     #[arg(long, default_value_t = 50)]
@@ -73,10 +98,20 @@ pub struct TrainArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    /// Maximum epochs.
+    /// Adam's beta1 (decay of the mean of the gradients).
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f64,
+    /// Adam's beta2 (decay of the mean of their squares).
+    #[arg(long, default_value_t = 0.999)]
+    beta2: f64,
+    /// Adam's epsilon.
+    #[arg(long, default_value_t = 1e-8)]
+    eps: f64,
+    /// Maximum epochs (with --resume: a new budget, to extend a run).
     #[arg(long, default_value_t = 10)]
     epochs: usize,
-    /// Stop after this many epochs without a better validation number.
+    /// Stop after this many epochs without a better validation number
+    /// (with --resume: a new patience).
     #[arg(long, value_name = "EPOCHS")]
     patience: Option<usize>,
     /// Validation number that picks the best checkpoint: loss, ndcg@K, hr@K or
@@ -95,8 +130,10 @@ pub struct TrainArgs {
     /// Run folder to create (or to continue with --resume).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Continue the run in --out from its last checkpoint, with its saved
-    /// settings (model, data and training flags are then ignored).
+    /// Continue the run in --out from its last checkpoint with its saved
+    /// settings (data included: no --ratings); only --epochs, --patience and
+    /// the device flags may be given with it (a larger --epochs extends a
+    /// finished run).
     #[arg(long, conflicts_with = "force")]
     resume: bool,
     /// Replace the run already in --out (only ever a run folder is cleared).
@@ -112,11 +149,10 @@ impl TrainArgs {
     /// The run configuration these flags describe, checked. The number of
     /// items and the ratings file's digest are filled in once the data is read.
     fn run_config(&self) -> Result<RunConfig> {
-        let leave_one_out = self.split == SplitArg::LeaveOneOut;
         let selection = match &self.select {
             Some(s) => Selection::parse(s).map_err(|e| anyhow::anyhow!("--select: {e}"))?,
-            None if leave_one_out => Selection::Ndcg(10),
-            None => Selection::Loss,
+            None if self.split == SplitArg::RandomUsers => Selection::Loss,
+            None => Selection::Ndcg(10),
         };
         let config = RunConfig {
             model: ModelConfig {
@@ -131,24 +167,30 @@ impl TrainArgs {
             train: TrainConfig {
                 batch_size: self.batch_size,
                 lr: self.lr,
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
                 epochs: self.epochs,
                 patience: self.patience,
                 selection,
                 seed: self.seed,
                 ks: self.k.clone(),
-                ..TrainConfig::default()
             },
             data: DataSpec {
                 ratings: self.ratings.path()?,
                 input: self.ratings.spec(),
                 filter: self.filter.to_config(),
-                split: if leave_one_out {
-                    SplitMethod::LeaveOneOut
-                } else {
-                    SplitMethod::RandomUsers
+                split: match self.split {
+                    SplitArg::LeaveOneOut => SplitMethod::LeaveOneOut,
+                    SplitArg::RandomUsers => SplitMethod::RandomUsers,
+                    SplitArg::Temporal => SplitMethod::Temporal,
                 },
                 valid_fraction: self.valid_fraction,
                 split_seed: self.split_seed,
+                valid_time: self.valid_time.clone(),
+                test_time: self.test_time.clone(),
+                valid_time_fraction: self.valid_time_fraction,
+                test_time_fraction: self.test_time_fraction,
             },
             ratings_digest: FileDigest::of_bytes(&[]),
         };
@@ -167,15 +209,21 @@ fn flag_error(err: InvalidSetting) -> anyhow::Error {
     anyhow::anyhow!("{flag} {}", err.problem)
 }
 
+/// Flags that may come with `--resume` besides the device flags: what
+/// changes neither the model nor the data.
+const RESUME_FLAGS: [&str; 5] = ["out", "resume", "allow_changed_data", "epochs", "patience"];
+
 /// Runs `sasrec train`: 0 when the run is done, 130 when it was stopped
-/// (Ctrl-C, SIGTERM) and its progress saved.
-pub fn run(args: TrainArgs) -> Result<ExitCode> {
+/// (Ctrl-C, SIGTERM) and its progress saved. `matches` tells which flags
+/// the command line gave.
+pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
     // Everything that can be checked is checked before the run folder is
     // touched: a refused run leaves nothing behind.
     let (run, config) = if args.resume {
+        check_resume_flags(matches)?;
         let mut run = RunWriter::open(&args.out, "train")?;
         note_previous_holder(&run);
-        let config = run.dir().read_config()?;
+        let mut config = run.dir().read_config()?;
         if let Some(warning) = config.check_ratings(args.allow_changed_data)? {
             eprintln!("warning: {warning}");
         }
@@ -183,13 +231,18 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         if !recovery.is_clean() {
             eprintln!("note: repaired {}: {recovery}", args.out.display());
         }
+        let done = run.committed().map_or(0, |c| c.progress.epoch);
+        let changes = new_budget(&mut config.train, &args, matches, done)?;
+        if !changes.is_empty() {
+            run.write_config(&config)?;
+            eprintln!("{} (recorded in config.json)", changes.join(", "));
+        }
         (Some(run), config)
     } else {
         let config = args.run_config()?;
         RunWriter::check_new(&args.out, args.force)?;
         (None, config)
     };
-
     eprintln!("reading {}", config.data.ratings.display());
     let (dataset, split) = config.data.load()?;
     let mut config = config;
@@ -211,8 +264,15 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     check_split(&config, &dataset, &split)?;
     check_memory(&config, &split)?;
     let stats = dataset.stats();
+    let cuts = split.cuts.map_or(String::new(), |(valid, test)| {
+        format!(
+            " (valid from {}, test from {})",
+            format_micros(valid),
+            format_micros(test)
+        )
+    });
     eprintln!(
-        "{} users, {} items, {} interactions; split {}: train {}, valid {}, test {} users",
+        "{} users, {} items, {} interactions; split {}{cuts}: train {}, valid {}, test {} users",
         stats.users,
         stats.items,
         stats.interactions,
@@ -259,6 +319,63 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
 }
 
+/// Refuses flags that would change a run's model, data or training with
+/// `--resume`, naming them.
+fn check_resume_flags(matches: &ArgMatches) -> Result<()> {
+    let device = DeviceArgs::augment_args(clap::Command::new("device"));
+    let allowed =
+        |id: &str| RESUME_FLAGS.contains(&id) || device.get_arguments().any(|a| a.get_id() == id);
+    let train = crate::train_command();
+    let given: Vec<String> = train
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine) && !allowed(id))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    if !given.is_empty() {
+        bail!(
+            "{} cannot be given with --resume: a run keeps its model, data and training settings \
+             (--epochs, --patience and the device flags may change); \
+             start a new run from its settings with --config RUN/config.json",
+            given.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Applies `--epochs` and `--patience` given with `--resume` to a run that
+/// has finished `done` epochs; returns what changed ("epochs 10 -> 30").
+fn new_budget(
+    train: &mut TrainConfig,
+    args: &TrainArgs,
+    matches: &ArgMatches,
+    done: usize,
+) -> Result<Vec<String>> {
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let mut changes = Vec::new();
+    if given("epochs") && args.epochs != train.epochs {
+        if args.epochs < done.max(1) {
+            bail!(
+                "--epochs {} is less than the {done} epochs this run has done",
+                args.epochs
+            );
+        }
+        changes.push(format!("epochs {} -> {}", train.epochs, args.epochs));
+        train.epochs = args.epochs;
+    }
+    if given("patience") && args.patience != train.patience {
+        let show = |p: Option<usize>| p.map_or("none".to_string(), |p| p.to_string());
+        changes.push(format!(
+            "patience {} -> {}",
+            show(train.patience),
+            show(args.patience)
+        ));
+        train.patience = args.patience;
+    }
+    train.validate().map_err(flag_error)?;
+    Ok(changes)
+}
+
 fn note_previous_holder(run: &RunWriter) {
     if let Some(holder) = run.previous_holder() {
         eprintln!("note: {holder} stopped without releasing the run folder; taking it over");
@@ -268,7 +385,24 @@ fn note_previous_holder(run: &RunWriter) {
 /// Refuses a split that leaves nothing to train or validate on, saying why.
 fn check_split(config: &RunConfig, dataset: &Dataset, split: &Split) -> Result<()> {
     let users = dataset.users.len();
-    if config.data.leave_one_out() {
+    if let Some((valid_from, test_from)) = split.cuts {
+        let window = format!(
+            "between {} and {}",
+            format_micros(valid_from),
+            format_micros(test_from)
+        );
+        if split.valid.is_empty() {
+            bail!(
+                "no user is left to validate on: no user with an earlier interaction has one {window}"
+            );
+        }
+        if split.test.is_empty() {
+            bail!(
+                "no user is left to test on: no user with an earlier interaction has one from {} on",
+                format_micros(test_from)
+            );
+        }
+    } else if config.data.leave_one_out() {
         if split.valid.is_empty() {
             bail!(
                 "no user is left to validate on: all {users} users have fewer than 3 interactions, and leave-one-out needs 3"
@@ -358,17 +492,30 @@ fn train_on<B: Backend>(
         config.train.clone(),
         &split.train,
         &split.valid,
-        config.data.leave_one_out(),
+        config.data.held_out_last(),
         run,
     )?;
     trainer.hook = hook;
     if trainer.restore()? {
         let generation = trainer.run_folder().committed().map_or(0, |c| c.generation);
-        eprintln!(
-            "continuing at epoch {}, step {} (checkpoint generation {generation})",
-            trainer.state.epoch + 1,
-            trainer.state.step
-        );
+        let s = &trainer.state;
+        if s.finished {
+            let why = if s.epoch >= config.train.epochs {
+                format!("all {} epochs are done", config.train.epochs)
+            } else {
+                format!(
+                    "no better {} for {} epochs",
+                    config.train.selection, s.epochs_without_improvement
+                )
+            };
+            eprintln!("{out} is finished ({why}); a larger --epochs or --patience continues it");
+        } else {
+            eprintln!(
+                "continuing at epoch {}, step {} (checkpoint generation {generation})",
+                s.epoch + 1,
+                s.step
+            );
+        }
     } else if resume {
         eprintln!("{out} has no checkpoint yet: starting at step 0 with its saved settings");
     }
@@ -414,7 +561,7 @@ fn report<B: Backend>(
         config.train.selection
     );
     print_line("valid", best.valid.loss, best.valid.ranking.as_ref());
-    if config.data.leave_one_out() {
+    if config.data.held_out_last() {
         let (_, model) = run.dir().load_model(backend)?;
         let test = evaluate(
             backend,
@@ -460,19 +607,6 @@ impl EpochHook for KernelProfile {
     }
 
     fn training_finished(&mut self, steps: usize) {
-        let mut times = self.0.profile_report();
-        times.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
-        let total: f64 = times.iter().map(|t| t.total_ms).sum();
-        let steps = steps.max(1) as f64;
-        eprintln!("GPU time per step: {:.3} ms", total / steps);
-        for t in times {
-            eprintln!(
-                "  {:>8.3} ms  {:>5.1}%  {:>6.1} calls  {}",
-                t.total_ms / steps,
-                100.0 * t.total_ms / total.max(1e-12),
-                t.calls as f64 / steps,
-                t.kernel
-            );
-        }
+        print_kernel_times(&self.0, steps, "per step");
     }
 }

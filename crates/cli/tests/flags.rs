@@ -82,7 +82,7 @@ fn every_bad_training_flag_is_one_clear_line_and_writes_nothing() {
         ),
         (
             &[random[0], random[1], "--select", "ndcg@10"],
-            "--select ndcg@10 needs the leave-one-out split",
+            "--select ndcg@10 needs the leave-one-out or temporal split",
         ),
         (
             &["--threads", "0"],

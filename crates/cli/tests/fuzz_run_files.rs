@@ -45,6 +45,7 @@ fn copy_of_fixture(names: Option<&[&str]>) -> (tempfile::TempDir, RunDir) {
         "model.safetensors",
         "metrics.jsonl",
         "curves.svg",
+        "events.out.tfevents.sasrec",
         &commit.last.file,
         &best,
     ];

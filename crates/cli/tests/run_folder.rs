@@ -15,7 +15,7 @@ use common::{
 /// What an uninterrupted run and a killed-and-resumed run must agree on,
 /// byte for byte: the best and last checkpoints, the published model,
 /// curves and test numbers, and state.json and metrics.jsonl without their
-/// timings.
+/// timings; TensorBoard's event file holds the same scalars.
 #[derive(Debug, PartialEq)]
 struct Outcome {
     model: Vec<u8>,
@@ -25,12 +25,15 @@ struct Outcome {
     test: Vec<u8>,
     state: serde_json::Value,
     metrics: Vec<serde_json::Value>,
+    /// TensorBoard's scalars: (step, tag, value), wall times and speed aside.
+    events: Vec<(i64, String, f32)>,
 }
 
 fn without_timings(mut record: serde_json::Value) -> serde_json::Value {
     let fields = record.as_object_mut().unwrap();
-    fields.remove("seconds").unwrap();
-    fields.remove("tokens_per_s").unwrap();
+    for timing in ["seconds", "tokens_per_s", "valid_seconds", "ended_at"] {
+        fields.remove(timing).unwrap();
+    }
     record
 }
 
@@ -58,6 +61,19 @@ fn outcome(run: &Path) -> Outcome {
         test: read("test.json"),
         state,
         metrics,
+        events: sasrec_model::tensorboard::read_events(&read("events.out.tfevents.sasrec"))
+            .unwrap()
+            .into_iter()
+            .flat_map(|e| {
+                let step = e.step;
+                e.summary.into_iter().flat_map(move |s| {
+                    s.value
+                        .into_iter()
+                        .map(move |v| (step, v.tag, v.simple_value.unwrap()))
+                })
+            })
+            .filter(|(_, tag, _)| !tag.starts_with("speed/"))
+            .collect(),
     }
 }
 

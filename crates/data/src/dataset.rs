@@ -77,6 +77,10 @@ pub struct Dataset {
     pub vocab: Vocab,
     /// One sequence per user, users in order of first appearance.
     pub users: Vec<UserSequence>,
+    /// When each interaction happened, in microseconds since the Unix epoch:
+    /// `times[u][j]` is the time of `users[u].items[j]` (non-decreasing in
+    /// `j`). The temporal split cuts on these.
+    pub times: Vec<Vec<i64>>,
 }
 
 /// Sizes of a dataset.
@@ -99,6 +103,14 @@ pub struct Stats {
 }
 
 impl Dataset {
+    /// The earliest and latest interaction time, if there are interactions.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        // Each user's times are sorted: their first and last are the extremes.
+        let first = self.times.iter().filter_map(|t| t.first()).min()?;
+        let last = self.times.iter().filter_map(|t| t.last()).max()?;
+        Some((*first, *last))
+    }
+
     /// Counts users, items and interactions, and the history-length spread.
     pub fn stats(&self) -> Stats {
         let mut lens: Vec<usize> = self.users.iter().map(|u| u.items.len()).collect();
@@ -242,22 +254,32 @@ pub fn build_dataset_with_report(
         next[u] += 1;
     }
     drop(keep);
-    let users = (0..user_codes.len())
+    let (users, times) = (0..user_codes.len())
         .map(|u| {
             let rows = &mut grouped[offsets[u]..offsets[u + 1]];
             rows.sort_by_key(|&i| r.time[i as usize]);
-            UserSequence {
-                user: u as u32,
-                items: rows
-                    .iter()
-                    .map(|&i| item_index[r.item[i as usize] as usize])
-                    .collect(),
-            }
+            let items = rows
+                .iter()
+                .map(|&i| item_index[r.item[i as usize] as usize])
+                .collect();
+            let times = rows.iter().map(|&i| r.time[i as usize]).collect();
+            (
+                UserSequence {
+                    user: u as u32,
+                    items,
+                },
+                times,
+            )
         })
-        .collect();
+        .unzip();
 
     let vocab = Vocab::new(r.items.subset(&item_codes), r.users.subset(&user_codes));
-    Ok((Dataset { vocab, users }, report))
+    let dataset = Dataset {
+        vocab,
+        users,
+        times,
+    };
+    Ok((dataset, report))
 }
 
 /// Refuses interactions whose columns differ in length or whose codes point

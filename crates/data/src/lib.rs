@@ -55,6 +55,6 @@ pub use interactions::{Interactions, Source};
 pub use location::{KnownDataset, dataset_ratings_path, datasets_dir, test_dataset};
 pub use names::read_item_names;
 pub use read::{input_files, parse_interactions, read_interactions};
-pub use split::{Split, SplitKind, split};
-pub use time::{TimeFormat, TimeUnit, format_micros};
+pub use split::{Split, SplitKind, TimeCut, split};
+pub use time::{TimeFormat, TimeUnit, format_micros, parse_time};
 pub use vocab::Vocab;

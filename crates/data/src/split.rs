@@ -4,7 +4,32 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::{DataError, Dataset, UserSequence};
+use crate::{DataError, Dataset, UserSequence, format_micros};
+
+/// Where a temporal split cuts the global timeline.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TimeCut {
+    /// At this time, in microseconds since the Unix epoch.
+    At(i64),
+    /// At this fraction of the dataset's time range, in (0, 1): 0 would be
+    /// its first interaction, 1 its last.
+    Fraction(f64),
+}
+
+impl TimeCut {
+    /// The cut's time in microseconds, for interactions spanning `range`.
+    fn resolve(self, (first, last): (i64, i64)) -> Result<i64, DataError> {
+        match self {
+            TimeCut::At(micros) => Ok(micros),
+            TimeCut::Fraction(f) if f > 0.0 && f < 1.0 => {
+                Ok(first + ((last - first) as f64 * f).round() as i64)
+            }
+            TimeCut::Fraction(f) => Err(DataError::InvalidOption(format!(
+                "time fraction {f} is not in (0, 1)"
+            ))),
+        }
+    }
+}
 
 /// How to split a dataset.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -21,6 +46,17 @@ pub enum SplitKind {
     /// The field's standard: per user, train on all but the last two items,
     /// validate on the second-to-last, test on the last.
     LeaveOneOut,
+    /// A global timeline (Sun 2023; Ji et al. 2023): interactions before
+    /// `valid` train; each user's first interaction in [`valid`, `test`) is
+    /// a validation target and their first at or after `test` a test
+    /// target, each predicted from the user's interactions before that cut
+    /// only. See `docs/data.md` for why these rules.
+    Temporal {
+        /// Start of the validation window.
+        valid: TimeCut,
+        /// Start of the test window (after `valid`).
+        test: TimeCut,
+    },
 }
 
 /// Sequences for training, validation and test.
@@ -39,12 +75,17 @@ pub struct Split {
     pub test: Vec<UserSequence>,
     /// Users whose training sequence had fewer than 2 items and was left out
     /// of `train` (leave-one-out: users with 1 or 3 items; random-users:
-    /// training users with 1 item).
+    /// training users with 1 item; temporal: users with fewer than 2
+    /// interactions before the validation cut).
     pub too_short_for_train: usize,
     /// Users left out of evaluation: leave-one-out needs 3 items (users with 2
     /// train on both instead, as in the SASRec paper's code); random-users
-    /// drops held-out users with 1 item.
+    /// drops held-out users with 1 item; temporal drops targets of users with
+    /// no interaction before the cut (counted once per window).
     pub too_short_for_eval: usize,
+    /// The temporal split's cuts, resolved: (validation, test) in
+    /// microseconds since the epoch. `None` for the other splits.
+    pub cuts: Option<(i64, i64)>,
 }
 
 /// Splits the users' sequences; the same `kind` (seed included) always gives
@@ -103,6 +144,49 @@ pub fn split(dataset: &Dataset, kind: SplitKind) -> Result<Split, DataError> {
                 }
                 out.valid.push(part(n - 1));
                 out.test.push(part(n));
+            }
+        }
+        SplitKind::Temporal { valid, test } => {
+            // (No interaction at all: users with nothing to train on.)
+            let range = dataset.time_range().unwrap_or((0, 0));
+            let (valid_from, test_from) = (valid.resolve(range)?, test.resolve(range)?);
+            if valid_from >= test_from {
+                return Err(DataError::InvalidOption(format!(
+                    "the validation cut ({}) is not before the test cut ({})",
+                    format_micros(valid_from),
+                    format_micros(test_from)
+                )));
+            }
+            out.cuts = Some((valid_from, test_from));
+            for (user, times) in users.iter().zip(&dataset.times) {
+                // Times are sorted: the first index at or after a cut.
+                let before = |cut: i64| times.partition_point(|&t| t < cut);
+                let (in_train, before_test) = (before(valid_from), before(test_from));
+                if in_train >= 2 {
+                    out.train.push(UserSequence {
+                        user: user.user,
+                        items: user.items[..in_train].to_vec(),
+                    });
+                } else {
+                    out.too_short_for_train += 1;
+                }
+                // A window's target is the user's first interaction in it,
+                // predicted from everything before the window's cut.
+                let mut target = |history: usize, window_end: usize, part: &mut Vec<_>| {
+                    if history == window_end {
+                        return; // no interaction in the window
+                    }
+                    if history == 0 {
+                        out.too_short_for_eval += 1;
+                        return;
+                    }
+                    part.push(UserSequence {
+                        user: user.user,
+                        items: user.items[..=history].to_vec(),
+                    });
+                };
+                target(in_train, before_test, &mut out.valid);
+                target(before_test, times.len(), &mut out.test);
             }
         }
     }

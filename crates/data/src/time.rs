@@ -142,6 +142,27 @@ pub fn format_micros(micros: i64) -> String {
     }
 }
 
+/// Parses one time given by a person (e.g. a split's cut): an ISO 8601
+/// date-time (`2018-01-01`, `2018-01-01T12:00:00Z`; without a zone, UTC)
+/// or a number of `unit`s since the Unix epoch, as a time column's values
+/// are read. Returns microseconds since the epoch.
+pub fn parse_time(text: &str, unit: TimeUnit) -> Result<i64, DataError> {
+    let text = text.trim();
+    let bytes = text.as_bytes();
+    let looks_like_date = bytes.len() >= 10 && bytes[4] == b'-' && bytes[7] == b'-';
+    let parsed = if looks_like_date {
+        parse_datetime(bytes).map(|(micros, _)| micros)
+    } else {
+        parse_number(bytes, unit).map(|(micros, _)| micros)
+    };
+    parsed.map_err(|why| {
+        DataError::InvalidOption(format!(
+            "{:?} is not a time: {why}",
+            crate::ids::cut(text, 40)
+        ))
+    })
+}
+
 /// Parses the values of one text time column, enforcing one format.
 #[derive(Clone, Debug)]
 pub(crate) struct TimeParser {

@@ -309,13 +309,163 @@ fn dataset_of(lens: &[usize]) -> Dataset {
             )
         })
         .collect();
+    let times = lens.iter().map(|&n| (0..n as i64).collect()).collect();
     Dataset {
         vocab: Vocab::default(),
         users,
+        times,
+    }
+}
+
+/// A dataset whose user `u` has items 1..=n at the given times (sorted here).
+fn timed_dataset(times: &[Vec<i64>]) -> Dataset {
+    let times: Vec<Vec<i64>> = times
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            t.sort_unstable();
+            t
+        })
+        .collect();
+    let users = times
+        .iter()
+        .enumerate()
+        .map(|(u, t)| seq(u as u32, &(1..=t.len() as u32).collect::<Vec<_>>()))
+        .collect();
+    Dataset {
+        vocab: Vocab::default(),
+        users,
+        times,
+    }
+}
+
+fn temporal(valid: i64, test: i64) -> SplitKind {
+    SplitKind::Temporal {
+        valid: TimeCut::At(valid),
+        test: TimeCut::At(test),
+    }
+}
+
+#[test]
+fn temporal_split_example() {
+    // Cuts at 10 and 20. Item k of a user is its k-th interaction.
+    let d = timed_dataset(&[
+        vec![1, 2, 3, 10, 11, 20, 25], // trains on 1..=3, validates on 4, tests on 6
+        vec![5, 15],                   // one item before 10: no training; validates on 2
+        vec![12, 13, 21],              // nothing before 10: only a test target (3 after 1, 2)
+        vec![1, 2],                    // trains on both; nothing to evaluate
+        vec![30, 31],                  // all after the test cut: no history, dropped
+    ]);
+    let s = split(&d, temporal(10, 20)).unwrap();
+    assert_eq!(s.cuts, Some((10, 20)));
+    let items = |p: &[UserSequence]| -> Vec<(u32, Vec<u32>)> {
+        p.iter().map(|u| (u.user, u.items.clone())).collect()
+    };
+    assert_eq!(items(&s.train), [(0, vec![1, 2, 3]), (3, vec![1, 2])]);
+    assert_eq!(items(&s.valid), [(0, vec![1, 2, 3, 4]), (1, vec![1, 2])]);
+    assert_eq!(
+        items(&s.test),
+        [(0, vec![1, 2, 3, 4, 5, 6]), (2, vec![1, 2, 3])]
+    );
+    assert_eq!(s.too_short_for_train, 3);
+    // User 2 in the validation window and user 4 in the test window had no history.
+    assert_eq!(s.too_short_for_eval, 2);
+
+    // A cut exactly at an interaction's time puts it in the later window.
+    let s = split(&d, temporal(11, 20)).unwrap();
+    assert_eq!(items(&s.valid)[0], (0, vec![1, 2, 3, 4, 5]));
+}
+
+#[test]
+fn temporal_cuts_as_fractions_and_bad_cuts() {
+    // Times span 0..=100: fractions 0.5 and 0.8 cut at 50 and 80.
+    let d = timed_dataset(&[vec![0, 40, 60, 90], vec![10, 100]]);
+    let kind = SplitKind::Temporal {
+        valid: TimeCut::Fraction(0.5),
+        test: TimeCut::Fraction(0.8),
+    };
+    let s = split(&d, kind).unwrap();
+    assert_eq!(s.cuts, Some((50, 80)));
+    assert_eq!(s.valid[0].items, [1, 2, 3]);
+    assert_eq!(s.test.len(), 2);
+
+    for (kind, message) in [
+        (temporal(20, 20), "is not before the test cut"),
+        (temporal(30, 20), "is not before the test cut"),
+        (
+            SplitKind::Temporal {
+                valid: TimeCut::Fraction(0.0),
+                test: TimeCut::Fraction(0.5),
+            },
+            "time fraction 0 is not in (0, 1)",
+        ),
+    ] {
+        let err = split(&d, kind).unwrap_err().to_string();
+        assert!(err.contains(message), "{err}");
+    }
+}
+
+#[test]
+fn cut_times_parse_like_a_time_column() {
+    let day = 86_400_000_000;
+    assert_eq!(parse_time("1970-01-02", TimeUnit::S).unwrap(), day);
+    assert_eq!(
+        parse_time("1970-01-02T00:00:00Z", TimeUnit::S).unwrap(),
+        day
+    );
+    assert_eq!(
+        parse_time("1970-01-02T01:00:00+01:00", TimeUnit::S).unwrap(),
+        day
+    );
+    assert_eq!(parse_time("86400", TimeUnit::S).unwrap(), day);
+    assert_eq!(parse_time("86400000", TimeUnit::Ms).unwrap(), day);
+    assert_eq!(parse_time(" 1.5 ", TimeUnit::S).unwrap(), 1_500_000);
+    for bad in ["yesterday", "2018-13-01", "", "1e999"] {
+        let err = parse_time(bad, TimeUnit::S).unwrap_err().to_string();
+        assert!(err.contains("is not a time"), "{bad}: {err}");
     }
 }
 
 proptest! {
+    #[test]
+    fn temporal_split_never_shows_a_model_the_future(
+        times in prop::collection::vec(prop::collection::vec(0i64..100, 0..12), 0..30),
+        valid in 1i64..99,
+        gap in 1i64..50,
+    ) {
+        let test = valid + gap;
+        let d = timed_dataset(&times);
+        let s = split(&d, temporal(valid, test)).unwrap();
+        let time = |user: u32, item: u32| d.times[user as usize][item as usize - 1];
+        // Training sees nothing at or after the validation cut.
+        for u in &s.train {
+            prop_assert!(u.items.len() >= 2);
+            prop_assert!(u.items.iter().all(|&i| time(u.user, i) < valid));
+        }
+        prop_assert_eq!(s.train.len() + s.too_short_for_train, times.len());
+        // A target is the user's first interaction in its window; its
+        // history holds everything before the cut and nothing after.
+        for (part, from, to) in [(&s.valid, valid, test), (&s.test, test, i64::MAX)] {
+            for u in part {
+                let (&target, history) = u.items.split_last().unwrap();
+                prop_assert!(!history.is_empty());
+                let t = time(u.user, target);
+                prop_assert!(from <= t && t < to);
+                prop_assert!(history.iter().all(|&i| time(u.user, i) < from));
+                let before = d.times[u.user as usize].iter().filter(|&&t| t < from).count();
+                prop_assert_eq!(history.len(), before);
+            }
+        }
+        // Every user with an interaction in a window is evaluated or counted.
+        let in_window = |from: i64, to: i64| {
+            times.iter().filter(|t| t.iter().any(|&x| from <= x && x < to)).count()
+        };
+        prop_assert_eq!(
+            s.valid.len() + s.test.len() + s.too_short_for_eval,
+            in_window(valid, test) + in_window(test, i64::MAX)
+        );
+    }
+
     #[test]
     fn leave_one_out_holds_out_the_last_two(lens in prop::collection::vec(1usize..8, 0..40)) {
         let d = dataset_of(&lens);

@@ -212,14 +212,17 @@ impl Selection {
         !matches!(self, Selection::Loss)
     }
 
-    /// Ranking metrics exist only with the leave-one-out split.
-    pub fn check_split(self, leave_one_out: bool) -> Result<(), InvalidSetting> {
-        if self == Selection::Loss || leave_one_out {
+    /// Ranking metrics exist only with held-out targets (the leave-one-out
+    /// and temporal splits).
+    pub fn check_split(self, held_out_last: bool) -> Result<(), InvalidSetting> {
+        if self == Selection::Loss || held_out_last {
             return Ok(());
         }
         Err(InvalidSetting::new(
             "selection",
-            format!("{self} needs the leave-one-out split; select by loss with random-users"),
+            format!(
+                "{self} needs the leave-one-out or temporal split; select by loss with random-users"
+            ),
         ))
     }
 }

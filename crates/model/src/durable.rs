@@ -41,6 +41,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to `path`, a file that only grows (TensorBoard's event
+/// log, which a running TensorBoard holds open and reads on from where it
+/// stopped): when the file holds a beginning of `bytes`, the rest is
+/// appended and flushed; otherwise the file is replaced atomically. A kill
+/// in the middle of an append leaves a torn end, which the next writer's
+/// recovery finds (the file then differs) and rewrites.
+pub fn write_growing(path: &Path, bytes: &[u8]) -> Result<()> {
+    let old = fs::read(path).unwrap_or_default();
+    if old == bytes {
+        return Ok(());
+    }
+    if old.is_empty() || !bytes.starts_with(&old) {
+        return write_atomic(path, bytes);
+    }
+    let appended = (|| -> io::Result<()> {
+        let file = counted(|| {
+            let mut file = fs::OpenOptions::new().append(true).open(path)?;
+            file.write_all(&bytes[old.len()..])?;
+            Ok(file)
+        })?;
+        counted(|| file.sync_all())
+    })();
+    appended.with_context(|| format!("writing {}", path.display()))
+}
+
 /// Removes a file (one that is already gone is fine).
 pub fn remove_file(path: &Path) -> Result<()> {
     match counted(|| fs::remove_file(path)) {
@@ -135,6 +160,22 @@ mod tests {
             .collect();
         assert_eq!(names, ["a.json"]);
         assert!(is_tmp(".a.json.tmp") && !is_tmp("a.json"));
+    }
+
+    #[test]
+    fn a_growing_file_is_appended_to_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        write_growing(&path, b"ab").unwrap();
+        let reader = File::open(&path).unwrap();
+        write_growing(&path, b"abcd").unwrap();
+        // The same file (a reader holding it open sees the new bytes).
+        let mut seen = String::new();
+        std::io::Read::read_to_string(&mut &reader, &mut seen).unwrap();
+        assert_eq!(seen, "abcd");
+        // Anything but a continuation replaces it.
+        write_growing(&path, b"xy").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"xy");
     }
 
     #[test]

@@ -33,6 +33,28 @@ pub fn evaluate<B: Backend>(
     ks: &[usize],
     batch_size: usize,
 ) -> Evaluation {
+    evaluate_with_progress(
+        backend,
+        model,
+        seqs,
+        held_out_last,
+        ks,
+        batch_size,
+        &mut |_| {},
+    )
+}
+
+/// [`evaluate`], calling `progress` with the number of sequences done after
+/// every batch (to draw a progress bar).
+pub fn evaluate_with_progress<B: Backend>(
+    backend: &B,
+    model: &SasRec<B>,
+    seqs: &[UserSequence],
+    held_out_last: bool,
+    ks: &[usize],
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Evaluation {
     let max_len = model.config.max_len;
     let vocab = model.config.vocab();
     let mut loss_sum = 0.0f64;
@@ -60,6 +82,7 @@ pub fn evaluate<B: Backend>(
                 ranks.add(rank_of_target(row, target, history).unwrap_or(vocab));
             }
         }
+        progress(chunk.len());
     }
     Evaluation {
         loss: if targets == 0 {

@@ -21,6 +21,13 @@ pub struct EpochRecord {
     pub tokens_per_s: f64,
     /// Seconds spent training in the epoch (validation excluded).
     pub seconds: f64,
+    /// Seconds spent validating after it.
+    #[serde(default)]
+    pub valid_seconds: f64,
+    /// When the epoch (its validation included) ended, in seconds since the
+    /// Unix epoch (TensorBoard's wall time).
+    #[serde(default)]
+    pub ended_at: f64,
     /// Whether this epoch is the best so far.
     pub best: bool,
 }

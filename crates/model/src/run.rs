@@ -16,6 +16,7 @@
 //!   model.safetensors    copy of the committed best-B (PyTorch state_dict names)
 //!   metrics.jsonl        one JSON line per committed epoch
 //!   curves.svg           loss and validation metrics per committed epoch
+//!   events.out.tfevents.sasrec  the same scalars for TensorBoard
 //!   test.json            (leave-one-out) test numbers of the best checkpoint
 //! ```
 
@@ -24,8 +25,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use sasrec_data::{
-    Dataset, FilterConfig, InputSpec, Split, SplitKind, Vocab, build_dataset, read_interactions,
-    split,
+    DataError, Dataset, FilterConfig, InputSpec, Split, SplitKind, TimeCut, Vocab, build_dataset,
+    parse_time, read_interactions, split,
 };
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
@@ -40,7 +41,8 @@ use crate::text::bounded;
 /// few MB): a stray huge file is refused rather than read.
 const MAX_JSON_BYTES: u64 = 64 << 20;
 
-/// How a run splits its users; written as `leave-one-out` / `random-users`.
+/// How a run splits its users; written as `leave-one-out` / `random-users`
+/// / `temporal`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SplitMethod {
@@ -49,6 +51,10 @@ pub enum SplitMethod {
     LeaveOneOut,
     /// Hold out a fraction of the users whole for validation (the notebook's).
     RandomUsers,
+    /// A global timeline: train before the validation cut, validate on each
+    /// user's first interaction between the cuts, test on the first after
+    /// the test cut.
+    Temporal,
 }
 
 impl std::fmt::Display for SplitMethod {
@@ -56,6 +62,7 @@ impl std::fmt::Display for SplitMethod {
         f.write_str(match self {
             SplitMethod::LeaveOneOut => "leave-one-out",
             SplitMethod::RandomUsers => "random-users",
+            SplitMethod::Temporal => "temporal",
         })
     }
 }
@@ -81,31 +88,101 @@ pub struct DataSpec {
     pub valid_fraction: f64,
     /// Seed of the `random-users` split.
     pub split_seed: u64,
+    /// Start of the `temporal` split's validation window: an ISO 8601
+    /// date-time or a number in the log's time unit.
+    #[serde(default)]
+    pub valid_time: Option<String>,
+    /// Start of the `temporal` split's test window, like `valid_time`.
+    #[serde(default)]
+    pub test_time: Option<String>,
+    /// Start of the `temporal` validation window as a fraction of the
+    /// data's time range (instead of `valid_time`).
+    #[serde(default)]
+    pub valid_time_fraction: Option<f64>,
+    /// Start of the `temporal` test window as a fraction of the data's time
+    /// range (instead of `test_time`).
+    #[serde(default)]
+    pub test_time_fraction: Option<f64>,
 }
 
 impl DataSpec {
-    /// The data crate's split.
-    pub fn split_kind(&self) -> SplitKind {
-        match self.split {
+    /// The data crate's split; fails on a temporal cut that is not a time.
+    pub fn split_kind(&self) -> Result<SplitKind, InvalidSetting> {
+        Ok(match self.split {
             SplitMethod::LeaveOneOut => SplitKind::LeaveOneOut,
             SplitMethod::RandomUsers => SplitKind::RandomUsers {
                 valid_fraction: self.valid_fraction,
                 seed: self.split_seed,
             },
+            SplitMethod::Temporal => SplitKind::Temporal {
+                valid: self.time_cut("valid", &self.valid_time, self.valid_time_fraction)?,
+                test: self.time_cut("test", &self.test_time, self.test_time_fraction)?,
+            },
+        })
+    }
+
+    /// One cut of the temporal split: a time or a fraction, exactly one.
+    fn time_cut(
+        &self,
+        window: &'static str,
+        time: &Option<String>,
+        fraction: Option<f64>,
+    ) -> Result<TimeCut, InvalidSetting> {
+        let (time_field, fraction_field) = match window {
+            "valid" => ("valid_time", "valid_time_fraction"),
+            _ => ("test_time", "test_time_fraction"),
+        };
+        match (time, fraction) {
+            (Some(text), None) => parse_time(text, self.input.time_unit.unwrap_or_default())
+                .map(TimeCut::At)
+                .map_err(|e| {
+                    let problem = match e {
+                        DataError::InvalidOption(problem) => problem,
+                        other => other.to_string(),
+                    };
+                    InvalidSetting::new(time_field, problem)
+                }),
+            (None, Some(f)) if f > 0.0 && f < 1.0 => Ok(TimeCut::Fraction(f)),
+            (None, Some(f)) => Err(InvalidSetting::new(
+                fraction_field,
+                format!("must be in (0, 1), got {f}"),
+            )),
+            (Some(_), Some(_)) => Err(InvalidSetting::new(
+                time_field,
+                format!(
+                    "and --{} both start the {window} window; give one",
+                    fraction_field.replace('_', "-")
+                ),
+            )),
+            (None, None) => Err(InvalidSetting::new(
+                time_field,
+                format!(
+                    "is needed by the temporal split (or --{})",
+                    fraction_field.replace('_', "-")
+                ),
+            )),
         }
     }
 
-    /// Whether the split is leave-one-out (it then has test users).
+    /// Whether the split is leave-one-out.
     pub fn leave_one_out(&self) -> bool {
         self.split == SplitMethod::LeaveOneOut
     }
 
+    /// Whether validation and test sequences end with one held-out target
+    /// each (leave-one-out and temporal): the split then has test users,
+    /// and is evaluated by ranking. Random-users validates by loss only.
+    pub fn held_out_last(&self) -> bool {
+        self.split != SplitMethod::RandomUsers
+    }
+
     /// Reads the interactions, filters them and splits them, as at training time.
     pub fn load(&self) -> Result<(Dataset, Split)> {
+        let kind = self.split_kind()?;
         let interactions = read_interactions(&self.ratings, &self.input)?;
         let dataset = build_dataset(&interactions, &self.filter)
             .with_context(|| format!("building sequences from {}", self.ratings.display()))?;
-        let split = split(&dataset, self.split_kind())?;
+        let split = split(&dataset, kind)?;
         Ok((dataset, split))
     }
 }
@@ -129,8 +206,24 @@ impl RunConfig {
         self.model.validate()?;
         self.train.validate()?;
         let data = &self.data;
-        let leave_one_out = data.leave_one_out();
-        self.train.selection.check_split(leave_one_out)?;
+        self.train.selection.check_split(data.held_out_last())?;
+        let temporal_flags = [
+            ("valid_time", data.valid_time.is_some()),
+            ("test_time", data.test_time.is_some()),
+            ("valid_time_fraction", data.valid_time_fraction.is_some()),
+            ("test_time_fraction", data.test_time_fraction.is_some()),
+        ];
+        if data.split == SplitMethod::Temporal {
+            data.split_kind()?;
+        } else if let Some((field, _)) = temporal_flags.iter().find(|(_, given)| *given) {
+            return Err(InvalidSetting::new(
+                field,
+                format!(
+                    "starts a window of the temporal split, not of {}",
+                    data.split
+                ),
+            ));
+        }
         if !(0.0..1.0).contains(&data.valid_fraction) {
             return Err(InvalidSetting::new(
                 "valid_fraction",
@@ -217,6 +310,10 @@ impl RunDir {
     /// `curves.svg`.
     pub fn curves(&self) -> PathBuf {
         self.file("curves.svg")
+    }
+    /// TensorBoard's event file (see [`crate::tensorboard`]).
+    pub fn events(&self) -> PathBuf {
+        self.file(crate::tensorboard::EVENTS_FILE)
     }
 
     /// Whether the folder holds a run (its config.json, or a commit).

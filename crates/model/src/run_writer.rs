@@ -11,7 +11,8 @@
 //! 2. `state.json`, naming generation G, its progress and epochs, and the
 //!    size and xxh3 of its checkpoint files: its rename is the commit point;
 //! 3. the published files, rewritten from the commit: `model.safetensors`
-//!    (a copy of the best checkpoint), `metrics.jsonl`, `curves.svg`;
+//!    (a copy of the best checkpoint), `metrics.jsonl`, `curves.svg` and
+//!    TensorBoard's event file (appended to: it only grows);
 //! 4. the files of older generations are removed.
 //!
 //! A kill before step 2 leaves generation G-1 committed, its files intact;
@@ -28,11 +29,13 @@ use sasrec_data::Vocab;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::FileDigest;
-use crate::durable::{is_tmp, remove_file, write_atomic};
+use crate::durable::{is_tmp, remove_file, write_atomic, write_growing};
 use crate::lock::{LOCK_FILE, RunLock};
+use crate::metrics::RankingMetrics;
 use crate::plot::render;
 use crate::records::EpochRecord;
 use crate::run::{RunConfig, RunDir, json_bytes};
+use crate::tensorboard::{EVENTS_FILE, events};
 use crate::text::bounded;
 use crate::train::TrainState;
 
@@ -42,7 +45,7 @@ pub const CHECKPOINTS: &str = "checkpoints";
 const STATE_FORMAT: u32 = 1;
 /// Files a run folder may hold besides temporary files: a folder holding
 /// anything else is not one, and is never cleared.
-const RUN_FILES: [&str; 9] = [
+const RUN_FILES: [&str; 10] = [
     LOCK_FILE,
     "config.json",
     "vocab.json",
@@ -51,13 +54,15 @@ const RUN_FILES: [&str; 9] = [
     "model.safetensors",
     "metrics.jsonl",
     "curves.svg",
+    EVENTS_FILE,
     "test.json",
 ];
 /// Files published from the commit (removed when nothing is committed).
-const PUBLISHED: [&str; 4] = [
+const PUBLISHED: [&str; 5] = [
     "model.safetensors",
     "metrics.jsonl",
     "curves.svg",
+    EVENTS_FILE,
     "test.json",
 ];
 
@@ -77,6 +82,10 @@ pub struct Commit {
     pub best: Option<CheckpointFile>,
     /// The finished epochs, in order.
     pub epochs: Vec<EpochRecord>,
+    /// The most-popular baseline on the validation users (splits that rank),
+    /// drawn beside the curves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<RankingMetrics>,
 }
 
 /// A checkpoint file of a generation, with its size and hash.
@@ -187,6 +196,8 @@ pub struct RunWriter {
     dir: RunDir,
     lock: RunLock,
     committed: Option<Commit>,
+    /// Written into every commit from now on.
+    baseline: Option<RankingMetrics>,
 }
 
 impl RunWriter {
@@ -219,6 +230,7 @@ impl RunWriter {
             dir,
             lock,
             committed: None,
+            baseline: None,
         })
     }
 
@@ -261,10 +273,12 @@ impl RunWriter {
         }
         let lock = RunLock::acquire(dir.path(), command)?;
         let committed = dir.read_commit()?;
+        let baseline = committed.as_ref().and_then(|c| c.baseline.clone());
         Ok(RunWriter {
             dir,
             lock,
             committed,
+            baseline,
         })
     }
 
@@ -289,7 +303,18 @@ impl RunWriter {
         vocab
             .save(&self.dir.vocab())
             .with_context(|| format!("writing {}", self.dir.vocab().display()))?;
+        self.write_config(config)
+    }
+
+    /// Rewrites config.json (e.g. with the larger epoch budget of a resumed run).
+    pub fn write_config(&self, config: &RunConfig) -> Result<()> {
         write_atomic(&self.dir.config(), &json_bytes(config)?)
+    }
+
+    /// Sets the most-popular baseline on the validation users that the
+    /// next commits record (and their curves show).
+    pub fn set_baseline(&mut self, baseline: Option<RankingMetrics>) {
+        self.baseline = baseline;
     }
 
     /// Writes a file of the folder (e.g. `test.json`) atomically.
@@ -320,7 +345,7 @@ impl RunWriter {
                     recovery.rewritten.push("model.safetensors".into());
                 }
             }
-            for (path, bytes) in self.epoch_files(&commit.epochs)? {
+            for (path, bytes) in self.epoch_files(commit)? {
                 if fs::read(&path).ok().as_ref() != Some(&bytes) {
                     write_atomic(&path, &bytes)?;
                     recovery.rewritten.push(file_name(&path));
@@ -356,16 +381,22 @@ impl RunWriter {
             last,
             best: best_file,
             epochs: epochs.to_vec(),
+            baseline: self.baseline.clone(),
         };
         write_atomic(&self.dir.state(), &json_bytes(&commit)?)?;
+        let files = self.epoch_files(&commit)?;
         let previous = self.committed.replace(commit);
 
         if let Some(bytes) = best {
             write_atomic(&self.dir.model(), bytes)?;
         }
         if previous.is_none_or(|p| p.epochs != epochs) {
-            for (path, bytes) in self.epoch_files(epochs)? {
-                write_atomic(&path, &bytes)?;
+            for (path, bytes) in files {
+                if path == self.dir.events() {
+                    write_growing(&path, &bytes)?;
+                } else {
+                    write_atomic(&path, &bytes)?;
+                }
             }
         }
         self.remove_unreferenced()?;
@@ -386,16 +417,19 @@ impl RunWriter {
         })
     }
 
-    /// `metrics.jsonl` and `curves.svg` for `epochs`.
-    fn epoch_files(&self, epochs: &[EpochRecord]) -> Result<[(PathBuf, Vec<u8>); 2]> {
+    /// `metrics.jsonl`, `curves.svg` and the TensorBoard event file of a commit.
+    fn epoch_files(&self, commit: &Commit) -> Result<[(PathBuf, Vec<u8>); 3]> {
+        let epochs = &commit.epochs;
         let mut metrics = String::new();
         for record in epochs {
             metrics.push_str(&serde_json::to_string(record)?);
             metrics.push('\n');
         }
+        let curves = render(epochs, commit.baseline.as_ref())?;
         Ok([
             (self.dir.metrics(), metrics.into_bytes()),
-            (self.dir.curves(), render(epochs).into_bytes()),
+            (self.dir.curves(), curves.into_bytes()),
+            (self.dir.events(), events(epochs)),
         ])
     }
 
@@ -470,6 +504,8 @@ mod tests {
             },
             tokens_per_s: 100.0,
             seconds: 1.0,
+            valid_seconds: 0.5,
+            ended_at: 1.7e9 + epoch as f64,
             best: true,
         }
     }
@@ -509,6 +545,7 @@ mod tests {
             [
                 "checkpoints",
                 "curves.svg",
+                "events.out.tfevents.sasrec",
                 "lock",
                 "metrics.jsonl",
                 "model.safetensors",

@@ -1,5 +1,15 @@
 //! Text from files and users, made safe to put in an error message.
 
+/// Seconds as `42s`, `3m 05s` or `1h 02m`.
+pub fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// `text` cut to at most `max_chars` characters, the middle giving way to an
 /// ellipsis (the end of a message often says what was expected), with
 /// control characters escaped: an error message quoting a value stays one

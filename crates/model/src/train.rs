@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -15,10 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{NamedTensor, first_non_finite, from_safetensors, to_safetensors};
 use crate::config::{Selection, TrainConfig};
-use crate::evaluate::{Evaluation, evaluate};
+use crate::evaluate::{Evaluation, evaluate_with_progress, popularity_baseline};
 use crate::records::EpochRecord;
 use crate::run_writer::RunWriter;
 use crate::sasrec::{DeviceBatch, DropoutContext, SasRec};
+use crate::text::duration;
 
 /// Where training stands; saved in `state.json` with each checkpoint.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -74,7 +75,7 @@ pub struct Trainer<'a, B: Backend> {
     config: TrainConfig,
     train: &'a [UserSequence],
     valid: &'a [UserSequence],
-    leave_one_out: bool,
+    held_out_last: bool,
     run: RunWriter,
     /// Progress so far.
     pub state: TrainState,
@@ -84,10 +85,13 @@ pub struct Trainer<'a, B: Backend> {
     pub progress: bool,
     /// Observes the training part of every epoch.
     pub hook: Option<Box<dyn EpochHook + 'a>>,
+    /// When this call of [`Trainer::run`] started, and at which epoch: the
+    /// pace for the estimate of the time left.
+    started: Option<(Instant, usize)>,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
-    /// A trainer starting from `model` at step 0. `leave_one_out` selects the
+    /// A trainer starting from `model` at step 0. `held_out_last` selects the
     /// validation protocol: the last item of each `valid` sequence is the
     /// held-out target (loss on it alone, plus ranking metrics), else the
     /// loss over every target of the `valid` sequences.
@@ -97,17 +101,23 @@ impl<'a, B: Backend> Trainer<'a, B> {
         config: TrainConfig,
         train: &'a [UserSequence],
         valid: &'a [UserSequence],
-        leave_one_out: bool,
+        held_out_last: bool,
         run: RunWriter,
     ) -> Result<Self> {
         config.validate()?;
-        config.selection.check_split(leave_one_out)?;
+        config.selection.check_split(held_out_last)?;
         if train.is_empty() {
             bail!("no training sequences (every user is too short for the split?)");
         }
         if valid.is_empty() {
             bail!("no validation sequences: nothing to select the best epoch on");
         }
+        // The most-popular baseline on the validation users, for the curves.
+        let baseline = held_out_last.then(|| {
+            popularity_baseline(train, valid, model.config.vocab(), &validation_ks(&config))
+        });
+        let mut run = run;
+        run.set_baseline(baseline);
         let adam = Adam::new(
             backend,
             &model.params,
@@ -123,12 +133,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
             config,
             train,
             valid,
-            leave_one_out,
+            held_out_last,
             run,
             state: TrainState::default(),
             epochs: Vec::new(),
             progress: true,
             hook: None,
+            started: None,
         })
     }
 
@@ -178,7 +189,19 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.adam.step = state.step;
         self.state = state;
         self.epochs = epochs;
+        // A finished run goes on when given more epochs or patience since.
+        self.state.finished &= self.budget_spent();
         Ok(true)
+    }
+
+    /// Whether the epochs ran out or early stopping's patience did.
+    fn budget_spent(&self) -> bool {
+        let s = &self.state;
+        s.epoch >= self.config.epochs
+            || self
+                .config
+                .patience
+                .is_some_and(|p| s.epochs_without_improvement >= p)
     }
 
     /// The finished epochs.
@@ -206,9 +229,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let max_len = self.model.config.max_len;
         let batch_size = self.config.batch_size;
         let steps_per_epoch = self.train.len().div_ceil(batch_size);
+        self.started = Some((Instant::now(), self.state.epoch));
         while self.state.epoch < self.config.epochs {
             let epoch = self.state.epoch;
-            let bar = self.progress_bar(steps_per_epoch as u64, epoch);
+            let bar = self.progress_bar(
+                steps_per_epoch as u64,
+                &format!("epoch {}", self.epoch_of()),
+            );
             bar.set_position(self.state.batch as u64);
             let order = Order::Shuffled {
                 seed: self.config.seed,
@@ -335,21 +362,20 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// Validates, logs, checkpoints; returns whether to stop early.
     fn end_epoch(&mut self) -> Result<bool> {
-        let ks = self.config.ks.clone();
-        let mut ks_needed = ks.clone();
-        if let Selection::Ndcg(k) | Selection::Hr(k) = self.config.selection {
-            ks_needed.push(k);
-        }
-        ks_needed.sort_unstable();
-        ks_needed.dedup();
-        let valid = evaluate(
+        let ks_needed = validation_ks(&self.config);
+        let started = Instant::now();
+        let bar = self.progress_bar(self.valid.len() as u64, "valid");
+        bar.set_message(format!("{} sequences", self.valid.len()));
+        let valid = evaluate_with_progress(
             self.backend,
             &self.model,
             self.valid,
-            self.leave_one_out,
+            self.held_out_last,
             &ks_needed,
             self.config.batch_size,
+            &mut |n| bar.inc(n as u64),
         );
+        bar.finish_and_clear();
         if !valid.loss.is_finite() {
             bail!(
                 "the validation loss became {} after epoch {}; stopped: {}",
@@ -378,6 +404,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
             valid,
             tokens_per_s: s.epoch_tokens as f64 / s.epoch_seconds.max(1e-9),
             seconds: s.epoch_seconds,
+            valid_seconds: started.elapsed().as_secs_f64(),
+            ended_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             best: improved,
         };
         if improved {
@@ -417,9 +447,19 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 .as_ref()
                 .map(|m| format!("  {}", m.summary()))
                 .unwrap_or_default();
+            // The pace of this session's epochs, validation included; the
+            // budget's end is the latest the run can stop.
+            let left = match self.started {
+                Some((at, first)) if self.state.epoch > first && !self.state.finished => {
+                    let pace = at.elapsed().as_secs_f64() / (self.state.epoch - first) as f64;
+                    let epochs = self.config.epochs.saturating_sub(self.state.epoch);
+                    format!("  {} left at most", duration(pace * epochs as f64))
+                }
+                _ => String::new(),
+            };
             eprintln!(
-                "epoch {:>3}  train loss {:.4}  valid loss {:.4}{ranking}  {:.0} tok/s{}",
-                record.epoch,
+                "epoch {}  train loss {:.4}  valid loss {:.4}{ranking}  {:.0} tok/s{}{left}",
+                self.epoch_of_record(record.epoch),
                 record.train_loss,
                 record.valid.loss,
                 record.tokens_per_s,
@@ -467,20 +507,42 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .commit(&self.state, &last, best.as_deref(), &self.epochs)
     }
 
-    fn progress_bar(&self, len: u64, epoch: usize) -> ProgressBar {
+    /// `  3/300`: the epoch in progress and the budget.
+    fn epoch_of(&self) -> String {
+        self.epoch_of_record(self.state.epoch + 1)
+    }
+
+    fn epoch_of_record(&self, epoch: usize) -> String {
+        let total = self.config.epochs.to_string();
+        format!("{epoch:>w$}/{total}", w = total.len().max(3))
+    }
+
+    /// A bar on stderr, drawn only when stderr is a terminal (indicatif
+    /// draws nothing into a pipe or a file): `prefix [=====>   ] 3/5 msg`.
+    fn progress_bar(&self, len: u64, prefix: &str) -> ProgressBar {
         if !self.progress {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
-        )
-        .expect("static template")
-        .progress_chars("=> ");
+        let style =
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+                .expect("static template")
+                .progress_chars("=> ");
         bar.set_style(style);
-        bar.set_prefix((epoch + 1).to_string());
+        bar.set_prefix(prefix.to_string());
         bar
     }
+}
+
+/// The cut-offs validation reports: the configured ones and the selection's.
+fn validation_ks(config: &TrainConfig) -> Vec<usize> {
+    let mut ks = config.ks.clone();
+    if let Selection::Ndcg(k) | Selection::Hr(k) = config.selection {
+        ks.push(k);
+    }
+    ks.sort_unstable();
+    ks.dedup();
+    ks
 }
 
 /// The number `selection` picks out of a validation result.

@@ -45,7 +45,10 @@ impl Backend for CpuBackend {
     type Ids = CpuIds;
 
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        match rayon::current_num_threads() {
+            1 => "cpu (1 thread)".to_string(),
+            n => format!("cpu ({n} threads)"),
+        }
     }
 
     fn tensor(&self, data: &[f32], shape: &[usize]) -> CpuTensor {

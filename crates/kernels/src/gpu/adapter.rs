@@ -7,7 +7,7 @@ use super::GpuError;
 pub enum AdapterChoice {
     /// The best one found: discrete GPUs first, then integrated, virtual and
     /// other GPUs, among the Vulkan, Metal and DX12 adapters; GL adapters
-    /// only when none of those qualifies. CPU adapters (such as Mesa's
+    /// only when there are none of those. CPU adapters (such as Mesa's
     /// llvmpipe) only when [`GpuOptions::allow_cpu_adapter`] is set.
     ///
     /// [`GpuOptions::allow_cpu_adapter`]: super::GpuOptions::allow_cpu_adapter
@@ -66,9 +66,22 @@ pub(crate) fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
 }
 
-/// Every adapter wgpu finds, in enumeration order, with its key limits.
+/// The adapters the backend can open: those of Vulkan, Metal and DX12, or,
+/// only when those have none, of every API (GL included). GL is probed
+/// only then: probing it is what prints EGL warnings on headless machines.
+pub(crate) fn usable() -> Vec<wgpu::Adapter> {
+    let primary = enumerate(wgpu::Backends::PRIMARY);
+    if primary.is_empty() {
+        enumerate(wgpu::Backends::all())
+    } else {
+        primary
+    }
+}
+
+/// Every adapter the backend can open (see [`AdapterChoice::Best`]), in
+/// enumeration order, with its key limits.
 pub fn list_adapters() -> Vec<AdapterReport> {
-    enumerate(wgpu::Backends::all())
+    usable()
         .iter()
         .enumerate()
         .map(|(index, adapter)| report(index, adapter))
@@ -158,7 +171,7 @@ pub(crate) fn choose(
                     .to_string()
             } else {
                 format!(
-                    "only CPU adapters found ({}); allow them with allow_cpu_adapter",
+                    "only CPU adapters found ({}), which are used only when chosen by name or index",
                     found()
                 )
             };

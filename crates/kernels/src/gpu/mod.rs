@@ -183,19 +183,12 @@ impl WgpuBackend {
     /// Opens the adapter `options` chooses with its full limits and builds
     /// every kernel.
     pub fn new(options: &GpuOptions) -> Result<Self, GpuError> {
-        let choose = |backends| {
-            adapter::choose(
-                adapter::enumerate(backends),
-                &options.adapter,
-                options.allow_cpu_adapter,
-            )
-        };
-        let adapter = match options.adapter {
-            // Indices refer to list_adapters(), which lists every backend.
-            AdapterChoice::Index(_) => choose(wgpu::Backends::all())?,
-            // Vulkan, Metal and DX12 first; GL only when they have nothing.
-            _ => choose(wgpu::Backends::PRIMARY).or_else(|_| choose(wgpu::Backends::all()))?,
-        };
+        // The adapters list_adapters() lists, which indices refer to.
+        let adapter = adapter::choose(
+            adapter::usable(),
+            &options.adapter,
+            options.allow_cpu_adapter,
+        )?;
         let info = adapter.get_info();
         let adapter_limits = adapter.limits();
         let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
