@@ -2,10 +2,12 @@
 //! .inter / Parquet files and folders, item names from any table. The same
 //! interactions in every format train to the same losses.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const SASREC: &str = env!("CARGO_BIN_EXE_sasrec");
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{SMALL, sasrec};
 
 /// The data crate's fixtures (scripts/write_parquet_fixtures.py): 40 users
 /// `U001x`.. walking 30 items `B0101Q`.. in cycles.
@@ -13,13 +15,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../data/tests/fixtures")
         .join(name)
-}
-
-fn sasrec(args: &[&str]) -> Output {
-    Command::new(SASREC)
-        .args(args)
-        .output()
-        .expect("sasrec runs")
 }
 
 fn ok(out: &Output) -> String {
@@ -42,23 +37,8 @@ fn train(log: &Path, run: &Path, epochs: &str, extra: &[&str]) -> Output {
         run.to_str().unwrap(),
         "--epochs",
         epochs,
-        "--max-len",
-        "10",
-        "--dim",
-        "16",
-        "--heads",
-        "2",
-        "--layers",
-        "1",
-        "--batch-size",
-        "8",
-        "--device",
-        "cpu",
-        "--lr",
-        "0.01",
-        "--seed",
-        "1",
     ];
+    args.extend_from_slice(&SMALL);
     args.extend_from_slice(extra);
     sasrec(&args)
 }

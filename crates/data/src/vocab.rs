@@ -118,23 +118,33 @@ impl Vocab {
         self.items == saved.items && (saved.users.is_empty() || self.users == saved.users)
     }
 
-    /// Writes the vocabulary as JSON, atomically:
+    /// The vocabulary as JSON:
     /// `{"kind":"sasrec-vocab","items":[ids in index order],"users":[...]}`.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        // Serialised straight from the id tables, so that millions of ids
+        // are not first copied into `RawId`s or JSON values.
+        #[derive(Serialize)]
+        struct VocabRef<'a> {
+            kind: &'static str,
+            items: &'a IdTable,
+            users: &'a IdTable,
+        }
+        serde_json::to_vec(&VocabRef {
+            kind: KIND,
+            items: &self.items,
+            users: &self.users,
+        })
+    }
+
+    /// Writes the vocabulary as JSON ([`Vocab::to_json`]), atomically.
+    /// Run folders write it durably with the rest of their files instead.
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
-        let json_error = |e| DataError::Json {
+        let json = self.to_json().map_err(|e| DataError::Json {
             path: path.to_path_buf(),
             error: e,
-        };
-        // Written by hand around the id tables' own serialisation, so that
-        // millions of ids are not first copied into `RawId`s.
-        let json = serde_json::to_vec(&serde_json::json!({
-            "kind": KIND,
-            "items": serde_json::to_value(&self.items).map_err(json_error)?,
-            "users": serde_json::to_value(&self.users).map_err(json_error)?,
-        }))
-        .map_err(json_error)?;
-        // Atomically (temporary file beside it, then rename): a reader never
-        // sees half a vocabulary.
+        })?;
+        // Temporary file beside it, then rename: a reader never sees half a
+        // vocabulary.
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, json)
             .and_then(|()| std::fs::rename(&tmp, path))

@@ -300,9 +300,10 @@ impl RunWriter {
     /// Writes the run's settings: vocab.json, then config.json (the folder
     /// holds a run from then on).
     pub fn write_settings(&self, config: &RunConfig, vocab: &Vocab) -> Result<()> {
-        vocab
-            .save(&self.dir.vocab())
+        let json = vocab
+            .to_json()
             .with_context(|| format!("writing {}", self.dir.vocab().display()))?;
+        write_atomic(&self.dir.vocab(), &json)?;
         self.write_config(config)
     }
 
