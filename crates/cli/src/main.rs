@@ -1,11 +1,13 @@
 //! `sasrec`: train, evaluate and recommend with SASRec.
 
+mod catalog;
 mod data_cmd;
 mod device;
 mod devices_cmd;
 mod eval_cmd;
 mod plot_cmd;
 mod recommend_cmd;
+mod recs_file;
 mod train_cmd;
 
 use std::process::ExitCode;
