@@ -85,40 +85,26 @@ pub fn load_run<B: Backend>(
 }
 
 impl Catalog {
-    /// The user index of raw id `user` (as text), or an error saying that
+    /// The user index of user id `user` (as text), or an error saying that
     /// the log has no such user.
     pub fn user(&self, user: &str) -> Result<u32, String> {
-        let raw = RawId::parse(user, self.vocab.user_kind()).map_err(|_| {
-            format!(
-                "{}; the log's user ids are {}",
-                self.unknown_user(user),
-                self.vocab.user_kind()
-            )
-        })?;
-        self.user_index(&raw)
-    }
-
-    /// The user index of `raw`, or an error saying that the log has no such user.
-    pub fn user_index(&self, raw: &RawId) -> Result<u32, String> {
-        self.vocab
-            .user_index(raw)
+        let kind = self.user_kind();
+        RawId::parse(user, kind)
+            .ok()
+            .and_then(|raw| self.vocab.user_index(&raw))
             .filter(|&u| !self.history(u).is_empty())
-            .ok_or_else(|| self.unknown_user(&raw.to_string()))
-    }
-
-    fn unknown_user(&self, user: &str) -> String {
-        format!(
-            "user {} is not in {} (after the run's filters)",
-            sasrec_model::bounded(user, 80),
-            self.ratings.display()
-        )
+            .ok_or_else(|| {
+                format!(
+                    "user {} is not in {} (after the run's filters; its user ids are {kind})",
+                    sasrec_model::bounded(user, 80),
+                    self.ratings.display()
+                )
+            })
     }
 
     /// The whole history of user index `user`, oldest first.
     pub fn history(&self, user: u32) -> &[u32] {
-        self.histories
-            .get(user as usize)
-            .map_or(&[], Vec::as_slice)
+        self.histories.get(user as usize).map_or(&[], Vec::as_slice)
     }
 
     /// The number of users with a history.
@@ -131,14 +117,20 @@ impl Catalog {
         (0..self.histories.len() as u32).filter(|&u| !self.history(u).is_empty())
     }
 
-    /// The indices of raw item ids; the error lists the unknown ones (up to ten).
-    pub fn items(&self, ids: &[RawId]) -> Result<Vec<u32>, String> {
+    /// The indices of item ids given as text; the error lists the unknown
+    /// ones (up to ten). Text that is no id of the log's kind (`x` where ids
+    /// are integers) is no item of the model.
+    pub fn items<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<u32>, String> {
         let mut indices = Vec::with_capacity(ids.len());
         let mut unknown = Vec::new();
-        for id in ids {
-            match self.vocab.index(id) {
+        for text in ids {
+            let text = text.as_ref();
+            let index = RawId::parse(text, self.item_kind())
+                .ok()
+                .and_then(|raw| self.vocab.index(&raw));
+            match index {
                 Some(i) => indices.push(i),
-                None => unknown.push(sasrec_model::bounded(&id.to_string(), 40)),
+                None => unknown.push(sasrec_model::bounded(text, 40)),
             }
         }
         if unknown.is_empty() {
@@ -180,7 +172,7 @@ impl Catalog {
     pub fn response(
         &self,
         user: Option<RawId>,
-        history: &[u32],
+        history_len: usize,
         exclude_seen: bool,
         top: &[(u32, f32)],
         name: impl Fn(&RawId) -> Option<String>,
@@ -200,7 +192,7 @@ impl Catalog {
             .collect();
         Recommendations {
             user,
-            history_len: history.len(),
+            history_len,
             exclude_seen,
             recommendations,
         }

@@ -8,6 +8,7 @@ mod eval_cmd;
 mod plot_cmd;
 mod recommend_cmd;
 mod recs_file;
+mod serve_cmd;
 mod train_cmd;
 
 use std::process::ExitCode;
@@ -37,9 +38,15 @@ enum Command {
     /// Evaluate a run's best checkpoint: HR@K, NDCG@K, MRR over all items.
     #[command(allow_negative_numbers = true)]
     Eval(eval_cmd::EvalArgs),
-    /// Recommend the next movies for a user or a list of movies.
+    /// Recommend the next items for a user, a list of items, or every user
+    /// (into a Parquet, CSV or JSON Lines file).
     #[command(allow_negative_numbers = true)]
     Recommend(recommend_cmd::RecommendArgs),
+    /// Serve recommendations over HTTP: POST /recommend, GET /healthz, /model, /stats.
+    ///
+    /// Prints the address it listens on to stdout; SIGTERM or Ctrl-C finish
+    /// the requests in flight, then exit 0.
+    Serve(serve_cmd::ServeArgs),
     /// Redraw a run's training curves (curves.svg).
     Plot(plot_cmd::PlotArgs),
     /// Inspect interaction data.
@@ -61,6 +68,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train_cmd::run(*args),
         Command::Eval(args) => done(eval_cmd::run(args)),
         Command::Recommend(args) => done(recommend_cmd::run(args)),
+        Command::Serve(args) => done(serve_cmd::run(args)),
         Command::Plot(args) => done(plot_cmd::run(args)),
         Command::Data(cmd) => done(data_cmd::run(cmd)),
         Command::Devices => done(devices_cmd::run()),

@@ -153,8 +153,7 @@ fn to_file<B: Backend>(
 
 /// The user indices listed in `path`, one raw id a line.
 fn read_users(path: &Path, catalog: &Catalog) -> Result<Vec<u32>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut users = Vec::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let at = || format!("{}: line {}", path.display(), n + 1);
@@ -203,15 +202,7 @@ fn one_list<B: Backend>(backend: &B, args: &RecommendArgs, loaded: &LoadedRun<B>
             (history, Some(catalog.raw_user(index)), who)
         }
         (None, Some(items)) => {
-            // Text that is no id of the log's kind is no item of the model.
-            let ids: Vec<RawId> = items
-                .iter()
-                .map(|text| {
-                    RawId::parse(text, catalog.item_kind())
-                        .unwrap_or_else(|_| RawId::Str(text.clone()))
-                })
-                .collect();
-            let history = catalog.items(&ids).map_err(anyhow::Error::msg)?;
+            let history = catalog.items(items).map_err(anyhow::Error::msg)?;
             (history, None, format!("{} items", items.len()))
         }
         (None, None) => bail!("give --user ID or --items ID,ID,..."),
@@ -227,7 +218,7 @@ fn one_list<B: Backend>(backend: &B, args: &RecommendArgs, loaded: &LoadedRun<B>
     let top = recommend_many(backend, &loaded.model, &[query])?.remove(0);
     let names = load_names(args, &loaded.config, &catalog.vocab)?;
     let name = |id: &RawId| names.get(id).cloned();
-    let list = catalog.response(user, &history, query.exclude_seen, &top, name);
+    let list = catalog.response(user, history.len(), query.exclude_seen, &top, name);
 
     let mut out = String::new();
     if args.json {
