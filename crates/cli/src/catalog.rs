@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sasrec_data::{IdKind, RawId, Vocab};
 use sasrec_kernels::Backend;
 use sasrec_model::{RunConfig, RunDir, SasRec};
@@ -197,6 +198,19 @@ impl Catalog {
             recommendations,
         }
     }
+}
+
+/// A progress bar of users on stderr, drawn only on a terminal.
+pub fn progress_bar(users: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(users), ProgressDrawTarget::stderr());
+    let template = format!(
+        "{what} [{{bar:30}}] {{pos}}/{{len}} users ({{per_sec}}, {{elapsed}}, eta {{eta}})"
+    );
+    let style = ProgressStyle::with_template(&template)
+        .expect("a valid template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar
 }
 
 /// One recommendation list, as JSON.

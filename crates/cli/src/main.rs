@@ -5,6 +5,7 @@ mod data_cmd;
 mod device;
 mod devices_cmd;
 mod eval_cmd;
+mod export_cmd;
 mod plot_cmd;
 mod recommend_cmd;
 mod recs_file;
@@ -47,6 +48,9 @@ enum Command {
     /// Prints the address it listens on to stdout; SIGTERM or Ctrl-C finish
     /// the requests in flight, then exit 0.
     Serve(serve_cmd::ServeArgs),
+    /// Export the item embeddings and every user's vector (Parquet and .npy)
+    /// for approximate-nearest-neighbour engines.
+    Export(export_cmd::ExportArgs),
     /// Redraw a run's training curves (curves.svg).
     Plot(plot_cmd::PlotArgs),
     /// Inspect interaction data.
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => done(eval_cmd::run(args)),
         Command::Recommend(args) => done(recommend_cmd::run(args)),
         Command::Serve(args) => done(serve_cmd::run(args)),
+        Command::Export(args) => done(export_cmd::run(args)),
         Command::Plot(args) => done(plot_cmd::run(args)),
         Command::Data(cmd) => done(data_cmd::run(cmd)),
         Command::Devices => done(devices_cmd::run()),

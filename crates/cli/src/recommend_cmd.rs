@@ -10,12 +10,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sasrec_data::{RawId, Vocab};
 use sasrec_kernels::Backend;
 use sasrec_model::{Query, RunConfig, recommend_many, users_per_pass};
 
-use crate::catalog::{Catalog, LoadedRun, load_run};
+use crate::catalog::{Catalog, LoadedRun, load_run, progress_bar};
 use crate::device::{Device, DeviceArgs};
 use crate::recs_file::{RecsFormat, RecsWriter};
 
@@ -118,7 +117,7 @@ fn to_file<B: Backend>(
     };
     let mut writer = RecsWriter::create(out, format, catalog.user_kind(), catalog.item_kind())?;
     let started = Instant::now();
-    let bar = progress_bar(users.len() as u64);
+    let bar = progress_bar(users.len() as u64, "recommend");
     let mut rows = 0;
     for pass in users.chunks(users_per_pass(&loaded.model)) {
         let queries: Vec<Query> = pass
@@ -172,18 +171,6 @@ fn read_users(path: &Path, catalog: &Catalog) -> Result<Vec<u32>> {
         bail!("{} lists no users", path.display());
     }
     Ok(users)
-}
-
-/// A progress bar of users on stderr (drawn only on a terminal).
-fn progress_bar(users: u64) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(users), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(
-        "recommend [{bar:30}] {pos}/{len} users ({per_sec}, {elapsed}, eta {eta})",
-    )
-    .expect("static template")
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar
 }
 
 /// The recommendations after one user's history or a list of items, as a

@@ -56,13 +56,16 @@ pub struct RecsWriter {
 }
 
 enum Inner {
-    Parquet {
-        writer: ArrowWriter<AtomicFile>,
-        schema: SchemaRef,
-        columns: Columns,
-    },
-    Csv(csv::Writer<AtomicFile>),
+    // Boxed: the writers differ much in size.
+    Parquet(Box<ParquetRows>),
+    Csv(Box<csv::Writer<AtomicFile>>),
     Jsonl(AtomicFile),
+}
+
+struct ParquetRows {
+    writer: ArrowWriter<AtomicFile>,
+    schema: SchemaRef,
+    columns: Columns,
 }
 
 /// The rows of a Parquet block not yet written.
@@ -73,27 +76,31 @@ struct Columns {
     logits: Float32Builder,
 }
 
-enum IdColumn {
+/// A Parquet column of raw ids being built: Int64 or Utf8 by the ids' kind.
+pub enum IdColumn {
     Int(Int64Builder),
     Str(StringBuilder),
 }
 
 impl IdColumn {
-    fn new(kind: IdKind) -> IdColumn {
+    /// An empty column for ids of `kind`.
+    pub fn new(kind: IdKind) -> IdColumn {
         match kind {
             IdKind::Int => IdColumn::Int(Int64Builder::new()),
             IdKind::Str => IdColumn::Str(StringBuilder::new()),
         }
     }
 
-    fn data_type(kind: IdKind) -> DataType {
+    /// The Arrow type of ids of `kind`.
+    pub fn data_type(kind: IdKind) -> DataType {
         match kind {
             IdKind::Int => DataType::Int64,
             IdKind::Str => DataType::Utf8,
         }
     }
 
-    fn push(&mut self, id: &RawId) {
+    /// Appends an id (of the column's kind).
+    pub fn push(&mut self, id: &RawId) {
         match (self, id) {
             (IdColumn::Int(b), RawId::Int(v)) => b.append_value(*v),
             (IdColumn::Str(b), RawId::Str(s)) => b.append_value(s),
@@ -104,7 +111,8 @@ impl IdColumn {
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    /// The ids appended so far as an array; the column starts empty again.
+    pub fn finish(&mut self) -> ArrayRef {
         match self {
             IdColumn::Int(b) => Arc::new(b.finish()),
             IdColumn::Str(b) => Arc::new(b.finish()),
@@ -148,14 +156,14 @@ impl RecsWriter {
                     ranks: Int32Builder::new(),
                     logits: Float32Builder::new(),
                 };
-                Inner::Parquet {
+                Inner::Parquet(Box::new(ParquetRows {
                     writer,
                     schema,
                     columns,
-                }
+                }))
             }
             // The header comes from `Row`'s fields.
-            RecsFormat::Csv => Inner::Csv(csv::Writer::from_writer(file)),
+            RecsFormat::Csv => Inner::Csv(Box::new(csv::Writer::from_writer(file))),
             RecsFormat::Jsonl => Inner::Jsonl(file),
         };
         Ok(RecsWriter {
@@ -167,7 +175,8 @@ impl RecsWriter {
     /// One row: `item` is `user`'s recommendation at `rank`.
     pub fn push(&mut self, user: &RawId, item: &RawId, rank: u32, logit: f32) -> Result<()> {
         match &mut self.inner {
-            Inner::Parquet { columns, .. } => {
+            Inner::Parquet(parquet) => {
+                let columns = &mut parquet.columns;
                 columns.users.push(user);
                 columns.items.push(item);
                 columns.ranks.append_value(rank as i32);
@@ -200,12 +209,12 @@ impl RecsWriter {
     /// Hands the rows pushed since the last block to the Parquet writer (a
     /// no-op for the text formats, which write as they go).
     pub fn end_block(&mut self) -> Result<()> {
-        if let Inner::Parquet {
-            writer,
-            schema,
-            columns,
-        } = &mut self.inner
-        {
+        if let Inner::Parquet(parquet) = &mut self.inner {
+            let ParquetRows {
+                writer,
+                schema,
+                columns,
+            } = parquet.as_mut();
             let batch = RecordBatch::try_new(
                 schema.clone(),
                 vec![
@@ -227,7 +236,7 @@ impl RecsWriter {
         self.end_block()?;
         let context = || format!("writing {}", self.path.display());
         let file = match self.inner {
-            Inner::Parquet { writer, .. } => writer.into_inner().with_context(context)?,
+            Inner::Parquet(parquet) => parquet.writer.into_inner().with_context(context)?,
             Inner::Csv(writer) => writer
                 .into_inner()
                 .map_err(|e| e.into_error())
