@@ -21,6 +21,9 @@ pub enum Which {
     Kernels,
     /// Training throughput (tokens/s) at the notebook's sizes: ours vs PyTorch.
     Train,
+    /// `sasrec serve` under 1, 16 and 64 concurrent clients: requests/s,
+    /// p50/p99 latency and the batch sizes formed.
+    Serve,
     /// All of the above.
     All,
 }
@@ -35,6 +38,9 @@ pub fn run(which: Which) -> Result<()> {
     }
     if matches!(which, Which::Train | Which::All) {
         train()?;
+    }
+    if matches!(which, Which::Serve | Which::All) {
+        crate::serve_bench::serve()?;
     }
     Ok(())
 }
@@ -261,7 +267,7 @@ fn json_number(json_line: &str, key: &str) -> Result<f64> {
         .with_context(|| format!("bad {key} in {json_line:?}"))
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

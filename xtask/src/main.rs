@@ -10,6 +10,7 @@
 
 mod bench;
 mod fetch;
+mod serve_bench;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,7 +49,7 @@ enum Task {
     },
     /// Run benchmarks and print the figures docs/benchmarks.md reports.
     Bench {
-        /// data, kernels, train or all.
+        /// data, kernels, train, all, or serve.
         #[arg(default_value = "all")]
         what: bench::Which,
     },

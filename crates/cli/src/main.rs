@@ -1,13 +1,17 @@
 //! `sasrec`: train, evaluate and recommend with SASRec.
 
+mod catalog;
 mod config_file;
 mod data_cmd;
 mod device;
 mod devices_cmd;
 mod eval_cmd;
+mod export_cmd;
 mod plot_cmd;
 mod recommend_cmd;
+mod recs_file;
 mod runs_cmd;
+mod serve_cmd;
 mod sweep_cmd;
 mod table;
 mod train_cmd;
@@ -51,9 +55,18 @@ enum Command {
     /// Evaluate a run's best checkpoint: HR@K, NDCG@K, MRR over all items.
     #[command(allow_negative_numbers = true)]
     Eval(eval_cmd::EvalArgs),
-    /// Recommend the next items for a user or a list of items.
+    /// Recommend the next items for a user, a list of items, or every user
+    /// (into a Parquet, CSV or JSON Lines file).
     #[command(allow_negative_numbers = true)]
     Recommend(recommend_cmd::RecommendArgs),
+    /// Serve recommendations over HTTP: POST /recommend, GET /healthz, /model, /stats.
+    ///
+    /// Prints the address it listens on to stdout; SIGTERM or Ctrl-C finish
+    /// the requests in flight, then exit 0.
+    Serve(serve_cmd::ServeArgs),
+    /// Export the item embeddings and every user's vector (Parquet and .npy)
+    /// for approximate-nearest-neighbour engines.
+    Export(export_cmd::ExportArgs),
     /// Redraw a run's training curves (curves.svg), or overlay several runs.
     Plot(plot_cmd::PlotArgs),
     /// Inspect interaction data.
@@ -84,6 +97,8 @@ fn main() -> ExitCode {
             Command::Runs(args) => done(runs_cmd::run(args)),
             Command::Eval(args) => done(eval_cmd::run(args)),
             Command::Recommend(args) => done(recommend_cmd::run(args)),
+            Command::Serve(args) => done(serve_cmd::run(args)),
+            Command::Export(args) => done(export_cmd::run(args)),
             Command::Plot(args) => done(plot_cmd::run(args)),
             Command::Data(cmd) => done(data_cmd::run(cmd)),
             Command::Devices => done(devices_cmd::run()),

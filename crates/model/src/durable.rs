@@ -66,6 +66,61 @@ pub fn write_growing(path: &Path, bytes: &[u8]) -> Result<()> {
     appended.with_context(|| format!("writing {}", path.display()))
 }
 
+/// A file written in pieces (a stream of rows) that appears at its path only
+/// when complete, as [`write_atomic`] does for bytes at hand: the pieces go
+/// to `.NAME.tmp` beside it, and [`AtomicFile::commit`] flushes and renames
+/// it over `path`. Dropped without a commit (an error, a panic), the
+/// temporary file is removed and `path` keeps its old content.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<io::BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Starts writing `path`.
+    pub fn create(path: &Path) -> Result<AtomicFile> {
+        let tmp = tmp_path(path)?;
+        let file = counted(|| File::create(&tmp))
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(AtomicFile {
+            path: path.to_path_buf(),
+            tmp,
+            file: Some(io::BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// Flushes the file to disk and renames it over `path`.
+    pub fn commit(mut self) -> Result<()> {
+        let file = self.file.take().expect("only commit takes the file");
+        let done = (|| -> io::Result<()> {
+            let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+            counted(|| file.sync_all())?;
+            counted(|| fs::rename(&self.tmp, &self.path))?;
+            sync_dir(parent(&self.path))
+        })();
+        done.with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().expect("open until commit").write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("open until commit").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        // After a commit it is gone already; otherwise an unfinished file
+        // never stays behind.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
 /// Removes a file (one that is already gone is fine).
 pub fn remove_file(path: &Path) -> Result<()> {
     match counted(|| fs::remove_file(path)) {
@@ -176,6 +231,29 @@ mod tests {
         // Anything but a continuation replaces it.
         write_growing(&path, b"xy").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"xy");
+    }
+
+    #[test]
+    fn an_atomic_file_appears_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recs.csv");
+        std::fs::write(&path, b"old").unwrap();
+        let mut file = AtomicFile::create(&path).unwrap();
+        file.write_all(b"new ").unwrap();
+        file.write_all(b"rows").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        file.commit().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new rows");
+        // Dropped unfinished: the old content stays, no temporary file.
+        let mut file = AtomicFile::create(&path).unwrap();
+        file.write_all(b"half").unwrap();
+        drop(file);
+        assert_eq!(fs::read(&path).unwrap(), b"new rows");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["recs.csv"]);
     }
 
     #[test]

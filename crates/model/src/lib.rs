@@ -4,8 +4,9 @@
 //!
 //! The building blocks are public so research code can use them one by one:
 //! [`SasRec`] (forward on an autograd tape), [`Trainer`], [`evaluate()`],
-//! [`recommend()`], and the run folder ([`RunDir`] to read it, [`RunWriter`]
-//! to write it). The optimiser is `sasrec-autograd`'s [`Adam`], re-exported
+//! [`recommend()`] and [`recommend_many()`] (top-k for many histories at
+//! once; [`user_vectors()`] and [`item_vectors()`] for ANN engines), and
+//! the run folder ([`RunDir`] to read it, [`RunWriter`] to write it). The optimiser is `sasrec-autograd`'s [`Adam`], re-exported
 //! here.
 
 pub mod checkpoint;
@@ -27,7 +28,7 @@ pub mod train;
 pub use config::{InvalidSetting, MemoryEstimate, ModelConfig, Selection, TrainConfig};
 pub use evaluate::{Evaluation, evaluate, evaluate_with_progress, popularity_baseline};
 pub use metrics::{RankingMetrics, rank_of_target};
-pub use recommend::recommend;
+pub use recommend::{Query, item_vectors, recommend, recommend_many, user_vectors, users_per_pass};
 pub use records::EpochRecord;
 pub use run::{DataSpec, RunConfig, RunDir, SplitMethod, load_model};
 pub use run_writer::{Commit, Recovery, RunWriter};
