@@ -70,8 +70,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_batch: usize,
     /// After the first request of a batch, how long to wait for more
-    /// (microseconds; 0: take only those already queued).
-    #[arg(long, value_name = "MICROSECONDS", default_value_t = 1000)]
+    /// (microseconds; 0: take only those already queued, which under load
+    /// still batches the requests that arrived during the previous pass).
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
     batch_wait_us: u64,
     /// Read the log (users' histories) from here instead of the path saved
     /// in config.json.
