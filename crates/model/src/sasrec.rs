@@ -8,6 +8,7 @@ use sasrec_autograd::{ParamId, ParamStore, Tape, Var};
 use sasrec_kernels::{AttentionShape, Backend, Dropout};
 
 use crate::config::ModelConfig;
+use crate::sampler::StepNegatives;
 
 /// LayerNorm epsilon (PyTorch's default).
 pub const LAYER_NORM_EPS: f32 = 1e-5;
@@ -368,6 +369,32 @@ impl<B: Backend> SasRec<B> {
     ) -> Var {
         let h = self.hidden(tape, vars, batch, dropout);
         tape.cross_entropy(h, vars[self.item_embedding.index()], &batch.targets)
+    }
+
+    /// Mean loss over sampled negatives (sampled softmax, BCE or gBCE) of
+    /// the batch's non-zero targets, `[1]`: the targets' and the negatives'
+    /// rows of the tied item table are gathered (so their gradients flow back
+    /// into it) and scored against the hidden states, never the whole table.
+    pub fn sampled_loss(
+        &self,
+        tape: &mut Tape<'_, B>,
+        vars: &[Var],
+        batch: &DeviceBatch<B>,
+        dropout: Option<DropoutContext>,
+        negatives: &StepNegatives<B>,
+    ) -> Var {
+        let h = self.hidden(tape, vars, batch, dropout);
+        let table = vars[self.item_embedding.index()];
+        let pos = tape.embedding(table, &batch.targets, Some(0));
+        let neg = tape.embedding(table, &negatives.ids, None);
+        tape.sampled_loss(
+            h,
+            pos,
+            neg,
+            &batch.targets,
+            &negatives.ids,
+            negatives.loss(),
+        )
     }
 
     /// Inference on one batch: the mean loss over its non-zero targets and,

@@ -18,6 +18,7 @@ use crate::config::{Selection, TrainConfig};
 use crate::evaluate::{Evaluation, evaluate};
 use crate::records::EpochRecord;
 use crate::run_writer::RunWriter;
+use crate::sampler::NegativeSampler;
 use crate::sasrec::{DeviceBatch, DropoutContext, SasRec};
 
 /// Where training stands; saved in `state.json` with each checkpoint.
@@ -71,6 +72,8 @@ pub struct Trainer<'a, B: Backend> {
     /// The model being trained.
     pub model: SasRec<B>,
     adam: Adam<B>,
+    /// The negatives of a sampled loss (`None` for the full softmax).
+    sampler: Option<NegativeSampler>,
     config: TrainConfig,
     train: &'a [UserSequence],
     valid: &'a [UserSequence],
@@ -101,6 +104,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         run: RunWriter,
     ) -> Result<Self> {
         config.validate()?;
+        config.check_catalogue(model.config.num_items)?;
         config.selection.check_split(leave_one_out)?;
         if train.is_empty() {
             bail!("no training sequences (every user is too short for the split?)");
@@ -108,6 +112,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if valid.is_empty() {
             bail!("no validation sequences: nothing to select the best epoch on");
         }
+        let sampler = NegativeSampler::new(&config, model.config.num_items, train);
         let adam = Adam::new(
             backend,
             &model.params,
@@ -120,6 +125,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             backend,
             model,
             adam,
+            sampler,
             config,
             train,
             valid,
@@ -277,7 +283,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
             seed: self.config.seed,
             step,
         };
-        let loss = self.model.loss(&mut tape, &vars, batch, Some(dropout));
+        let loss = match &self.sampler {
+            None => self.model.loss(&mut tape, &vars, batch, Some(dropout)),
+            Some(sampler) => {
+                let targets = self.backend.ids_host(&batch.targets);
+                let negatives = sampler.step(self.backend, step, targets);
+                self.model
+                    .sampled_loss(&mut tape, &vars, batch, Some(dropout), &negatives)
+            }
+        };
         let value = self.backend.to_vec(tape.value(loss))[0];
         if !value.is_finite() {
             bail!(self.diverged(&format!("the training loss became {value}")));
