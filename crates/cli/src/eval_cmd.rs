@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use sasrec_kernels::Backend;
-use sasrec_model::{RunConfig, RunDir, SasRec, evaluate, popularity_baseline};
+use sasrec_model::{RunConfig, RunDir, SasRec, evaluate_with_progress, popularity_baseline};
 
 use crate::device::{Device, DeviceArgs};
 
@@ -92,17 +92,18 @@ fn eval_on<B: Backend>(
             dataset.users.len()
         );
     }
-    let result = evaluate(
+    let part = part_name(args.split_part);
+    let result = evaluate_with_progress(
         backend,
         &model,
         users,
         leave_one_out,
         &args.k,
         config.train.batch_size,
+        Some(part),
     );
     let popular = leave_one_out
         .then(|| popularity_baseline(&split.train, users, config.model.vocab(), &args.k));
-    let part = part_name(args.split_part);
     if args.json {
         let out = serde_json::json!({ "run": run.path(), "part": part, "model": result, "most_popular": popular });
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -15,8 +15,8 @@ use sasrec_model::checkpoint::FileDigest;
 use sasrec_model::config::human_bytes;
 use sasrec_model::{
     DataSpec, EpochHook, InvalidSetting, Loss, ModelConfig, NegativeSampler, Outcome, RunConfig,
-    RunWriter, Sampler, SasRec, Selection, SplitMethod, TrainConfig, Trainer, evaluate,
-    popularity_baseline,
+    RunWriter, Sampler, SasRec, Selection, SplitMethod, TrainConfig, Trainer,
+    evaluate_with_progress, popularity_baseline,
 };
 
 use crate::data_cmd::{FilterArgs, RatingsArgs};
@@ -509,13 +509,14 @@ fn report<B: Backend>(
     print_line("valid", best.valid.loss, best.valid.ranking.as_ref());
     if config.data.leave_one_out() {
         let (_, model) = run.dir().load_model(backend)?;
-        let test = evaluate(
+        let test = evaluate_with_progress(
             backend,
             &model,
             &split.test,
             true,
             &config.train.ks,
             config.train.batch_size,
+            Some("test"),
         );
         print_line("test", test.loss, test.ranking.as_ref());
         let popular = popularity_baseline(

@@ -28,7 +28,7 @@ pub mod train;
 pub use config::{
     InvalidSetting, Loss, MemoryEstimate, ModelConfig, Sampler, Selection, TrainConfig,
 };
-pub use evaluate::{Evaluation, evaluate, popularity_baseline};
+pub use evaluate::{Evaluation, evaluate, evaluate_with_progress, popularity_baseline};
 pub use metrics::{RankingMetrics, rank_of_target};
 pub use recommend::recommend;
 pub use records::EpochRecord;

@@ -406,14 +406,8 @@ impl<B: Backend> SasRec<B> {
         let table = vars[self.item_embedding.index()];
         let h = self.hidden(&mut tape, &vars, batch, None);
         let loss = tape.cross_entropy(h, table, &batch.targets);
-        let scores = with_scores.then(|| {
-            let len = self.config.max_len;
-            let last: Vec<u32> = (0..batch.batch)
-                .map(|b| ((b + 1) * len - 1) as u32)
-                .collect();
-            let last = tape.embedding(h, &backend.ids(&last), None);
-            backend.to_vec(&backend.matmul(tape.value(last), tape.value(table), false, true))
-        });
+        let scores =
+            with_scores.then(|| backend.to_vec(&self.last_position_scores(&tape, h, batch.batch)));
         let targets = backend
             .ids_host(&batch.targets)
             .iter()
@@ -424,6 +418,17 @@ impl<B: Backend> SasRec<B> {
             targets,
             scores,
         }
+    }
+
+    /// The scores of every item (column 0 is padding) at the last position
+    /// of each of the `batch` sequences whose hidden states `h`
+    /// ([`SasRec::hidden`]) are on `tape`: `[batch, vocab]` on the device.
+    pub fn last_position_scores(&self, tape: &Tape<'_, B>, h: Var, batch: usize) -> B::Tensor {
+        let b = tape.backend();
+        let len = self.config.max_len;
+        let last: Vec<u32> = (0..batch).map(|i| ((i + 1) * len - 1) as u32).collect();
+        let last = b.embedding(tape.value(h), &b.ids(&last));
+        b.matmul(&last, self.item_table(), false, true)
     }
 
     /// Every weight on the host, `(name, shape, values)` in `state_dict` order.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{NamedTensor, first_non_finite, from_safetensors, to_safetensors};
 use crate::config::{Selection, TrainConfig};
-use crate::evaluate::{Evaluation, evaluate};
+use crate::evaluate::{Evaluation, evaluate_with_progress};
 use crate::records::EpochRecord;
 use crate::run_writer::RunWriter;
 use crate::sampler::NegativeSampler;
@@ -356,13 +356,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
         ks_needed.sort_unstable();
         ks_needed.dedup();
-        let valid = evaluate(
+        let valid = evaluate_with_progress(
             self.backend,
             &self.model,
             self.valid,
             self.leave_one_out,
             &ks_needed,
             self.config.batch_size,
+            self.progress.then_some("validation"),
         );
         if !valid.loss.is_finite() {
             bail!(
