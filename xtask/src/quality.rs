@@ -7,12 +7,13 @@
 //!
 //! A reduced grid for a smaller time budget, from the environment:
 //! `SASREC_QUALITY_EPOCHS`, `SASREC_QUALITY_PATIENCE`, `SASREC_QUALITY_SEEDS`
-//! (how many of seeds 1, 2, 3, ...), `SASREC_QUALITY_LOSSES` and
+//! (how many of seeds 1, 2, 3, ...), `SASREC_QUALITY_BATCH` (sequences per
+//! batch, default 128), `SASREC_QUALITY_LOSSES` and
 //! `SASREC_QUALITY_DATA` (comma-separated names of the settings and data
 //! sets below; default all).
 //!
 //! Resumable: runs go to
-//! `$SASREC_BENCH_DIR/quality/e<EPOCHS>-p<PATIENCE>/<data>/<loss>-seed<S>`;
+//! `$SASREC_BENCH_DIR/quality/e<EPOCHS>-p<PATIENCE>-b<BATCH>/<data>/<loss>-seed<S>`;
 //! a run with a test.json is done, one with a config.json is resumed
 //! (`train --resume`), any other is started. Seeds go in the outer loop, so
 //! a grid stopped early has whole seeds. The table (mean and sample standard
@@ -31,10 +32,12 @@ use crate::bench::{bench_dir, check, env_number};
 use crate::{SynthArgs, cargo, fetch, root};
 
 /// The protocol: most epochs a run trains, epochs without a better
-/// validation NDCG@10 before it stops, seeds `1..=seeds`.
+/// validation NDCG@10 before it stops, sequences per batch, seeds
+/// `1..=seeds`.
 struct Protocol {
     epochs: u64,
     patience: u64,
+    batch: u64,
     seeds: u64,
 }
 
@@ -43,6 +46,7 @@ impl Protocol {
         Protocol {
             epochs: env_number("SASREC_QUALITY_EPOCHS", 100),
             patience: env_number("SASREC_QUALITY_PATIENCE", 10),
+            batch: env_number("SASREC_QUALITY_BATCH", 128),
             seeds: env_number("SASREC_QUALITY_SEEDS", 3).max(1),
         }
     }
@@ -117,9 +121,10 @@ fn synthetic(dir: &Path) -> Result<PathBuf> {
 
 pub fn run() -> Result<()> {
     let protocol = Protocol::from_env();
-    let dir = bench_dir()
-        .join("quality")
-        .join(format!("e{}-p{}", protocol.epochs, protocol.patience));
+    let dir = bench_dir().join("quality").join(format!(
+        "e{}-p{}-b{}",
+        protocol.epochs, protocol.patience, protocol.batch
+    ));
     std::fs::create_dir_all(&dir)?;
     let settings: Vec<&Setting> = {
         let names = chosen("SASREC_QUALITY_LOSSES", &SETTINGS.map(|s| s.name))?;
@@ -162,6 +167,8 @@ pub fn run() -> Result<()> {
                             &protocol.epochs.to_string(),
                             "--patience",
                             &protocol.patience.to_string(),
+                            "--batch-size",
+                            &protocol.batch.to_string(),
                             "--select",
                             "ndcg@10",
                             "--k",
@@ -262,8 +269,8 @@ fn table(
     }
     writeln!(
         out,
-        "\nmean ± sample standard deviation over the finished seeds of 1..={}; at most {} epochs, patience {} on validation NDCG@10",
-        protocol.seeds, protocol.epochs, protocol.patience
+        "\nmean ± sample standard deviation over the finished seeds of 1..={}; at most {} epochs, patience {} on validation NDCG@10, batch {}",
+        protocol.seeds, protocol.epochs, protocol.patience, protocol.batch
     )?;
     Ok(out)
 }

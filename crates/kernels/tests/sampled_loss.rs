@@ -556,7 +556,7 @@ fn nan_and_infinities_propagate_like_the_cpu() {
     let mut c = Case::random(&mut rng(204), 6, 3, 300, 1.0);
     c.targets = vec![1, 2, 3, 4, 0, 6];
     for id in c.negatives.iter_mut() {
-        *id = 100 + *id;
+        *id += 100;
     }
     c.negatives[250] = 3; // row 2's hit
     c.neg[7 * 3] = f32::NAN; // every row scores negative 7
