@@ -58,12 +58,16 @@ pub(crate) fn bench_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target/bench"))
 }
 
-/// The number in environment variable `name`, else `default`.
-pub(crate) fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+/// The number in environment variable `name`, `default` when it is unset;
+/// anything but a whole number is an error naming the variable.
+pub(crate) fn env_number(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}={value:?} is not a whole number")),
+    }
 }
 
 pub(crate) fn check(cmd: &mut Command) -> Result<()> {
@@ -125,7 +129,7 @@ fn data() -> Result<()> {
 /// ours, pandas and pyarrow, each read in its own process (peak memory is
 /// that read's), three rounds alternating; medians.
 fn logs() -> Result<()> {
-    let rows = env_number("SASREC_BENCH_LOG_ROWS", 32_000_000) as usize;
+    let rows = env_number("SASREC_BENCH_LOG_ROWS", 32_000_000)? as usize;
     let dir = bench_dir();
     std::fs::create_dir_all(&dir)?;
     let files: Vec<_> = ["csv", "parquet"]

@@ -42,13 +42,13 @@ struct Protocol {
 }
 
 impl Protocol {
-    fn from_env() -> Protocol {
-        Protocol {
-            epochs: env_number("SASREC_QUALITY_EPOCHS", 100),
-            patience: env_number("SASREC_QUALITY_PATIENCE", 10),
-            batch: env_number("SASREC_QUALITY_BATCH", 128),
-            seeds: env_number("SASREC_QUALITY_SEEDS", 3).max(1),
-        }
+    fn from_env() -> Result<Protocol> {
+        Ok(Protocol {
+            epochs: env_number("SASREC_QUALITY_EPOCHS", 100)?,
+            patience: env_number("SASREC_QUALITY_PATIENCE", 10)?,
+            batch: env_number("SASREC_QUALITY_BATCH", 128)?,
+            seeds: env_number("SASREC_QUALITY_SEEDS", 3)?.max(1),
+        })
     }
 }
 
@@ -120,7 +120,7 @@ fn synthetic(dir: &Path) -> Result<PathBuf> {
 }
 
 pub fn run() -> Result<()> {
-    let protocol = Protocol::from_env();
+    let protocol = Protocol::from_env()?;
     let dir = bench_dir().join("quality").join(format!(
         "e{}-p{}-b{}",
         protocol.epochs, protocol.patience, protocol.batch

@@ -37,8 +37,8 @@ pub fn run() -> Result<()> {
     }
     check(cargo().args(["build", "--release", "-p", "sasrec-cli"]))?;
     let sasrec = root().join("target/release/sasrec");
-    let negatives = env_number("SASREC_BENCH_NEGATIVES", 1024);
-    let full_seconds = env_number("SASREC_BENCH_FULL_SECONDS", 600);
+    let negatives = env_number("SASREC_BENCH_NEGATIVES", 1024)?;
+    let full_seconds = env_number("SASREC_BENCH_FULL_SECONDS", 600)?;
 
     // The whole run: read, train one epoch, validate, test, baseline.
     let run = dir.join("scale-sampled");
