@@ -12,6 +12,16 @@ Two jobs:
                 python3 scripts/torch_reference.py fixture \
                     --out crates/model/tests/fixtures/torch_reference.safetensors
 
+  sampled   The sampled losses (sampled softmax with and without log-Q,
+            BCE, gBCE) on the fixture's model and batch, with fixed
+            negatives (one equal to a target, one repeated): each loss, its
+            gradient with respect to the final hidden states and the item
+            table's gradient. Reads the fixture's weights, so `fixture`'s
+            file is never rewritten; writes a second file.
+
+                python3 scripts/torch_reference.py sampled \
+                    --out crates/model/tests/fixtures/sampled_losses.safetensors
+
   load-run  Load a Rust run folder (config.json, vocab.json, model.safetensors)
             into the notebook's model with load_state_dict(strict=True) and
             print the top-10 unseen movies after a history of movie ids, to
@@ -27,6 +37,8 @@ import json
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -150,6 +162,81 @@ def fixture(args):
     print(f"wrote {args.out}: loss {loss.item():.6f}, adam losses {[round(l, 6) for l in losses]}")
 
 
+def hidden_states(model, input_seq):
+    """The model's forward up to the final LayerNorm (its `forward` then
+    multiplies by the item table)."""
+    seq_len = input_seq.size(1)
+    src_key_padding_mask = input_seq == 0
+    src_mask = nn.Transformer.generate_square_subsequent_mask(seq_len)
+    x = model.item_embedding(input_seq) + model.position_embedding(torch.arange(seq_len))
+    x = model.dropout(x)
+    out = model.transformer_encoder(x, mask=src_mask, src_key_padding_mask=src_key_padding_mask)
+    return model.layer_norm(out)
+
+
+def sampled_loss(h, table, targets, negatives, kind, log_q=None, positive_weight=1.0):
+    """Mean over the rows whose target is not 0. A negative equal to a
+    row's target takes no part in that row."""
+    s_pos = (h * table[targets]).sum(-1)                   # [B, L]
+    s_neg = h @ table[negatives].T                          # [B, L, N]
+    hit = negatives[None, None, :] == targets[..., None]    # [B, L, N]
+    if kind == "softmax":
+        if log_q is not None:
+            s_pos = s_pos - log_q[targets]
+            s_neg = s_neg - log_q[negatives]
+        logits = torch.cat([s_pos[..., None], s_neg.masked_fill(hit, float("-inf"))], -1)
+        row = torch.logsumexp(logits, -1) - s_pos
+    else:
+        row = positive_weight * F.softplus(-s_pos) + (F.softplus(s_neg) * ~hit).sum(-1)
+    return row[targets != 0].mean()
+
+
+def sampled(args):
+    ref = load_file(args.fixture)
+    meta = safe_open(args.fixture, "pt").metadata()
+    num_items, max_len = int(meta["num_items"]), int(meta["max_len"])
+    dim, heads, layers = int(meta["dim"]), int(meta["heads"]), int(meta["layers"])
+    vocab = num_items + 1
+    model = SASRec(vocab, max_len, embed_dim=dim, num_heads=heads, num_layers=layers, dropout=0.0)
+    model.load_state_dict({k[len("weight."):]: v for k, v in ref.items() if k.startswith("weight.")})
+    model.train()
+    inputs, targets = ref["inputs"], ref["targets"]
+    with torch.no_grad():
+        logits = hidden_states(model, inputs) @ model.item_embedding.weight.T
+        assert torch.allclose(logits, ref["logits"], atol=1e-6), "not the fixture's model"
+
+    # 21 is a target of row 1 (masked there), 8 is repeated.
+    negatives = torch.tensor([8, 21, 44, 3, 8, 17, 50], dtype=torch.int64)
+    assert (targets == 21).any()
+    # Popularity counts of items 1..50 (all seen), for log Q.
+    counts = torch.tensor([0] + [1 + (i * 7) % 13 for i in range(1, vocab)], dtype=torch.int64)
+    log_q = (counts.double() / counts.sum()).log().float()
+    log_q[0] = 0.0  # padding, never used
+    t = 0.75
+    alpha = len(negatives) / (num_items - 1)
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+    losses = {
+        "sampled_softmax": dict(kind="softmax"),
+        "sampled_softmax_log_q": dict(kind="softmax", log_q=log_q),
+        "bce": dict(kind="binary"),
+        "gbce": dict(kind="binary", positive_weight=beta),
+    }
+    out = {"negatives": negatives, "counts": counts}
+    for name, kw in losses.items():
+        model.zero_grad()
+        h = hidden_states(model, inputs)
+        h.retain_grad()
+        loss = sampled_loss(h, model.item_embedding.weight, targets, negatives, **kw)
+        loss.backward()
+        out[f"{name}.loss"] = loss.detach().reshape(1)
+        out[f"{name}.dh"] = h.grad.detach().reshape(-1, dim).clone()
+        out[f"{name}.dtable"] = model.item_embedding.weight.grad.detach().clone()
+        print(f"{name}: loss {loss.item():.6f}")
+    out = {k: v.contiguous() for k, v in out.items()}
+    save_file(out, args.out, metadata={"gbce_t": str(t), "torch_version": torch.__version__})
+    print(f"wrote {args.out}")
+
+
 def load_run(args):
     with open(f"{args.run}/config.json") as f:
         config = json.load(f)["model"]
@@ -187,11 +274,14 @@ def main():
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fixture")
     f.add_argument("--out", default="crates/model/tests/fixtures/torch_reference.safetensors")
+    f = sub.add_parser("sampled")
+    f.add_argument("--fixture", default="crates/model/tests/fixtures/torch_reference.safetensors")
+    f.add_argument("--out", default="crates/model/tests/fixtures/sampled_losses.safetensors")
     r = sub.add_parser("load-run")
     r.add_argument("run")
     r.add_argument("--items", required=True, help="movie ids, oldest first")
     args = parser.parse_args()
-    {"fixture": fixture, "load-run": load_run}[args.command](args)
+    {"fixture": fixture, "sampled": sampled, "load-run": load_run}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 //! each time. Timings are medians of several runs; comparisons with other
 //! tools (pandas, PyTorch) run side by side in one invocation.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -24,8 +24,15 @@ pub enum Which {
     /// `sasrec serve` under 1, 16 and 64 concurrent clients: requests/s,
     /// p50/p99 latency and the batch sizes formed.
     Serve,
-    /// All of the above.
+    /// All of the above (not scale and quality, which take hours).
     All,
+    /// A MovieLens-32M-shaped log trained one epoch with the sampled softmax
+    /// and evaluated (wall clock, peak RSS), beside the full softmax's time
+    /// per step (about 1 hour on 2 cores).
+    Scale,
+    /// Test NDCG@10 / HR@10 of every training loss on latest-small and a
+    /// synthetic log, 3 seeds each, resumable (about 3 hours on 2 cores).
+    Quality,
 }
 
 /// Runs the chosen benchmarks.
@@ -42,7 +49,31 @@ pub fn run(which: Which) -> Result<()> {
     if matches!(which, Which::Serve | Which::All) {
         crate::serve_bench::serve()?;
     }
-    Ok(())
+    match which {
+        Which::Scale => crate::scale::run(),
+        Which::Quality => crate::quality::run(),
+        _ => Ok(()),
+    }
+}
+
+/// Where generated benchmark data and runs go: `$SASREC_BENCH_DIR`, else
+/// `target/bench`.
+pub(crate) fn bench_dir() -> PathBuf {
+    std::env::var_os("SASREC_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/bench"))
+}
+
+/// The number in environment variable `name`, `default` when it is unset;
+/// anything but a whole number is an error naming the variable.
+pub(crate) fn env_number(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}={value:?} is not a whole number")),
+    }
 }
 
 pub(crate) fn check(cmd: &mut Command) -> Result<()> {
@@ -67,7 +98,7 @@ fn output(cmd: &mut Command) -> Result<String> {
 }
 
 fn data() -> Result<()> {
-    let file = root().join("target/bench/ratings_10m.csv");
+    let file = bench_dir().join("ratings_10m.csv");
     if !file.exists() {
         std::fs::create_dir_all(file.parent().expect("has a parent"))?;
         check(
@@ -104,11 +135,8 @@ fn data() -> Result<()> {
 /// ours, pandas and pyarrow, each read in its own process (peak memory is
 /// that read's), three rounds alternating; medians.
 fn logs() -> Result<()> {
-    let rows: usize = std::env::var("SASREC_BENCH_LOG_ROWS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(32_000_000);
-    let dir = root().join("target/bench");
+    let rows = env_number("SASREC_BENCH_LOG_ROWS", 32_000_000)? as usize;
+    let dir = bench_dir();
     std::fs::create_dir_all(&dir)?;
     let files: Vec<_> = ["csv", "parquet"]
         .iter()

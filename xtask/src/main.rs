@@ -4,12 +4,15 @@
 //!   when absent), report validation and test metrics, show a recommendation;
 //! - `eval`: evaluate the newest run;
 //! - `bench`: the benchmarks (data reading, kernels, training throughput
-//!   side by side with PyTorch);
+//!   side by side with PyTorch; `scale`: a MovieLens-32M-shaped run;
+//!   `quality`: the training losses compared);
 //! - `data fetch NAME`: download a MovieLens release;
 //! - `data synth`: write a synthetic log with a planted sequential signal.
 
 mod bench;
 mod fetch;
+mod quality;
+mod scale;
 mod serve_bench;
 
 use std::path::{Path, PathBuf};
@@ -49,7 +52,7 @@ enum Task {
     },
     /// Run benchmarks and print the figures docs/benchmarks.md reports.
     Bench {
-        /// data, kernels, train, all, or serve.
+        /// data, kernels, train, all, serve, scale or quality.
         #[arg(default_value = "all")]
         what: bench::Which,
     },

@@ -10,8 +10,9 @@
 //! - Ops: `add`, `sub`, `mul`, `scale`, `sum`, `mean`, `relu`, `sigmoid`,
 //!   `dropout`, `embedding`, `layer_norm`, `matmul`, `linear`, `attention`;
 //!   losses `softmax_cross_entropy` (over a logits matrix), `cross_entropy`
-//!   (fused with a tied output table), `mse_loss`; and ops of your own with
-//!   [`CustomOp`].
+//!   (fused with a tied output table), `sampled_loss` (sampled softmax, BCE
+//!   and gBCE over shared sampled negatives), `mse_loss`; and ops of your
+//!   own with [`CustomOp`].
 //! - [`ParamStore`]: named parameters, and which of them (or of their
 //!   gradients) first holds a NaN or infinite value
 //!   ([`ParamStore::first_non_finite_grad`]); [`init`]: PyTorch's

@@ -1,7 +1,7 @@
 //! The tape: forward ops that run at once and record what their backward
 //! needs, and [`Tape::backward`], one `match` over the recorded ops.
 
-use sasrec_kernels::{AttentionShape, Backend, Dropout};
+use sasrec_kernels::{AttentionShape, Backend, Dropout, SampledLoss};
 
 use crate::params::ParamStore;
 
@@ -110,17 +110,10 @@ enum Op<B: Backend> {
         shape: AttentionShape,
         dropout: Option<Dropout>,
     },
-    /// The fused losses compute their gradients in the forward pass;
-    /// backward only scales them by the incoming gradient.
-    CrossEntropy {
-        h: Var,
-        table: Var,
-        dh: Option<B::Tensor>,
-        dtable: Option<B::Tensor>,
-    },
-    SoftmaxCrossEntropy {
-        logits: Var,
-        dlogits: Option<B::Tensor>,
+    /// The fused losses compute the gradients of their inputs in the
+    /// forward pass; backward only scales them by the incoming gradient.
+    FusedLoss {
+        grads: Vec<(Var, B::Tensor)>,
     },
     Custom {
         inputs: Vec<Var>,
@@ -362,12 +355,22 @@ impl<'b, B: Backend> Tape<'b, B> {
         let out = self
             .backend
             .cross_entropy(self.value(h), self.value(table), targets, with_grad);
-        let (dh, dtable) = (out.dh, out.dtable);
-        self.record(out.loss, &[h, table], || Op::CrossEntropy {
-            h,
-            table,
-            dh,
-            dtable,
+        let grads = [(h, out.dh), (table, out.dtable)];
+        self.record_fused_loss(out.loss, grads)
+    }
+
+    /// Records a fused loss whose forward gave the gradients of its inputs.
+    fn record_fused_loss<const N: usize>(
+        &mut self,
+        loss: B::Tensor,
+        grads: [(Var, Option<B::Tensor>); N],
+    ) -> Var {
+        let inputs = grads.each_ref().map(|(v, _)| *v);
+        self.record(loss, &inputs, || Op::FusedLoss {
+            grads: grads
+                .into_iter()
+                .filter_map(|(v, g)| g.map(|g| (v, g)))
+                .collect(),
         })
     }
 
@@ -387,11 +390,35 @@ impl<'b, B: Backend> Tape<'b, B> {
             ignore_index,
             with_grad,
         );
-        let dlogits = out.dlogits;
-        self.record(out.loss, &[logits], || Op::SoftmaxCrossEntropy {
-            logits,
-            dlogits,
-        })
+        self.record_fused_loss(out.loss, [(logits, out.dlogits)])
+    }
+
+    /// Mean loss over sampled negatives shared by every row
+    /// ([`Backend::sampled_loss`]): `h` `[rows, dim]`, `pos` the rows of the
+    /// targets `[rows, dim]`, `neg` the rows of the `negatives` `[n, dim]`
+    /// (usually both gathered from an item table with
+    /// [`Tape::embedding`]); targets 0 are ignored, and a negative equal to a
+    /// row's target is masked out of that row. A `[1]` tensor.
+    pub fn sampled_loss(
+        &mut self,
+        h: Var,
+        pos: Var,
+        neg: Var,
+        targets: &B::Ids,
+        negatives: &B::Ids,
+        loss: SampledLoss<'_, B::Tensor>,
+    ) -> Var {
+        let with_grad = self.grad_enabled && [h, pos, neg].iter().any(|&v| self.requires_grad(v));
+        let out = self.backend.sampled_loss(
+            self.value(h),
+            self.value(pos),
+            self.value(neg),
+            targets,
+            negatives,
+            loss,
+            with_grad,
+        );
+        self.record_fused_loss(out.loss, [(h, out.dh), (pos, out.dpos), (neg, out.dneg)])
     }
 
     /// Mean squared error `mean((prediction - target)^2)`, `[1]`.
@@ -536,35 +563,17 @@ impl<'b, B: Backend> Tape<'b, B> {
                     );
                     send(*qkv, dqkv);
                 }
-                Op::CrossEntropy {
-                    h,
-                    table,
-                    dh,
-                    dtable,
-                } => {
-                    // At the root the incoming gradient is exactly 1.
-                    let scaled = |g: &B::Tensor| {
-                        if id == loss.0 {
-                            g.clone()
-                        } else {
-                            b.scale(g, &dy)
-                        }
-                    };
-                    if let Some(dh) = dh {
-                        send(*h, scaled(dh));
-                    }
-                    if let Some(dtable) = dtable {
-                        send(*table, scaled(dtable));
-                    }
-                }
-                Op::SoftmaxCrossEntropy { logits, dlogits } => {
-                    if let Some(dlogits) = dlogits {
-                        let g = if id == loss.0 {
-                            dlogits.clone()
-                        } else {
-                            b.scale(dlogits, &dy)
-                        };
-                        send(*logits, g);
+                Op::FusedLoss { grads } => {
+                    for (v, g) in grads {
+                        // At the root the incoming gradient is exactly 1.
+                        send(
+                            *v,
+                            if id == loss.0 {
+                                g.clone()
+                            } else {
+                                b.scale(g, &dy)
+                            },
+                        );
                     }
                 }
                 Op::Custom { inputs, op } => {

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::catalog::progress_bar;
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sasrec_kernels::Backend;
 use sasrec_model::{RunConfig, RunDir, SasRec, evaluate_with_progress, popularity_baseline};
 
@@ -99,14 +99,8 @@ fn eval_on<B: Backend>(
             dataset.users.len()
         );
     }
-    // Drawn only when stderr is a terminal.
-    let bar = ProgressBar::with_draw_target(Some(users.len() as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} users (eta {eta})")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(part_name(args.split_part));
+    let part = part_name(args.split_part);
+    let bar = progress_bar(users.len() as u64, part);
     let result = evaluate_with_progress(
         backend,
         &model,
@@ -119,7 +113,6 @@ fn eval_on<B: Backend>(
     bar.finish_and_clear();
     let popular = held_out_last
         .then(|| popularity_baseline(&split.train, users, config.model.vocab(), &args.k));
-    let part = part_name(args.split_part);
     if args.json {
         let out = serde_json::json!({ "run": run.path(), "part": part, "model": result, "most_popular": popular });
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -15,10 +15,12 @@ use sasrec_kernels::gpu::WgpuBackend;
 use sasrec_model::checkpoint::FileDigest;
 use sasrec_model::config::human_bytes;
 use sasrec_model::{
-    DataSpec, EpochHook, InvalidSetting, ModelConfig, Outcome, RunConfig, RunWriter, SasRec,
-    Selection, SplitMethod, TrainConfig, Trainer, evaluate, popularity_baseline,
+    DataSpec, EpochHook, InvalidSetting, Loss, ModelConfig, NegativeSampler, Outcome, RunConfig,
+    RunWriter, Sampler, SasRec, Selection, SplitMethod, TrainConfig, Trainer,
+    evaluate_with_progress, popularity_baseline,
 };
 
+use crate::catalog::progress_bar;
 use crate::data_cmd::{FilterArgs, RatingsArgs};
 use crate::device::{Device, DeviceArgs, print_kernel_times};
 
@@ -34,6 +36,29 @@ pub enum SplitArg {
     /// validate on each user's first interaction between --valid-time and
     /// --test-time, test on their first after --test-time.
     Temporal,
+}
+
+/// The training loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LossArg {
+    /// Softmax cross-entropy over every item.
+    Full,
+    /// Softmax over the target and the sampled negatives (log-Q corrected
+    /// with --sampler popularity).
+    SampledSoftmax,
+    /// Binary cross-entropy against each negative (SASRec's paper).
+    Bce,
+    /// gSASRec's gBCE: BCE with a calibrated positive term (--gbce-t).
+    Gbce,
+}
+
+/// How negatives are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SamplerArg {
+    /// Every item alike.
+    Uniform,
+    /// In proportion to the item's count in the training split.
+    Popularity,
 }
 
 /// `sasrec train` flags.
@@ -121,9 +146,22 @@ pub struct TrainArgs {
     /// Cut-offs K for HR@K and NDCG@K.
     #[arg(long, value_delimiter = ',', default_value = "10,20")]
     k: Vec<usize>,
-    /// Seed of initialisation, shuffling and dropout.
+    /// Seed of initialisation, shuffling, dropout and negatives.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Training loss (validation always reports the full softmax loss).
+    #[arg(long, value_enum, default_value = "full")]
+    loss: LossArg,
+    /// Negatives per optimiser step, shared by the batch (sampled losses;
+    /// default 256).
+    #[arg(long, value_name = "N")]
+    negatives: Option<usize>,
+    /// How negatives are drawn (sampled losses; default uniform).
+    #[arg(long, value_enum)]
+    sampler: Option<SamplerArg>,
+    /// gBCE's calibration t in [0, 1]: 0 is BCE (--loss gbce; default 0.75).
+    #[arg(long, value_name = "T")]
+    gbce_t: Option<f64>,
 
     #[command(flatten)]
     device: DeviceArgs,
@@ -154,6 +192,28 @@ impl TrainArgs {
             None if self.split == SplitArg::RandomUsers => Selection::Loss,
             None => Selection::Ndcg(10),
         };
+        let loss = match self.loss {
+            LossArg::Full => Loss::Full,
+            LossArg::SampledSoftmax => Loss::SampledSoftmax,
+            LossArg::Bce => Loss::Bce,
+            LossArg::Gbce => Loss::Gbce,
+        };
+        if !loss.is_sampled() {
+            for (flag, given) in [
+                ("--negatives", self.negatives.is_some()),
+                ("--sampler", self.sampler.is_some()),
+            ] {
+                if given {
+                    bail!(
+                        "{flag} is for the sampled losses (--loss sampled-softmax, bce or gbce); --loss full uses every item"
+                    );
+                }
+            }
+        }
+        if self.gbce_t.is_some() && loss != Loss::Gbce {
+            bail!("--gbce-t is gBCE's calibration; it needs --loss gbce (got --loss {loss})");
+        }
+        let defaults = TrainConfig::default();
         let config = RunConfig {
             model: ModelConfig {
                 num_items: 1,
@@ -175,6 +235,13 @@ impl TrainArgs {
                 selection,
                 seed: self.seed,
                 ks: self.k.clone(),
+                loss,
+                negatives: self.negatives.unwrap_or(defaults.negatives),
+                sampler: match self.sampler {
+                    None | Some(SamplerArg::Uniform) => Sampler::Uniform,
+                    Some(SamplerArg::Popularity) => Sampler::Popularity,
+                },
+                gbce_t: self.gbce_t.unwrap_or(defaults.gbce_t),
             },
             data: DataSpec {
                 ratings: self.ratings.path()?,
@@ -258,6 +325,10 @@ pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
         None => {
             config.model.num_items = dataset.vocab.num_items();
             config.model.validate().map_err(flag_error)?;
+            config
+                .train
+                .check_catalogue(config.model.num_items)
+                .map_err(flag_error)?;
             config.ratings_digest = FileDigest::of_file(&config.data.ratings)?;
         }
     }
@@ -281,6 +352,9 @@ pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
         split.valid.len(),
         split.test.len()
     );
+    if let Some(line) = loss_line(&config, &split) {
+        eprintln!("{line}");
+    }
 
     let device = args.device.open()?;
     let run = match run {
@@ -380,6 +454,26 @@ fn note_previous_holder(run: &RunWriter) {
     if let Some(holder) = run.previous_holder() {
         eprintln!("note: {holder} stopped without releasing the run folder; taking it over");
     }
+}
+
+/// What a sampled loss trains on, e.g. "training loss gbce over 256
+/// uniform negatives per step (beta 0.2698)".
+fn loss_line(config: &RunConfig, split: &Split) -> Option<String> {
+    let train = &config.train;
+    let sampler = NegativeSampler::new(train, config.model.num_items, &split.train)?;
+    let beta = match (train.loss, sampler.positive_weight()) {
+        (Loss::Gbce, Some(beta)) => format!(" (t {}, beta {beta:.4})", train.gbce_t),
+        _ => String::new(),
+    };
+    let correction = if train.loss == Loss::SampledSoftmax && train.sampler == Sampler::Popularity {
+        ", log-Q corrected"
+    } else {
+        ""
+    };
+    Some(format!(
+        "training loss {} over {} {} negatives per step{beta}{correction}; validation loss: full softmax",
+        train.loss, train.negatives, train.sampler
+    ))
 }
 
 /// Refuses a split that leaves nothing to train or validate on, saying why.
@@ -563,14 +657,17 @@ fn report<B: Backend>(
     print_line("valid", best.valid.loss, best.valid.ranking.as_ref());
     if config.data.held_out_last() {
         let (_, model) = run.dir().load_model(backend)?;
-        let test = evaluate(
+        let bar = progress_bar(split.test.len() as u64, "test");
+        let test = evaluate_with_progress(
             backend,
             &model,
             &split.test,
             true,
             &config.train.ks,
             config.train.batch_size,
+            &mut |n| bar.inc(n as u64),
         );
+        bar.finish_and_clear();
         print_line("test", test.loss, test.ranking.as_ref());
         let popular = popularity_baseline(
             &split.train,

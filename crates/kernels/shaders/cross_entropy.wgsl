@@ -37,23 +37,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read> loss_in: array<f32>;
 @group(0) @binding(5) var<storage, read_write> loss: array<f32>;
 
-var<workgroup> red_max: array<f32, WG>;
-var<workgroup> red_sum: array<f32, WG>;
-
-// sum_a * exp(max_a - m) + sum_b * exp(max_b - m), m = max(max_a, max_b); an
-// empty side (sum 0) contributes nothing even when its max is the sentinel.
-fn merge(max_a: f32, sum_a: f32, max_b: f32, sum_b: f32) -> vec2<f32> {
-    let m = max(max_a, max_b);
-    var s = 0.0;
-    if (sum_a > 0.0) {
-        s += sum_a * exp(max_a - m);
-    }
-    if (sum_b > 0.0) {
-        s += sum_b * exp(max_b - m);
-    }
-    return vec2<f32>(m, s);
-}
-
 @compute @workgroup_size(WG)
 fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid3: vec3<u32>) {
@@ -64,34 +47,19 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let lid = lid3.x;
     let base = p.logits_off + r * p.vocab;
 
-    var m = -3.0e38;
-    var s = 0.0;
+    var acc = vec2<f32>(-3.0e38, 0.0);
     var poisoned = 0.0;
     for (var j = lid; j < p.vocab; j += WG) {
         let x = logits[base + j];
         if (is_nan(x) || bitcast<u32>(x) == 0x7f800000u) {
             // NaN or +inf
             poisoned = 1.0;
-        } else if (x > m) {
-            s = s * exp(m - x) + 1.0;
-            m = x;
         } else {
-            s += exp(x - m);
+            acc = add_exp(acc, x);
         }
     }
     let row_poisoned = workgroup_max(poisoned, lid) > 0.0;
-    red_max[lid] = m;
-    red_sum[lid] = s;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half >>= 1u) {
-        if (lid < half) {
-            let merged = merge(red_max[lid], red_sum[lid], red_max[lid + half], red_sum[lid + half]);
-            red_max[lid] = merged.x;
-            red_sum[lid] = merged.y;
-        }
-        workgroupBarrier();
-    }
-    var lse = red_max[0] + log(red_sum[0]);
+    var lse = workgroup_logsumexp(acc, lid);
     if (row_poisoned) {
         lse = nan();
     }

@@ -120,6 +120,69 @@ pub struct SoftmaxCrossEntropy<T> {
     pub dlogits: Option<T>,
 }
 
+/// Which loss [`Backend::sampled_loss`] computes from a row's positive logit
+/// `s+` and its unmasked negative logits `s_j`.
+#[derive(Debug)]
+pub enum SampledLoss<'a, T> {
+    /// Sampled softmax: `logsumexp(s+ - lq+, s_j - lq_j) - (s+ - lq+)`, where
+    /// `lq` is the log-probability with which the sampler draws an item
+    /// (the log-Q correction); without [`LogQ`] no correction is applied
+    /// (a uniform sampler's `lq` is a constant, which cancels).
+    Softmax {
+        /// The correction, for samplers that are not uniform.
+        log_q: Option<LogQ<'a, T>>,
+    },
+    /// Binary cross-entropy of the positive against each negative:
+    /// `positive_weight * softplus(-s+) + sum_j softplus(s_j)` (BCE with
+    /// weight 1; gBCE's `beta` otherwise).
+    Binary {
+        /// Weight of the positive's term.
+        positive_weight: f32,
+    },
+}
+
+impl<T> Clone for SampledLoss<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SampledLoss<'_, T> {}
+
+/// The log-Q correction of the sampled softmax: `log Q(item)` of every
+/// row's target and of every negative.
+#[derive(Debug)]
+pub struct LogQ<'a, T> {
+    /// `[rows]`: `log Q(targets[r])` (any finite value for ignored rows).
+    pub targets: &'a T,
+    /// `[n]`: `log Q(negatives[j])`.
+    pub negatives: &'a T,
+}
+
+impl<T> Clone for LogQ<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for LogQ<'_, T> {}
+
+/// What [`Backend::sampled_loss`] returns.
+#[derive(Clone, Debug)]
+pub struct SampledLossOutput<T> {
+    /// Mean loss over the rows whose target is not 0, shape `[1]`
+    /// (0 when every target is 0).
+    pub loss: T,
+    /// Number of rows whose target is not 0 (the mean's denominator).
+    pub count: usize,
+    /// Gradient with respect to `h`, `[rows, dim]`, when asked for.
+    pub dh: Option<T>,
+    /// Gradient with respect to `pos`, `[rows, dim]`, when asked for.
+    pub dpos: Option<T>,
+    /// Gradient with respect to `neg`, `[n, dim]`, when asked for.
+    pub dneg: Option<T>,
+}
+
 /// A compute backend: owns device memory and runs the ops.
 ///
 /// Tensor handles are cheap to clone (reference counted); an op never changes
@@ -308,6 +371,31 @@ pub trait Backend: Clone + Send + Sync + 'static {
         ignore_index: Option<u32>,
         with_grad: bool,
     ) -> SoftmaxCrossEntropy<Self::Tensor>;
+
+    /// A loss over sampled negatives shared by all rows, fused like
+    /// [`Backend::cross_entropy`]: row `r`'s positive logit is
+    /// `s+ = h[r] . pos[r]` (`pos` = the target's table row), its negative
+    /// logits `s_j = h[r] . neg[j]` (`neg` = the negatives' rows), and the
+    /// loss of the row is `loss`'s formula. A negative whose id equals the
+    /// row's target is masked out of that row (no loss, gradient exactly 0).
+    /// The result is the mean over the rows whose target is not 0.
+    ///
+    /// h and pos `[rows, dim]`, neg `[n, dim]`, targets `[rows]`, negatives
+    /// `[n]` (the ids `neg` was gathered with). Works through the rows in
+    /// chunks and never holds more than `[chunk, n]` logits. With
+    /// `with_grad` it also returns the gradients with respect to `h`, `pos`
+    /// and `neg`.
+    #[allow(clippy::too_many_arguments)]
+    fn sampled_loss(
+        &self,
+        h: &Self::Tensor,
+        pos: &Self::Tensor,
+        neg: &Self::Tensor,
+        targets: &Self::Ids,
+        negatives: &Self::Ids,
+        loss: SampledLoss<'_, Self::Tensor>,
+        with_grad: bool,
+    ) -> SampledLossOutput<Self::Tensor>;
 
     // ----- numerics -----------------------------------------------------
 

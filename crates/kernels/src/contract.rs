@@ -245,6 +245,55 @@ pub fn cross_entropy(h: &[usize], table: &[usize], targets: &[u32]) -> CrossEntr
     CrossEntropyDims { rows, dim, vocab }
 }
 
+/// Sizes of the sampled loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampledLossDims {
+    /// Rows of `h` and `pos` (one target each).
+    pub rows: usize,
+    /// Width of `h`, `pos` and `neg`.
+    pub dim: usize,
+    /// Number of negatives: rows of `neg`.
+    pub n: usize,
+}
+
+/// The sampled loss: h and pos `[rows, dim]`, neg `[n, dim]`, one target
+/// per row, one id per negative; with the log-Q correction, its vectors
+/// `[rows]` and `[n]`. Targets and ids are not checked against a table
+/// (the op sees none): only compared with each other.
+pub fn sampled_loss(
+    h: &[usize],
+    pos: &[usize],
+    neg: &[usize],
+    targets: &[u32],
+    negatives: &[u32],
+    log_q: Option<(&[usize], &[usize])>,
+) -> SampledLossDims {
+    let (rows, dim) = matrix("sampled_loss", "h", h);
+    assert_eq!(pos, h, "sampled_loss: pos {pos:?} and h {h:?} differ");
+    let (n, neg_dim) = matrix("sampled_loss", "neg", neg);
+    assert_eq!(
+        neg_dim, dim,
+        "sampled_loss: neg {neg:?} and h {h:?} differ in width"
+    );
+    assert_eq!(
+        targets.len(),
+        rows,
+        "sampled_loss: {} targets for {rows} rows",
+        targets.len()
+    );
+    assert_eq!(
+        negatives.len(),
+        n,
+        "sampled_loss: {} negative ids for {n} rows of neg",
+        negatives.len()
+    );
+    if let Some((lq_targets, lq_negatives)) = log_q {
+        vector("sampled_loss", "the targets' log Q", lq_targets, rows);
+        vector("sampled_loss", "the negatives' log Q", lq_negatives, n);
+    }
+    SampledLossDims { rows, dim, n }
+}
+
 /// Softmax cross-entropy over logits `[rows, classes]`: one target per row,
 /// every target that is not `ignore_index` below `classes`. Returns
 /// `(rows, classes)`.

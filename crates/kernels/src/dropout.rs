@@ -1,10 +1,11 @@
-//! Counter-based dropout masks.
+//! Counter-based dropout masks, and the random streams they come from.
 //!
 //! A mask bit is a pure function of `(seed, step, site, element index)`, so
 //! the CPU and the GPU backends draw exactly the same masks and a backward
 //! pass regenerates the forward mask instead of storing it. The hash uses
 //! only 32-bit integer operations so that `shaders/dropout.wgsl` computes the
-//! same bits.
+//! same bits. Other counter-based draws (a trainer's negative samples) use
+//! the same streams ([`stream_key`], [`stream_bits`]) with sites of their own.
 
 /// One round of the "lowbias32" integer hash (Chris Wellons' hash-prospector):
 /// a bijection on `u32` with good avalanche.
@@ -16,6 +17,25 @@ pub fn mix32(mut x: u32) -> u32 {
     x = x.wrapping_mul(0x846c_a68b);
     x ^= x >> 16;
     x
+}
+
+/// The key of the random stream of `site` at optimiser step `step` of a run
+/// seeded with `seed`. Dropout layers and other users of counter-based
+/// randomness take distinct sites, so their draws do not correlate.
+pub fn stream_key(seed: u64, step: u64, site: u32) -> u32 {
+    mix32(
+        (seed as u32)
+            ^ mix32(
+                ((seed >> 32) as u32)
+                    ^ mix32((step as u32) ^ mix32(((step >> 32) as u32) ^ mix32(site))),
+            ),
+    )
+}
+
+/// 32 random bits for element `index` of the stream `key`.
+#[inline]
+pub fn stream_bits(key: u32, index: u32) -> u32 {
+    mix32(key ^ mix32(index))
 }
 
 /// A dropout mask: which elements of one tensor are kept, and the scale
@@ -43,16 +63,9 @@ impl Dropout {
             (0.0..1.0).contains(&p),
             "dropout probability {p} is not in [0, 1)"
         );
-        let key = mix32(
-            (seed as u32)
-                ^ mix32(
-                    ((seed >> 32) as u32)
-                        ^ mix32((step as u32) ^ mix32(((step >> 32) as u32) ^ mix32(site))),
-                ),
-        );
         Dropout {
             p,
-            key,
+            key: stream_key(seed, step, site),
             threshold: (p as f64 * 16_777_216.0).round() as u32,
             scale: (1.0 / (1.0 - p as f64)) as f32,
         }
@@ -61,7 +74,7 @@ impl Dropout {
     /// Whether element `index` is kept.
     #[inline]
     pub fn keep(&self, index: u32) -> bool {
-        (mix32(self.key ^ mix32(index)) >> 8) >= self.threshold
+        (stream_bits(self.key, index) >> 8) >= self.threshold
     }
 
     /// The factor element `index` is multiplied by: `scale` or 0.

@@ -24,7 +24,10 @@ pub mod dropout;
 pub mod gpu;
 pub mod testing;
 
-pub use backend::{AdamStep, AttentionShape, Backend, CrossEntropy, SoftmaxCrossEntropy};
+pub use backend::{
+    AdamStep, AttentionShape, Backend, CrossEntropy, LogQ, SampledLoss, SampledLossOutput,
+    SoftmaxCrossEntropy,
+};
 pub use cpu::CpuBackend;
 pub use dropout::Dropout;
 #[cfg(feature = "gpu")]

@@ -238,8 +238,73 @@ impl std::fmt::Display for Selection {
     }
 }
 
+/// The training loss. Validation always reports the full softmax
+/// cross-entropy, whatever the training loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loss {
+    /// Softmax cross-entropy over every item (the notebook's).
+    #[default]
+    Full,
+    /// Softmax over the target and `negatives` sampled items, corrected by
+    /// log Q(item) when the sampler is not uniform.
+    SampledSoftmax,
+    /// Binary cross-entropy of the target against each sampled negative
+    /// (SASRec's paper, with `negatives` negatives).
+    Bce,
+    /// gBCE (gSASRec): BCE with the positive's term weighted by beta, from
+    /// `gbce_t` and the sampling rate.
+    Gbce,
+}
+
+impl Loss {
+    /// Whether the loss draws negatives.
+    pub fn is_sampled(self) -> bool {
+        self != Loss::Full
+    }
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Loss::Full => "full",
+            Loss::SampledSoftmax => "sampled-softmax",
+            Loss::Bce => "bce",
+            Loss::Gbce => "gbce",
+        })
+    }
+}
+
+/// How the sampled losses draw their negatives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampler {
+    /// Every item alike.
+    #[default]
+    Uniform,
+    /// In proportion to the item's count in the training split.
+    Popularity,
+}
+
+impl std::fmt::Display for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sampler::Uniform => "uniform",
+            Sampler::Popularity => "popularity",
+        })
+    }
+}
+
+fn default_negatives() -> usize {
+    256
+}
+
+fn default_gbce_t() -> f64 {
+    0.75
+}
+
 /// How to train. Defaults are the notebook's (batch 128, Adam lr 1e-3,
-/// 10 epochs).
+/// 10 epochs, full softmax).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Sequences per batch.
@@ -263,6 +328,20 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Cut-offs for HR@K and NDCG@K in validation reports.
     pub ks: Vec<usize>,
+    /// The training loss (config.json files from before it existed: full).
+    #[serde(default)]
+    pub loss: Loss,
+    /// Negatives drawn per optimiser step, shared by the whole batch
+    /// (sampled losses only).
+    #[serde(default = "default_negatives")]
+    pub negatives: usize,
+    /// How negatives are drawn (sampled losses only).
+    #[serde(default)]
+    pub sampler: Sampler,
+    /// gBCE's calibration t in [0, 1]: 0 is BCE, 1 the full calibration
+    /// (gSASRec recommends 0.75).
+    #[serde(default = "default_gbce_t")]
+    pub gbce_t: f64,
 }
 
 impl TrainConfig {
@@ -308,6 +387,45 @@ impl TrainConfig {
         if let Selection::Ndcg(0) | Selection::Hr(0) = self.selection {
             return Err(InvalidSetting::new("selection", "needs K of at least 1"));
         }
+        if !(0.0..=1.0).contains(&self.gbce_t) {
+            return Err(InvalidSetting::new(
+                "gbce_t",
+                format!("must be in [0, 1], got {}", self.gbce_t),
+            ));
+        }
+        if self.loss.is_sampled() {
+            if self.negatives == 0 {
+                return Err(InvalidSetting::new(
+                    "negatives",
+                    "must be at least 1, got 0",
+                ));
+            }
+        } else if self.sampler != Sampler::Uniform {
+            return Err(InvalidSetting::new(
+                "sampler",
+                format!(
+                    "{} draws negatives, which only the sampled losses use (sampled-softmax, bce, gbce), not {}",
+                    self.sampler, self.loss
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the settings that depend on the catalogue: a sampled loss
+    /// draws at most `num_items - 1` negatives (the items a row can draw
+    /// besides its target).
+    pub fn check_catalogue(&self, num_items: usize) -> Result<(), InvalidSetting> {
+        let most = num_items.saturating_sub(1);
+        if self.loss.is_sampled() && self.negatives > most {
+            return Err(InvalidSetting::new(
+                "negatives",
+                format!(
+                    "must be at most {most} (the {num_items} items less the target), got {}",
+                    self.negatives
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -325,6 +443,10 @@ impl Default for TrainConfig {
             selection: Selection::Loss,
             seed: 42,
             ks: vec![10],
+            loss: Loss::Full,
+            negatives: default_negatives(),
+            sampler: Sampler::Uniform,
+            gbce_t: default_gbce_t(),
         }
     }
 }

@@ -1,11 +1,23 @@
 //! Validation and test: loss and ranking metrics over all items.
+//!
+//! Users are scored in chunks whose `[users, items]` score matrix stays
+//! within [`SCORE_BUDGET_BYTES`], so memory does not grow with users x
+//! items; with leave-one-out, the held-out item's loss and its rank come
+//! from the same scores (one product per chunk), and the ranks of a chunk
+//! are counted in parallel.
 
+use rayon::prelude::*;
+use sasrec_autograd::Tape;
 use sasrec_data::{Order, UserSequence, batches};
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{RankingAccumulator, RankingMetrics, rank_of_target};
 use crate::sasrec::{DeviceBatch, SasRec};
+
+/// The most bytes of scores held at once: `[users, items]` f32 for one
+/// chunk of users (on the device and on the host).
+pub const SCORE_BUDGET_BYTES: usize = 64 << 20;
 
 /// The result of evaluating a set of sequences.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,6 +37,8 @@ pub struct Evaluation {
 /// ranked against all items the user has not seen (cut-offs `ks`).
 /// Otherwise the loss averages over every next-item target of the sequences
 /// (the notebook's validation on held-out users) and nothing is ranked.
+/// Sequences go `batch_size` at a time, fewer when their scores would exceed
+/// [`SCORE_BUDGET_BYTES`].
 pub fn evaluate<B: Backend>(
     backend: &B,
     model: &SasRec<B>,
@@ -57,11 +71,14 @@ pub fn evaluate_with_progress<B: Backend>(
 ) -> Evaluation {
     let max_len = model.config.max_len;
     let vocab = model.config.vocab();
+    let chunk_users = batch_size
+        .min(SCORE_BUDGET_BYTES / (size_of::<f32>() * vocab))
+        .max(1);
     let mut loss_sum = 0.0f64;
     let mut targets = 0usize;
     let mut ranks = RankingAccumulator::new(ks);
-    let all = batches(seqs, max_len, batch_size, Order::Sequential, held_out_last);
-    for (batch, chunk) in all.zip(seqs.chunks(batch_size)) {
+    let all = batches(seqs, max_len, chunk_users, Order::Sequential, held_out_last);
+    for (batch, chunk) in all.zip(seqs.chunks(chunk_users)) {
         let device = DeviceBatch::upload(
             backend,
             &batch.inputs,
@@ -69,18 +86,15 @@ pub fn evaluate_with_progress<B: Backend>(
             batch.batch_size,
             max_len,
         );
-        let out = model.infer(backend, &device, held_out_last);
-        loss_sum += out.loss as f64 * out.targets as f64;
-        targets += out.targets;
-        if let Some(scores) = out.scores {
-            for (row, seq) in scores.chunks(vocab).zip(chunk) {
-                let (&target, history) = seq
-                    .items
-                    .split_last()
-                    .expect("evaluation sequences are not empty");
-                // A non-finite score ranks last: a broken model must not look good.
-                ranks.add(rank_of_target(row, target, history).unwrap_or(vocab));
-            }
+        if held_out_last {
+            let (loss, chunk_ranks) = loss_and_ranks(backend, model, &device, chunk);
+            loss_sum += loss as f64 * chunk.len() as f64;
+            targets += chunk.len();
+            chunk_ranks.into_iter().for_each(|r| ranks.add(r));
+        } else {
+            let out = model.infer(backend, &device, false);
+            loss_sum += out.loss as f64 * out.targets as f64;
+            targets += out.targets;
         }
         progress(chunk.len());
     }
@@ -93,6 +107,39 @@ pub fn evaluate_with_progress<B: Backend>(
         targets,
         ranking: held_out_last.then(|| ranks.finish()),
     }
+}
+
+/// The mean loss of the held-out last items of `chunk` and their ranks,
+/// both from one `[users, items]` product of the last positions' hidden
+/// states with the item table: the loss is its softmax cross-entropy (the
+/// same row kernel as the fused loss), the ranks are counted on the host.
+fn loss_and_ranks<B: Backend>(
+    backend: &B,
+    model: &SasRec<B>,
+    device: &DeviceBatch<B>,
+    chunk: &[UserSequence],
+) -> (f32, Vec<usize>) {
+    let vocab = model.config.vocab();
+    let mut tape = Tape::new(backend, false);
+    let vars = tape.params(&model.params);
+    let h = model.hidden(&mut tape, &vars, device, None);
+    let scores = model.last_position_scores(&tape, h, chunk.len());
+    let held_out: Vec<u32> = chunk
+        .iter()
+        .map(|s| *s.items.last().expect("evaluation sequences are not empty"))
+        .collect();
+    let loss = backend.softmax_cross_entropy(&scores, &backend.ids(&held_out), None, false);
+    let scores = backend.to_vec(&scores);
+    let ranks = scores
+        .par_chunks(vocab)
+        .zip(chunk)
+        .map(|(row, seq)| {
+            let (&target, history) = seq.items.split_last().expect("not empty");
+            // A non-finite score ranks last: a broken model must not look good.
+            rank_of_target(row, target, history).unwrap_or(vocab)
+        })
+        .collect();
+    (backend.to_vec(&loss.loss)[0], ranks)
 }
 
 /// The most-popular baseline: every user gets the same scores, the number of
@@ -111,12 +158,16 @@ pub fn popularity_baseline(
         }
     }
     let mut ranks = RankingAccumulator::new(ks);
-    for seq in cases {
-        let (&target, history) = seq
-            .items
-            .split_last()
-            .expect("evaluation sequences are not empty");
-        ranks.add(rank_of_target(&counts, target, history).expect("counts are finite"));
-    }
+    let ranked: Vec<usize> = cases
+        .par_iter()
+        .map(|seq| {
+            let (&target, history) = seq
+                .items
+                .split_last()
+                .expect("evaluation sequences are not empty");
+            rank_of_target(&counts, target, history).expect("counts are finite")
+        })
+        .collect();
+    ranked.into_iter().for_each(|r| ranks.add(r));
     ranks.finish()
 }

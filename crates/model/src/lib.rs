@@ -3,10 +3,12 @@
 //! over any `sasrec-kernels` backend.
 //!
 //! The building blocks are public so research code can use them one by one:
-//! [`SasRec`] (forward on an autograd tape), [`Trainer`], [`evaluate()`],
+//! [`SasRec`] (forward on an autograd tape), [`NegativeSampler`] (the
+//! sampled losses' negatives), [`Trainer`], [`evaluate()`],
 //! [`recommend()`] and [`recommend_many()`] (top-k for many histories at
 //! once; [`user_vectors()`] and [`item_vectors()`] for ANN engines), and
-//! the run folder ([`RunDir`] to read it, [`RunWriter`] to write it). The optimiser is `sasrec-autograd`'s [`Adam`], re-exported
+//! the run folder ([`RunDir`] to read it, [`RunWriter`] to write it). The
+//! optimiser is `sasrec-autograd`'s [`Adam`], re-exported
 //! here.
 
 pub mod checkpoint;
@@ -20,18 +22,22 @@ pub mod recommend;
 pub mod records;
 pub mod run;
 pub mod run_writer;
+pub mod sampler;
 pub mod sasrec;
 pub mod tensorboard;
 pub mod text;
 pub mod train;
 
-pub use config::{InvalidSetting, MemoryEstimate, ModelConfig, Selection, TrainConfig};
+pub use config::{
+    InvalidSetting, Loss, MemoryEstimate, ModelConfig, Sampler, Selection, TrainConfig,
+};
 pub use evaluate::{Evaluation, evaluate, evaluate_with_progress, popularity_baseline};
 pub use metrics::{RankingMetrics, rank_of_target};
 pub use recommend::{Query, item_vectors, recommend, recommend_many, user_vectors, users_per_pass};
 pub use records::EpochRecord;
 pub use run::{DataSpec, RunConfig, RunDir, SplitMethod, load_model};
 pub use run_writer::{Commit, Recovery, RunWriter};
+pub use sampler::{NegativeSampler, StepNegatives};
 pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
 pub use sasrec_autograd::Adam;
 pub use text::{bounded, duration};

@@ -8,6 +8,7 @@ use sasrec_autograd::{ParamId, ParamStore, Tape, Var};
 use sasrec_kernels::{AttentionShape, Backend, Dropout};
 
 use crate::config::ModelConfig;
+use crate::sampler::StepNegatives;
 
 /// LayerNorm epsilon (PyTorch's default).
 pub const LAYER_NORM_EPS: f32 = 1e-5;
@@ -370,6 +371,32 @@ impl<B: Backend> SasRec<B> {
         tape.cross_entropy(h, vars[self.item_embedding.index()], &batch.targets)
     }
 
+    /// Mean loss over sampled negatives (sampled softmax, BCE or gBCE) of
+    /// the batch's non-zero targets, `[1]`: the targets' and the negatives'
+    /// rows of the tied item table are gathered (so their gradients flow back
+    /// into it) and scored against the hidden states, never the whole table.
+    pub fn sampled_loss(
+        &self,
+        tape: &mut Tape<'_, B>,
+        vars: &[Var],
+        batch: &DeviceBatch<B>,
+        dropout: Option<DropoutContext>,
+        negatives: &StepNegatives<B>,
+    ) -> Var {
+        let h = self.hidden(tape, vars, batch, dropout);
+        let table = vars[self.item_embedding.index()];
+        let pos = tape.embedding(table, &batch.targets, Some(0));
+        let neg = tape.embedding(table, &negatives.ids, None);
+        tape.sampled_loss(
+            h,
+            pos,
+            neg,
+            &batch.targets,
+            &negatives.ids,
+            negatives.loss(),
+        )
+    }
+
     /// Inference on one batch: the mean loss over its non-zero targets and,
     /// when asked, the scores of every item (column 0 is padding) at the last
     /// position of each sequence, `[batch, vocab]` row-major.
@@ -379,14 +406,8 @@ impl<B: Backend> SasRec<B> {
         let table = vars[self.item_embedding.index()];
         let h = self.hidden(&mut tape, &vars, batch, None);
         let loss = tape.cross_entropy(h, table, &batch.targets);
-        let scores = with_scores.then(|| {
-            let len = self.config.max_len;
-            let last: Vec<u32> = (0..batch.batch)
-                .map(|b| ((b + 1) * len - 1) as u32)
-                .collect();
-            let last = tape.embedding(h, &backend.ids(&last), None);
-            backend.to_vec(&backend.matmul(tape.value(last), tape.value(table), false, true))
-        });
+        let scores =
+            with_scores.then(|| backend.to_vec(&self.last_position_scores(&tape, h, batch.batch)));
         let targets = backend
             .ids_host(&batch.targets)
             .iter()
@@ -397,6 +418,17 @@ impl<B: Backend> SasRec<B> {
             targets,
             scores,
         }
+    }
+
+    /// The scores of every item (column 0 is padding) at the last position
+    /// of each of the `batch` sequences whose hidden states `h`
+    /// ([`SasRec::hidden`]) are on `tape`: `[batch, vocab]` on the device.
+    pub fn last_position_scores(&self, tape: &Tape<'_, B>, h: Var, batch: usize) -> B::Tensor {
+        let b = tape.backend();
+        let len = self.config.max_len;
+        let last: Vec<u32> = (0..batch).map(|i| ((i + 1) * len - 1) as u32).collect();
+        let last = b.embedding(tape.value(h), &b.ids(&last));
+        b.matmul(&last, self.item_table(), false, true)
     }
 
     /// Every weight on the host, `(name, shape, values)` in `state_dict` order.

@@ -18,6 +18,7 @@ use crate::config::{Selection, TrainConfig};
 use crate::evaluate::{Evaluation, evaluate_with_progress, popularity_baseline};
 use crate::records::EpochRecord;
 use crate::run_writer::RunWriter;
+use crate::sampler::NegativeSampler;
 use crate::sasrec::{DeviceBatch, DropoutContext, SasRec};
 use crate::text::duration;
 
@@ -72,6 +73,8 @@ pub struct Trainer<'a, B: Backend> {
     /// The model being trained.
     pub model: SasRec<B>,
     adam: Adam<B>,
+    /// The negatives of a sampled loss (`None` for the full softmax).
+    sampler: Option<NegativeSampler>,
     config: TrainConfig,
     train: &'a [UserSequence],
     valid: &'a [UserSequence],
@@ -105,6 +108,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         run: RunWriter,
     ) -> Result<Self> {
         config.validate()?;
+        config.check_catalogue(model.config.num_items)?;
         config.selection.check_split(held_out_last)?;
         if train.is_empty() {
             bail!("no training sequences (every user is too short for the split?)");
@@ -118,6 +122,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         });
         let mut run = run;
         run.set_baseline(baseline);
+        let sampler = NegativeSampler::new(&config, model.config.num_items, train);
         let adam = Adam::new(
             backend,
             &model.params,
@@ -130,6 +135,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             backend,
             model,
             adam,
+            sampler,
             config,
             train,
             valid,
@@ -304,7 +310,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
             seed: self.config.seed,
             step,
         };
-        let loss = self.model.loss(&mut tape, &vars, batch, Some(dropout));
+        let loss = match &self.sampler {
+            None => self.model.loss(&mut tape, &vars, batch, Some(dropout)),
+            Some(sampler) => {
+                let targets = self.backend.ids_host(&batch.targets);
+                let negatives = sampler.step(self.backend, step, targets);
+                self.model
+                    .sampled_loss(&mut tape, &vars, batch, Some(dropout), &negatives)
+            }
+        };
         let value = self.backend.to_vec(tape.value(loss))[0];
         if !value.is_finite() {
             bail!(self.diverged(&format!("the training loss became {value}")));

@@ -3,6 +3,11 @@
 //! logits, loss, every gradient, 5 Adam steps), must be reproduced by our
 //! model on every backend.
 //!
+//! `scripts/torch_reference.py sampled` adds the sampled losses on the same
+//! model and batch (sampled softmax with and without log-Q, BCE, gBCE):
+//! each loss, its gradient with respect to the hidden states and the item
+//! table's gradient.
+//!
 //! Tolerance: |ours - torch| <= 1e-5 + 1e-4 * |torch| elementwise. Both sides
 //! compute in f32 with different summation orders (PyTorch's GEMMs block
 //! differently), which leaves differences of a few ulps that grow through the
@@ -15,8 +20,11 @@ use std::collections::HashMap;
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
 use sasrec_autograd::Tape;
+use sasrec_data::UserSequence;
 use sasrec_kernels::{Backend, CpuBackend};
-use sasrec_model::{Adam, DeviceBatch, ModelConfig, SasRec};
+use sasrec_model::{
+    Adam, DeviceBatch, Loss, ModelConfig, NegativeSampler, Sampler, SasRec, TrainConfig,
+};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -26,19 +34,28 @@ const ABS: f32 = 1e-5;
 const REL: f32 = 1e-4;
 
 struct Fixture {
-    floats: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    floats: Tensors<f32>,
     inputs: Vec<u32>,
     targets: Vec<u32>,
     batch: usize,
     config: ModelConfig,
 }
 
-fn load_fixture() -> Fixture {
-    let bytes = std::fs::read(FIXTURE)
-        .expect("fixture present (scripts/torch_reference.py fixture writes it)");
+const SAMPLED_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/sampled_losses.safetensors"
+);
+
+/// Tensors by name: shape and values.
+type Tensors<T> = HashMap<String, (Vec<usize>, Vec<T>)>;
+
+/// The f32 tensors and the int64 ones (as u32) of a fixture file, and its
+/// metadata.
+fn read_tensors(path: &str) -> (Tensors<f32>, Tensors<u32>, HashMap<String, String>) {
+    let bytes = std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (scripts/torch_reference.py writes it)"));
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().unwrap();
-    let num = |k: &str| meta[k].parse::<usize>().unwrap();
     let file = SafeTensors::deserialize(&bytes).unwrap();
     let mut floats = HashMap::new();
     let mut ints = HashMap::new();
@@ -64,6 +81,12 @@ fn load_fixture() -> Fixture {
             other => panic!("unexpected dtype {other:?} for {name}"),
         }
     }
+    (floats, ints, meta)
+}
+
+fn load_fixture() -> Fixture {
+    let (floats, mut ints, meta) = read_tensors(FIXTURE);
+    let num = |k: &str| meta[k].parse::<usize>().unwrap();
     let (shape, inputs) = ints.remove("inputs").unwrap();
     let (_, targets) = ints.remove("targets").unwrap();
     let config = ModelConfig {
@@ -200,5 +223,98 @@ fn cpu_matches_pytorch() {
 fn gpu_matches_pytorch() {
     if let Some(gpu) = sasrec_kernels::gpu::test_backend() {
         check_parity(&gpu);
+    }
+}
+
+/// Each sampled loss on the fixture's model and batch, with the fixture's
+/// negatives, against PyTorch: the loss, its gradient with respect to the
+/// final hidden states and the item table's gradient (through the lookup
+/// of the inputs and the gathers of the targets and negatives).
+fn check_sampled_parity<B: Backend>(backend: &B) {
+    let f = load_fixture();
+    let (reference, ints, meta) = read_tensors(SAMPLED_FIXTURE);
+    let negatives = ints["negatives"].1.clone();
+    let counts = &ints["counts"].1;
+    let model = SasRec::from_weights(backend, f.config.clone(), weights(&f, "weight.")).unwrap();
+    let batch = DeviceBatch::upload(backend, &f.inputs, &f.targets, f.batch, f.config.max_len);
+    // A training split with the fixture's item counts, for log Q.
+    let train: Vec<UserSequence> = counts
+        .iter()
+        .enumerate()
+        .map(|(item, &c)| UserSequence {
+            user: item as u32,
+            items: vec![item as u32; c as usize],
+        })
+        .collect();
+    let gbce_t: f64 = meta["gbce_t"].parse().unwrap();
+    let losses = [
+        ("sampled_softmax", Loss::SampledSoftmax, Sampler::Uniform),
+        (
+            "sampled_softmax_log_q",
+            Loss::SampledSoftmax,
+            Sampler::Popularity,
+        ),
+        ("bce", Loss::Bce, Sampler::Uniform),
+        ("gbce", Loss::Gbce, Sampler::Uniform),
+    ];
+    for (name, loss, sampler) in losses {
+        let config = TrainConfig {
+            loss,
+            sampler,
+            negatives: negatives.len(),
+            gbce_t,
+            ..TrainConfig::default()
+        };
+        let sampler = NegativeSampler::new(&config, f.config.num_items, &train).unwrap();
+        let step = sampler.with_ids(backend, negatives.clone(), &f.targets);
+        let mut tape = Tape::new(backend, true);
+        let vars = tape.params(&model.params);
+        let value = model.sampled_loss(&mut tape, &vars, &batch, None, &step);
+        assert_close(
+            &format!("{name} loss"),
+            &backend.to_vec(tape.value(value)),
+            &reference[&format!("{name}.loss")].1,
+        );
+        let grads = tape.backward(value);
+        assert_close(
+            &format!("{name} dtable"),
+            &backend.to_vec(grads.get(vars[0]).unwrap()),
+            &reference[&format!("{name}.dtable")].1,
+        );
+        drop(tape);
+
+        // The gradient with respect to the hidden states, from the op itself.
+        let mut tape = Tape::new(backend, false);
+        let vars = tape.params(&model.params);
+        let h = model.hidden(&mut tape, &vars, &batch, None);
+        let table = model.item_table();
+        let pos = backend.embedding(table, &batch.targets);
+        let neg = backend.embedding(table, &step.ids);
+        let out = backend.sampled_loss(
+            tape.value(h),
+            &pos,
+            &neg,
+            &batch.targets,
+            &step.ids,
+            step.loss(),
+            true,
+        );
+        assert_close(
+            &format!("{name} dh"),
+            &backend.to_vec(out.dh.as_ref().unwrap()),
+            &reference[&format!("{name}.dh")].1,
+        );
+    }
+}
+
+#[test]
+fn sampled_losses_match_pytorch_on_the_cpu() {
+    check_sampled_parity(&CpuBackend);
+}
+
+#[test]
+fn sampled_losses_match_pytorch_on_the_gpu() {
+    if let Some(gpu) = sasrec_kernels::gpu::test_backend() {
+        check_sampled_parity(&gpu);
     }
 }

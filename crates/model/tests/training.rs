@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use sasrec_data::UserSequence;
 use sasrec_kernels::CpuBackend;
 use sasrec_model::{
-    DeviceBatch, EpochRecord, ModelConfig, Outcome, RunDir, RunWriter, SasRec, Selection,
-    TrainConfig, Trainer, load_model, recommend,
+    DeviceBatch, EpochRecord, Loss, ModelConfig, Outcome, RunDir, RunWriter, Sampler, SasRec,
+    Selection, TrainConfig, Trainer, load_model, recommend,
 };
 
 const ITEMS: usize = 30;
@@ -77,13 +77,26 @@ fn trainer<'a>(
     epochs: usize,
     resume: bool,
 ) -> Trainer<'a, CpuBackend> {
+    trainer_with(b, train, valid, dir, dropout, train_config(epochs), resume)
+}
+
+/// [`trainer`] with the training settings `config`.
+fn trainer_with<'a>(
+    b: &'a CpuBackend,
+    train: &'a [UserSequence],
+    valid: &'a [UserSequence],
+    dir: &std::path::Path,
+    dropout: f32,
+    config: TrainConfig,
+    resume: bool,
+) -> Trainer<'a, CpuBackend> {
     let model = SasRec::new(b, small_model(dropout), 11);
     let run = if resume {
         RunWriter::open(dir, "test").unwrap()
     } else {
         RunWriter::create(dir, "test", false).unwrap()
     };
-    let mut t = Trainer::new(b, model, train_config(epochs), train, valid, true, run).unwrap();
+    let mut t = Trainer::new(b, model, config, train, valid, true, run).unwrap();
     t.progress = false;
     if resume {
         t.restore().unwrap();
@@ -141,12 +154,39 @@ fn loss_falls_and_ranking_improves() {
 
 #[test]
 fn interrupted_run_resumes_exactly() {
+    resumes_exactly(train_config(3));
+}
+
+#[test]
+fn interrupted_run_with_a_sampled_loss_resumes_exactly() {
+    // Popularity negatives with the log-Q correction: every step draws from
+    // the seed and the step alone.
+    resumes_exactly(TrainConfig {
+        loss: Loss::SampledSoftmax,
+        negatives: 12,
+        sampler: Sampler::Popularity,
+        ..train_config(3)
+    });
+}
+
+/// Interrupts a 3-epoch run after every step and checks that it ends where
+/// an uninterrupted run does.
+fn resumes_exactly(config: TrainConfig) {
+    assert_eq!(config.epochs, 3);
     let b = CpuBackend;
     let train = cyclic_users(40); // 3 batches of 16 per epoch
     let valid = valid_of(&train);
 
     let straight = tempfile::tempdir().unwrap();
-    let mut t = trainer(&b, &train, &valid, straight.path(), 0.1, 3, false);
+    let mut t = trainer_with(
+        &b,
+        &train,
+        &valid,
+        straight.path(),
+        0.1,
+        config.clone(),
+        false,
+    );
     t.run(&AtomicBool::new(false)).unwrap();
     let expected = t.model.weights(&b);
     drop(t);
@@ -160,7 +200,15 @@ fn interrupted_run_resumes_exactly() {
     let mut stops = Vec::new();
     loop {
         let resume = !stops.is_empty();
-        let mut t = trainer(&b, &train, &valid, interrupted.path(), 0.1, 3, resume);
+        let mut t = trainer_with(
+            &b,
+            &train,
+            &valid,
+            interrupted.path(),
+            0.1,
+            config.clone(),
+            resume,
+        );
         match t.run(&stop).unwrap() {
             Outcome::Interrupted => stops.push((t.state.epoch, t.state.step)),
             Outcome::Completed => {

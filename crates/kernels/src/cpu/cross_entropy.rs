@@ -39,7 +39,7 @@ pub fn ce_chunk_rows(vocab: usize) -> usize {
 /// Largest element of `z` (eight lanes, so it vectorises). NaNs are skipped;
 /// they come back through `exp(NaN - max)`.
 #[inline(always)]
-fn max_of(z: &[f32]) -> f32 {
+pub(super) fn max_of(z: &[f32]) -> f32 {
     let mut m = [f32::NEG_INFINITY; 8];
     let chunks = z.chunks_exact(8);
     let tail = chunks
@@ -65,7 +65,7 @@ fn max_of(z: &[f32]) -> f32 {
 /// from Cephes' `expf` minimax polynomial, `ln 2` split in two for an exact
 /// reduction, `2^n` built from its exponent bits.
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(super) fn exp_nonpositive(x: f32) -> f32 {
     // Adding 1.5 * 2^23 rounds to an integer (ties to even) and leaves it in
     // the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
@@ -93,7 +93,7 @@ fn exp_nonpositive(x: f32) -> f32 {
 /// in a fixed order). Two passes: fused with the sum, the exp loop no
 /// longer vectorises.
 #[inline(always)]
-fn exp_shifted_sum(z: &mut [f32], max: f32) -> f32 {
+pub(super) fn exp_shifted_sum(z: &mut [f32], max: f32) -> f32 {
     for v in z.iter_mut() {
         *v = exp_nonpositive(*v - max);
     }

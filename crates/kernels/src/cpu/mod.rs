@@ -18,14 +18,19 @@ mod layer_norm;
 mod matmul;
 mod non_finite;
 mod par;
+mod sampled_loss;
 mod simd;
 mod sum_rows;
 mod tensor;
 
 pub use cross_entropy::{CE_BUFFER_BYTES, ce_chunk_rows, cross_entropy_chunked};
+pub use sampled_loss::sampled_loss_chunked;
 pub use tensor::{CpuIds, CpuTensor};
 
-use crate::{AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, SoftmaxCrossEntropy};
+use crate::{
+    AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, SampledLoss, SampledLossOutput,
+    SoftmaxCrossEntropy,
+};
 
 /// The CPU backend. Threads: rayon's global pool for row-parallel ops and
 /// matrixmultiply's own pool (`MATMUL_NUM_THREADS`, default: physical cores)
@@ -209,6 +214,19 @@ impl Backend for CpuBackend {
         with_grad: bool,
     ) -> SoftmaxCrossEntropy<CpuTensor> {
         cross_entropy::softmax_cross_entropy(logits, targets, ignore_index, with_grad)
+    }
+
+    fn sampled_loss(
+        &self,
+        h: &CpuTensor,
+        pos: &CpuTensor,
+        neg: &CpuTensor,
+        targets: &CpuIds,
+        negatives: &CpuIds,
+        loss: SampledLoss<'_, CpuTensor>,
+        with_grad: bool,
+    ) -> SampledLossOutput<CpuTensor> {
+        sampled_loss::sampled_loss(h, pos, neg, targets, negatives, loss, with_grad)
     }
 
     fn count_non_finite(&self, tensors: &[&CpuTensor]) -> Vec<usize> {

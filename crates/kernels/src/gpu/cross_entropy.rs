@@ -63,13 +63,13 @@ pub(super) fn kernels() -> Vec<KernelDesc<'static>> {
 
 /// The rows whose target is not `ignore`: their indices, their targets,
 /// and for every row its index among them ([`MISSING`] if ignored).
-struct Compacted {
-    kept: Vec<u32>,
-    targets: Vec<u32>,
-    index: Vec<u32>,
+pub(super) struct Compacted {
+    pub(super) kept: Vec<u32>,
+    pub(super) targets: Vec<u32>,
+    pub(super) index: Vec<u32>,
 }
 
-fn compact(targets: &[u32], ignore: Option<u32>) -> Compacted {
+pub(super) fn compact(targets: &[u32], ignore: Option<u32>) -> Compacted {
     let mut c = Compacted {
         kept: Vec::new(),
         targets: Vec::new(),
@@ -117,21 +117,25 @@ impl Rows<'_> {
         );
     }
 
-    /// The mean of the per-row losses, `[1]`, added in a fixed order.
+    /// The mean of the per-row losses, `[1]`.
     fn mean(&self) -> GpuTensor {
-        let b = self.b;
-        let loss = b.alloc(&[1]);
-        b.run(
-            &MEAN_LOSS,
-            &Params {
-                count: u32_of(self.count),
-                ..Params::zeroed()
-            },
-            [self.loss_rows, b.whole(loss.buffer(), 1, "loss")],
-            [1, 1, 1],
-        );
-        loss
+        mean_loss(self.b, self.loss_rows, self.count)
     }
+}
+
+/// The mean of `count` per-row losses, `[1]`, added in a fixed order.
+pub(super) fn mean_loss(b: &WgpuBackend, loss_rows: BufferRange<'_>, count: usize) -> GpuTensor {
+    let loss = b.alloc(&[1]);
+    b.run(
+        &MEAN_LOSS,
+        &Params {
+            count: u32_of(count),
+            ..Params::zeroed()
+        },
+        [loss_rows, b.whole(loss.buffer(), 1, "loss")],
+        [1, 1, 1],
+    );
+    loss
 }
 
 pub(super) fn cross_entropy(

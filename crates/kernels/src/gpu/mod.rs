@@ -8,7 +8,8 @@
 //!   has accumulated.
 //! - One file per op family holds its launchers (`elementwise.rs`,
 //!   `embedding.rs`, `layer_norm.rs`, `matmul.rs`, `sum_rows.rs`,
-//!   `attention.rs`, `cross_entropy.rs`, `adam.rs`, `non_finite.rs`), each
+//!   `attention.rs`, `cross_entropy.rs`, `sampled_loss.rs`, `adam.rs`,
+//!   `non_finite.rs`), each
 //!   beside its shader
 //!   `shaders/<family>.wgsl`; `kernel.rs` types the interfaces and builds the
 //!   pipelines, `dispatch.rs` binds buffers and plans grids.
@@ -34,6 +35,7 @@ mod matmul;
 mod memory;
 mod non_finite;
 mod recorder;
+mod sampled_loss;
 mod sum_rows;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -44,7 +46,10 @@ pub use memory::{GpuIds, GpuTensor};
 /// ([`WgpuBackend::device`], [`WgpuBackend::record`]).
 pub use wgpu;
 
-use crate::{AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, SoftmaxCrossEntropy};
+use crate::{
+    AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, SampledLoss, SampledLossOutput,
+    SoftmaxCrossEntropy,
+};
 use kernel::{KernelDesc, Pipelines};
 use memory::BufferPool;
 use recorder::Recorder;
@@ -59,6 +64,7 @@ fn all_kernels() -> Vec<KernelDesc<'static>> {
         sum_rows::kernels(),
         attention::kernels(),
         cross_entropy::kernels(),
+        sampled_loss::kernels(),
         adam::kernels(),
         non_finite::kernels(),
     ]
@@ -525,6 +531,19 @@ impl Backend for WgpuBackend {
         with_grad: bool,
     ) -> SoftmaxCrossEntropy<GpuTensor> {
         cross_entropy::softmax_cross_entropy(self, logits, targets, ignore_index, with_grad)
+    }
+
+    fn sampled_loss(
+        &self,
+        h: &GpuTensor,
+        pos: &GpuTensor,
+        neg: &GpuTensor,
+        targets: &GpuIds,
+        negatives: &GpuIds,
+        loss: SampledLoss<'_, GpuTensor>,
+        with_grad: bool,
+    ) -> SampledLossOutput<GpuTensor> {
+        sampled_loss::sampled_loss(self, h, pos, neg, targets, negatives, loss, with_grad)
     }
 
     fn count_non_finite(&self, tensors: &[&GpuTensor]) -> Vec<usize> {

@@ -1,0 +1,279 @@
+//! Training SASRec with the sampled losses as a user relies on it: the CPU
+//! and the GPU train on the same negatives and give the same losses step
+//! after step, gBCE with t = 0 is BCE, every sampled loss trains, and
+//! config.json files from before the losses existed still load.
+//!
+//! Tolerance across backends as in `tests/backends.rs`: 1e-4 relative per
+//! loss (each op differs by a few ulps between the backends; 20 Adam steps
+//! amplify that to ~1e-5; different negatives or a wrong kernel change the
+//! loss by far more).
+
+use std::sync::atomic::AtomicBool;
+
+use sasrec_autograd::Tape;
+use sasrec_data::{Order, UserSequence, batches};
+use sasrec_kernels::{Backend, CpuBackend};
+use sasrec_model::{
+    Adam, DeviceBatch, DropoutContext, EpochRecord, Loss, ModelConfig, NegativeSampler, Outcome,
+    RunDir, RunWriter, Sampler, SasRec, Selection, TrainConfig, Trainer,
+};
+
+const ITEMS: usize = 1500;
+
+fn users() -> Vec<UserSequence> {
+    (0..96u32)
+        .map(|u| {
+            let len = 3 + (u as usize * 5) % 40;
+            let items = (0..len as u32)
+                .map(|i| (u * 31 + i * i * 7) % ITEMS as u32 + 1)
+                .collect();
+            UserSequence { user: u, items }
+        })
+        .collect()
+}
+
+/// The losses of 20 optimiser steps (4 epochs of 5 batches) with `config`'s
+/// loss, dropout 0.1.
+fn losses<B: Backend>(backend: &B, config: &TrainConfig) -> Vec<f32> {
+    let model_config = ModelConfig {
+        num_items: ITEMS,
+        max_len: 20,
+        dim: 32,
+        heads: 2,
+        layers: 2,
+        ff_dim: 128,
+        dropout: 0.1,
+    };
+    let users = users();
+    let sampler = NegativeSampler::new(config, ITEMS, &users).expect("a sampled loss");
+    let mut model = SasRec::new(backend, model_config.clone(), 9);
+    let mut adam = Adam::new(backend, &model.params, 1e-3, 0.9, 0.999, 1e-8);
+    let mut out = Vec::new();
+    let mut step = 0;
+    for epoch in 0..4 {
+        for batch in batches(
+            &users,
+            model_config.max_len,
+            20,
+            Order::Shuffled { seed: 5, epoch },
+            false,
+        ) {
+            step += 1;
+            let device = DeviceBatch::upload(
+                backend,
+                &batch.inputs,
+                &batch.targets,
+                batch.batch_size,
+                model_config.max_len,
+            );
+            let negatives = sampler.step(backend, step, &batch.targets);
+            let mut tape = Tape::new(backend, true);
+            let vars = tape.params(&model.params);
+            let dropout = DropoutContext { seed: 77, step };
+            let loss = model.sampled_loss(&mut tape, &vars, &device, Some(dropout), &negatives);
+            out.push(backend.to_vec(tape.value(loss))[0]);
+            let grads = tape.backward(loss);
+            drop(tape);
+            adam.step(backend, &mut model.params, &grads, &vars);
+        }
+    }
+    assert_eq!(out.len(), 20);
+    out
+}
+
+fn config(loss: Loss, negatives: usize, sampler: Sampler) -> TrainConfig {
+    TrainConfig {
+        loss,
+        negatives,
+        sampler,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn cpu_and_gpu_train_alike_with_every_sampled_loss() {
+    let Some(gpu) = sasrec_kernels::gpu::test_backend() else {
+        return;
+    };
+    for config in [
+        // The issue's example: sampled softmax with 1,024 negatives.
+        config(Loss::SampledSoftmax, 1024, Sampler::Uniform),
+        config(Loss::SampledSoftmax, 300, Sampler::Popularity),
+        config(Loss::Bce, 256, Sampler::Uniform),
+        config(Loss::Gbce, 256, Sampler::Uniform),
+    ] {
+        let cpu = losses(&CpuBackend, &config);
+        let on_gpu = losses(&gpu, &config);
+        for (step, (c, g)) in cpu.iter().zip(&on_gpu).enumerate() {
+            assert!(
+                (c - g).abs() <= 1e-4 * c.abs(),
+                "{} with {} {} negatives, step {}: cpu loss {c}, gpu loss {g}",
+                config.loss,
+                config.negatives,
+                config.sampler,
+                step + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn gbce_with_t_zero_is_bce() {
+    let bce = losses(&CpuBackend, &config(Loss::Bce, 64, Sampler::Uniform));
+    let gbce = losses(
+        &CpuBackend,
+        &TrainConfig {
+            gbce_t: 0.0,
+            ..config(Loss::Gbce, 64, Sampler::Uniform)
+        },
+    );
+    assert_eq!(bce, gbce);
+    // And t > 0 changes the training.
+    assert_ne!(
+        bce,
+        losses(&CpuBackend, &config(Loss::Gbce, 64, Sampler::Uniform))
+    );
+}
+
+/// Users walking 30 items in a cycle from different starting points: the
+/// next item is predictable.
+fn cyclic_users(users: usize) -> Vec<UserSequence> {
+    (0..users)
+        .map(|u| {
+            let len = 6 + u % 9;
+            let items = (0..len).map(|i| ((u * 7 + i) % 30) as u32 + 1).collect();
+            UserSequence {
+                user: u as u32 + 1,
+                items,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_sampled_loss_trains() {
+    let b = CpuBackend;
+    let train = cyclic_users(48);
+    let valid: Vec<UserSequence> = train
+        .iter()
+        .map(|s| {
+            let mut items = s.items.clone();
+            items.push((*items.last().unwrap() % 30) + 1);
+            UserSequence {
+                user: s.user,
+                items,
+            }
+        })
+        .collect();
+    for loss in [Loss::SampledSoftmax, Loss::Bce, Loss::Gbce] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = SasRec::new(
+            &b,
+            ModelConfig {
+                num_items: 30,
+                max_len: 10,
+                dim: 16,
+                heads: 2,
+                layers: 2,
+                ff_dim: 32,
+                dropout: 0.1,
+            },
+            11,
+        );
+        let config = TrainConfig {
+            batch_size: 16,
+            lr: 5e-3,
+            epochs: 15,
+            selection: Selection::Ndcg(10),
+            seed: 3,
+            ..config(loss, 8, Sampler::Uniform)
+        };
+        let run = RunWriter::create(dir.path(), "test", false).unwrap();
+        let mut t = Trainer::new(&b, model, config, &train, &valid, true, run).unwrap();
+        t.progress = false;
+        assert_eq!(t.run(&AtomicBool::new(false)).unwrap(), Outcome::Completed);
+        let records = RunDir::new(dir.path())
+            .read_commit()
+            .unwrap()
+            .unwrap()
+            .epochs;
+        let (first, last) = (&records[0], &records[14]);
+        assert!(
+            last.train_loss < 0.7 * first.train_loss,
+            "{loss}: train loss {} -> {}",
+            first.train_loss,
+            last.train_loss
+        );
+        let ndcg = |r: &EpochRecord| r.valid.ranking.as_ref().unwrap().ndcg(10).unwrap();
+        // The binary losses first push every logit down (one positive
+        // against 8 negatives) and rank better only after about 100 steps
+        // here; the sampled softmax ranks better within 45.
+        if loss == Loss::SampledSoftmax {
+            assert!(
+                ndcg(last) > ndcg(first) + 0.1,
+                "{loss}: NDCG@10 {} -> {}",
+                ndcg(first),
+                ndcg(last)
+            );
+        }
+        // Validation reports the full softmax whatever the training loss.
+        assert!(last.valid.loss < first.valid.loss, "{loss}");
+    }
+}
+
+#[test]
+fn settings_are_checked_against_the_catalogue() {
+    let too_many = config(Loss::SampledSoftmax, 30, Sampler::Uniform);
+    let err = too_many.check_catalogue(30).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "negatives must be at most 29 (the 30 items less the target), got 30"
+    );
+    assert!(
+        config(Loss::Bce, 29, Sampler::Uniform)
+            .check_catalogue(30)
+            .is_ok()
+    );
+    // The full softmax draws nothing: its stored default is not checked.
+    assert!(TrainConfig::default().check_catalogue(30).is_ok());
+    let err = config(Loss::Full, 256, Sampler::Popularity)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("sampler popularity draws negatives"),
+        "{err}"
+    );
+    let err = config(Loss::Gbce, 0, Sampler::Uniform)
+        .validate()
+        .unwrap_err();
+    assert_eq!(err.to_string(), "negatives must be at least 1, got 0");
+    for t in [-0.1, 1.5, f64::NAN] {
+        let bad = TrainConfig {
+            gbce_t: t,
+            ..config(Loss::Gbce, 8, Sampler::Uniform)
+        };
+        assert_eq!(bad.validate().unwrap_err().field, "gbce_t");
+    }
+}
+
+#[test]
+fn an_older_train_config_loads_with_the_full_softmax() {
+    // config.json's "train" part as written before the sampled losses.
+    let old = r#"{"batch_size":128,"lr":0.001,"beta1":0.9,"beta2":0.999,"eps":1e-8,
+        "epochs":10,"patience":null,"selection":{"ndcg":10},"seed":42,"ks":[10,20]}"#;
+    let config: TrainConfig = serde_json::from_str(old).unwrap();
+    assert_eq!(config.loss, Loss::Full);
+    assert_eq!(
+        (config.negatives, config.sampler, config.gbce_t),
+        (256, Sampler::Uniform, 0.75)
+    );
+    assert!(NegativeSampler::new(&config, 100, &[]).is_none());
+    let written = serde_json::to_value(TrainConfig {
+        loss: Loss::SampledSoftmax,
+        ..config
+    })
+    .unwrap();
+    assert_eq!(written["loss"], "sampled-softmax");
+    assert_eq!(written["sampler"], "uniform");
+}
