@@ -134,7 +134,15 @@ pub fn to_args(settings: &[Setting], command: &Command, origin: &str) -> Result<
     // relations, e.g. --allow-changed-data needs --resume).
     let mut check = command.clone().mut_arg("out", |a| a.required(false));
     let mut args = Vec::new();
+    let loss = settings
+        .iter()
+        .find(|(key, _)| key == "loss")
+        .and_then(|(_, value)| value.as_str())
+        .unwrap_or("full");
     for (key, value) in settings {
+        if !applies(key, loss) {
+            continue;
+        }
         let arg = find_arg(command, key).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         let flag = format!("--{}", arg.get_long().expect("found by its long name"));
         let bad = |why: String| anyhow::anyhow!("{origin}: `{key}`: {why}");
@@ -157,6 +165,18 @@ pub fn to_args(settings: &[Setting], command: &Command, origin: &str) -> Result<
         args.extend(given);
     }
     Ok(args)
+}
+
+/// Whether a setting means anything with the file's `loss`: a run's
+/// config.json records the sampled losses' settings (their defaults) for a
+/// full-softmax run too, and a sweep's base may set them for a grid over
+/// losses; passed on, they would be refused as flags that do not apply.
+fn applies(key: &str, loss: &str) -> bool {
+    match key {
+        "negatives" | "sampler" => loss != "full",
+        "gbce_t" => loss == "gbce",
+        _ => true,
+    }
 }
 
 /// The argument a key names: the flag whose long name is the key with `-`
@@ -220,4 +240,60 @@ pub fn clap_message(err: &clap::Error) -> String {
         .collect();
     let line = paragraph.join(" ");
     bounded(line.strip_prefix("error: ").unwrap_or(&line), 300)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(settings: &[(&str, Value)]) -> Vec<String> {
+        let settings: Vec<Setting> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        to_args(&settings, &crate::train_command(), "test.toml")
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn sampled_loss_settings_pass_only_with_a_loss_that_uses_them() {
+        let sampled = [
+            ("negatives", Value::from(1024)),
+            ("sampler", Value::from("popularity")),
+            ("gbce_t", Value::from(0.5)),
+        ];
+        // A full-softmax run's config.json records them: they are dropped.
+        let full = args(&[&[("loss", Value::from("full"))], &sampled[..]].concat());
+        assert_eq!(full, ["--loss", "full"]);
+        assert_eq!(args(&sampled), Vec::<String>::new());
+        let gbce = args(&[&[("loss", Value::from("gbce"))], &sampled[..]].concat());
+        assert_eq!(
+            gbce,
+            [
+                "--loss",
+                "gbce",
+                "--negatives",
+                "1024",
+                "--sampler",
+                "popularity",
+                "--gbce-t",
+                "0.5"
+            ]
+        );
+        let bce = args(&[&[("loss", Value::from("bce"))], &sampled[..]].concat());
+        assert_eq!(
+            bce,
+            [
+                "--loss",
+                "bce",
+                "--negatives",
+                "1024",
+                "--sampler",
+                "popularity"
+            ]
+        );
+    }
 }
