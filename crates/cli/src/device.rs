@@ -37,6 +37,10 @@ pub struct DeviceArgs {
     /// kernel per step at the end of each epoch.
     #[arg(long)]
     pub profile_kernels: bool,
+    /// Time every CPU op and print the time per op per step at the end of
+    /// each epoch (the CPU backend's counterpart of --profile-kernels).
+    #[arg(long)]
+    pub profile_ops: bool,
 }
 
 /// An opened backend.

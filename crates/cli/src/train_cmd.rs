@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use sasrec_data::{Dataset, Split};
-use sasrec_kernels::Backend;
 use sasrec_kernels::gpu::WgpuBackend;
+use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::checkpoint::FileDigest;
 use sasrec_model::config::human_bytes;
 use sasrec_model::{
@@ -248,7 +248,13 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     .context("installing the Ctrl-C handler")?;
 
     match device {
-        Device::Cpu(b) => train_on(&b, &config, &split, run, args.resume, &stop, None),
+        Device::Cpu(b) => {
+            let hook = args.device.profile_ops.then(|| {
+                b.enable_profiling();
+                Box::new(OpProfile(b)) as Box<dyn EpochHook>
+            });
+            train_on(&b, &config, &split, run, args.resume, &stop, hook)
+        }
         Device::Gpu(b) => {
             let hook = args
                 .device
@@ -453,6 +459,31 @@ fn print_line(part: &str, loss: f64, ranking: Option<&sasrec_model::RankingMetri
 
 /// Prints GPU time per kernel per step after every epoch's training.
 struct KernelProfile(WgpuBackend);
+
+/// `--profile-ops`: the CPU backend's time per op per step, each epoch.
+struct OpProfile(CpuBackend);
+
+impl EpochHook for OpProfile {
+    fn training_started(&mut self) {
+        self.0.reset_profile();
+    }
+
+    fn training_finished(&mut self, steps: usize) {
+        let times = self.0.profile_report();
+        let total: f64 = times.iter().map(|t| t.total_ms).sum();
+        let steps = steps.max(1) as f64;
+        eprintln!("CPU op time per step: {:.3} ms", total / steps);
+        for t in times {
+            eprintln!(
+                "  {:>8.3} ms  {:>5.1}%  {:>6.1} calls  {}",
+                t.total_ms / steps,
+                100.0 * t.total_ms / total.max(1e-12),
+                t.calls as f64 / steps,
+                t.op
+            );
+        }
+    }
+}
 
 impl EpochHook for KernelProfile {
     fn training_started(&mut self) {

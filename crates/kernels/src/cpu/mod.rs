@@ -30,9 +30,9 @@ pub use tensor::{CpuIds, CpuTensor};
 
 use crate::{AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, SoftmaxCrossEntropy};
 
-/// The CPU backend. Threads: rayon's global pool for row-parallel ops and
-/// matrixmultiply's own pool (`MATMUL_NUM_THREADS`, default: physical cores)
-/// inside the matrix products.
+/// The CPU backend. Threads: rayon's global pool, for the row-parallel ops
+/// and the matrix products (`sgemm.rs`; matrixmultiply's own pool, sized by
+/// `MATMUL_NUM_THREADS`, on CPUs without AVX2 + FMA).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
 
