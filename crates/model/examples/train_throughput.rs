@@ -14,11 +14,13 @@
 //! step's shapes for this data (one chunk of the fused cross-entropy: `rows`
 //! = the CPU backend's chunk rows), with the backend's sgemm and with
 //! matrixmultiply: the machine's sgemm rate that a step is compared with.
+//! `--validation` times one validation pass (ranking all items for every
+//! validation user) on the CPU, to compare with an epoch's training steps.
 //!
 //! ```text
 //! cargo run --release -p sasrec-model --example train_throughput -- \
 //!     [--device cpu|gpu] [--data latest-small|FILE] [--steps 20] [--warmup 3] \
-//!     [--threads N] [--profile-ops] [--sgemm]
+//!     [--threads N] [--profile-ops] [--sgemm | --validation]
 //! ```
 
 use std::time::Instant;
@@ -26,13 +28,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use sasrec_autograd::Tape;
 use sasrec_data::{
-    Batch, FilterConfig, InputSpec, Order, SplitKind, UserSequence, batches, build_dataset,
+    Batch, FilterConfig, InputSpec, Order, Split, SplitKind, UserSequence, batches, build_dataset,
     dataset_ratings_path, read_interactions, split,
 };
 use sasrec_kernels::cpu::{CpuTensor, ce_chunk_rows};
 use sasrec_kernels::gpu::{GpuOptions, WgpuBackend};
 use sasrec_kernels::{Backend, CpuBackend};
-use sasrec_model::{Adam, DeviceBatch, DropoutContext, ModelConfig, SasRec};
+use sasrec_model::{Adam, DeviceBatch, DropoutContext, ModelConfig, SasRec, evaluate};
 
 const BATCH: usize = 128;
 
@@ -58,9 +60,12 @@ fn main() -> Result<()> {
             .num_threads(threads)
             .build_global()?;
     }
-    let (train, num_items) = training_sequences(&data)?;
+    let (split, num_items) = training_sequences(&data)?;
     let config = ModelConfig::notebook(num_items);
-    let all = step_batches(&train, config.max_len, warmup + steps);
+    if has("--validation") {
+        return validation_time(&split, config, data == "latest-small");
+    }
+    let all = step_batches(&split.train, config.max_len, warmup + steps);
     if has("--sgemm") {
         return sgemm_rate(&all, config.vocab(), config.dim);
     }
@@ -87,8 +92,8 @@ fn main() -> Result<()> {
     }
 }
 
-/// The training sequences of `data` and the number of items.
-fn training_sequences(data: &str) -> Result<(Vec<UserSequence>, usize)> {
+/// The split of `data` and the number of items.
+fn training_sequences(data: &str) -> Result<(Split, usize)> {
     let (path, kind) = if data == "latest-small" {
         (
             dataset_ratings_path("latest-small")?,
@@ -103,7 +108,7 @@ fn training_sequences(data: &str) -> Result<(Vec<UserSequence>, usize)> {
     };
     let log = read_interactions(&path, &InputSpec::default())?;
     let dataset = build_dataset(&log, &FilterConfig::default())?;
-    Ok((split(&dataset, kind)?.train, dataset.vocab.num_items()))
+    Ok((split(&dataset, kind)?, dataset.vocab.num_items()))
 }
 
 /// `count` full batches, shuffled epoch after epoch.
@@ -201,6 +206,40 @@ fn measure<B: Backend>(
         flops / 1e9,
         flops / (seconds / steps) / 1e9,
         peak_rss_bytes()
+    );
+    Ok(())
+}
+
+/// Times one validation pass of the trainer (`evaluate`: loss and ranking of
+/// all items for every validation user, batch 128, k = 10, 20) with an
+/// initial model on the CPU backend; prints it beside the number of training
+/// steps of an epoch, as one JSON line.
+fn validation_time(split: &Split, config: ModelConfig, leave_one_out: bool) -> Result<()> {
+    let model = SasRec::new(&CpuBackend, config.clone(), 0);
+    let started = Instant::now();
+    let cpu_started = cpu_seconds();
+    let valid = evaluate(
+        &CpuBackend,
+        &model,
+        &split.valid,
+        leave_one_out,
+        &[10, 20],
+        BATCH,
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_started;
+    let steps = batches(
+        &split.train,
+        config.max_len,
+        BATCH,
+        Order::Sequential,
+        false,
+    )
+    .count();
+    println!(
+        "{{\"valid_users\":{},\"valid_seconds\":{seconds:.3},\"valid_cpu_s\":{cpu:.3},\"loss\":{:.4},\"train_steps_per_epoch\":{steps}}}",
+        split.valid.len(),
+        valid.loss
     );
     Ok(())
 }
