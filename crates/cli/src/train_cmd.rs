@@ -460,6 +460,20 @@ fn print_line(part: &str, loss: f64, ranking: Option<&sasrec_model::RankingMetri
 /// Prints GPU time per kernel per step after every epoch's training.
 struct KernelProfile(WgpuBackend);
 
+impl EpochHook for KernelProfile {
+    fn training_started(&mut self) {
+        self.0.reset_profile();
+    }
+
+    fn training_finished(&mut self, steps: usize) {
+        let times = self.0.profile_report();
+        let rows = times
+            .iter()
+            .map(|t| (t.total_ms, t.calls, t.kernel.as_str()));
+        print_profile("GPU time per step", steps, rows.collect());
+    }
+}
+
 /// `--profile-ops`: the CPU backend's time per op per step, each epoch.
 struct OpProfile(CpuBackend);
 
@@ -470,40 +484,23 @@ impl EpochHook for OpProfile {
 
     fn training_finished(&mut self, steps: usize) {
         let times = self.0.profile_report();
-        let total: f64 = times.iter().map(|t| t.total_ms).sum();
-        let steps = steps.max(1) as f64;
-        eprintln!("CPU op time per step: {:.3} ms", total / steps);
-        for t in times {
-            eprintln!(
-                "  {:>8.3} ms  {:>5.1}%  {:>6.1} calls  {}",
-                t.total_ms / steps,
-                100.0 * t.total_ms / total.max(1e-12),
-                t.calls as f64 / steps,
-                t.op
-            );
-        }
+        let rows = times.iter().map(|t| (t.total_ms, t.calls, t.op));
+        print_profile("CPU op time per step", steps, rows.collect());
     }
 }
 
-impl EpochHook for KernelProfile {
-    fn training_started(&mut self) {
-        self.0.reset_profile();
-    }
-
-    fn training_finished(&mut self, steps: usize) {
-        let mut times = self.0.profile_report();
-        times.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
-        let total: f64 = times.iter().map(|t| t.total_ms).sum();
-        let steps = steps.max(1) as f64;
-        eprintln!("GPU time per step: {:.3} ms", total / steps);
-        for t in times {
-            eprintln!(
-                "  {:>8.3} ms  {:>5.1}%  {:>6.1} calls  {}",
-                t.total_ms / steps,
-                100.0 * t.total_ms / total.max(1e-12),
-                t.calls as f64 / steps,
-                t.kernel
-            );
-        }
+/// Prints `(total ms, calls, name)` per step, slowest first, on stderr.
+fn print_profile(title: &str, steps: usize, mut rows: Vec<(f64, u64, &str)>) {
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let total: f64 = rows.iter().map(|r| r.0).sum();
+    let steps = steps.max(1) as f64;
+    eprintln!("{title}: {:.3} ms", total / steps);
+    for (ms, calls, name) in rows {
+        eprintln!(
+            "  {:>8.3} ms  {:>5.1}%  {:>6.1} calls  {name}",
+            ms / steps,
+            100.0 * ms / total.max(1e-12),
+            calls as f64 / steps,
+        );
     }
 }
