@@ -1,17 +1,22 @@
 //! Softmax cross-entropy: fused with the tied output layer and chunked over
 //! rows (`cross_entropy`), and over a logits matrix (`softmax_cross_entropy`).
-//! Both go through the same row kernel, `softmax_xent_row`.
+//! Both compute each row's exp and sum with the same kernel, `exp_row`.
 //!
-//! The fused form, for each chunk of rows whose target is not 0 (ignored
-//! rows cost nothing):
+//! The fused form packs `table^T` once, then for each chunk of rows whose
+//! target is not 0 (ignored rows cost nothing):
 //!
 //! ```text
-//! logits  = h_chunk @ table^T              [chunk, vocab]  (reused buffer)
-//! loss   += logsumexp(logits) - logits[target]             (f64)
-//! dlogits = (softmax(logits) - onehot(target)) / count     (in place)
-//! dh_chunk = dlogits @ table                [chunk, dim]
-//! dtable  += dlogits^T @ h_chunk            [vocab, dim]
+//! z = h_chunk @ table^T, and per row and block b of NC columns, while the
+//!     block is in cache: m_b = max, z = exp(z - m_b), s_b = sum  [chunk, vocab]
+//! per row: M = max m_b, S = sum s_b e^(m_b - M), loss += ln S + M - z_target
+//!          scale_b = e^(m_b - M) / (S count)       (so scale * z = softmax / count)
+//! dh_chunk = (scale z) @ table - table[target] / count    [chunk, dim]
+//! dtable  += (scale z)^T @ h_chunk; dtable[target] -= h_chunk / count
 //! ```
+//!
+//! The two backward products walk `z` block by block together
+//! (`sgemm_both_sides`), the scales going on the small operands. The order
+//! of the sums is fixed by the sizes (see docs/numerics.md).
 //!
 //! Peak memory is one `[chunk, vocab]` buffer of at most [`CE_BUFFER_BYTES`]
 //! (or one row, if a row is larger) plus the outputs, never `rows x vocab`.
@@ -24,8 +29,8 @@ use super::tensor::{CpuIds, CpuTensor};
 use crate::{CrossEntropy, SoftmaxCrossEntropy, contract};
 
 /// Byte budget of the reusable logits buffer. Chunks of fewer than ~50 rows
-/// make the `dtable` product (inner size = chunk rows) slow; more than a
-/// few MiB fall out of the caches. Measured in docs/benchmarks.md.
+/// make the `dtable` product (inner size = chunk rows) slow. Measured in
+/// docs/benchmarks.md (a 32 MiB buffer was 12% faster at 40k items there).
 pub const CE_BUFFER_BYTES: usize = 8 << 20;
 
 /// Rows per chunk for a vocabulary of `vocab` columns: as many as fit
