@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
 """PyTorch side of `cargo xtask bench train`: the notebook's SASRec training
 throughput on the same data and sizes as crates/model/examples/train_throughput.rs
-(MovieLens latest-small, leave-one-out training sequences, max_len 50,
-batch 128, dim 64, 2 heads, 2 layers, dropout 0.1, Adam lr 1e-3), timed over
-whole steps (copy to device, forward, backward, Adam, loss.item()).
-Prints one JSON line.
+(max_len 50, batch 128, dim 64, 2 heads, 2 layers, dropout 0.1, Adam lr 1e-3),
+timed over whole steps (copy to device, forward, backward, Adam, loss.item()).
+Prints one JSON line, with the process's peak resident memory.
 
-    python3 scripts/bench_train_torch.py [--device cpu|cuda] [--steps 20] [--warmup 3]
+    python3 scripts/bench_train_torch.py [--device cpu|cuda] [--data latest-small|FILE]
+        [--steps 20] [--warmup 3] [--threads N]
 
-Finds the data through $SASREC_DATASETS (else datasets/). Needs torch, pandas.
+--data latest-small (default): MovieLens latest-small, leave-one-out training
+sequences; found through $SASREC_DATASETS (else datasets/).
+--data FILE: a `user_id,item_id,timestamp` log (`cargo xtask data synth`),
+trained on the notebook's split: 10% of users held out at random.
+Needs torch, pandas.
 """
 
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -31,16 +36,30 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--data", default="latest-small")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    root = os.environ.get("SASREC_DATASETS", "datasets")
-    ratings = pd.read_csv(os.path.join(root, "ml-latest-small", "ratings.csv"))
-    item_ids = ratings["movieId"].unique()
+    if args.data == "latest-small":
+        root = os.environ.get("SASREC_DATASETS", "datasets")
+        ratings = pd.read_csv(os.path.join(root, "ml-latest-small", "ratings.csv"))
+        user, item, time_col = "userId", "movieId", "timestamp"
+    else:
+        ratings = pd.read_csv(args.data)
+        user, item, time_col = "user_id", "item_id", "timestamp"
+    item_ids = ratings[item].unique()
     item2idx = {m: i + 1 for i, m in enumerate(item_ids)}
-    ratings["item_idx"] = ratings["movieId"].map(item2idx)
-    ratings = ratings.sort_values(["userId", "timestamp"], kind="stable")
-    sequences = ratings.groupby("userId", sort=False)["item_idx"].apply(list).tolist()
-    train = [s[:-2] for s in sequences if len(s) >= 3]  # leave-one-out training part
+    ratings["item_idx"] = ratings[item].map(item2idx)
+    ratings = ratings.sort_values([user, time_col], kind="stable")
+    sequences = ratings.groupby(user, sort=False)["item_idx"].apply(list).tolist()
+    if args.data == "latest-small":
+        train = [s[:-2] for s in sequences if len(s) >= 3]  # leave-one-out training part
+    else:
+        # The notebook's train_test_split(test_size=0.1): 10% of users held out.
+        held_out = set(np.random.default_rng(42).permutation(len(sequences))[: -(-len(sequences) // 10)])
+        train = [s for u, s in enumerate(sequences) if u not in held_out and len(s) >= 2]
     max_len, batch_size = 50, 128
     pairs = [window(s, max_len) for s in train]
     inputs = torch.tensor([p[0] for p in pairs])
@@ -71,9 +90,11 @@ def main():
     for _ in range(args.warmup):
         step()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     for _ in range(args.steps):
         step()
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     print(json.dumps({
         "impl": "pytorch " + torch.__version__,
         "device": args.device,
@@ -81,6 +102,9 @@ def main():
         "steps": args.steps,
         "step_ms": round(1e3 * seconds / args.steps, 2),
         "tokens_per_s": round(args.steps * batch_size * max_len / seconds, 1),
+        "cpu_s_per_step": round(cpu / args.steps, 3),
+        "vocab": vocab,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: KiB
     }))
 
 

@@ -35,8 +35,19 @@ pub enum Which {
     Quality,
 }
 
+/// The data `bench train` trains on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TrainData {
+    /// MovieLens latest-small, leave-one-out training windows.
+    LatestSmall,
+    /// Seed scale: the planted-signal synthetic log (20k users, 40k items,
+    /// 2.3M events, written to target/bench once), the notebook's 90/10
+    /// random-users split.
+    Synth,
+}
+
 /// Runs the chosen benchmarks.
-pub fn run(which: Which) -> Result<()> {
+pub fn run(which: Which, train_data: TrainData) -> Result<()> {
     if matches!(which, Which::Data | Which::All) {
         data()?;
     }
@@ -44,7 +55,7 @@ pub fn run(which: Which) -> Result<()> {
         check(cargo().args(["bench", "-p", "sasrec-kernels", "--bench", "cross_entropy"]))?;
     }
     if matches!(which, Which::Train | Which::All) {
-        train()?;
+        train(train_data)?;
     }
     if matches!(which, Which::Serve | Which::All) {
         crate::serve_bench::serve()?;
@@ -223,8 +234,11 @@ fn python(args: &[&str]) -> Result<()> {
         .context("python3 with pandas/torch is needed for the comparison (pip install torch pandas safetensors)")
 }
 
-/// Tokens/s of ours and of PyTorch, alternating, 5 rounds each; medians and ratio.
-fn train() -> Result<()> {
+/// Training throughput, ours vs PyTorch, alternating, 5 rounds, each run in
+/// its own process: on the CPU at 1 thread and at all threads (with the
+/// sgemm rate at the step's shapes measured in the same rounds), then on
+/// the GPU when there is one. Medians of step time, tokens/s and peak RSS.
+fn train(data: TrainData) -> Result<()> {
     check(cargo().args([
         "build",
         "--release",
@@ -234,37 +248,142 @@ fn train() -> Result<()> {
         "train_throughput",
     ]))?;
     let ours = root().join("target/release/examples/train_throughput");
-    let devices: &[(&str, &str)] = if gpu_present(&ours)? {
-        &[("cpu", "cpu"), ("gpu", "cuda")]
-    } else {
-        &[("cpu", "cpu")]
+    // Seed scale: a PyTorch step takes seconds, so fewer steps per run.
+    let (data_arg, steps, warmup) = match data {
+        TrainData::LatestSmall => ("latest-small".to_string(), "20", "3"),
+        TrainData::Synth => (seed_scale_log()?.display().to_string(), "3", "1"),
     };
-    for &(our_device, torch_device) in devices {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for round in 0..5 {
-            a.push(tokens_per_s(&output(
-                Command::new(&ours).args(["--device", our_device]),
-            )?)?);
+    let common = ["--data", &data_arg, "--steps", steps, "--warmup", warmup];
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut threads = vec![1];
+    if cores > 1 {
+        threads.push(cores);
+    }
+    for &n in &threads {
+        let n = n.to_string();
+        let (mut a, mut b, mut sgemm) = (Runs::default(), Runs::default(), Vec::new());
+        for round in 1..=5 {
+            let line = output(
+                Command::new(&ours)
+                    .args(["--device", "cpu", "--threads", &n])
+                    .args(common),
+            )?;
+            a.push(&line)?;
             let torch = output(
                 Command::new("python3")
-                    .args(["scripts/bench_train_torch.py", "--device", torch_device])
+                    .args(["scripts/bench_train_torch.py", "--device", "cpu"])
+                    .args(["--threads", &n])
+                    .args(common)
                     .current_dir(root()),
             )?;
-            b.push(tokens_per_s(&torch)?);
+            b.push(&torch)?;
+            let rate = output(
+                Command::new(&ours)
+                    .args(["--sgemm", "--threads", &n])
+                    .args(common),
+            )?;
+            // The machine's sgemm rate: the better of ours and matrixmultiply,
+            // per CPU second (steady under other jobs' load).
+            sgemm.push(
+                json_number(&rate, "ours_gflop_per_cpu_s")?
+                    .max(json_number(&rate, "matrixmultiply_gflop_per_cpu_s")?),
+            );
             eprintln!(
-                "round {}: ours {:.0} tok/s, pytorch {:.0} tok/s",
-                round + 1,
-                a[round],
-                b[round]
+                "round {round}, {n} threads:\n  {}\n  {}\n  {}",
+                line.trim(),
+                torch.trim(),
+                rate.trim()
             );
         }
-        let (ma, mb) = (median(&mut a), median(&mut b));
+        let sgemm = median(&mut sgemm);
+        // The step's rate per CPU second, comparable with the sgemm's.
+        let step_gflops = median(&mut a.gflop_per_cpu_s);
+        println!("{data:?}, CPU, {n} thread(s), medians of 5:");
+        a.print("ours");
+        b.print("PyTorch");
         println!(
-            "training throughput ({our_device} / torch {torch_device}): ours {ma:.0} tok/s, PyTorch {mb:.0} tok/s, ratio {:.2} (medians of 5)",
-            ma / mb
+            "  ratio {:.2}x PyTorch (CPU time: {:.2}x); step at {step_gflops:.1} GFLOP per CPU second = {:.0}% of the sgemm rate at the step's shapes ({sgemm:.1})",
+            median(&mut b.step_ms.clone()) / median(&mut a.step_ms.clone()),
+            median(&mut b.cpu_s.clone()) / median(&mut a.cpu_s.clone()),
+            100.0 * step_gflops / sgemm
+        );
+    }
+    if gpu_present(&ours)? {
+        let (mut a, mut b) = (Runs::default(), Runs::default());
+        for round in 1..=5 {
+            let line = output(Command::new(&ours).args(["--device", "gpu"]).args(common))?;
+            a.push(&line)?;
+            let torch = output(
+                Command::new("python3")
+                    .args(["scripts/bench_train_torch.py", "--device", "cuda"])
+                    .args(common)
+                    .current_dir(root()),
+            )?;
+            b.push(&torch)?;
+            eprintln!("round {round}, gpu:\n  {}\n  {}", line.trim(), torch.trim());
+        }
+        println!("{data:?}, GPU / torch cuda, medians of 5:");
+        a.print("ours");
+        b.print("PyTorch");
+        println!(
+            "  ratio {:.2}x PyTorch",
+            median(&mut b.step_ms.clone()) / median(&mut a.step_ms.clone())
         );
     }
     Ok(())
+}
+
+/// The seed-scale synthetic log, written once.
+fn seed_scale_log() -> Result<std::path::PathBuf> {
+    let file = root().join("target/bench/synth_20k_40k_2300k.csv");
+    if !file.exists() {
+        std::fs::create_dir_all(file.parent().expect("has a parent"))?;
+        crate::synth(&crate::SynthArgs {
+            users: 20_000,
+            items: 40_000,
+            rows: 2_300_000,
+            seed: 0,
+            out: file.clone(),
+            string_ids: false,
+        })?;
+    }
+    Ok(file)
+}
+
+/// The figures of one side's throughput runs.
+#[derive(Default)]
+struct Runs {
+    step_ms: Vec<f64>,
+    tokens_per_s: Vec<f64>,
+    rss: Vec<f64>,
+    /// CPU seconds per step (user + system): on a shared machine, what the
+    /// step costs, whatever else the cores run.
+    cpu_s: Vec<f64>,
+    gflop_per_cpu_s: Vec<f64>,
+}
+
+impl Runs {
+    fn push(&mut self, json_line: &str) -> Result<()> {
+        self.step_ms.push(json_number(json_line, "step_ms")?);
+        self.tokens_per_s.push(tokens_per_s(json_line)?);
+        self.rss.push(json_number(json_line, "peak_rss_bytes")?);
+        self.cpu_s.push(json_number(json_line, "cpu_s_per_step")?);
+        if let Ok(g) = json_number(json_line, "gflop_per_step") {
+            self.gflop_per_cpu_s
+                .push(g / json_number(json_line, "cpu_s_per_step")?);
+        }
+        Ok(())
+    }
+
+    fn print(&mut self, name: &str) {
+        println!(
+            "  {name:<8} {:>9.1} ms/step {:>10.0} tokens/s {:>8.3} CPU s/step {:>7.0} MiB peak RSS",
+            median(&mut self.step_ms),
+            median(&mut self.tokens_per_s),
+            median(&mut self.cpu_s),
+            median(&mut self.rss) / (1 << 20) as f64
+        );
+    }
 }
 
 /// Whether the throughput example can open a real GPU.

@@ -55,6 +55,10 @@ enum Task {
         /// data, kernels, train, all, serve, scale or quality.
         #[arg(default_value = "all")]
         what: bench::Which,
+        /// The training data of `bench train`: MovieLens latest-small, or
+        /// the seed-scale synthetic log (20k users, 40k items, 2.3M events).
+        #[arg(long, value_enum, default_value = "latest-small")]
+        data: bench::TrainData,
     },
     /// Datasets.
     #[command(subcommand)]
@@ -102,7 +106,7 @@ fn main() {
     let result = match Cli::parse().task {
         Task::Train { device, out, extra } => train(&device, out, &extra),
         Task::Eval { extra } => eval(&extra),
-        Task::Bench { what } => bench::run(what),
+        Task::Bench { what, data } => bench::run(what, data),
         Task::Data(DataTask::Fetch { name }) => {
             fetch::ensure_dataset(&name).map(|ratings| println!("{}", ratings.display()))
         }

@@ -37,6 +37,10 @@ pub struct DeviceArgs {
     /// in each (train: per step, after every epoch).
     #[arg(long)]
     pub profile_kernels: bool,
+    /// Time every CPU op and print the time per op per step at the end of
+    /// each epoch (the CPU backend's counterpart of --profile-kernels).
+    #[arg(long)]
+    pub profile_ops: bool,
 }
 
 /// An opened backend.
@@ -109,18 +113,34 @@ impl Device {
 /// by `steps` (`per` says what by, e.g. "per step"; 1 and "in all" for
 /// totals), longest first.
 pub fn print_kernel_times(backend: &WgpuBackend, steps: usize, per: &str) {
-    let mut times = backend.profile_report();
-    times.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
-    let total: f64 = times.iter().map(|t| t.total_ms).sum();
+    let times = backend.profile_report();
+    let rows = times
+        .iter()
+        .map(|t| (t.total_ms, t.calls, t.kernel.as_str()));
+    print_times(&format!("GPU time {per}"), steps, rows.collect());
+}
+
+/// Prints the CPU time of every op since profiling was reset, per step,
+/// longest first.
+pub fn print_op_times(backend: &CpuBackend, steps: usize) {
+    let times = backend.profile_report();
+    let rows = times.iter().map(|t| (t.total_ms, t.calls, t.op));
+    print_times("CPU op time per step", steps, rows.collect());
+}
+
+/// Prints `(total ms, calls, name)` rows divided by `steps`, longest first,
+/// on stderr.
+fn print_times(title: &str, steps: usize, mut rows: Vec<(f64, u64, &str)>) {
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let total: f64 = rows.iter().map(|r| r.0).sum();
     let steps = steps.max(1) as f64;
-    eprintln!("GPU time {per}: {:.3} ms", total / steps);
-    for t in times {
+    eprintln!("{title}: {:.3} ms", total / steps);
+    for (ms, calls, name) in rows {
         eprintln!(
-            "  {:>8.3} ms  {:>5.1}%  {:>6.1} calls  {}",
-            t.total_ms / steps,
-            100.0 * t.total_ms / total.max(1e-12),
-            t.calls as f64 / steps,
-            t.kernel
+            "  {:>8.3} ms  {:>5.1}%  {:>6.1} calls  {name}",
+            ms / steps,
+            100.0 * ms / total.max(1e-12),
+            calls as f64 / steps,
         );
     }
 }

@@ -59,11 +59,12 @@ const PER_RUN: [&str; 2] = ["seed", "out"];
 const BUDGET: [&str; 2] = ["epochs", "patience"];
 /// Settings that say where and how to run, not what: passed on resume too,
 /// never compared with a run's config.json.
-const RUNTIME: [&str; 5] = [
+const RUNTIME: [&str; 6] = [
     "device",
     "adapter",
     "threads",
     "profile_kernels",
+    "profile_ops",
     "allow_changed_data",
 ];
 

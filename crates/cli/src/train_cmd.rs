@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
 use sasrec_data::{Dataset, Split, format_micros};
-use sasrec_kernels::Backend;
 use sasrec_kernels::gpu::WgpuBackend;
+use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::checkpoint::FileDigest;
 use sasrec_model::config::human_bytes;
 use sasrec_model::{
@@ -22,7 +22,7 @@ use sasrec_model::{
 
 use crate::catalog::progress_bar;
 use crate::data_cmd::{FilterArgs, RatingsArgs};
-use crate::device::{Device, DeviceArgs, print_kernel_times};
+use crate::device::{Device, DeviceArgs, print_kernel_times, print_op_times};
 
 /// Which split to train and validate on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -382,7 +382,13 @@ pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
     .context("installing the Ctrl-C handler")?;
 
     match device {
-        Device::Cpu(b) => train_on(&b, &config, &split, run, args.resume, &stop, None),
+        Device::Cpu(b) => {
+            let hook = args.device.profile_ops.then(|| {
+                b.enable_profiling();
+                Box::new(OpProfile(b)) as Box<dyn EpochHook>
+            });
+            train_on(&b, &config, &split, run, args.resume, &stop, hook)
+        }
         Device::Gpu(b) => {
             let hook = args
                 .device
@@ -705,5 +711,18 @@ impl EpochHook for KernelProfile {
 
     fn training_finished(&mut self, steps: usize) {
         print_kernel_times(&self.0, steps, "per step");
+    }
+}
+
+/// `--profile-ops`: the CPU backend's time per op per step, each epoch.
+struct OpProfile(CpuBackend);
+
+impl EpochHook for OpProfile {
+    fn training_started(&mut self) {
+        self.0.reset_profile();
+    }
+
+    fn training_finished(&mut self, steps: usize) {
+        print_op_times(&self.0, steps);
     }
 }

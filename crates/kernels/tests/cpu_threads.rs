@@ -4,6 +4,7 @@
 mod common;
 
 use common::{BE, padded_ids, rng, t, targets, uniform};
+use sasrec_kernels::cpu::cross_entropy_chunked;
 use sasrec_kernels::{AttentionShape, Backend, Dropout};
 
 /// Runs the row-parallel ops on a fixed input and returns all their outputs.
@@ -35,6 +36,11 @@ fn parallel_ops_outputs() -> Vec<Vec<f32>> {
     let table = t(&uniform(&mut r, 500 * 16, 1.0), &[500, 16]);
     let tg = BE.ids(&targets(&mut r, rows, 500, 0.3));
     let ce = BE.cross_entropy(&y, &table, &tg, true);
+    // A vocabulary of several sgemm column blocks and k blocks, in several
+    // chunks of rows: the fused logits/softmax and the split-k backward.
+    let big_table = t(&uniform(&mut r, 3000 * 16, 1.0), &[3000, 16]);
+    let big_tg = BE.ids(&targets(&mut r, rows, 3000, 0.3));
+    let big = cross_entropy_chunked(&y, &big_table, &big_tg, true, 100);
     [
         ctx,
         dqkv,
@@ -45,6 +51,9 @@ fn parallel_ops_outputs() -> Vec<Vec<f32>> {
         ce.loss,
         ce.dh.unwrap(),
         ce.dtable.unwrap(),
+        big.loss,
+        big.dh.unwrap(),
+        big.dtable.unwrap(),
     ]
     .into_iter()
     .map(|t| t.into_vec())

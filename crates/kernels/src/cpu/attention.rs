@@ -5,7 +5,7 @@
 //! of the probabilities, so tasks never share an output.
 
 use super::par::{for_each_chunk, for_each_chunk2};
-use super::simd::avx2_dispatch;
+use super::simd::simd_dispatch;
 use super::tensor::{CpuIds, CpuTensor};
 use crate::{AttentionShape, Dropout, contract};
 
@@ -82,7 +82,7 @@ pub(super) fn attention(
     )
 }
 
-avx2_dispatch! {
+simd_dispatch! {
     /// Forward of sequence `b`: `qkv` `[len, 3 * dim]`, `ids` `[len]` -> `ctx`
     /// `[len, dim]` and `probs` `[heads, len, len]` (both zeroed on entry).
     fn attend_sequence = attend_sequence_body(
@@ -173,7 +173,7 @@ pub(super) fn attention_backward(
     CpuTensor::new(dqkv, &[s.batch * len, 3 * dim])
 }
 
-avx2_dispatch! {
+simd_dispatch! {
     /// Backward of sequence `b`: `qkv` `[len, 3 * dim]`, `dctx` `[len, dim]`,
     /// `probs` `[heads, len, len]` -> `dqkv` `[len, 3 * dim]` (zeroed on entry).
     fn attend_sequence_backward = attend_sequence_backward_body(

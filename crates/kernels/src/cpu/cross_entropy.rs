@@ -1,30 +1,36 @@
 //! Softmax cross-entropy: fused with the tied output layer and chunked over
 //! rows (`cross_entropy`), and over a logits matrix (`softmax_cross_entropy`).
-//! Both go through the same row kernel, `softmax_xent_row`.
+//! Both compute each row's exp and sum with the same kernel, `exp_row`.
 //!
-//! The fused form, for each chunk of rows whose target is not 0 (ignored
-//! rows cost nothing):
+//! The fused form packs `table^T` once, then for each chunk of rows whose
+//! target is not 0 (ignored rows cost nothing):
 //!
 //! ```text
-//! logits  = h_chunk @ table^T              [chunk, vocab]  (reused buffer)
-//! loss   += logsumexp(logits) - logits[target]             (f64)
-//! dlogits = (softmax(logits) - onehot(target)) / count     (in place)
-//! dh_chunk = dlogits @ table                [chunk, dim]
-//! dtable  += dlogits^T @ h_chunk            [vocab, dim]
+//! z = h_chunk @ table^T, and per row and block b of NC columns, while the
+//!     block is in cache: m_b = max, z = exp(z - m_b), s_b = sum  [chunk, vocab]
+//! per row: M = max m_b, S = sum s_b e^(m_b - M), loss += ln S + M - z_target
+//!          scale_b = e^(m_b - M) / (S count)       (so scale * z = softmax / count)
+//! dh_chunk = (scale z) @ table - table[target] / count    [chunk, dim]
+//! dtable  += (scale z)^T @ h_chunk; dtable[target] -= h_chunk / count
 //! ```
+//!
+//! The two backward products walk `z` block by block together
+//! (`sgemm_both_sides`), the scales going on the small operands. The order
+//! of the sums is fixed by the sizes (see docs/numerics.md).
 //!
 //! Peak memory is one `[chunk, vocab]` buffer of at most [`CE_BUFFER_BYTES`]
 //! (or one row, if a row is larger) plus the outputs, never `rows x vocab`.
 
-use super::matmul::gemm;
 use super::par::for_each_chunk2;
-use super::simd::avx2_dispatch;
+use super::profile::Laps;
+use super::sgemm::{NC, PackedB, sgemm_both_sides, sgemm_packed_rows};
+use super::simd::simd_dispatch;
 use super::tensor::{CpuIds, CpuTensor};
 use crate::{CrossEntropy, SoftmaxCrossEntropy, contract};
 
 /// Byte budget of the reusable logits buffer. Chunks of fewer than ~50 rows
-/// make the `dtable` product (inner size = chunk rows) slow; more than a
-/// few MiB fall out of the caches. Measured in docs/benchmarks.md.
+/// make the `dtable` product (inner size = chunk rows) slow. Measured in
+/// docs/benchmarks.md (a 32 MiB buffer was 12% faster at 40k items there).
 pub const CE_BUFFER_BYTES: usize = 8 << 20;
 
 /// Rows per chunk for a vocabulary of `vocab` columns: as many as fit
@@ -36,23 +42,27 @@ pub fn ce_chunk_rows(vocab: usize) -> usize {
     if rows >= 128 { rows / 128 * 128 } else { rows }
 }
 
-/// Largest element of `z` (eight lanes, so it vectorises). NaNs are skipped;
-/// they come back through `exp(NaN - max)`.
+/// Largest element of `z` (sixteen lanes, so it vectorises). NaNs are
+/// skipped; they come back through `exp(NaN - max)`.
 #[inline(always)]
 pub(super) fn max_of(z: &[f32]) -> f32 {
-    let mut m = [f32::NEG_INFINITY; 8];
-    let chunks = z.chunks_exact(8);
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let chunks = z.chunks_exact(LANES);
     let tail = chunks
         .remainder()
         .iter()
         .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     for c in chunks {
-        for l in 0..8 {
+        for l in 0..LANES {
             m[l] = m[l].max(c[l]);
         }
     }
     m.iter().fold(tail, |a, &b| a.max(b))
 }
+
+/// Independent partial maxima and sums per row: one AVX-512 register, two
+/// AVX2 ones.
+const LANES: usize = 16;
 
 /// `e^x` for `x <= 0` (larger `x` is not supported), within 2 ulp, written
 /// with plain float and integer ops so that loops over it vectorise.
@@ -89,45 +99,67 @@ pub(super) fn exp_nonpositive(x: f32) -> f32 {
     if flush { 0.0 } else { er * two_n }
 }
 
-/// `z[j] = exp(z[j] - max)` in place; returns the sum (eight partial sums
-/// in a fixed order). Two passes: fused with the sum, the exp loop no
-/// longer vectorises.
+/// `z[j] = exp(z[j] - max)` in place; returns the sum (sixteen partial
+/// sums, added in a fixed order). One pass: with the sum kept in
+/// independent lanes, the exp and the sum vectorise together.
 #[inline(always)]
 pub(super) fn exp_shifted_sum(z: &mut [f32], max: f32) -> f32 {
-    for v in z.iter_mut() {
-        *v = exp_nonpositive(*v - max);
-    }
-    let mut acc = [0.0f32; 8];
-    let chunks = z.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for l in 0..8 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = z.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            c[l] = exp_nonpositive(c[l] - max);
             acc[l] += c[l];
         }
+    }
+    let mut tail = 0.0f32;
+    for v in chunks.into_remainder() {
+        *v = exp_nonpositive(*v - max);
+        tail += *v;
     }
     acc.iter().sum::<f32>() + tail
 }
 
-avx2_dispatch! {
-    /// One row: returns `logsumexp(z) - z[target]`; with `grad_scale = Some(g)`
-    /// overwrites `z` with `g * (softmax(z) - onehot(target))`.
-    fn softmax_xent_row = softmax_xent_row_body(z: &mut [f32], target: usize, grad_scale: Option<f32>) -> f64
+simd_dispatch! {
+    /// One row of logits: overwrites `z` with `exp(z - max(z))` and returns
+    /// `max(z)` and the sum of the new `z`.
+    fn exp_row = exp_row_body(z: &mut [f32]) -> (f32, f32)
 }
 
 #[inline(always)]
-fn softmax_xent_row_body(z: &mut [f32], target: usize, grad_scale: Option<f32>) -> f64 {
-    let z_target = z[target];
+fn exp_row_body(z: &mut [f32]) -> (f32, f32) {
     let max = max_of(z);
-    let sum = exp_shifted_sum(z, max);
-    let loss = (sum as f64).ln() + (max as f64 - z_target as f64);
-    if let Some(g) = grad_scale {
-        let s = g / sum;
-        for v in z.iter_mut() {
-            *v *= s;
-        }
-        z[target] -= g;
+    // All -inf (or empty): every exp is 0, not exp(-inf + inf) = NaN.
+    let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
+    (max, exp_shifted_sum(z, shift))
+}
+
+/// One row: returns `logsumexp(z) - z[target]` and leaves `exp(z - max)`
+/// in `z`, whose sum is `sum`: the softmax is `z / sum`.
+fn softmax_xent_row(z: &mut [f32], target: usize) -> RowStats {
+    let z_target = z[target];
+    let (max, sum) = exp_row(z);
+    RowStats {
+        loss: (sum as f64).ln() + (max as f64 - z_target as f64),
+        sum,
     }
-    loss
+}
+
+/// What [`softmax_xent_row`] returns for one row.
+#[derive(Clone, Copy, Default)]
+struct RowStats {
+    loss: f64,
+    sum: f32,
+}
+
+/// What the logits product leaves for one row and one block of
+/// [`NC`] columns: the block's largest logit, the sum of `exp(z - max)`
+/// over it, and the target's logit if the target is in the block.
+#[derive(Clone, Copy, Default)]
+struct BlockStats {
+    max: f32,
+    sum: f32,
+    target: Option<f32>,
 }
 
 /// The fused cross-entropy of `Backend::cross_entropy`, working through the
@@ -147,43 +179,92 @@ pub fn cross_entropy_chunked(
         contract::cross_entropy(h.shape(), table.shape(), targets);
     assert!(chunk_rows > 0, "cross_entropy: chunk_rows must be positive");
 
+    let mut laps = Laps::start();
     let (h, table) = (h.data(), table.data());
+    // The logits product reads the table transposed: pack it once for all chunks.
+    let table_t = PackedB::new(table, true, dim, vocab);
     let active: Vec<usize> = (0..rows).filter(|&r| targets[r] != 0).collect();
     let count = active.len();
     let mut dh = with_grad.then(|| vec![0.0f32; rows * dim]);
     let mut dtable = with_grad.then(|| vec![0.0f32; vocab * dim]);
 
     let chunk = chunk_rows.min(count);
-    let grad_scale = with_grad.then(|| 1.0 / count as f32);
+    let blocks = vocab.div_ceil(NC);
+    let g = 1.0 / count as f32;
     let mut logits = vec![0.0f32; chunk * vocab];
     let mut h_chunk = vec![0.0f32; chunk * dim];
     let mut dh_chunk = vec![0.0f32; if with_grad { chunk * dim } else { 0 }];
-    let mut row_loss = vec![0.0f64; chunk];
+    let mut block_stats = vec![BlockStats::default(); chunk * blocks];
+    let mut scales = vec![0.0f32; chunk * blocks];
     let mut loss_sum = 0.0f64;
+    laps.lap("cross_entropy.setup");
     for part in active.chunks(chunk.max(1)) {
         let c = part.len();
-        let (hc, z, losses) = (
-            &mut h_chunk[..c * dim],
-            &mut logits[..c * vocab],
-            &mut row_loss[..c],
-        );
+        let (hc, z) = (&mut h_chunk[..c * dim], &mut logits[..c * vocab]);
+        let (block_stats, scales) = (&mut block_stats[..c * blocks], &mut scales[..c * blocks]);
         for (dst, &r) in hc.chunks_exact_mut(dim.max(1)).zip(part) {
             dst.copy_from_slice(&h[r * dim..(r + 1) * dim]);
         }
-        gemm(c, dim, vocab, hc, false, table, true, 0.0, z);
-        for_each_chunk2(z, vocab, losses, 1, |i, z, loss| {
-            loss[0] = softmax_xent_row(z, targets[part[i]] as usize, grad_scale);
-        });
-        // Sequential f64 sum in row order: deterministic and accurate.
-        loss_sum += losses.iter().sum::<f64>();
+        // Logits, and the softmax's exp of each block of them while the
+        // block is in cache: z = exp(z - block max).
+        sgemm_packed_rows(
+            c,
+            dim,
+            vocab,
+            hc,
+            &table_t,
+            z,
+            block_stats,
+            |i, block, z| {
+                let target = (targets[part[i]] as usize).checked_sub(block * NC);
+                let target = target.and_then(|t| z.get(t).copied());
+                let (max, sum) = exp_row(z);
+                BlockStats { max, sum, target }
+            },
+        );
+        laps.lap("cross_entropy.logits");
+
+        // Per row: max over blocks M, sum S = sum_b sum_b e^(max_b - M),
+        // loss = ln S + M - z[target]; the softmax is z e^(max_b - M) / S,
+        // and scales[row, b] = g e^(max_b - M) / S makes it dlogits (less
+        // the one-hot part) in the products below.
+        for (stats, scales) in block_stats
+            .chunks_exact(blocks)
+            .zip(scales.chunks_exact_mut(blocks))
+        {
+            let max = stats.iter().fold(f32::NEG_INFINITY, |m, b| m.max(b.max));
+            let shifts: Vec<f32> = stats.iter().map(|b| (b.max - max).exp()).collect();
+            let sum: f32 = stats.iter().zip(&shifts).map(|(b, f)| b.sum * f).sum();
+            let z_target = stats
+                .iter()
+                .find_map(|b| b.target)
+                .expect("the target is in a block");
+            loss_sum += (sum as f64).ln() + (max as f64 - z_target as f64);
+            for (s, f) in scales.iter_mut().zip(&shifts) {
+                *s = g * f / sum;
+            }
+        }
+        laps.lap("cross_entropy.softmax");
 
         if let (Some(dh), Some(dtable)) = (dh.as_mut(), dtable.as_mut()) {
+            // dlogits = scales * z - g onehot(target): the products take
+            // scales * z, the one-hot part is one row of the table (for dh)
+            // or of h (for dtable) per row.
             let dhc = &mut dh_chunk[..c * dim];
-            gemm(c, vocab, dim, z, false, table, false, 0.0, dhc);
-            for (src, &r) in dhc.chunks_exact(dim.max(1)).zip(part) {
-                dh[r * dim..(r + 1) * dim].copy_from_slice(src);
+            sgemm_both_sides(c, vocab, dim, z, scales, table, dhc, hc, dtable);
+            for (i, &r) in part.iter().enumerate() {
+                let t = targets[r] as usize;
+                let t_row = &table[t * dim..(t + 1) * dim];
+                let out = &mut dh[r * dim..(r + 1) * dim];
+                for ((o, &e), &w) in out.iter_mut().zip(&dhc[i * dim..(i + 1) * dim]).zip(t_row) {
+                    *o = e - g * w;
+                }
+                let dt_row = &mut dtable[t * dim..(t + 1) * dim];
+                for (o, &x) in dt_row.iter_mut().zip(&hc[i * dim..(i + 1) * dim]) {
+                    *o -= g * x;
+                }
             }
-            gemm(vocab, c, dim, z, true, hc, false, 1.0, dtable);
+            laps.lap("cross_entropy.backward");
         }
     }
 
@@ -213,13 +294,20 @@ pub(super) fn softmax_cross_entropy(
     let (rows, classes) = contract::softmax_cross_entropy(logits.shape(), targets, ignore_index);
     let kept = |r: usize| Some(targets[r]) != ignore_index;
     let count = (0..rows).filter(|&r| kept(r)).count();
-    let grad_scale = with_grad.then(|| 1.0 / count as f32);
+    let g = 1.0 / count as f32;
     // The row kernel works in place: on the copy that becomes dlogits.
     let mut z = logits.data().to_vec();
     let mut row_loss = vec![0.0f64; rows];
     for_each_chunk2(&mut z, classes, &mut row_loss, 1, |r, z, loss| {
         if kept(r) {
-            loss[0] = softmax_xent_row(z, targets[r] as usize, grad_scale);
+            let st = softmax_xent_row(z, targets[r] as usize);
+            loss[0] = st.loss;
+            if with_grad {
+                // g * (softmax - onehot(target)).
+                let s = g / st.sum;
+                z.iter_mut().for_each(|v| *v *= s);
+                z[targets[r] as usize] -= g;
+            }
         } else {
             z.fill(0.0);
         }
@@ -239,20 +327,28 @@ pub(super) fn softmax_cross_entropy(
 
 #[cfg(test)]
 mod tests {
-    use super::{exp_nonpositive, softmax_xent_row, softmax_xent_row_body};
+    use super::super::simd::{Level, with_level};
+    use super::{exp_nonpositive, exp_row};
 
     #[test]
-    fn avx2_build_gives_the_same_bits() {
-        // On an AVX2 machine `softmax_xent_row` runs the AVX2 build; the body
-        // called directly is the baseline build.
+    fn every_simd_build_gives_the_same_bits() {
+        // `exp_row` runs the AVX-512, AVX2 or baseline build of the same code
+        // (each where the CPU has it; `with_level` caps the choice).
         let z: Vec<f32> = (0..1001)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.7)
             .collect();
-        let (mut a, mut b) = (z.clone(), z);
-        let la = softmax_xent_row(&mut a, 17, Some(0.25));
-        let lb = softmax_xent_row_body(&mut b, 17, Some(0.25));
-        assert_eq!(la.to_bits(), lb.to_bits());
-        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        let run = |level| {
+            let mut z = z.clone();
+            let (max, sum) = with_level(level, || exp_row(&mut z));
+            (
+                max.to_bits(),
+                sum.to_bits(),
+                z.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            )
+        };
+        let baseline = run(Level::Baseline);
+        assert_eq!(run(Level::Avx2), baseline);
+        assert_eq!(run(Level::Avx512), baseline);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (each its own backward or a trivial one, see the `Backend` docs).
 
 use super::par::{ELEM_BLOCK, for_each_chunk};
-use super::simd::avx2_dispatch;
+use super::simd::simd_dispatch;
 use super::tensor::CpuTensor;
 use crate::{Dropout, contract};
 
@@ -111,7 +111,7 @@ pub(super) fn dropout(x: &CpuTensor, mask: &Dropout) -> CpuTensor {
     CpuTensor::new(out, x.shape())
 }
 
-avx2_dispatch! {
+simd_dispatch! {
     /// `out[j] = x[j] * mask.factor(start + j)`.
     fn dropout_block = dropout_block_body(x: &[f32], out: &mut [f32], start: usize, mask: &Dropout)
 }

@@ -1,10 +1,12 @@
-//! Matrix products through matrixmultiply's sgemm, and `nn.Linear`.
+//! Matrix products and `nn.Linear`, through the backend's sgemm
+//! (`sgemm.rs`: AVX-512 or AVX2 microkernels, matrixmultiply elsewhere).
 //!
-//! sgemm reads transposed operands through their strides, so no transpose is
-//! ever copied. With its `threading` feature it splits the output into fixed
-//! blocks, each computed by one thread with the same summation order, so the
-//! results do not depend on scheduling.
+//! Transposed operands are read through their strides or packed by the
+//! sgemm, never transposed in memory here. Work is split into blocks fixed
+//! by the sizes, each summed in a fixed order, so the results do not depend
+//! on the number of threads.
 
+use super::sgemm::sgemm;
 use super::tensor::CpuTensor;
 use crate::contract;
 
@@ -24,46 +26,7 @@ pub(crate) fn gemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    assert_eq!(
-        a.len(),
-        m * k,
-        "gemm: a has {} values, not {m}x{k}",
-        a.len()
-    );
-    assert_eq!(
-        b.len(),
-        k * n,
-        "gemm: b has {} values, not {k}x{n}",
-        b.len()
-    );
-    assert_eq!(
-        c.len(),
-        m * n,
-        "gemm: c has {} values, not {m}x{n}",
-        c.len()
-    );
-    let (rsa, csa) = if trans_a { (1, m) } else { (k, 1) };
-    let (rsb, csb) = if trans_b { (1, k) } else { (n, 1) };
-    // SAFETY: the asserts above make every index the strides reach lie in
-    // its slice, and `c` is a unique borrow, so it aliases neither input.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+    sgemm(m, k, n, a, trans_a, b, trans_b, beta, c);
 }
 
 /// `op(a) @ op(b)`: `op(a)` `[m, k]`, `op(b)` `[k, n]` -> `[m, n]`.

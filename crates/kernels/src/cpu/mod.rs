@@ -18,12 +18,15 @@ mod layer_norm;
 mod matmul;
 mod non_finite;
 mod par;
+mod profile;
 mod sampled_loss;
+mod sgemm;
 mod simd;
 mod sum_rows;
 mod tensor;
 
 pub use cross_entropy::{CE_BUFFER_BYTES, ce_chunk_rows, cross_entropy_chunked};
+pub use profile::OpTime;
 pub use sampled_loss::sampled_loss_chunked;
 pub use tensor::{CpuIds, CpuTensor};
 
@@ -32,9 +35,9 @@ use crate::{
     SoftmaxCrossEntropy,
 };
 
-/// The CPU backend. Threads: rayon's global pool for row-parallel ops and
-/// matrixmultiply's own pool (`MATMUL_NUM_THREADS`, default: physical cores)
-/// inside the matrix products.
+/// The CPU backend. Threads: rayon's global pool, for the row-parallel ops
+/// and the matrix products (`sgemm.rs`; matrixmultiply's own pool, sized by
+/// `MATMUL_NUM_THREADS`, on CPUs without AVX2 + FMA).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
 
@@ -42,6 +45,28 @@ impl CpuBackend {
     /// The CPU backend (stateless; same as `CpuBackend`).
     pub fn new() -> Self {
         CpuBackend
+    }
+
+    /// Starts timing every op (wall time per call, summed per op name; see
+    /// [`CpuBackend::profile_report`]). The profile belongs to the process:
+    /// every `CpuBackend` records into it.
+    pub fn enable_profiling(&self) {
+        profile::set_enabled(true);
+    }
+
+    /// Total wall time per op since profiling started or was last reset,
+    /// slowest first: `family.op` names (`matmul.linear`,
+    /// `attention.backward`, ...); the fused cross-entropy is split into its
+    /// phases (`cross_entropy.logits`, `.softmax`, `.dh`, `.dtable`, ...),
+    /// so the entries do not overlap and add up to the time spent in ops.
+    /// Empty when profiling is off.
+    pub fn profile_report(&self) -> Vec<OpTime> {
+        profile::report()
+    }
+
+    /// Clears the profile.
+    pub fn reset_profile(&self) {
+        profile::reset();
     }
 }
 
@@ -57,10 +82,12 @@ impl Backend for CpuBackend {
     }
 
     fn tensor(&self, data: &[f32], shape: &[usize]) -> CpuTensor {
+        let _t = profile::time("host.tensor");
         CpuTensor::new(data.to_vec(), shape)
     }
 
     fn zeros(&self, shape: &[usize]) -> CpuTensor {
+        let _t = profile::time("host.zeros");
         CpuTensor::zeros(shape)
     }
 
@@ -69,10 +96,12 @@ impl Backend for CpuBackend {
     }
 
     fn to_vec(&self, t: &CpuTensor) -> Vec<f32> {
+        let _t = profile::time("host.to_vec");
         t.data().to_vec()
     }
 
     fn ids(&self, ids: &[u32]) -> CpuIds {
+        let _t = profile::time("host.ids");
         CpuIds::new(ids.to_vec())
     }
 
@@ -81,50 +110,62 @@ impl Backend for CpuBackend {
     }
 
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("elementwise.add");
         elementwise::add(a, b)
     }
 
     fn sub(&self, a: &CpuTensor, b: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("elementwise.sub");
         elementwise::sub(a, b)
     }
 
     fn mul(&self, a: &CpuTensor, b: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("elementwise.mul");
         elementwise::mul(a, b)
     }
 
     fn add_assign(&self, acc: &mut CpuTensor, b: &CpuTensor) {
+        let _t = profile::time("elementwise.add_assign");
         elementwise::add_assign(acc, b)
     }
 
     fn scale(&self, x: &CpuTensor, s: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("elementwise.scale");
         elementwise::scale(x, s)
     }
 
     fn broadcast(&self, s: &CpuTensor, shape: &[usize]) -> CpuTensor {
+        let _t = profile::time("elementwise.broadcast");
         elementwise::broadcast(s, shape)
     }
 
     fn relu(&self, x: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("elementwise.relu");
         elementwise::relu(x)
     }
 
     fn relu_backward(&self, y: &CpuTensor, dy: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("elementwise.relu_backward");
         elementwise::relu_backward(y, dy)
     }
 
     fn sigmoid(&self, x: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("elementwise.sigmoid");
         elementwise::sigmoid(x)
     }
 
     fn sigmoid_backward(&self, y: &CpuTensor, dy: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("elementwise.sigmoid_backward");
         elementwise::sigmoid_backward(y, dy)
     }
 
     fn dropout(&self, x: &CpuTensor, mask: &Dropout) -> CpuTensor {
+        let _t = profile::time("elementwise.dropout");
         elementwise::dropout(x, mask)
     }
 
     fn embedding(&self, table: &CpuTensor, ids: &CpuIds) -> CpuTensor {
+        let _t = profile::time("embedding.gather");
         embedding::embedding(table, ids)
     }
 
@@ -135,6 +176,7 @@ impl Backend for CpuBackend {
         vocab: usize,
         padding_idx: Option<u32>,
     ) -> CpuTensor {
+        let _t = profile::time("embedding.backward");
         embedding::embedding_backward(dy, ids, vocab, padding_idx)
     }
 
@@ -145,6 +187,7 @@ impl Backend for CpuBackend {
         beta: &CpuTensor,
         eps: f32,
     ) -> (CpuTensor, CpuTensor) {
+        let _t = profile::time("layer_norm.forward");
         layer_norm::layer_norm(x, gamma, beta, eps)
     }
 
@@ -155,22 +198,27 @@ impl Backend for CpuBackend {
         gamma: &CpuTensor,
         stats: &CpuTensor,
     ) -> (CpuTensor, CpuTensor, CpuTensor) {
+        let _t = profile::time("layer_norm.backward");
         layer_norm::layer_norm_backward(dy, x, gamma, stats)
     }
 
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> CpuTensor {
+        let _t = profile::time("matmul.matmul");
         matmul::matmul(a, b, trans_a, trans_b)
     }
 
     fn linear(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> CpuTensor {
+        let _t = profile::time("matmul.linear");
         matmul::linear(x, w, bias)
     }
 
     fn sum_rows(&self, x: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("sum_rows.sum_rows");
         sum_rows::sum_rows(x)
     }
 
     fn sum(&self, x: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("sum_rows.sum");
         sum_rows::sum(x)
     }
 
@@ -181,6 +229,7 @@ impl Backend for CpuBackend {
         shape: AttentionShape,
         dropout: Option<&Dropout>,
     ) -> (CpuTensor, CpuTensor) {
+        let _t = profile::time("attention.forward");
         attention::attention(qkv, key_ids, shape, dropout)
     }
 
@@ -192,6 +241,7 @@ impl Backend for CpuBackend {
         shape: AttentionShape,
         dropout: Option<&Dropout>,
     ) -> CpuTensor {
+        let _t = profile::time("attention.backward");
         attention::attention_backward(dctx, qkv, probs, shape, dropout)
     }
 
@@ -213,6 +263,7 @@ impl Backend for CpuBackend {
         ignore_index: Option<u32>,
         with_grad: bool,
     ) -> SoftmaxCrossEntropy<CpuTensor> {
+        let _t = profile::time("cross_entropy.softmax_cross_entropy");
         cross_entropy::softmax_cross_entropy(logits, targets, ignore_index, with_grad)
     }
 
@@ -230,6 +281,7 @@ impl Backend for CpuBackend {
     }
 
     fn count_non_finite(&self, tensors: &[&CpuTensor]) -> Vec<usize> {
+        let _t = profile::time("non_finite.count");
         non_finite::count_non_finite(tensors)
     }
 
@@ -241,6 +293,7 @@ impl Backend for CpuBackend {
         v: &mut CpuTensor,
         hp: &AdamStep,
     ) {
+        let _t = profile::time("adam.step");
         adam::adam(param, grad, m, v, hp)
     }
 }

@@ -23,7 +23,7 @@
 use super::cross_entropy::{ce_chunk_rows, exp_nonpositive, exp_shifted_sum, max_of};
 use super::matmul::gemm;
 use super::par::for_each_chunk2;
-use super::simd::avx2_dispatch;
+use super::simd::simd_dispatch;
 use super::tensor::{CpuIds, CpuTensor};
 use crate::{SampledLoss, SampledLossOutput, contract};
 
@@ -78,7 +78,7 @@ fn mask_hits(z: &mut [f32], negatives: &[u32], target: u32, masked_value: f32) {
     }
 }
 
-avx2_dispatch! {
+simd_dispatch! {
     /// One row of the sampled softmax: `z` holds the negative logits, `pos`
     /// the positive one (both already log-Q corrected but for `log_q`,
     /// which is subtracted from `z` here). Returns the row's loss and, with
@@ -129,7 +129,7 @@ fn softmax_row_body(
     (loss, dpos)
 }
 
-avx2_dispatch! {
+simd_dispatch! {
     /// One row of the binary loss: `positive_weight * softplus(-pos) +
     /// sum_j softplus(z_j)` over the unmasked negatives. Returns the row's
     /// loss and, with `grad_scale = Some(g)`, the gradient of `pos`, `z`

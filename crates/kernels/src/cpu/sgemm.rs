@@ -1,0 +1,1214 @@
+//! The CPU backend's sgemm: `c = op(a) @ op(b) + beta * c` on row-major
+//! `f32` buffers, with register-tiled microkernels for AVX-512 and for
+//! AVX2 + FMA chosen at run time (matrixmultiply on other CPUs).
+//!
+//! Layout of the work (after Goto and BLIS, but without packing `op(a)`):
+//!
+//! - `op(b)` is read as rows of `NR` contiguous values: in place when its
+//!   columns are contiguous (`b` not transposed), else from a copy packed
+//!   into `NR`-wide panels, [`PackedB`]. A caller that multiplies by the same
+//!   matrix many times (the cross-entropy's item table) packs it once.
+//! - `op(a)` is read in place through its strides, one value at a time,
+//!   broadcast across a register: nothing of `a` is copied, which matters
+//!   when `a` is the cross-entropy's `[rows, vocab]` logits. When a step of
+//!   `k` jumps from one row of `a`'s storage to the next (`a` transposed),
+//!   the kernel prefetches ahead, because 200 such rows are more streams
+//!   than the hardware prefetcher follows.
+//! - The microkernel keeps an `MR x NR` tile of `c` in registers over a
+//!   block of `KC` values of `k`, so that block of `op(b)` (`KC x NR`) stays
+//!   in L2 while every row tile of the task passes over it.
+//!
+//! Determinism: the work is cut into tasks (groups of rows x blocks of `NC`
+//! columns x parts of `k`) by the sizes alone, never by the number of
+//! threads, and every element of `c` is summed in a fixed order: `k` blocks
+//! in order within a part, then the parts' sums in order. Results are the
+//! same bits for any thread count (they differ between CPUs with and
+//! without AVX-512 or FMA, as any BLAS's do).
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+/// Values of `k` per register pass (see the module docs).
+const KC: usize = 512;
+/// Columns per task (a multiple of KC and of every kernel's tile width).
+pub(crate) const NC: usize = 1024;
+/// Rows per task at least, when `k` is longer than one block, so that a
+/// block of `op(b)` read from L3 serves several row tiles from L2.
+const MIN_GROUP_ROWS: usize = 48;
+/// About this many flops per task: ~40 us at one core's speed, far above a
+/// rayon task's overhead.
+const TASK_FLOPS: usize = 4 << 20;
+/// Tasks per product at most: enough to balance 16-32 threads.
+const MAX_TASKS: usize = 64;
+
+/// Which microkernel this CPU runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// 6 x 64 tile in 24 zmm registers.
+    Avx512,
+    /// 6 x 16 tile in 12 ymm registers.
+    Avx2,
+    /// matrixmultiply's sgemm.
+    Portable,
+}
+
+impl Isa {
+    /// The best kernel this CPU supports (detected once).
+    pub(crate) fn detect() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    return Isa::Avx512;
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    return Isa::Avx2;
+                }
+            }
+            Isa::Portable
+        })
+    }
+
+    /// Whether this CPU can run this kernel.
+    #[cfg(test)]
+    pub(crate) fn supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Rows and columns of the register tile.
+    fn tile(self) -> (usize, usize) {
+        match self {
+            Isa::Avx512 => (6, 64),
+            Isa::Avx2 => (6, 16),
+            Isa::Portable => (1, 1),
+        }
+    }
+}
+
+/// A strided operand: element `(i, p)` is `data[i * rs + p * cs]`.
+#[derive(Clone, Copy)]
+struct Strided<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// The `[rows, cols]` operand of a product, stored `[rows, cols]`, or
+    /// `[cols, rows]` when `trans`.
+    fn new(data: &'a [f32], trans: bool, rows: usize, cols: usize) -> Self {
+        let (rs, cs) = if trans { (1, rows) } else { (cols, 1) };
+        Strided { data, rs, cs }
+    }
+}
+
+/// `op(b)` `[k, n]` copied into panels of `nr` columns, each `[k, nr]`
+/// row-major, the last one padded with zeros: the layout the microkernel
+/// reads. Build it once to multiply by the same matrix many times.
+pub(crate) struct PackedB {
+    k: usize,
+    n: usize,
+    isa: Isa,
+    panels: Vec<f32>,
+}
+
+impl PackedB {
+    /// Packs `op(b)` `[k, n]` (`b` stored `[k, n]`, or `[n, k]` when
+    /// `trans_b`) for this CPU's kernel.
+    pub(crate) fn new(b: &[f32], trans_b: bool, k: usize, n: usize) -> Self {
+        Self::for_isa(Isa::detect(), b, trans_b, k, n)
+    }
+
+    fn for_isa(isa: Isa, b: &[f32], trans_b: bool, k: usize, n: usize) -> Self {
+        assert_eq!(
+            b.len(),
+            k * n,
+            "gemm: b has {} values, not {k}x{n}",
+            b.len()
+        );
+        // matrixmultiply takes any strides: one panel, `op(b)` row-major.
+        let nr = match isa {
+            Isa::Portable => n.max(1),
+            _ => isa.tile().1,
+        };
+        let (rs, cs) = if trans_b { (1, k) } else { (n, 1) };
+        let panel_count = n.div_ceil(nr);
+        let mut panels = vec![0.0f32; panel_count * k * nr];
+        for (j, panel) in panels.chunks_exact_mut((k * nr).max(1)).enumerate() {
+            let cols = nr.min(n - j * nr);
+            for (p, row) in panel.chunks_exact_mut(nr).enumerate() {
+                for (jj, v) in row[..cols].iter_mut().enumerate() {
+                    *v = b[p * rs + (j * nr + jj) * cs];
+                }
+            }
+        }
+        PackedB { k, n, isa, panels }
+    }
+}
+
+/// Where the microkernel reads rows of `op(b)` from.
+#[derive(Clone, Copy)]
+enum BSource<'a> {
+    /// `op(b)` row-major `[k, n]` with row stride `rs`: panel `j`, row `p`
+    /// starts at `p * rs + j * NR`.
+    InPlace { data: &'a [f32], rs: usize },
+    /// Packed panels.
+    Packed(&'a PackedB),
+}
+
+/// `c = op(a) @ op(b) + beta * c`, `op(a)` `[m, k]` (`a` stored `[k, m]`
+/// when `trans_a`), `op(b)` `[k, n]` (`b` stored `[n, k]` when `trans_b`),
+/// `c` `[m, n]` row-major. With `beta = 0` the old contents of `c` are
+/// ignored (even NaN).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    beta: f32,
+    c: &mut [f32],
+) {
+    sgemm_with(Isa::detect(), m, k, n, a, trans_a, b, trans_b, beta, c)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sgemm_with(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    beta: f32,
+    c: &mut [f32],
+) {
+    check_sizes(m, k, n, a.len(), b.len(), c.len());
+    let a_op = Strided::new(a, trans_a, m, k);
+    if isa == Isa::Portable {
+        portable(m, k, n, a_op, Strided::new(b, trans_b, k, n), beta, c);
+    } else if trans_b {
+        let packed = PackedB::for_isa(isa, b, trans_b, k, n);
+        run(isa, m, k, n, a_op, BSource::Packed(&packed), beta, c, None);
+    } else {
+        run(
+            isa,
+            m,
+            k,
+            n,
+            a_op,
+            BSource::InPlace { data: b, rs: n },
+            beta,
+            c,
+            None,
+        );
+    }
+}
+
+/// `c = a @ op(b)` with `op(b)` packed beforehand (`a` `[m, k]`, `c`
+/// `[m, n]`), then `finish(row, block, values)` on each row of each block
+/// of [`NC`] columns (`values` = `c[row, block * NC..]`, at most `NC`
+/// long), which may rewrite them: it runs as soon as their row tile is
+/// done, while they are in cache. Its result goes to
+/// `out[row * n.div_ceil(NC) + block]`.
+///
+/// # Panics
+/// If `b` was packed for another `k` or `n`, or `out` has the wrong length.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_packed_rows<T: Send>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &PackedB,
+    c: &mut [f32],
+    out: &mut [T],
+    finish: impl Fn(usize, usize, &mut [f32]) -> T + Sync,
+) {
+    assert!(
+        b.k == k && b.n == n,
+        "gemm: b was packed as {}x{}, not {k}x{n}",
+        b.k,
+        b.n
+    );
+    check_sizes(m, k, n, a.len(), k * n, c.len());
+    let blocks = n.div_ceil(NC);
+    assert_eq!(out.len(), m * blocks, "gemm: out is not [m, column blocks]");
+    let out = SharedMut(out.as_mut_ptr());
+    let finish = move |row: usize, block: usize, values: &mut [f32]| {
+        let value = finish(row, block, values);
+        // SAFETY: `run` calls this once per (row, block), each inside `out`.
+        unsafe { *out.offset(row * blocks + block).0 = value };
+    };
+    let a = Strided::new(a, false, m, k);
+    if b.isa == Isa::Portable {
+        portable(m, k, n, a, Strided::new(&b.panels, false, k, n), 0.0, c);
+        finish_all(n, c, &finish);
+    } else {
+        run(b.isa, m, k, n, a, BSource::Packed(b), 0.0, c, Some(&finish));
+    }
+}
+
+/// The two products of `e` `[m, k]` that the cross-entropy's backward
+/// needs, with every value of `e` first multiplied by a scale per row and
+/// block of [`NC`] columns, `s[r, j / NC]` (`scales` `[m, k.div_ceil(NC)]`):
+/// `eb = (s e) @ b` (`b` `[k, n]`, `eb` `[m, n]`) and
+/// `etd += (s e)^T @ d` (`d` `[m, n]`, `etd` `[k, n]`). `k` is walked in
+/// blocks of [`KC`], so that each block of `e` (`[m, KC]`, a few hundred
+/// KiB) comes from memory once and serves both products from L2; the
+/// scales go on the small operands (`d`'s rows, `e @ b`'s rows), never on
+/// `e`.
+///
+/// Tasks are fixed parts of `k`: each adds its blocks into its own rows of
+/// `etd` and into its own partial `eb`; the partials are then added in part
+/// order, so the result does not depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_both_sides(
+    m: usize,
+    k: usize,
+    n: usize,
+    e: &[f32],
+    scales: &[f32],
+    b: &[f32],
+    eb: &mut [f32],
+    d: &[f32],
+    etd: &mut [f32],
+) {
+    both_sides_with(Isa::detect(), m, k, n, e, scales, b, eb, d, etd);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn both_sides_with(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    n: usize,
+    e: &[f32],
+    scales: &[f32],
+    b: &[f32],
+    eb: &mut [f32],
+    d: &[f32],
+    etd: &mut [f32],
+) {
+    check_sizes(m, k, n, e.len(), b.len(), eb.len());
+    check_sizes(k, m, n, e.len(), d.len(), etd.len());
+    let scale_blocks = k.div_ceil(NC);
+    assert_eq!(
+        scales.len(),
+        m * scale_blocks,
+        "gemm: scales are not [m, k / NC]"
+    );
+    eb.fill(0.0);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let blocks = k.div_ceil(KC);
+    let part_len = blocks.div_ceil(blocks.min(MAX_TASKS)) * KC;
+    let parts = k.div_ceil(part_len);
+    let mut partials = vec![0.0f32; parts * m * n];
+    let (partial_ptr, etd_ptr) = (
+        SharedMut(partials.as_mut_ptr()),
+        SharedMut(etd.as_mut_ptr()),
+    );
+    (0..parts).into_par_iter().for_each(|part| {
+        // SAFETY: this task alone writes its partial.
+        let partial =
+            unsafe { std::slice::from_raw_parts_mut(partial_ptr.offset(part * m * n).0, m * n) };
+        let (mut block_eb, mut scaled_d) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
+        let ks = part * part_len..((part + 1) * part_len).min(k);
+        for p0 in ks.clone().step_by(KC) {
+            let block = p0..(p0 + KC).min(ks.end);
+            // Blocks of KC never straddle blocks of NC (NC is a multiple).
+            let scale = |r: usize| scales[r * scale_blocks + p0 / NC];
+            for (r, (out, d)) in scaled_d
+                .chunks_exact_mut(n)
+                .zip(d.chunks_exact(n))
+                .enumerate()
+            {
+                let s = scale(r);
+                out.iter_mut().zip(d).for_each(|(o, &x)| *o = s * x);
+            }
+            let e_times_b = Job {
+                a: Strided::new(e, false, m, k),
+                b: BSource::InPlace { data: b, rs: n },
+                c: SharedMut(block_eb.as_mut_ptr()),
+                ldc: n,
+                beta: 0.0,
+                finish: None,
+            };
+            let e_t_times_d = Job {
+                a: Strided::new(e, true, k, m),
+                b: BSource::InPlace {
+                    data: &scaled_d,
+                    rs: n,
+                },
+                c: etd_ptr,
+                ldc: n,
+                beta: 1.0,
+                finish: None,
+            };
+            // SAFETY: the block lies inside `k`; this task alone writes its
+            // buffers and the block's rows of `etd`.
+            unsafe {
+                e_times_b.run(isa, 0..m, 0..n, block.clone());
+                e_t_times_d.run(isa, block, 0..n, 0..m);
+            }
+            for (r, (out, x)) in partial
+                .chunks_exact_mut(n)
+                .zip(block_eb.chunks_exact(n))
+                .enumerate()
+            {
+                let s = scale(r);
+                out.iter_mut().zip(x).for_each(|(o, &x)| *o += s * x);
+            }
+        }
+    });
+    add_partials(eb, &partials, m * n, parts, n);
+}
+
+fn check_sizes(m: usize, k: usize, n: usize, a: usize, b: usize, c: usize) {
+    assert_eq!(a, m * k, "gemm: a has {a} values, not {m}x{k}");
+    assert_eq!(b, k * n, "gemm: b has {b} values, not {k}x{n}");
+    assert_eq!(c, m * n, "gemm: c has {c} values, not {m}x{n}");
+}
+
+/// matrixmultiply's sgemm (it reads both operands through their strides).
+fn portable(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Strided<'_>,
+    b: Strided<'_>,
+    beta: f32,
+    c: &mut [f32],
+) {
+    // SAFETY: `check_sizes` made every index the strides reach lie in its
+    // slice, and `c` is a unique borrow, so it aliases neither input.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// How a product is cut into tasks: groups of `group_rows` rows x blocks of
+/// [`NC`] columns x `parts` ranges of `k` (each a whole number of [`KC`]
+/// blocks). A function of the sizes alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Plan {
+    group_rows: usize,
+    row_groups: usize,
+    col_blocks: usize,
+    /// Values of `k` per part (the last may be shorter).
+    part_len: usize,
+    parts: usize,
+}
+
+impl Plan {
+    /// With `split_k` false, every task sums the whole of `k` itself.
+    fn new(m: usize, k: usize, n: usize, mr: usize, split_k: bool) -> Plan {
+        let flops = 2 * m * k * n;
+        let target = (flops / TASK_FLOPS).clamp(1, MAX_TASKS);
+        let tiles = m.div_ceil(mr);
+        let col_blocks = n.div_ceil(NC);
+        // Rows first: split them until there are enough tasks, keeping
+        // groups of several tiles when `k` spans blocks (see MIN_GROUP_ROWS).
+        let groups_wanted = target.div_ceil(col_blocks);
+        let mut group_tiles = tiles.div_ceil(groups_wanted).max(1);
+        if k > KC {
+            group_tiles = group_tiles.max(MIN_GROUP_ROWS.div_ceil(mr)).min(tiles);
+        }
+        let group_rows = group_tiles * mr;
+        let row_groups = m.div_ceil(group_rows);
+        // Then `k`, in whole blocks, when rows and columns give too few.
+        let tasks = row_groups * col_blocks;
+        let blocks = k.div_ceil(KC);
+        let parts = if split_k && tasks < target {
+            target.div_ceil(tasks).min(blocks).max(1)
+        } else {
+            1
+        };
+        let part_len = blocks.div_ceil(parts) * KC;
+        Plan {
+            group_rows,
+            row_groups,
+            col_blocks,
+            part_len,
+            parts: k.div_ceil(part_len).max(1),
+        }
+    }
+
+    fn tasks(&self) -> usize {
+        self.row_groups * self.col_blocks * self.parts
+    }
+}
+
+/// A raw pointer that tasks writing disjoint parts of one buffer share.
+struct SharedMut<T = f32>(*mut T);
+// SAFETY: every task writes only the elements of its own rows x columns
+// (or its own part's buffer), so no two threads touch the same element.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer `offset` elements further.
+    fn offset(self, offset: usize) -> SharedMut<T> {
+        SharedMut(self.0.wrapping_add(offset))
+    }
+}
+
+/// Called on each row of each block of [`NC`] columns of a finished product:
+/// `(row, block, values)`.
+type Finish<'a> = &'a (dyn Fn(usize, usize, &mut [f32]) + Sync);
+
+/// Runs the tasks of [`Plan`] on rayon's pool (inline when there is one),
+/// then `finish` on every row of every column block (inside the tasks, as
+/// each row tile is done).
+#[allow(clippy::too_many_arguments)]
+fn run(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Strided<'_>,
+    b: BSource<'_>,
+    beta: f32,
+    c: &mut [f32],
+    finish: Option<Finish<'_>>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        scale(c, beta);
+        if let Some(finish) = finish {
+            finish_all(n, c, finish);
+        }
+        return;
+    }
+    let (mr, _) = isa.tile();
+    let plan = Plan::new(m, k, n, mr, finish.is_none());
+    // Part 0 goes straight into `c` (with beta); parts 1.. into their own
+    // buffers, added to `c` in part order afterwards.
+    let mut partials = vec![0.0f32; (plan.parts - 1) * m * n];
+    let (c_ptr, partial_ptr) = (SharedMut(c.as_mut_ptr()), SharedMut(partials.as_mut_ptr()));
+    let task = |t: usize| {
+        let part = t % plan.parts;
+        let block = (t / plan.parts) % plan.col_blocks;
+        let group = t / (plan.parts * plan.col_blocks);
+        let rows = group * plan.group_rows..((group + 1) * plan.group_rows).min(m);
+        let cols = block * NC..((block + 1) * NC).min(n);
+        let ks = part * plan.part_len..((part + 1) * plan.part_len).min(k);
+        let (out, out_beta) = if part == 0 {
+            (c_ptr, beta)
+        } else {
+            (partial_ptr.offset((part - 1) * m * n), 0.0)
+        };
+        let job = Job {
+            a,
+            b,
+            c: out,
+            ldc: n,
+            beta: out_beta,
+            finish,
+        };
+        // SAFETY: the task's rows, columns and k range lie inside the
+        // operands (checked by the callers' size asserts), and its output
+        // elements are its own (see `SharedMut`).
+        unsafe { job.run(isa, rows, cols, ks) };
+    };
+    let tasks = plan.tasks();
+    if tasks == 1 {
+        task(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
+    }
+    if plan.parts > 1 {
+        add_partials(c, &partials, m * n, plan.parts - 1, n);
+    }
+}
+
+/// `finish` on every row of every column block of `c` `[rows, n]`.
+fn finish_all(n: usize, c: &mut [f32], finish: Finish<'_>) {
+    if n == 0 {
+        return;
+    }
+    super::par::for_each_chunk(c, n, |row, values| {
+        for (block, values) in values.chunks_mut(NC).enumerate() {
+            finish(row, block, values);
+        }
+    });
+}
+
+/// `c *= beta` (`c = 0` for beta 0, whatever `c` held).
+fn scale(c: &mut [f32], beta: f32) {
+    if beta == 0.0 {
+        c.fill(0.0);
+    } else if beta != 1.0 {
+        c.iter_mut().for_each(|v| *v *= beta);
+    }
+}
+
+/// `c += partial[0] + partial[1] + ...`, in that order, parallel over rows.
+fn add_partials(c: &mut [f32], partials: &[f32], len: usize, count: usize, n: usize) {
+    let rows = (super::par::PAR_MIN_ELEMS / n.max(1)).max(1) * n;
+    super::par::for_each_chunk(c, rows, |i, out| {
+        let start = i * rows;
+        for p in 0..count {
+            let src = &partials[p * len + start..][..out.len()];
+            for (o, &v) in out.iter_mut().zip(src) {
+                *o += v;
+            }
+        }
+    });
+}
+
+/// One task's operands: `c` (row stride `ldc`) gets `op(a) @ op(b)` over
+/// the task's k range, plus `beta * c`.
+struct Job<'a> {
+    a: Strided<'a>,
+    b: BSource<'a>,
+    c: SharedMut,
+    ldc: usize,
+    beta: f32,
+    /// Called on each row of the task's columns (one block of [`NC`]) once
+    /// its row tile is done.
+    finish: Option<Finish<'a>>,
+}
+
+impl Job<'_> {
+    /// # Safety
+    /// `rows x cols` and `ks` must lie inside the product's sizes, and no
+    /// other thread may write those elements of `c` meanwhile.
+    unsafe fn run(
+        &self,
+        isa: Isa,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        ks: std::ops::Range<usize>,
+    ) {
+        match isa {
+            // SAFETY: `Isa::detect` (or a test) checked the CPU features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::avx512(self, rows, cols, ks) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::avx2(self, rows, cols, ks) },
+            _ => unsafe { self.portable(rows, cols, ks) },
+        }
+    }
+
+    /// [`Job::run`] through matrixmultiply.
+    ///
+    /// # Safety
+    /// As [`Job::run`].
+    unsafe fn portable(
+        &self,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        ks: std::ops::Range<usize>,
+    ) {
+        let (b, rsb, csb) = match self.b {
+            BSource::InPlace { data, rs } => (
+                data.as_ptr().wrapping_add(ks.start * rs + cols.start),
+                rs,
+                1,
+            ),
+            BSource::Packed(pb) => {
+                // Portable packing is one panel: `op(b)` row-major.
+                (
+                    pb.panels
+                        .as_ptr()
+                        .wrapping_add(ks.start * pb.n + cols.start),
+                    pb.n,
+                    1,
+                )
+            }
+        };
+        // SAFETY: the ranges lie inside the operands (the caller's promise).
+        unsafe {
+            matrixmultiply::sgemm(
+                rows.len(),
+                ks.len(),
+                cols.len(),
+                1.0,
+                self.a
+                    .data
+                    .as_ptr()
+                    .wrapping_add(rows.start * self.a.rs + ks.start * self.a.cs),
+                self.a.rs as isize,
+                self.a.cs as isize,
+                b,
+                rsb as isize,
+                csb as isize,
+                self.beta,
+                self.c.0.wrapping_add(rows.start * self.ldc + cols.start),
+                self.ldc as isize,
+                1,
+            );
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The microkernels. `tile` is generic over the vector type; `avx512`
+    //! and `avx2` instantiate it inside functions compiled for those
+    //! features, so every intrinsic inlines.
+
+    use super::{BSource, Job, KC, NC};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// The handful of vector operations the kernel needs.
+    pub(super) trait Simd {
+        type V: Copy;
+        const LANES: usize;
+        unsafe fn zero() -> Self::V;
+        unsafe fn splat(x: f32) -> Self::V;
+        unsafe fn load(p: *const f32) -> Self::V;
+        /// The first `n < LANES` lanes from `p`, zeros after.
+        unsafe fn load_part(p: *const f32, n: usize) -> Self::V;
+        unsafe fn store(p: *mut f32, v: Self::V);
+        /// Stores the first `n < LANES` lanes.
+        unsafe fn store_part(p: *mut f32, v: Self::V, n: usize);
+        /// `a * b + c`, one rounding.
+        unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    }
+
+    pub(super) struct Avx512;
+
+    impl Simd for Avx512 {
+        type V = __m512;
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_part(p: *const f32, n: usize) -> __m512 {
+            unsafe { _mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_part(p: *mut f32, v: __m512, n: usize) {
+            unsafe { _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_add_ps(a, b) }
+        }
+    }
+
+    pub(super) struct Avx2;
+
+    impl Avx2 {
+        /// All-ones in the first `n` lanes.
+        #[inline(always)]
+        unsafe fn mask(n: usize) -> __m256i {
+            unsafe {
+                _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(n as i32),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                )
+            }
+        }
+    }
+
+    impl Simd for Avx2 {
+        type V = __m256;
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_part(p: *const f32, n: usize) -> __m256 {
+            unsafe { _mm256_maskload_ps(p, Self::mask(n)) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_part(p: *mut f32, v: __m256, n: usize) {
+            unsafe { _mm256_maskstore_ps(p, Self::mask(n), v) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_add_ps(a, b) }
+        }
+    }
+
+    /// Floats ahead of the current `k` that the kernel prefetches in a
+    /// transposed `a` (two cache lines: the next tiles' values).
+    const PREFETCH_AHEAD: usize = 32;
+
+    /// What one call of the microkernel computes: the `mr x nr` block at
+    /// `c` (row stride `ldc`) gets `sum_p a[r, p] * b[p, :]` over `kc`
+    /// values of `p`; `a` row `r` starts at `a_rows[r]`, steps `csa` per
+    /// `p`; `b` rows start at `b`, `rsb` apart. Rows `r >= mr` of the
+    /// register tile repeat row 0 and are not stored.
+    struct Tile {
+        kc: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        mr: usize,
+        b: *const f32,
+        rsb: usize,
+        nr: usize,
+        c: *mut f32,
+        ldc: usize,
+        out: Out,
+    }
+
+    /// How the kernel writes its tile.
+    #[derive(Clone, Copy)]
+    enum Out {
+        /// `c = acc` (`c` is not read).
+        Store,
+        /// `c += acc`.
+        Add,
+        /// `c = beta * c + acc`.
+        Scale(f32),
+    }
+
+    /// The register-tiled product: `MR x NV * LANES` accumulators. `FULL`:
+    /// all `NR` columns are valid (no masks). `PREFETCH`: `a` is transposed.
+    #[inline(always)]
+    unsafe fn tile<
+        S: Simd,
+        const MR: usize,
+        const NV: usize,
+        const FULL: bool,
+        const PREFETCH: bool,
+    >(
+        t: &Tile,
+    ) {
+        unsafe {
+            let mut acc = [[S::zero(); NV]; MR];
+            let mut rows = [0usize; MR];
+            for (r, row) in rows.iter_mut().enumerate() {
+                *row = if r < t.mr { r * t.rsa } else { 0 };
+            }
+            let lanes = |v: usize| t.nr.saturating_sub(v * S::LANES).min(S::LANES);
+            let (mut ap, mut bp) = (t.a, t.b);
+            for _ in 0..t.kc {
+                let mut bv = [S::zero(); NV];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    *x = if FULL || lanes(v) == S::LANES {
+                        S::load(bp.add(v * S::LANES))
+                    } else if lanes(v) > 0 {
+                        S::load_part(bp.add(v * S::LANES), lanes(v))
+                    } else {
+                        S::zero()
+                    };
+                }
+                if PREFETCH {
+                    _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(PREFETCH_AHEAD) as *const i8);
+                }
+                for r in 0..MR {
+                    let av = S::splat(*ap.add(rows[r]));
+                    for v in 0..NV {
+                        acc[r][v] = S::fmadd(av, bv[v], acc[r][v]);
+                    }
+                }
+                ap = ap.wrapping_add(t.csa);
+                bp = bp.wrapping_add(t.rsb);
+            }
+            for (r, acc) in acc.iter().enumerate().take(t.mr) {
+                let row = t.c.add(r * t.ldc);
+                for (v, &x) in acc.iter().enumerate() {
+                    let (p, n) = (row.add(v * S::LANES), lanes(v));
+                    if !FULL && n == 0 {
+                        break;
+                    }
+                    let full = FULL || n == S::LANES;
+                    let old = || if full { S::load(p) } else { S::load_part(p, n) };
+                    let x = match t.out {
+                        Out::Store => x,
+                        Out::Add => S::add(old(), x),
+                        Out::Scale(beta) => S::fmadd(S::splat(beta), old(), x),
+                    };
+                    if full {
+                        S::store(p, x)
+                    } else {
+                        S::store_part(p, x, n)
+                    }
+                }
+            }
+        }
+    }
+
+    /// One task with an `MR x NV * LANES` kernel: for each block of `KC`
+    /// values of `k`, every row tile x column panel of the task.
+    #[inline(always)]
+    unsafe fn task<S: Simd, const MR: usize, const NV: usize>(
+        job: &Job<'_>,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        ks: Range<usize>,
+    ) {
+        let nr = NV * S::LANES;
+        let transposed_a = job.a.rs == 1 && job.a.cs > 1;
+        let mut p0 = ks.start;
+        while p0 < ks.end {
+            let kc = KC.min(ks.end - p0);
+            let out = if p0 > ks.start || job.beta == 1.0 {
+                Out::Add
+            } else if job.beta == 0.0 {
+                Out::Store
+            } else {
+                Out::Scale(job.beta)
+            };
+            for i in rows.clone().step_by(MR) {
+                for j in cols.clone().step_by(nr) {
+                    let (b, rsb) = match job.b {
+                        BSource::InPlace { data, rs } => {
+                            (data.as_ptr().wrapping_add(p0 * rs + j), rs)
+                        }
+                        BSource::Packed(pb) => (
+                            pb.panels
+                                .as_ptr()
+                                .wrapping_add((j / nr) * pb.k * nr + p0 * nr),
+                            nr,
+                        ),
+                    };
+                    let t = Tile {
+                        kc,
+                        a: job
+                            .a
+                            .data
+                            .as_ptr()
+                            .wrapping_add(i * job.a.rs + p0 * job.a.cs),
+                        rsa: job.a.rs,
+                        csa: job.a.cs,
+                        mr: MR.min(rows.end - i),
+                        b,
+                        rsb,
+                        nr: nr.min(cols.end - j),
+                        c: job.c.0.wrapping_add(i * job.ldc + j),
+                        ldc: job.ldc,
+                        out,
+                    };
+                    // SAFETY (all four): the tile lies inside the task's
+                    // block (mr, nr clipped), which lies inside the operands.
+                    unsafe {
+                        match (t.nr == nr, transposed_a) {
+                            (true, false) => tile::<S, MR, NV, true, false>(&t),
+                            (true, true) => tile::<S, MR, NV, true, true>(&t),
+                            (false, false) => tile::<S, MR, NV, false, false>(&t),
+                            (false, true) => tile::<S, MR, NV, false, true>(&t),
+                        }
+                    }
+                }
+                if let Some(finish) = job.finish
+                    && p0 + kc == ks.end
+                {
+                    for r in i..(i + MR).min(rows.end) {
+                        // SAFETY: the row's columns of this task, which only
+                        // this task writes; no tile of it is in flight.
+                        let values = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                job.c.0.add(r * job.ldc + cols.start),
+                                cols.len(),
+                            )
+                        };
+                        finish(r, cols.start / NC, values);
+                    }
+                }
+            }
+            p0 += kc;
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F; see `Job::run`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512(
+        job: &Job<'_>,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        ks: Range<usize>,
+    ) {
+        unsafe { task::<Avx512, 6, 4>(job, rows, cols, ks) }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; see `Job::run`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2(
+        job: &Job<'_>,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        ks: Range<usize>,
+    ) {
+        unsafe { task::<Avx2, 6, 2>(job, rows, cols, ks) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Checks `sgemm_with(isa, ..)` against an f64 product, element by
+    /// element, within the worst-case rounding of a k-term f32 sum:
+    /// `|c - exact| <= 1.01 k eps sum_p |a_ip b_pj| + |beta c_old| eps`.
+    #[allow(clippy::too_many_arguments)]
+    fn check(isa: Isa, m: usize, k: usize, n: usize, ta: bool, tb: bool, beta: f32) {
+        let (a, b) = (values(m * k, 1), values(k * n, 2));
+        let old = values(m * n, 3);
+        let mut c = if beta == 0.0 {
+            vec![f32::NAN; m * n]
+        } else {
+            old.clone()
+        };
+        sgemm_with(isa, m, k, n, &a, ta, &b, tb, beta, &mut c);
+        let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] } as f64;
+        let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] } as f64;
+        let eps = f32::EPSILON as f64;
+        for i in 0..m {
+            for j in 0..n {
+                let (mut exact, mut abs) = (0.0f64, 0.0f64);
+                for p in 0..k {
+                    exact += at(i, p) * bt(p, j);
+                    abs += (at(i, p) * bt(p, j)).abs();
+                }
+                let prior = if beta == 0.0 {
+                    0.0
+                } else {
+                    beta as f64 * old[i * n + j] as f64
+                };
+                let got = c[i * n + j] as f64;
+                let bound = 1.01 * k as f64 * eps * abs + 2.0 * eps * prior.abs() + 1e-30;
+                assert!(
+                    (got - (exact + prior)).abs() <= bound,
+                    "{isa:?} m={m} k={k} n={n} ta={ta} tb={tb} beta={beta}: c[{i},{j}] = {got}, expected {} (bound {bound})",
+                    exact + prior
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_matches_f64_on_edges_transposes_and_betas() {
+        let shapes = [
+            (1, 1, 1),
+            (5, 3, 7),
+            (6, 64, 64),
+            (13, 70, 65),
+            (7, 600, 17),
+            (2, 5, 1030),
+            (4, 0, 3),
+        ];
+        for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+            if !isa.supported() {
+                eprintln!("skipping {isa:?}: not supported by this CPU");
+                continue;
+            }
+            for &(m, k, n) in &shapes {
+                for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                    for beta in [0.0, 1.0, 0.5] {
+                        check(isa, m, k, n, ta, tb, beta);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_products_split_into_tasks_and_k_parts_are_exact_enough() {
+        // k parts (few rows and columns, long k) and column blocks.
+        assert!(Plan::new(64, 9000, 64, 6, true).parts > 1);
+        assert!(Plan::new(60, 64, 3000, 6, true).col_blocks > 1);
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            if isa.supported() {
+                check(isa, 64, 9000, 64, false, false, 1.0);
+                check(isa, 60, 64, 3000, false, true, 0.0);
+                check(isa, 300, 40, 64, true, false, 1.0);
+            }
+        }
+    }
+
+    #[test]
+    fn packed_b_gives_the_same_bits_as_packing_per_call() {
+        let (m, k, n) = (20, 64, NC + 300);
+        let (a, b) = (values(m * k, 4), values(k * n, 5));
+        let packed = PackedB::new(&b, true, k, n);
+        let (mut c1, mut c2) = (vec![0.0; m * n], vec![0.0; m * n]);
+        sgemm(m, k, n, &a, false, &b, true, 0.0, &mut c1);
+        // `finish` sees each row of each column block once, complete.
+        let mut sums = vec![0.0f32; m * n.div_ceil(NC)];
+        sgemm_packed_rows(m, k, n, &a, &packed, &mut c2, &mut sums, |_, _, v| {
+            v.iter().sum()
+        });
+        assert!(c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()));
+        for (row, sums) in sums.chunks(n.div_ceil(NC)).enumerate() {
+            for (block, &s) in sums.iter().enumerate() {
+                let values = &c1[row * n..][..n][block * NC..((block + 1) * NC).min(n)];
+                assert_eq!(s, values.iter().sum::<f32>());
+            }
+        }
+    }
+
+    #[test]
+    fn both_sides_matches_two_products_and_any_thread_count() {
+        // Several parts of k and blocks of scales, odd sizes, a row count
+        // that is not a tile multiple.
+        let (m, k, n) = (13, 2 * NC + 3 * KC + 77, 37);
+        let blocks = k.div_ceil(NC);
+        let (e, b, d) = (values(m * k, 9), values(k * n, 10), values(m * n, 11));
+        let scales: Vec<f32> = values(m * blocks, 12).iter().map(|v| 1.5 + v).collect();
+        let etd_old = values(k * n, 13);
+        let run = |isa, threads| {
+            let (mut eb, mut etd) = (vec![f32::NAN; m * n], etd_old.clone());
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| both_sides_with(isa, m, k, n, &e, &scales, &b, &mut eb, &d, &mut etd));
+            (eb, etd)
+        };
+        let scaled: Vec<f32> = (0..m * k)
+            .map(|i| e[i] * scales[(i / k) * blocks + (i % k) / NC])
+            .collect();
+        let (mut eb_ref, mut etd_ref) = (vec![0.0; m * n], etd_old.clone());
+        sgemm(m, k, n, &scaled, false, &b, false, 0.0, &mut eb_ref);
+        sgemm(k, m, n, &scaled, true, &d, false, 1.0, &mut etd_ref);
+        let close = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()))
+        };
+        for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+            if !isa.supported() {
+                continue;
+            }
+            let (eb, etd) = run(isa, 1);
+            assert!(close(&eb, &eb_ref), "{isa:?}: e @ b");
+            assert!(close(&etd, &etd_ref), "{isa:?}: e^T @ d");
+            if isa != Isa::Portable {
+                let (eb2, etd2) = run(isa, 3);
+                let same =
+                    |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same(&eb, &eb2) && same(&etd, &etd2),
+                    "{isa:?}: threads differ"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_thread_count() {
+        // Long k (parts), many rows (groups), many columns (blocks).
+        let shapes = [(96, 20_000, 64), (3000, 100, 64), (120, 64, 5000)];
+        for (m, k, n) in shapes {
+            let (a, b) = (values(m * k, 6), values(k * n, 7));
+            let product = || {
+                let mut c = values(m * n, 8);
+                sgemm(m, k, n, &a, m == 3000, &b, n == 5000, 1.0, &mut c);
+                c
+            };
+            let on = |threads| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(product)
+            };
+            let one = on(1);
+            for threads in [2, 3, 8] {
+                let other = on(threads);
+                assert!(
+                    one.iter()
+                        .zip(&other)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{m}x{k}x{n}: 1 and {threads} threads differ"
+                );
+            }
+        }
+    }
+}
