@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
-use crate::{cargo, root};
+use crate::{cargo, release_dir, root};
 
 /// Which benchmarks to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -173,7 +173,7 @@ fn logs() -> Result<()> {
         "--example",
         "read_log",
     ]))?;
-    let ours = root().join("target/release/examples/read_log");
+    let ours = release_dir().join("examples/read_log");
     let tools = ["sasrec", "pandas", "pyarrow"];
     // (file, tool) -> seconds and peak RSS of each round.
     let mut results = vec![vec![(Vec::new(), Vec::new()); tools.len()]; files.len()];
@@ -247,7 +247,7 @@ fn train(data: TrainData) -> Result<()> {
         "--example",
         "train_throughput",
     ]))?;
-    let ours = root().join("target/release/examples/train_throughput");
+    let ours = release_dir().join("examples/train_throughput");
     // Seed scale: a PyTorch step takes seconds, so fewer steps per run.
     let (data_arg, steps, warmup) = match data {
         TrainData::LatestSmall => ("latest-small".to_string(), "20", "3"),

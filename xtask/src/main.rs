@@ -126,6 +126,14 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Release build outputs: `$CARGO_TARGET_DIR/release`, else
+/// `target/release`, where `cargo build --release` puts them.
+fn release_dir() -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    root().join(target).join("release")
+}
+
 /// `cargo` as the one running us.
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

@@ -29,7 +29,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::bench::{bench_dir, check, env_number};
-use crate::{SynthArgs, cargo, fetch, root};
+use crate::{SynthArgs, cargo, fetch, release_dir};
 
 /// The protocol: most epochs a run trains, epochs without a better
 /// validation NDCG@10 before it stops, sequences per batch, seeds
@@ -142,7 +142,7 @@ pub fn run() -> Result<()> {
         datasets.push((name, ratings));
     }
     check(cargo().args(["build", "--release", "-p", "sasrec-cli"]))?;
-    let sasrec = root().join("target/release/sasrec");
+    let sasrec = release_dir().join("sasrec");
     let total = datasets.len() * settings.len() * protocol.seeds as usize;
     let mut done = 0;
     for seed in 1..=protocol.seeds {

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::bench::{bench_dir, check, env_number};
-use crate::{SynthArgs, cargo, root};
+use crate::{SynthArgs, cargo, release_dir};
 
 /// Rows of the MovieLens-32M-shaped log.
 const ROWS: usize = 32_000_000;
@@ -36,7 +36,7 @@ pub fn run() -> Result<()> {
         })?;
     }
     check(cargo().args(["build", "--release", "-p", "sasrec-cli"]))?;
-    let sasrec = root().join("target/release/sasrec");
+    let sasrec = release_dir().join("sasrec");
     let negatives = env_number("SASREC_BENCH_NEGATIVES", 1024)?;
     let full_seconds = env_number("SASREC_BENCH_FULL_SECONDS", 600)?;
 

@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::bench::{check, median};
-use crate::{cargo, root};
+use crate::{cargo, release_dir, root};
 
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const ROUNDS: usize = 3;
@@ -45,7 +45,7 @@ struct Figures {
 /// Runs the load test and prints medians.
 pub fn serve() -> Result<()> {
     check(cargo().args(["build", "--release", "-p", "sasrec-cli"]))?;
-    let sasrec = root().join("target/release/sasrec");
+    let sasrec = release_dir().join("sasrec");
     let run = match std::env::var_os("SASREC_BENCH_RUN") {
         Some(run) => PathBuf::from(run),
         None => trained_run(&sasrec)?,
