@@ -35,6 +35,19 @@ fn recommend_all(run: &Path, out: &Path, extra: &[&str]) -> std::process::Output
     sasrec(&args)
 }
 
+/// `sasrec export --run RUN --out OUT --device cpu`.
+fn export(run: &Path, out: &Path) -> std::process::Output {
+    sasrec(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ])
+}
+
 /// Every batch of a Parquet file, and the file's column types.
 fn parquet(path: &Path) -> (Vec<RecordBatch>, Vec<DataType>) {
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
@@ -285,15 +298,7 @@ fn npy(path: &Path) -> (usize, usize, Vec<f32>) {
 fn exact_inner_product_over_exported_vectors_gives_recommends_top_k() {
     let (dir, ratings, run) = trained_run("3");
     let out = dir.path().join("vectors");
-    let result = sasrec(&[
-        "export",
-        "--run",
-        run.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let result = export(&run, &out);
     assert!(result.status.success(), "{}", text(&result).1);
     let manifest = json(&out.join("export.json"));
     assert_eq!(manifest["dim"], 16);
@@ -406,15 +411,7 @@ fn string_ids_stay_strings_in_every_file() {
     assert_eq!(read_jsonl_rows(&jsonl), rows);
 
     let vectors = dir.path().join("vectors");
-    let result = sasrec(&[
-        "export",
-        "--run",
-        run.to_str().unwrap(),
-        "--out",
-        vectors.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let result = export(&run, &vectors);
     assert!(result.status.success(), "{}", text(&result).1);
     let (_, types) = parquet(&vectors.join("users.parquet"));
     assert_eq!(types[0], DataType::Utf8);
