@@ -6,28 +6,12 @@
 //! by the sizes, each summed in a fixed order, so the results do not depend
 //! on the number of threads.
 
-use super::sgemm::sgemm;
 use super::tensor::CpuTensor;
 use crate::contract;
 
-/// `c = op(a) @ op(b) + beta * c` on row-major buffers, where `op(a)` is
-/// `[m, k]` (`a` is stored `[k, m]` when `trans_a`), `op(b)` is `[k, n]`
-/// (`b` stored `[n, k]` when `trans_b`) and `c` is `[m, n]`. With `beta = 0`
-/// the old contents of `c` are ignored (even NaN).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    trans_a: bool,
-    b: &[f32],
-    trans_b: bool,
-    beta: f32,
-    c: &mut [f32],
-) {
-    sgemm(m, k, n, a, trans_a, b, trans_b, beta, c);
-}
+/// `c = op(a) @ op(b) + beta * c` on row-major buffers (see [`super::sgemm::sgemm`]),
+/// under the name the op families call it by.
+pub(crate) use super::sgemm::sgemm as gemm;
 
 /// `op(a) @ op(b)`: `op(a)` `[m, k]`, `op(b)` `[k, n]` -> `[m, n]`.
 pub(super) fn matmul(a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> CpuTensor {
