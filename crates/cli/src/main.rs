@@ -83,6 +83,7 @@ const MAX_ERROR_CHARS: usize = 1000;
 
 fn main() -> ExitCode {
     restore_sigpipe();
+    sasrec_kernels::cpu::retain_freed_memory();
     quiet_vulkan_layer();
     let result = parse().and_then(|(cli, matches)| {
         let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);

@@ -49,6 +49,7 @@ fn main() -> Result<()> {
         flag(name).map_or(Ok(default), |s| s.parse().with_context(|| name.to_string()))
     };
     let has = |name: &str| args.iter().any(|a| a == name);
+    sasrec_kernels::cpu::retain_freed_memory();
     let device = flag("--device").unwrap_or_else(|| "cpu".into());
     let data = flag("--data").unwrap_or_else(|| "latest-small".into());
     let (steps, warmup) = (number("--steps", 20)?, number("--warmup", 3)?);
@@ -63,7 +64,14 @@ fn main() -> Result<()> {
     let (split, num_items) = training_sequences(&data)?;
     let config = ModelConfig::notebook(num_items);
     if has("--validation") {
-        return validation_time(&split, config, data == "latest-small");
+        if has("--profile-ops") {
+            CpuBackend.enable_profiling();
+        }
+        validation_time(&split, config, data == "latest-small")?;
+        if has("--profile-ops") {
+            print_profile(1);
+        }
+        return Ok(());
     }
     let all = step_batches(&split.train, config.max_len, warmup + steps);
     if has("--sgemm") {

@@ -111,7 +111,7 @@ pub fn evaluate_with_progress<B: Backend>(
 
 /// The mean loss of the held-out last items of `chunk` and their ranks,
 /// both from one `[users, items]` product of the last positions' hidden
-/// states with the item table: the loss is its softmax cross-entropy (the
+/// states ([`SasRec::last_hidden`]) with the item table: the loss is its softmax cross-entropy (the
 /// same row kernel as the fused loss), the ranks are counted on the host.
 fn loss_and_ranks<B: Backend>(
     backend: &B,
@@ -122,8 +122,8 @@ fn loss_and_ranks<B: Backend>(
     let vocab = model.config.vocab();
     let mut tape = Tape::new(backend, false);
     let vars = tape.params(&model.params);
-    let h = model.hidden(&mut tape, &vars, device, None);
-    let scores = model.last_position_scores(&tape, h, chunk.len());
+    let h = model.last_hidden(&mut tape, &vars, device);
+    let scores = model.scores(backend, tape.value(h));
     let held_out: Vec<u32> = chunk
         .iter()
         .map(|s| *s.items.last().expect("evaluation sequences are not empty"))

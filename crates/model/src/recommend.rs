@@ -85,7 +85,7 @@ pub fn recommend_many<B: Backend>(
     for pass in queries.chunks(users_per_pass(model)) {
         let histories: Vec<&[u32]> = pass.iter().map(|q| q.history).collect();
         let users = last_hidden(backend, model, &histories);
-        let logits = backend.to_vec(&backend.matmul(&users, model.item_table(), false, true));
+        let logits = backend.to_vec(&model.scores(backend, &users));
         logits
             .par_chunks(vocab)
             .zip(pass)
@@ -166,11 +166,7 @@ fn last_hidden<B: Backend>(backend: &B, model: &SasRec<B>, histories: &[&[u32]])
     let batch = DeviceBatch::upload(backend, &inputs, &no_targets, histories.len(), max_len);
     let mut tape = Tape::new(backend, false);
     let vars = tape.params(&model.params);
-    let hidden = model.hidden(&mut tape, &vars, &batch, None);
-    let last: Vec<u32> = (1..=histories.len())
-        .map(|b| (b * max_len - 1) as u32)
-        .collect();
-    let last = tape.embedding(hidden, &backend.ids(&last), None);
+    let last = model.last_hidden(&mut tape, &vars, &batch);
     tape.value(last).clone()
 }
 

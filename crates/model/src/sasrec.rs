@@ -303,6 +303,33 @@ impl<B: Backend> SasRec<B> {
         batch: &DeviceBatch<B>,
         dropout: Option<DropoutContext>,
     ) -> Var {
+        self.encode(tape, vars, batch, dropout, None)
+    }
+
+    /// The encoder output at the last position of each sequence, after the
+    /// final LayerNorm, `[batch, dim]`, in inference mode: the rows of
+    /// [`SasRec::hidden`] at positions `max_len - 1`, for less work. The last
+    /// layer needs the other positions only as keys and values of its
+    /// attention, so from its attention's output on it runs on the last
+    /// positions alone (at the notebook's sizes about a third of the
+    /// encoder's work is skipped).
+    pub fn last_hidden(&self, tape: &mut Tape<'_, B>, vars: &[Var], batch: &DeviceBatch<B>) -> Var {
+        let len = self.config.max_len;
+        let last: Vec<u32> = (1..=batch.batch).map(|b| (b * len - 1) as u32).collect();
+        let last = tape.backend().ids(&last);
+        self.encode(tape, vars, batch, None, Some(&last))
+    }
+
+    /// The encoder: every position's output, or with `last_rows` only those
+    /// rows' (taken from the last layer's attention output on).
+    fn encode(
+        &self,
+        tape: &mut Tape<'_, B>,
+        vars: &[Var],
+        batch: &DeviceBatch<B>,
+        dropout: Option<DropoutContext>,
+        last_rows: Option<&B::Ids>,
+    ) -> Var {
         let c = &self.config;
         let v = |id: ParamId| vars[id.index()];
         let mask = |site: u32| dropout.map(|ctx| Dropout::new(c.dropout, ctx.seed, ctx.step, site));
@@ -327,12 +354,16 @@ impl<B: Backend> SasRec<B> {
                 LAYER_NORM_EPS,
             );
             let qkv = tape.linear(h, v(layer.in_proj_weight), Some(v(layer.in_proj_bias)));
-            let ctx = tape.attention(
+            let mut ctx = tape.attention(
                 qkv,
                 &batch.inputs,
                 shape,
                 mask(dropout_site(i, SITE_ATTENTION)),
             );
+            if let Some(rows) = last_rows.filter(|_| i + 1 == self.layers.len()) {
+                ctx = tape.embedding(ctx, rows, None);
+                x = tape.embedding(x, rows, None);
+            }
             let attn = tape.linear(ctx, v(layer.out_proj_weight), Some(v(layer.out_proj_bias)));
             let attn = tape.dropout(attn, mask(dropout_site(i, SITE_ATTENTION_OUT)));
             x = tape.add(x, attn);
@@ -427,8 +458,13 @@ impl<B: Backend> SasRec<B> {
         let b = tape.backend();
         let len = self.config.max_len;
         let last: Vec<u32> = (0..batch).map(|i| ((i + 1) * len - 1) as u32).collect();
-        let last = b.embedding(tape.value(h), &b.ids(&last));
-        b.matmul(&last, self.item_table(), false, true)
+        self.scores(b, &b.embedding(tape.value(h), &b.ids(&last)))
+    }
+
+    /// The scores of every item (column 0 is padding) for hidden states
+    /// `[rows, dim]` (e.g. [`SasRec::last_hidden`]): `[rows, vocab]`.
+    pub fn scores(&self, backend: &B, hidden: &B::Tensor) -> B::Tensor {
+        backend.matmul(hidden, self.item_table(), false, true)
     }
 
     /// Every weight on the host, `(name, shape, values)` in `state_dict` order.

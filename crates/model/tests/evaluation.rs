@@ -1,9 +1,11 @@
 //! Evaluation as a user relies on it: the chunked evaluation (one product
-//! per chunk of users for both the loss and the ranks) gives the numbers of
-//! the plain per-batch inference, whatever the chunk size.
+//! per chunk of users for both the loss and the ranks, from the encoder run
+//! at the last positions only) gives the numbers of the plain per-batch
+//! inference over every position, whatever the chunk size.
 
+use sasrec_autograd::Tape;
 use sasrec_data::{Order, UserSequence, batches};
-use sasrec_kernels::CpuBackend;
+use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::{DeviceBatch, ModelConfig, SasRec, evaluate, rank_of_target};
 
 const ITEMS: usize = 300;
@@ -27,7 +29,7 @@ fn users(count: usize) -> Vec<UserSequence> {
         .collect()
 }
 
-fn model(b: &CpuBackend) -> SasRec<CpuBackend> {
+fn model<B: Backend>(b: &B) -> SasRec<B> {
     let config = ModelConfig {
         num_items: ITEMS,
         max_len: MAX_LEN,
@@ -116,4 +118,44 @@ fn evaluation_without_held_out_items_averages_every_target() {
     assert!(whole.ranking.is_none() && small.ranking.is_none());
     assert!(whole.loss.is_finite() && whole.loss > 0.0);
     assert!((whole.loss - small.loss).abs() <= 1e-5 * whole.loss);
+}
+
+/// `last_hidden` against the rows of `hidden` at the last positions:
+/// (max abs difference, max abs value).
+fn last_hidden_against_hidden<B: Backend>(b: &B) -> (f32, f32) {
+    let model = model(b);
+    let seqs = users(23);
+    let batch = batches(&seqs, MAX_LEN, seqs.len(), Order::Sequential, true)
+        .next()
+        .expect("one batch");
+    let device = DeviceBatch::upload(b, &batch.inputs, &batch.targets, batch.batch_size, MAX_LEN);
+    let mut tape = Tape::new(b, false);
+    let vars = tape.params(&model.params);
+    let every = model.hidden(&mut tape, &vars, &device, None);
+    let last = model.last_hidden(&mut tape, &vars, &device);
+    let (every, last) = (b.to_vec(tape.value(every)), b.to_vec(tape.value(last)));
+    let dim = model.config.dim;
+    assert_eq!(last.len(), seqs.len() * dim);
+    let mut worst = (0.0f32, 0.0f32);
+    for (user, row) in last.chunks(dim).enumerate() {
+        let at = ((user + 1) * MAX_LEN - 1) * dim;
+        for (x, y) in row.iter().zip(&every[at..at + dim]) {
+            worst = (worst.0.max((x - y).abs()), worst.1.max(y.abs()));
+        }
+    }
+    worst
+}
+
+/// The last layer run on the last positions only gives the same hidden
+/// states as the whole encoder, on both backends. Tolerance: 1e-6 of the
+/// largest value, a few f32 ulps; the two paths do the same sums in the
+/// same order except where a product's tiling depends on its row count.
+#[test]
+fn last_hidden_is_hidden_at_the_last_positions() {
+    let (diff, scale) = last_hidden_against_hidden(&CpuBackend);
+    assert!(diff <= 1e-6 * scale, "cpu: {diff} of {scale}");
+    if let Some(gpu) = sasrec_kernels::gpu::test_backend() {
+        let (diff, scale) = last_hidden_against_hidden(&gpu);
+        assert!(diff <= 1e-6 * scale, "gpu: {diff} of {scale}");
+    }
 }

@@ -16,6 +16,7 @@ mod elementwise;
 mod embedding;
 mod layer_norm;
 mod matmul;
+mod memory;
 mod non_finite;
 mod par;
 mod profile;
@@ -26,6 +27,7 @@ mod sum_rows;
 mod tensor;
 
 pub use cross_entropy::{CE_BUFFER_BYTES, ce_chunk_rows, cross_entropy_chunked};
+pub use memory::retain_freed_memory;
 pub use profile::OpTime;
 pub use sampled_loss::sampled_loss_chunked;
 pub use tensor::{CpuIds, CpuTensor};
