@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use sasrec_kernels::Backend;
-use sasrec_kernels::cpu::{CE_BUFFER_BYTES, ce_chunk_rows, cross_entropy_chunked};
+use sasrec_kernels::cpu::{CE_BUFFER_BYTES, CE_CHUNK_ROWS, ce_chunk_rows, cross_entropy_chunked};
 use sasrec_kernels::gpu::GpuOptions;
 use sasrec_kernels::testing::{BackendPair, Tol, assert_close};
 
@@ -195,9 +195,12 @@ fn cross_entropy_chunk_rows_bounded_by_buffer() {
             rows == 1 || rows * vocab * 4 <= CE_BUFFER_BYTES,
             "vocab {vocab}: {rows} rows"
         );
-        assert!(rows < 128 || rows & 127 == 0, "vocab {vocab}: {rows} rows");
+        assert!(rows <= CE_CHUNK_ROWS, "vocab {vocab}: {rows} rows");
     }
+    // MovieLens latest-small, the seed scale and ml-32m's 87k items.
     assert_eq!(ce_chunk_rows(9725), 128);
+    assert_eq!(ce_chunk_rows(39_903), 128);
+    assert_eq!(ce_chunk_rows(87_586), 95);
 }
 
 /// Mean softmax cross-entropy of `logits` `[rows, classes]` over the rows

@@ -28,18 +28,21 @@ use super::simd::simd_dispatch;
 use super::tensor::{CpuIds, CpuTensor};
 use crate::{CrossEntropy, SoftmaxCrossEntropy, contract};
 
-/// Byte budget of the reusable logits buffer. Chunks of fewer than ~50 rows
-/// make the `dtable` product (inner size = chunk rows) slow. Measured in
-/// docs/benchmarks.md (a 32 MiB buffer was 12% faster at 40k items there).
-pub const CE_BUFFER_BYTES: usize = 8 << 20;
+/// Byte budget of the reusable logits buffer.
+pub const CE_BUFFER_BYTES: usize = 32 << 20;
 
-/// Rows per chunk for a vocabulary of `vocab` columns: as many as fit
-/// [`CE_BUFFER_BYTES`] (at least 1), rounded down to a multiple of 128 when
-/// there are that many, so that sgemm's 64-row blocks split evenly over 2
-/// or 4 threads.
+/// Rows per chunk when the budget allows. The `dtable` product's inner size
+/// is the chunk's row count, so thin chunks are slow (at 40k items, 128
+/// rows made the seed-scale step 12% faster than 52); many rows leave the
+/// cache (512 rows were 15% slower than 128 at 9,725 items). A multiple of
+/// 64, so that sgemm's 64-row blocks split evenly over 2 threads.
+pub const CE_CHUNK_ROWS: usize = 128;
+
+/// Rows per chunk for a vocabulary of `vocab` columns: [`CE_CHUNK_ROWS`],
+/// or as many as fit [`CE_BUFFER_BYTES`] (at least 1) when the vocabulary
+/// is larger than 65,536 items.
 pub fn ce_chunk_rows(vocab: usize) -> usize {
-    let rows = (CE_BUFFER_BYTES / (size_of::<f32>() * vocab.max(1))).max(1);
-    if rows >= 128 { rows / 128 * 128 } else { rows }
+    (CE_BUFFER_BYTES / (size_of::<f32>() * vocab.max(1))).clamp(1, CE_CHUNK_ROWS)
 }
 
 /// Largest element of `z` (sixteen lanes, so it vectorises). NaNs are

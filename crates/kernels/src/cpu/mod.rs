@@ -26,7 +26,7 @@ mod simd;
 mod sum_rows;
 mod tensor;
 
-pub use cross_entropy::{CE_BUFFER_BYTES, ce_chunk_rows, cross_entropy_chunked};
+pub use cross_entropy::{CE_BUFFER_BYTES, CE_CHUNK_ROWS, ce_chunk_rows, cross_entropy_chunked};
 pub use memory::retain_freed_memory;
 pub use profile::OpTime;
 pub use sampled_loss::sampled_loss_chunked;

@@ -17,10 +17,9 @@
 //!
 //! A negative whose id is the row's target takes no part in that row: no
 //! loss, and a gradient of exactly 0 (NaN rows included). Peak memory is one
-//! `[chunk, n]` buffer of about [`CE_BUFFER_BYTES`](super::CE_BUFFER_BYTES)
-//! plus the outputs.
+//! `[chunk, n]` buffer of about [`SAMPLED_BUFFER_BYTES`] plus the outputs.
 
-use super::cross_entropy::{ce_chunk_rows, exp_nonpositive, exp_shifted_sum, max_of};
+use super::cross_entropy::{exp_nonpositive, exp_shifted_sum, max_of};
 use super::matmul::gemm;
 use super::par::for_each_chunk2;
 use super::simd::simd_dispatch;
@@ -199,9 +198,23 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Byte budget of the `[chunk, n]` logits buffer.
+const SAMPLED_BUFFER_BYTES: usize = 8 << 20;
+
+/// Rows per chunk with `n` negatives: as many as fit
+/// [`SAMPLED_BUFFER_BYTES`] (at least 1), rounded down to a multiple of 128
+/// when there are that many (sgemm's 64-row blocks split evenly over 2 or 4
+/// threads). With hundreds of negatives that is thousands of rows, so the
+/// `dneg` product (inner size = chunk rows) is never thin.
+fn sampled_chunk_rows(n: usize) -> usize {
+    let rows = (SAMPLED_BUFFER_BYTES / (size_of::<f32>() * n.max(1))).max(1);
+    if rows >= 128 { rows / 128 * 128 } else { rows }
+}
+
 /// The sampled loss of `Backend::sampled_loss`, working through the
 /// non-ignored rows `chunk_rows` at a time (the backend uses
-/// [`ce_chunk_rows`]`(n)`; tests pass small values to exercise chunk edges).
+/// [`sampled_chunk_rows`]`(n)`; tests pass small values to exercise chunk
+/// edges).
 ///
 /// h and pos `[rows, dim]`, neg `[n, dim]`, targets `[rows]` (0 = ignored),
 /// negatives `[n]`.
@@ -329,7 +342,7 @@ pub(super) fn sampled_loss(
         negatives,
         loss,
         with_grad,
-        ce_chunk_rows(n),
+        sampled_chunk_rows(n),
     )
 }
 
