@@ -1,6 +1,7 @@
 //! Reading interaction logs from Apache Parquet through the `parquet`
 //! crate's Arrow reader: one file, or a folder of parts (`part-*.parquet` as
-//! Spark, DuckDB or Polars write them). Only the needed columns are read.
+//! Spark, DuckDB or Polars write them, flat or in Hive partition folders
+//! `key=value/`). Only the needed columns are read.
 //!
 //! Ids: integer columns (signed or unsigned, any width) and string columns
 //! (`string`, `large_string`, `string_view`, dictionary-encoded strings).
@@ -43,6 +44,7 @@ pub(crate) fn read_parquet(path: &Path, spec: &InputSpec) -> Result<Interactions
     };
     let mut reader = PartsReader {
         spec,
+        root: path,
         out: Interactions::default(),
         time_format: None,
     };
@@ -78,32 +80,15 @@ pub(crate) fn no_panic<T>(
     })
 }
 
-/// The Parquet parts of a folder, in name order. Files that are not
-/// `*.parquet` (`_SUCCESS`, `.crc` checksums, hidden files) are ignored;
-/// sub-folders (partitioned datasets) are refused.
+/// The Parquet parts of a folder, in path order, with those of its Hive
+/// partition folders (`key=value/`, as Spark's `partitionBy` and DuckDB's
+/// `PARTITION_BY` write them). Files that are not `*.parquet` (`_SUCCESS`,
+/// `.crc` checksums, hidden files) are ignored; other sub-folders are
+/// refused.
 pub(crate) fn parts(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut parts = Vec::new();
     let mut other = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-        let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if name.starts_with(['.', '_']) {
-            continue;
-        }
-        if path.is_dir() {
-            return Err(DataError::InvalidOption(format!(
-                "{}: holds the folder {:?}; partitioned datasets are not read (write one folder of parts, e.g. with DuckDB's COPY ... TO 'dir' (FORMAT parquet))",
-                dir.display(),
-                cut(&name, 80)
-            )));
-        }
-        if name.ends_with(".parquet") || name.ends_with(".pq") {
-            parts.push(path);
-        } else if !name.ends_with(".crc") {
-            other.push(name);
-        }
-    }
+    collect_parts(dir, &mut parts, &mut other)?;
     if parts.is_empty() {
         return Err(DataError::InvalidOption(format!(
             "{}: no *.parquet files in this folder{}",
@@ -119,8 +104,61 @@ pub(crate) fn parts(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(parts)
 }
 
+/// Adds the parts in `dir` and its partition folders to `parts`, and the
+/// names of files that are not parts to `other`.
+fn collect_parts(
+    dir: &Path,
+    parts: &mut Vec<PathBuf>,
+    other: &mut Vec<String>,
+) -> Result<(), DataError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with(['.', '_']) {
+            continue;
+        }
+        if path.is_dir() {
+            if partition_key(&name).is_none() {
+                return Err(DataError::InvalidOption(format!(
+                    "{}: holds the folder {:?}, which is not a Hive partition (key=value); write the parts in one folder or in key=value folders (e.g. DuckDB's COPY ... TO 'dir' (FORMAT parquet, PARTITION_BY (day)))",
+                    dir.display(),
+                    cut(&name, 80)
+                )));
+            }
+            collect_parts(&path, parts, other)?;
+        } else if name.ends_with(".parquet") || name.ends_with(".pq") {
+            parts.push(path);
+        } else if !name.ends_with(".crc") {
+            other.push(name);
+        }
+    }
+    Ok(())
+}
+
+/// The key of a Hive partition folder name `key=value`.
+fn partition_key(folder: &str) -> Option<&str> {
+    folder
+        .split_once('=')
+        .map(|(key, _)| key)
+        .filter(|key| !key.is_empty())
+}
+
+/// The partition keys in the folders between `root` and the part `file`.
+fn partition_keys<'p>(root: &Path, file: &'p Path) -> Vec<&'p str> {
+    let within = file.strip_prefix(root).unwrap_or(file);
+    within
+        .parent()
+        .into_iter()
+        .flat_map(|folders| folders.iter())
+        .filter_map(|folder| folder.to_str().and_then(partition_key))
+        .collect()
+}
+
 struct PartsReader<'s> {
     spec: &'s InputSpec,
+    /// The folder of the parts (the file itself when there is one).
+    root: &'s Path,
     out: Interactions,
     time_format: Option<TimeFormat>,
 }
@@ -155,14 +193,36 @@ impl PartsReader<'_> {
             group_starts.push(rows_so_far);
             rows_so_far += group.num_rows().max(0) as u64;
         }
-        let cols = self.spec.resolve(
-            &names,
-            path,
-            Place::Row {
-                row_group: 0,
-                row: 0,
-            },
-        )?;
+        let place = Place::Row {
+            row_group: 0,
+            row: 0,
+        };
+        let cols = self.spec.resolve(&names, path, place).map_err(|e| {
+            // A column named by a partition folder is not in the files.
+            let keys = partition_keys(self.root, path);
+            match e {
+                DataError::MissingColumn {
+                    path,
+                    place,
+                    role,
+                    wanted,
+                    mut columns,
+                } if !keys.is_empty() => {
+                    columns.push_str(&format!(
+                        "; the partition keys of the folder names ({}) are not read as columns",
+                        cut(&keys.join(", "), 200)
+                    ));
+                    DataError::MissingColumn {
+                        path,
+                        place,
+                        role,
+                        wanted,
+                        columns,
+                    }
+                }
+                e => e,
+            }
+        })?;
         for (col, role) in [
             (cols.user, "user"),
             (cols.item, "item"),

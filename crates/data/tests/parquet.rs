@@ -199,3 +199,68 @@ fn item_names_from_parquet_and_csv() {
         "{msg}"
     );
 }
+
+/// The fixture's parts copied into Hive partition folders (`day=.../`,
+/// nested `region=...` in one), with Spark's `_SUCCESS` marker.
+fn partitioned_copy_of_parts() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(fixture("parts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    parts.sort();
+    assert_eq!(parts.len(), 3);
+    let folders = [
+        "day=2024-01-01",
+        "day=2024-01-02",
+        "day=2024-01-03/region=eu",
+    ];
+    for (part, folder) in parts.iter().zip(folders) {
+        let folder = dir.path().join(folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(part, folder.join(part.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.path().join("_SUCCESS"), "").unwrap();
+    dir
+}
+
+#[test]
+fn hive_partition_folders_read_like_one_folder_of_parts() {
+    let dir = partitioned_copy_of_parts();
+    let partitioned = read_interactions(dir.path(), &InputSpec::default()).unwrap();
+    let flat = read("parts");
+    assert_eq!(
+        rows(&partitioned),
+        rows(&flat),
+        "same rows in the same order"
+    );
+    assert_eq!(partitioned.users, flat.users);
+    assert_eq!(partitioned.source.files, 3);
+
+    // A partition key named as a column: the error lists the file's
+    // columns and says the keys are folder names, not columns.
+    let spec = InputSpec {
+        user_col: Some("day".into()),
+        ..InputSpec::default()
+    };
+    let msg = read_interactions(dir.path(), &spec)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("no user column `day`")
+            && msg.contains(r#""user_id", "item_id""#)
+            && msg.contains("the partition keys of the folder names (day) are not read as columns"),
+        "{msg}"
+    );
+
+    // A folder that is not key=value is refused, named.
+    std::fs::create_dir(dir.path().join("backup")).unwrap();
+    let msg = read_interactions(dir.path(), &InputSpec::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(r#"holds the folder "backup", which is not a Hive partition (key=value)"#),
+        "{msg}"
+    );
+}
