@@ -7,7 +7,8 @@
 //!
 //! A reduced grid for a smaller time budget, from the environment:
 //! `SASREC_QUALITY_EPOCHS`, `SASREC_QUALITY_PATIENCE`, `SASREC_QUALITY_SEEDS`
-//! (how many of seeds 1, 2, 3, ...), `SASREC_QUALITY_BATCH` (sequences per
+//! (how many of seeds 1, 2, 3, ...), `SASREC_QUALITY_FIRST_SEED` (to run
+//! only the later seeds, e.g. on another machine), `SASREC_QUALITY_BATCH` (sequences per
 //! batch, default 128), `SASREC_QUALITY_LOSSES` and
 //! `SASREC_QUALITY_DATA` (comma-separated names of the settings and data
 //! sets below; default all).
@@ -33,11 +34,12 @@ use crate::{SynthArgs, cargo, fetch, release_dir};
 
 /// The protocol: most epochs a run trains, epochs without a better
 /// validation NDCG@10 before it stops, sequences per batch, seeds
-/// `1..=seeds`.
+/// `first_seed..=seeds`.
 struct Protocol {
     epochs: u64,
     patience: u64,
     batch: u64,
+    first_seed: u64,
     seeds: u64,
 }
 
@@ -47,6 +49,7 @@ impl Protocol {
             epochs: env_number("SASREC_QUALITY_EPOCHS", 100)?,
             patience: env_number("SASREC_QUALITY_PATIENCE", 10)?,
             batch: env_number("SASREC_QUALITY_BATCH", 128)?,
+            first_seed: env_number("SASREC_QUALITY_FIRST_SEED", 1)?.max(1),
             seeds: env_number("SASREC_QUALITY_SEEDS", 3)?.max(1),
         })
     }
@@ -143,9 +146,10 @@ pub fn run() -> Result<()> {
     }
     check(cargo().args(["build", "--release", "-p", "sasrec-cli"]))?;
     let sasrec = release_dir().join("sasrec");
-    let total = datasets.len() * settings.len() * protocol.seeds as usize;
+    let seeds = protocol.first_seed..=protocol.seeds;
+    let total = datasets.len() * settings.len() * seeds.clone().count();
     let mut done = 0;
-    for seed in 1..=protocol.seeds {
+    for seed in seeds {
         for (data_name, ratings) in &datasets {
             for setting in &settings {
                 done += 1;
@@ -243,7 +247,7 @@ fn table(
     for data in datasets {
         let mut full_ndcg = None;
         for setting in settings {
-            let runs: Vec<[f64; 3]> = (1..=protocol.seeds)
+            let runs: Vec<[f64; 3]> = (protocol.first_seed..=protocol.seeds)
                 .map(|s| dir.join(data).join(format!("{}-seed{s}", setting.name)))
                 .filter(|run| run.join("test.json").exists())
                 .map(|run| result(&run))
@@ -269,8 +273,8 @@ fn table(
     }
     writeln!(
         out,
-        "\nmean ± sample standard deviation over the finished seeds of 1..={}; at most {} epochs, patience {} on validation NDCG@10, batch {}",
-        protocol.seeds, protocol.epochs, protocol.patience, protocol.batch
+        "\nmean ± sample standard deviation over the finished seeds of {}..={}; at most {} epochs, patience {} on validation NDCG@10, batch {}",
+        protocol.first_seed, protocol.seeds, protocol.epochs, protocol.patience, protocol.batch
     )?;
     Ok(out)
 }
