@@ -1,11 +1,13 @@
 //! The text reader's parallel path. After the first chunk (header, columns,
 //! time format, all read sequentially), the rest of the file is read in
-//! blocks of whole lines; a batch of blocks is parsed on rayon's threads,
-//! each block into id tables of its own, and the blocks are merged in file
-//! order. Merging a block's table into the file's in the block's order of
-//! first appearance gives every id the code a sequential read gives it, so
-//! the result is the sequential one by construction, whatever the number of
-//! threads.
+//! blocks of whole lines, and a batch of blocks is parsed on rayon's threads
+//! while this thread reads the next batch. A block's worker looks its ids up
+//! in the file's tables as they were when the batch began and interns the
+//! new ones into tables of its own; the blocks are then merged in file
+//! order, each block's new ids taken into the file's tables in the block's
+//! order of first appearance. Every id gets the code a sequential read gives
+//! it, so the result is the sequential one by construction, whatever the
+//! number of threads.
 //!
 //! A block with anything unusual (an error, a quote character, a blank
 //! line, a change of time format, a very long line) is dropped with every
@@ -35,7 +37,8 @@ pub(super) struct BlockReport {
     pub(super) sequential_from: Option<u64>,
 }
 
-/// One block parsed on its own: codes into the block's own id tables.
+/// One block parsed on its own: codes below the tables' lengths when the
+/// batch began are the file's, the others index the block's new ids.
 struct ParsedBlock {
     out: Interactions,
     lines: u64,
@@ -58,29 +61,54 @@ impl<'p> TextParser<'p> {
         report: &mut BlockReport,
     ) -> Result<(), DataError> {
         let batch = 2 * rayon::current_num_threads();
-        let mut blocks = Vec::new();
+        let read = |blocks: &mut Vec<Vec<u8>>, carry: &mut Vec<u8>, reader: &mut R| {
+            read_batch(reader, blocks, carry, batch, plan.block)
+        };
+        let (mut current, mut next) = (Vec::new(), Vec::new());
         let mut carry = pending;
+        let mut at_end =
+            read(&mut next, &mut carry, reader).map_err(|e| DataError::io(self.path, e))?;
         loop {
-            let at_end = read_batch(reader, &mut blocks, &mut carry, batch, plan.block)
-                .map_err(|e| DataError::io(self.path, e))?;
+            std::mem::swap(&mut current, &mut next);
+            let last = at_end;
+            // The tables stay as they are while the workers look ids up.
             let known = (self.out.users.len() as u32, self.out.items.len() as u32);
-            let parsed: Vec<Option<ParsedBlock>> =
-                blocks.par_iter().map(|b| self.parse_block(b)).collect();
+            // Parse this batch on the pool while this thread reads the next.
+            let mut parsed: Vec<Option<ParsedBlock>> = Vec::new();
+            let this = &*self;
+            let read_next = rayon::in_place_scope(|scope| {
+                scope.spawn(|_| parsed = current.par_iter().map(|b| this.parse_block(b)).collect());
+                if last {
+                    next.clear();
+                    Ok(true)
+                } else {
+                    read(&mut next, &mut carry, reader)
+                }
+            });
             for (i, block) in parsed.into_iter().enumerate() {
                 let Some(block) = block else {
                     report.sequential_from = Some(self.line_no + 1);
-                    let mut rest = blocks[i..].concat();
-                    rest.append(&mut carry);
-                    // Read through the sequential path's buffer, so that long
-                    // lines are refused as they are there.
-                    let mut rest = Cursor::new(rest).chain(reader);
-                    self.stream(Vec::new(), &mut rest, plan.chunk, false)?;
-                    return Ok(());
+                    let mut rest = current[i..].concat();
+                    // Through the sequential path's buffer, so that long lines
+                    // are refused as they are there. A failed read ends the
+                    // input, after what came before it.
+                    if read_next.is_ok() {
+                        rest.extend(next.concat());
+                        rest.append(&mut carry);
+                        let mut rest = Cursor::new(rest).chain(&mut *reader);
+                        self.stream(Vec::new(), &mut rest, plan.chunk, false)?;
+                    } else {
+                        self.stream(Vec::new(), &mut Cursor::new(rest), plan.chunk, false)?;
+                    }
+                    return read_next
+                        .map(|_| ())
+                        .map_err(|e| DataError::io(self.path, e));
                 };
                 self.merge(block, known);
                 report.merged += 1;
             }
-            if at_end {
+            at_end = read_next.map_err(|e| DataError::io(self.path, e))?;
+            if last {
                 // What is left is the last line, when it has no newline.
                 self.stream(Vec::new(), &mut Cursor::new(carry), plan.chunk, false)?;
                 return Ok(());
@@ -155,29 +183,31 @@ impl<'p> TextParser<'p> {
     fn merge(&mut self, block: ParsedBlock, known: (u32, u32)) {
         let users = self.out.users.absorb(&block.out.users);
         let items = self.out.items.absorb(&block.out.items);
+        // Rayon writes each column's new rows in place on all threads (the
+        // columns' first touch of their pages is most of this work).
         let out = &mut self.out;
+        let (user, item) = (&block.out.user, &block.out.item);
         out.user
-            .extend(file_codes(&block.out.user, known.0, &users));
+            .par_extend(user.par_iter().map(|&c| file_code(c, known.0, &users)));
         out.item
-            .extend(file_codes(&block.out.item, known.1, &items));
-        out.time.extend_from_slice(&block.out.time);
+            .par_extend(item.par_iter().map(|&c| file_code(c, known.1, &items)));
+        out.time.par_extend(block.out.time.par_iter().copied());
         if let (Some(all), Some(ratings)) = (&mut out.rating, &block.out.rating) {
-            all.extend_from_slice(ratings);
+            all.par_extend(ratings.par_iter().copied());
         }
         self.line_no += block.lines;
     }
 }
 
-/// A worker's codes as the file's: below `known` they are the file's
-/// already, from there on they index `new` (the block's new ids' codes).
-fn file_codes<'a>(codes: &'a [u32], known: u32, new: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
-    codes.iter().map(move |&c| {
-        if c < known {
-            c
-        } else {
-            new[(c - known) as usize]
-        }
-    })
+/// A worker's code as the file's: below `known` it is the file's already,
+/// from there on it indexes `new` (the codes of the block's new ids).
+#[inline]
+fn file_code(c: u32, known: u32, new: &[u32]) -> u32 {
+    if c < known {
+        c
+    } else {
+        new[(c - known) as usize]
+    }
 }
 
 /// Reads up to `batch` blocks into `blocks`: each is `carry` (the start of
