@@ -158,24 +158,30 @@ fn parse_with<R: Read>(
 }
 
 /// How a text file is read: the size of the first chunk and of the
-/// sequential path's reads, and whether the rest is parsed in parallel
-/// blocks of `block` bytes (see `read/parallel.rs`).
+/// sequential path's reads, and whether the rest is parsed in parallel, in
+/// batches of `batch` blocks of `block` bytes (see `read/parallel.rs`).
 #[derive(Clone, Copy, Debug)]
 struct Plan {
     chunk: usize,
     block: usize,
+    batch: usize,
     parallel: bool,
 }
 
 impl Plan {
-    /// Parallel blocks for a file of a few blocks or more, when rayon has
-    /// more than one thread; small files and streams stay sequential.
+    /// Parallel blocks when rayon has more than one thread and the file is
+    /// at least 4 times the text in flight (two batches: one parsed, one
+    /// read), so that the blocks add at most a quarter of the file to the
+    /// peak memory; small files and streams stay sequential.
     fn for_input(size_hint: Option<u64>) -> Plan {
-        let big = size_hint.is_some_and(|size| size >= 4 * BLOCK as u64);
+        let threads = rayon::current_num_threads();
+        let batch = 2 * threads;
+        let in_flight = (2 * batch * BLOCK) as u64;
         Plan {
             chunk: CHUNK,
             block: BLOCK,
-            parallel: big && rayon::current_num_threads() > 1,
+            batch,
+            parallel: threads > 1 && size_hint.is_some_and(|size| size >= 4 * in_flight),
         }
     }
 }

@@ -22,9 +22,9 @@ use rayon::prelude::*;
 use super::{Known, LastId, MAX_LINE, Plan, Progress, TextParser};
 use crate::{DataError, IdTable, Interactions};
 
-/// Bytes per block (a line more or less): big enough that merging a block's
-/// id tables costs little beside parsing it.
-pub(super) const BLOCK: usize = 16 << 20;
+/// Bytes per block (a line more or less): big enough that a block's own
+/// costs (its worker, its new ids' tables) are small beside parsing it.
+pub(super) const BLOCK: usize = 4 << 20;
 
 /// What the parallel path did (tests check that it ran, and where it
 /// handed over to the sequential path).
@@ -60,9 +60,8 @@ impl<'p> TextParser<'p> {
         plan: Plan,
         report: &mut BlockReport,
     ) -> Result<(), DataError> {
-        let batch = 2 * rayon::current_num_threads();
         let read = |blocks: &mut Vec<Vec<u8>>, carry: &mut Vec<u8>, reader: &mut R| {
-            read_batch(reader, blocks, carry, batch, plan.block)
+            read_batch(reader, blocks, carry, plan.batch, plan.block)
         };
         let (mut current, mut next) = (Vec::new(), Vec::new());
         let mut carry = pending;
@@ -266,6 +265,7 @@ mod tests {
     const TINY: Plan = Plan {
         chunk: 256,
         block: 300,
+        batch: 4,
         parallel: true,
     };
 
@@ -333,6 +333,22 @@ mod tests {
         assert!(report.merged >= 10, "{report:?}");
         let from = report.sequential_from.expect("a dropped block");
         assert!(from <= line && from + 30 > line, "{report:?}, line {line}");
+    }
+
+    #[test]
+    fn only_big_files_with_several_threads_go_parallel() {
+        let parallel = |threads: usize, size: Option<u64>| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| Plan::for_input(size).parallel)
+        };
+        let gib = Some(1 << 30);
+        assert!(parallel(2, gib));
+        assert!(!parallel(1, gib), "one thread reads sequentially");
+        assert!(!parallel(2, None), "a stream of unknown size");
+        assert!(!parallel(2, Some(20 << 20)), "a small file");
     }
 
     #[test]
