@@ -5,8 +5,9 @@
 //! itself: lines and fields are found with `memchr`, ids are interned as
 //! they come, numbers are parsed in place. A line with a quote character
 //! hands the rest of the file to the csv crate, which handles quoting
-//! (delimiters and newlines inside quotes). See `docs/data.md` for the
-//! measured speed.
+//! (delimiters and newlines inside quotes). Big files are parsed in blocks
+//! on all threads after their first chunk, with the sequential result
+//! (`read/parallel.rs`). See `docs/data.md` for the measured speed.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -205,13 +206,6 @@ fn read_some<R: Read>(reader: &mut R, buf: &mut [u8], path: &Path) -> Result<usi
     }
 }
 
-/// The file's id tables, read-only, as a block's worker sees them.
-#[derive(Clone, Copy)]
-struct Known<'p> {
-    users: &'p IdTable,
-    items: &'p IdTable,
-}
-
 /// What [`TextParser::lines`] did with the bytes.
 enum Progress {
     /// Parsed whole lines of this many bytes; the rest is a partial line.
@@ -251,8 +245,9 @@ struct TextParser<'p> {
     last_user: LastId,
     last_item: LastId,
     /// A block's worker only: the file's id tables as they were when its
-    /// batch began (see `read/parallel.rs`).
-    known: Option<Known<'p>>,
+    /// batch began (see [`code_of_int`] and `read/parallel.rs`).
+    known_users: Option<&'p IdTable>,
+    known_items: Option<&'p IdTable>,
     line_no: u64,
     /// The first of a run of blank lines, an error unless the file ends.
     blank_since: Option<u64>,
@@ -280,7 +275,8 @@ impl<'p> TextParser<'p> {
             time: TimeParser::new(spec.time_unit),
             last_user: LastId::default(),
             last_item: LastId::default(),
-            known: None,
+            known_users: None,
+            known_items: None,
             line_no: 0,
             blank_since: None,
             fields: Vec::with_capacity(8),
@@ -457,17 +453,10 @@ impl<'p> TextParser<'p> {
         // At most 7 digits: the same value as `parse_rating`'s fast path.
         let rating = (whole * 10u64.pow(n_frac as u32) + frac) as f32 / POW10[n_frac];
         let out = &mut self.out;
-        let known = self.known;
-        out.user.push(code_of_int(
-            &mut out.users,
-            known.map(|k| k.users),
-            user as i64,
-        ));
-        out.item.push(code_of_int(
-            &mut out.items,
-            known.map(|k| k.items),
-            item as i64,
-        ));
+        out.user
+            .push(code_of_int(&mut out.users, self.known_users, user as i64));
+        out.item
+            .push(code_of_int(&mut out.items, self.known_items, item as i64));
         out.time.push(time as i64 * 1_000_000);
         if let Some(r) = &mut out.rating {
             r.push(rating);
@@ -613,21 +602,11 @@ impl<'p> TextParser<'p> {
         let (u, i, t) = (field(cols.user), field(cols.item), field(cols.time));
         let user = self
             .last_user
-            .code(
-                &mut out.users,
-                self.known.map(|k| k.users),
-                u,
-                self.strict_ids,
-            )
+            .code(&mut out.users, self.known_users, u, self.strict_ids)
             .map_err(|p| bad(&cols.names.user, u, p.to_string()))?;
         let item = self
             .last_item
-            .code(
-                &mut out.items,
-                self.known.map(|k| k.items),
-                i,
-                self.strict_ids,
-            )
+            .code(&mut out.items, self.known_items, i, self.strict_ids)
             .map_err(|p| bad(&cols.names.item, i, p.to_string()))?;
         let time = self
             .time

@@ -19,7 +19,7 @@ use std::io::{Cursor, Read};
 
 use rayon::prelude::*;
 
-use super::{Known, LastId, MAX_LINE, Plan, Progress, TextParser};
+use super::{LastId, MAX_LINE, Plan, Progress, TextParser};
 use crate::{DataError, IdTable, Interactions};
 
 /// Bytes per block (a line more or less): big enough that a block's own
@@ -165,10 +165,8 @@ impl<'p> TextParser<'p> {
             time: self.time.clone(),
             last_user: LastId::default(),
             last_item: LastId::default(),
-            known: Some(Known {
-                users: &self.out.users,
-                items: &self.out.items,
-            }),
+            known_users: Some(&self.out.users),
+            known_items: Some(&self.out.items),
             line_no: 0,
             blank_since: None,
             fields: Vec::with_capacity(self.needed),
