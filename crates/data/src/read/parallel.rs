@@ -464,16 +464,17 @@ mod tests {
         assert_eq!(r_open.unwrap(), r);
     }
 
+    /// A log of 3000 rows `u..,i..,seconds`, row `i` replaced by `odd(i)`
+    /// where that gives a line.
+    fn events(odd: impl Fn(usize) -> Option<String>) -> String {
+        log("user,item,ts", 3000, |i| {
+            odd(i).unwrap_or_else(|| format!("u{},i{},{i}", i / 9, item(i)))
+        })
+    }
+
     #[test]
     fn a_quoted_field_in_a_late_block_hands_over_to_the_csv_crate() {
-        let text = log("user,item,ts", 3000, |i| {
-            let user = if i == 2500 {
-                "\"u,1\"".to_string()
-            } else {
-                format!("u{}", i / 9)
-            };
-            format!("{user},i{},{i}", item(i))
-        });
+        let text = events(|i| (i == 2500).then(|| "\"u,1\",i5,2500".to_string()));
         let (r, report) = read_both("log.csv", &text);
         sequential_from_near(&report, 2502);
         let r = r.unwrap();
@@ -483,23 +484,13 @@ mod tests {
 
     #[test]
     fn an_error_in_a_late_block_names_the_sequential_line() {
-        let text = log("user,item,ts", 3000, |i| {
-            let ts = if i == 2500 {
-                "soon".to_string()
-            } else {
-                i.to_string()
-            };
-            format!("u{},i{},{ts}", i / 9, item(i))
-        });
+        let text = events(|i| (i == 2500).then(|| "u277,i5,soon".to_string()));
         let (r, report) = read_both("log.csv", &text);
         sequential_from_near(&report, 2502);
         let msg = r.unwrap_err();
         assert!(msg.contains("line 2502: field `ts`"), "{msg}");
 
-        let short = log("user,item,ts", 3000, |i| match i {
-            2500 => "u277,i5".to_string(),
-            _ => format!("u{},i{},{i}", i / 9, item(i)),
-        });
+        let short = events(|i| (i == 2500).then(|| "u277,i5".to_string()));
         let (r, report) = read_both("log.csv", &short);
         sequential_from_near(&report, 2502);
         let msg = r.unwrap_err();
@@ -508,9 +499,7 @@ mod tests {
 
     #[test]
     fn blank_lines_mid_file_are_errors_and_at_the_end_are_not() {
-        let text = log("user,item,ts", 3000, |i| {
-            format!("u{},i{},{i}", i / 9, item(i))
-        });
+        let text = events(|_| None);
         let mut lines: Vec<&str> = text.lines().collect();
         lines.insert(2500, "");
         let (r, report) = read_both("log.csv", &(lines.join("\n") + "\n"));
@@ -525,9 +514,7 @@ mod tests {
 
     #[test]
     fn a_line_over_the_limit_in_a_late_block_is_refused_at_its_line() {
-        let mut text = log("user,item,ts", 3000, |i| {
-            format!("u{},i{},{i}", i / 9, item(i))
-        });
+        let mut text = events(|_| None);
         // Longer than the limit and a chunk: refused wherever reads fall.
         text.push_str(&"x".repeat(2 * super::MAX_LINE));
         text.push_str(",i1,5\n");
