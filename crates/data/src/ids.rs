@@ -259,6 +259,46 @@ impl IdTable {
         }
     }
 
+    /// The code of the integer id `v` as the reader interns it (in a string
+    /// table: its decimal text), if the table holds it.
+    #[inline]
+    pub(crate) fn find_int(&self, v: i64) -> Option<u32> {
+        match &self.repr {
+            Repr::Int { index, .. } => index.get(&v).copied(),
+            Repr::Str(t) => t.find(&v.to_string()),
+        }
+    }
+
+    /// The code of the string id `s` as the reader interns it (in an integer
+    /// table: `s` if it is a canonical integer), if the table holds it.
+    #[inline]
+    pub(crate) fn find_str(&self, s: &str) -> Option<u32> {
+        match &self.repr {
+            Repr::Int { index, .. } => index.get(&canonical_int(s.as_bytes())?).copied(),
+            Repr::Str(t) => t.find(s),
+        }
+    }
+
+    /// Takes in the ids of `other` (a table built apart, e.g. from one block
+    /// of a file) in its code order, as if they were interned here one by
+    /// one; returns the code here of each of `other`'s codes. Integers going
+    /// into a string table become their decimal text, as in
+    /// [`Interactions::push`](crate::Interactions::push).
+    pub(crate) fn absorb(&mut self, other: &IdTable) -> Vec<u32> {
+        match &other.repr {
+            Repr::Int { ids, .. } => ids
+                .iter()
+                .map(|&v| match self.kind() {
+                    IdKind::Int => self.intern_int(v),
+                    IdKind::Str => self.intern_str(&v.to_string()),
+                })
+                .collect(),
+            Repr::Str(t) => (0..t.ends.len() as u32)
+                .map(|c| self.intern_str(t.get(c)))
+                .collect(),
+        }
+    }
+
     /// Turns an integer table into strings (decimal text), keeping codes.
     /// Lossless because only canonical integers (no sign `+`, no leading
     /// zeros) are ever read as integers.

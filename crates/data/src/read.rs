@@ -5,8 +5,9 @@
 //! itself: lines and fields are found with `memchr`, ids are interned as
 //! they come, numbers are parsed in place. A line with a quote character
 //! hands the rest of the file to the csv crate, which handles quoting
-//! (delimiters and newlines inside quotes). See `docs/data.md` for the
-//! measured speed.
+//! (delimiters and newlines inside quotes). Big files are parsed in blocks
+//! on all threads after their first chunk, with the sequential result
+//! (`read/parallel.rs`). See `docs/data.md` for the measured speed.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -19,6 +20,10 @@ use crate::input::{Resolved, sniff_binary};
 use crate::time::TimeParser;
 use crate::{DataError, Format, IdKind, IdTable, InputSpec, Interactions, Place, Source};
 use crate::{TimeFormat, TimeUnit};
+
+mod parallel;
+
+use parallel::{BLOCK, BlockReport};
 
 /// Reads an interaction log: a text file, a Parquet file, or a folder of
 /// Parquet parts, as `spec` describes (see [`InputSpec`] for the defaults).
@@ -77,6 +82,8 @@ fn resolve_format(path: &Path, spec: &InputSpec) -> Result<Format, DataError> {
     }
 }
 
+/// The first piece of a file, parsed alone and sequentially: the header,
+/// the columns and the time format are known after it.
 const CHUNK: usize = 1 << 20;
 /// Longest line accepted: a longer one is not a log line, and echoing or
 /// buffering it without bound is what this limit prevents.
@@ -85,74 +92,108 @@ pub(crate) const MAX_LINE: usize = 1 << 20;
 const HEADERLESS: [&str; 4] = ["userId", "movieId", "rating", "timestamp"];
 
 fn parse<R: Read>(
-    mut reader: R,
+    reader: R,
     path: &Path,
     format: Format,
     spec: &InputSpec,
     size_hint: Option<u64>,
 ) -> Result<Interactions, DataError> {
+    let plan = Plan::for_input(size_hint);
+    parse_with(
+        reader,
+        path,
+        format,
+        spec,
+        size_hint,
+        plan,
+        &mut BlockReport::default(),
+    )
+}
+
+/// [`parse`] with the chunk and block sizes of `plan`; `report` says what
+/// the parallel path did.
+fn parse_with<R: Read>(
+    mut reader: R,
+    path: &Path,
+    format: Format,
+    spec: &InputSpec,
+    size_hint: Option<u64>,
+    plan: Plan,
+    report: &mut BlockReport,
+) -> Result<Interactions, DataError> {
     let mut parser = TextParser::new(path, format, spec)?;
     // Read the first chunk whole (short reads happen) to sniff it.
-    let mut buf = vec![0u8; CHUNK + MAX_LINE];
+    let mut first = vec![0u8; plan.chunk];
     let mut filled = 0;
-    while filled < CHUNK {
-        match read_some(&mut reader, &mut buf[filled..CHUNK], path)? {
+    while filled < plan.chunk {
+        match read_some(&mut reader, &mut first[filled..], path)? {
             0 => break,
             n => filled += n,
         }
     }
-    if let Some((looks_like, hint)) = sniff_binary(&buf[..filled]) {
+    first.truncate(filled);
+    if let Some((looks_like, hint)) = sniff_binary(&first) {
         return Err(DataError::NotText {
             path: path.to_path_buf(),
             looks_like,
             hint,
         });
     }
-    // buf[start..filled] holds bytes read but not yet parsed (a partial line).
-    let mut start = 0;
-    let mut reserved = false;
-    let mut at_end = filled == 0;
-    loop {
-        match parser.lines(&buf[start..filled])? {
-            Progress::Parsed(used) => start += used,
-            Progress::Quoted(used) => {
-                // The rest goes to the csv crate: what is buffered, then the reader.
-                let rest = Cursor::new(buf[start + used..filled].to_vec()).chain(reader);
-                parser.quoted(rest)?;
-                return parser.finish();
-            }
-        }
-        if filled - start > MAX_LINE {
-            return Err(DataError::LineTooLong {
-                path: path.to_path_buf(),
-                line: parser.line_no + 1,
-                limit: MAX_LINE,
-            });
-        }
-        if !reserved && !parser.out.is_empty() {
-            // Size the columns once from the first chunk's bytes per row, so
-            // that 32M rows do not go through repeated reallocation.
-            reserved = true;
-            if let Some(size) = size_hint {
-                let rows = (size as f64 / start as f64 * parser.out.len() as f64 * 1.02) as usize;
-                parser.out.reserve(rows.saturating_sub(parser.out.len()));
-            }
-        }
-        if at_end {
-            if start < filled {
-                parser.last_line(&buf[start..filled])?;
-            }
-            return parser.finish();
-        }
-        buf.copy_within(start..filled, 0);
-        filled -= start;
-        start = 0;
-        let end = (filled + CHUNK).min(buf.len());
-        match read_some(&mut reader, &mut buf[filled..end], path)? {
-            0 => at_end = true,
-            n => filled += n,
+    let rest = match parser.stream(first, &mut reader, plan.chunk, true)? {
+        Streamed::End => return parser.finish(),
+        Streamed::Paused(rest) => rest,
+    };
+    if let Some(size) = size_hint.filter(|_| !parser.out.is_empty()) {
+        // Size the columns once from the first chunk's bytes per row, so
+        // that 32M rows do not go through repeated reallocation.
+        let parsed = (filled - rest.len()).max(1);
+        let rows = (size as f64 / parsed as f64 * parser.out.len() as f64 * 1.02) as usize;
+        parser.out.reserve(rows.saturating_sub(parser.out.len()));
+    }
+    if plan.parallel && parser.ready_for_blocks() {
+        parser.blocks(rest, &mut reader, plan, report)?;
+    } else {
+        parser.stream(rest, &mut reader, plan.chunk, false)?;
+    }
+    parser.finish()
+}
+
+/// How a text file is read: the size of the first chunk and of the
+/// sequential path's reads, and whether the rest is parsed in parallel, in
+/// batches of `batch` blocks of `block` bytes (see `read/parallel.rs`).
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    chunk: usize,
+    block: usize,
+    batch: usize,
+    parallel: bool,
+}
+
+impl Plan {
+    /// Parallel blocks when rayon has more than one thread and the file is
+    /// at least 4 times the text in flight (two batches: one parsed, one
+    /// read), so that the blocks add at most a quarter of the file to the
+    /// peak memory; small files and streams stay sequential.
+    fn for_input(size_hint: Option<u64>) -> Plan {
+        let threads = rayon::current_num_threads();
+        let batch = 2 * threads;
+        let in_flight = (2 * batch * BLOCK) as u64;
+        Plan {
+            chunk: CHUNK,
+            block: BLOCK,
+            batch,
+            parallel: threads > 1 && size_hint.is_some_and(|size| size >= 4 * in_flight),
         }
     }
+}
+
+/// What [`TextParser::stream`] did.
+enum Streamed {
+    /// Everything was parsed.
+    End,
+    /// Paused after the first chunk; the bytes read but not parsed (the
+    /// start of a line).
+    Paused(Vec<u8>),
 }
 
 fn read_some<R: Read>(reader: &mut R, buf: &mut [u8], path: &Path) -> Result<usize, DataError> {
@@ -203,6 +244,10 @@ struct TextParser<'p> {
     /// repeats on the next line (logs are often grouped by user or session).
     last_user: LastId,
     last_item: LastId,
+    /// A block's worker only: the file's id tables as they were when its
+    /// batch began (see [`code_of_int`] and `read/parallel.rs`).
+    known_users: Option<&'p IdTable>,
+    known_items: Option<&'p IdTable>,
     line_no: u64,
     /// The first of a run of blank lines, an error unless the file ends.
     blank_since: Option<u64>,
@@ -230,11 +275,66 @@ impl<'p> TextParser<'p> {
             time: TimeParser::new(spec.time_unit),
             last_user: LastId::default(),
             last_item: LastId::default(),
+            known_users: None,
+            known_items: None,
             line_no: 0,
             blank_since: None,
             fields: Vec::with_capacity(8),
             out: Interactions::default(),
         })
+    }
+
+    /// Parses `pending` (bytes read but not parsed, from a line start), then
+    /// what `reader` gives, in reads of `chunk` bytes; with `pause`, stops
+    /// after parsing `pending` and hands back what is left of it.
+    fn stream<R: Read>(
+        &mut self,
+        mut buf: Vec<u8>,
+        reader: &mut R,
+        chunk: usize,
+        pause: bool,
+    ) -> Result<Streamed, DataError> {
+        // buf[start..filled] holds bytes read but not yet parsed (a partial line).
+        let mut filled = buf.len();
+        buf.resize(filled.max(chunk + MAX_LINE), 0);
+        let mut start = 0;
+        let mut at_end = false;
+        loop {
+            match self.lines(&buf[start..filled])? {
+                Progress::Parsed(used) => start += used,
+                Progress::Quoted(used) => {
+                    // The rest goes to the csv crate: what is buffered, then the reader.
+                    let rest = Cursor::new(buf[start + used..filled].to_vec()).chain(reader);
+                    self.quoted(rest)?;
+                    return Ok(Streamed::End);
+                }
+            }
+            if filled - start > MAX_LINE {
+                return Err(DataError::LineTooLong {
+                    path: self.path.to_path_buf(),
+                    line: self.line_no + 1,
+                    limit: MAX_LINE,
+                });
+            }
+            if pause {
+                buf.truncate(filled);
+                return Ok(Streamed::Paused(buf.split_off(start)));
+            }
+            if at_end {
+                if start < filled {
+                    self.last_line(&buf[start..filled])?;
+                }
+                return Ok(Streamed::End);
+            }
+            buf.copy_within(start..filled, 0);
+            filled -= start;
+            start = 0;
+            let end = (filled + chunk).min(buf.len());
+            match read_some(reader, &mut buf[filled..end], self.path)? {
+                0 => at_end = true,
+                n => filled += n,
+            }
+        }
     }
 
     /// Parses every whole line in `bytes`.
@@ -353,8 +453,10 @@ impl<'p> TextParser<'p> {
         // At most 7 digits: the same value as `parse_rating`'s fast path.
         let rating = (whole * 10u64.pow(n_frac as u32) + frac) as f32 / POW10[n_frac];
         let out = &mut self.out;
-        out.user.push(out.users.intern_int(user as i64));
-        out.item.push(out.items.intern_int(item as i64));
+        out.user
+            .push(code_of_int(&mut out.users, self.known_users, user as i64));
+        out.item
+            .push(code_of_int(&mut out.items, self.known_items, item as i64));
         out.time.push(time as i64 * 1_000_000);
         if let Some(r) = &mut out.rating {
             r.push(rating);
@@ -500,11 +602,11 @@ impl<'p> TextParser<'p> {
         let (u, i, t) = (field(cols.user), field(cols.item), field(cols.time));
         let user = self
             .last_user
-            .code(&mut out.users, u, self.strict_ids)
+            .code(&mut out.users, self.known_users, u, self.strict_ids)
             .map_err(|p| bad(&cols.names.user, u, p.to_string()))?;
         let item = self
             .last_item
-            .code(&mut out.items, i, self.strict_ids)
+            .code(&mut out.items, self.known_items, i, self.strict_ids)
             .map_err(|p| bad(&cols.names.item, i, p.to_string()))?;
         let time = self
             .time
@@ -803,13 +905,14 @@ impl LastId {
     fn code(
         &mut self,
         table: &mut IdTable,
+        known: Option<&IdTable>,
         text: &[u8],
         strict: bool,
     ) -> Result<u32, &'static str> {
         if let Some(code) = self.code.filter(|_| self.bytes == text) {
             return Ok(code);
         }
-        let code = intern_id(table, text, strict)?;
+        let code = intern_id(table, known, text, strict)?;
         self.bytes.clear();
         self.bytes.extend_from_slice(text);
         self.code = Some(code);
@@ -817,27 +920,51 @@ impl LastId {
     }
 }
 
-/// The code of the id in `text`, interned into `table`.
+/// The code of the id in `text`, interned into `table` (see [`code_of_int`]
+/// for `known`).
 ///
 /// `strict`: a MovieLens layout, whose ids are non-negative integers.
 /// Otherwise ids are integers while every id so far is a canonical integer,
 /// and strings from the first one that is not (the integers read before
 /// become their decimal text, keeping their codes).
 #[inline]
-fn intern_id(table: &mut IdTable, text: &[u8], strict: bool) -> Result<u32, &'static str> {
+fn intern_id(
+    table: &mut IdTable,
+    known: Option<&IdTable>,
+    text: &[u8],
+    strict: bool,
+) -> Result<u32, &'static str> {
     if strict {
-        return strict_id(text).map(|v| table.intern_int(v));
+        return strict_id(text).map(|v| code_of_int(table, known, v));
     }
     if table.kind() == IdKind::Int
         && let Some(v) = canonical_int(text)
     {
-        return Ok(table.intern_int(v));
+        return Ok(code_of_int(table, known, v));
     }
     if text.is_empty() {
         return Err("expected an id, the field is empty");
     }
     let s = std::str::from_utf8(text).map_err(|_| "an id that is not valid UTF-8")?;
-    Ok(table.intern_str(s))
+    Ok(match known {
+        None => table.intern_str(s),
+        Some(known) => known
+            .find_str(s)
+            .unwrap_or_else(|| known.len() as u32 + table.intern_str(s)),
+    })
+}
+
+/// The code of integer id `v`. A block's worker has the file's table as
+/// `known`: an id there keeps its code, a new one is interned into `table`
+/// and numbered after `known`'s ids (the merge renumbers it).
+#[inline]
+fn code_of_int(table: &mut IdTable, known: Option<&IdTable>, v: i64) -> u32 {
+    match known {
+        None => table.intern_int(v),
+        Some(known) => known
+            .find_int(v)
+            .unwrap_or_else(|| known.len() as u32 + table.intern_int(v)),
+    }
 }
 
 /// A non-negative decimal id (leading zeros allowed, as MovieLens readers
