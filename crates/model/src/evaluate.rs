@@ -111,8 +111,9 @@ pub fn evaluate_with_progress<B: Backend>(
 
 /// The mean loss of the held-out last items of `chunk` and their ranks,
 /// both from one `[users, items]` product of the last positions' hidden
-/// states ([`SasRec::last_hidden`]) with the item table: the loss is its softmax cross-entropy (the
-/// same row kernel as the fused loss), the ranks are counted on the host.
+/// states ([`SasRec::last_hidden`]) with the item table: the loss is its
+/// softmax cross-entropy (the same row kernel as the fused loss), the ranks
+/// are counted on the host.
 fn loss_and_ranks<B: Backend>(
     backend: &B,
     model: &SasRec<B>,

@@ -314,10 +314,14 @@ impl<B: Backend> SasRec<B> {
     /// positions alone (at the notebook's sizes about a third of the
     /// encoder's work is skipped).
     pub fn last_hidden(&self, tape: &mut Tape<'_, B>, vars: &[Var], batch: &DeviceBatch<B>) -> Var {
-        let len = self.config.max_len;
-        let last: Vec<u32> = (1..=batch.batch).map(|b| (b * len - 1) as u32).collect();
-        let last = tape.backend().ids(&last);
+        let last = tape.backend().ids(&self.last_rows(batch.batch));
         self.encode(tape, vars, batch, None, Some(&last))
+    }
+
+    /// The row of each sequence's last position in `[batch * max_len, _]`.
+    fn last_rows(&self, batch: usize) -> Vec<u32> {
+        let len = self.config.max_len;
+        (1..=batch).map(|b| (b * len - 1) as u32).collect()
     }
 
     /// The encoder: every position's output, or with `last_rows` only those
@@ -456,9 +460,8 @@ impl<B: Backend> SasRec<B> {
     /// ([`SasRec::hidden`]) are on `tape`: `[batch, vocab]` on the device.
     pub fn last_position_scores(&self, tape: &Tape<'_, B>, h: Var, batch: usize) -> B::Tensor {
         let b = tape.backend();
-        let len = self.config.max_len;
-        let last: Vec<u32> = (0..batch).map(|i| ((i + 1) * len - 1) as u32).collect();
-        self.scores(b, &b.embedding(tape.value(h), &b.ids(&last)))
+        let last = b.ids(&self.last_rows(batch));
+        self.scores(b, &b.embedding(tape.value(h), &last))
     }
 
     /// The scores of every item (column 0 is padding) for hidden states
