@@ -52,21 +52,29 @@ pub enum Device {
 }
 
 impl DeviceArgs {
-    /// Opens the backend these flags ask for and says which one on stderr.
-    pub fn open(&self) -> Result<Device> {
-        if let Some(threads) = self.threads {
-            if !(1..=MAX_THREADS).contains(&threads) {
-                anyhow::bail!("--threads must be between 1 and {MAX_THREADS}, got {threads}");
-            }
-            // SAFETY: called before any other thread of this process exists
-            // (the commands open the device first); matrixmultiply reads the
-            // variable when its first product runs.
-            unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build_global()
-                .context("setting the CPU thread count")?;
+    /// Sizes the CPU thread pools to `--threads` (all cores without it).
+    /// Every command calls it first: rayon's pool can be sized only before
+    /// its first use, and reading a log already uses it.
+    pub fn set_threads(&self) -> Result<()> {
+        let Some(threads) = self.threads else {
+            return Ok(());
+        };
+        if !(1..=MAX_THREADS).contains(&threads) {
+            anyhow::bail!("--threads must be between 1 and {MAX_THREADS}, got {threads}");
         }
+        // SAFETY: called first by the commands, before any other thread of
+        // this process exists; matrixmultiply reads the variable when its
+        // first product runs.
+        unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("setting the CPU thread count")
+    }
+
+    /// Opens the backend these flags ask for and says which one on stderr
+    /// (after [`DeviceArgs::set_threads`]).
+    pub fn open(&self) -> Result<Device> {
         let options = GpuOptions {
             adapter: match &self.adapter {
                 None => AdapterChoice::Best,

@@ -46,6 +46,7 @@ pub struct EvalArgs {
 
 /// Runs `sasrec eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
+    args.device.set_threads()?;
     if args.k.contains(&0) {
         bail!("--k values must be at least 1");
     }

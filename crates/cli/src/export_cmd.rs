@@ -65,6 +65,7 @@ pub struct ExportArgs {
 
 /// Runs `sasrec export`.
 pub fn run(args: ExportArgs) -> Result<()> {
+    args.device.set_threads()?;
     if args.out.is_file() {
         bail!("--out {} is a file; give a folder", args.out.display());
     }

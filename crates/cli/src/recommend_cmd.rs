@@ -74,6 +74,7 @@ pub struct RecommendArgs {
 
 /// Runs `sasrec recommend`.
 pub fn run(args: RecommendArgs) -> Result<()> {
+    args.device.set_threads()?;
     if args.k == 0 {
         bail!("--k must be at least 1");
     }

@@ -84,6 +84,7 @@ pub struct ServeArgs {
 
 /// Runs `sasrec serve` until SIGTERM or Ctrl-C.
 pub fn run(args: ServeArgs) -> Result<()> {
+    args.device.set_threads()?;
     if !(1..=MAX_BATCH_LIMIT).contains(&args.max_batch) {
         bail!(
             "--max-batch must be between 1 and {MAX_BATCH_LIMIT}, got {}",

@@ -284,6 +284,7 @@ const RESUME_FLAGS: [&str; 5] = ["out", "resume", "allow_changed_data", "epochs"
 /// (Ctrl-C, SIGTERM) and its progress saved. `matches` tells which flags
 /// the command line gave.
 pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
+    args.device.set_threads()?;
     // Everything that can be checked is checked before the run folder is
     // touched: a refused run leaves nothing behind.
     let (run, config) = if args.resume {

@@ -231,7 +231,16 @@ fn progress_is_quiet_without_a_terminal() {
     assert!(stderr.contains("device: cpu (1 thread)\n"), "{stderr}");
     assert!(stderr.contains("epoch   1/2  train loss"), "{stderr}");
     assert!(stderr.contains("left at most"), "{stderr}");
-    let (out, _, stderr) = run_text(&["eval", "--run", run.to_str().unwrap(), "--device", "cpu"]);
+    // --threads sizes the pool before eval reads the log (which uses it).
+    let (out, _, stderr) = run_text(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]);
     assert!(out.status.success() && !stderr.contains('\r'), "{stderr:?}");
 
     // TensorBoard's file beside metrics.jsonl: a version event, then one

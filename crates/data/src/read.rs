@@ -30,6 +30,10 @@ use parallel::{BLOCK, BlockReport};
 ///
 /// Every row is kept; a malformed row is an error naming the file, the line
 /// (or row group and row) and the field, never skipped.
+///
+/// Large text files are parsed on rayon's global pool, which this starts
+/// if nothing has yet: size it (`ThreadPoolBuilder::build_global`) before
+/// the first read if you want another size.
 pub fn read_interactions(path: &Path, spec: &InputSpec) -> Result<Interactions, DataError> {
     let format = resolve_format(path, spec)?;
     if format == Format::Parquet {
