@@ -168,6 +168,14 @@ fn sasrec(args: &[String]) -> Result<()> {
 }
 
 fn train(device: &str, out: Option<PathBuf>, extra: &[String]) -> Result<()> {
+    // The run folder is this command's own flag: the recommendation after
+    // training reads it.
+    if extra
+        .iter()
+        .any(|a| a == "--out" || a.starts_with("--out="))
+    {
+        bail!("give the run folder as `cargo xtask train --out DIR`, before `--`");
+    }
     let ratings = fetch::ensure_dataset("latest-small")?;
     let out = out.unwrap_or_else(|| {
         let runs = root().join("runs");
