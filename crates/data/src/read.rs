@@ -31,9 +31,10 @@ use parallel::{BLOCK, BlockReport};
 /// Every row is kept; a malformed row is an error naming the file, the line
 /// (or row group and row) and the field, never skipped.
 ///
-/// Large text files are parsed on rayon's global pool, which this starts
-/// if nothing has yet: size it (`ThreadPoolBuilder::build_global`) before
-/// the first read if you want another size.
+/// Text files of 128 MiB or more are parsed on rayon's global pool, which
+/// this starts if nothing has yet: size it
+/// (`ThreadPoolBuilder::build_global`) before such a read if you want
+/// another size.
 pub fn read_interactions(path: &Path, spec: &InputSpec) -> Result<Interactions, DataError> {
     let format = resolve_format(path, spec)?;
     if format == Format::Parquet {
@@ -175,18 +176,25 @@ struct Plan {
 
 impl Plan {
     /// Parallel blocks when rayon has more than one thread and the file is
-    /// at least 4 times the text in flight (two batches: one parsed, one
-    /// read), so that the blocks add at most a quarter of the file to the
-    /// peak memory; small files and streams stay sequential.
+    /// at least 4 times the text in flight (two batches, one parsed and one
+    /// read, of 2 blocks per thread), so that the blocks add at most a
+    /// quarter of the file to the peak memory; small files and streams stay
+    /// sequential. Asking rayon for its thread count starts its global pool,
+    /// so it is asked only for files big enough at 2 threads: reading small
+    /// ones leaves the pool's size to the caller.
     fn for_input(size_hint: Option<u64>) -> Plan {
-        let threads = rayon::current_num_threads();
-        let batch = 2 * threads;
-        let in_flight = (2 * batch * BLOCK) as u64;
+        let big_enough =
+            |threads: usize| size_hint.is_some_and(|size| size >= 4 * (4 * threads * BLOCK) as u64);
+        let threads = if big_enough(2) {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
         Plan {
             chunk: CHUNK,
             block: BLOCK,
-            batch,
-            parallel: threads > 1 && size_hint.is_some_and(|size| size >= 4 * in_flight),
+            batch: 2 * threads,
+            parallel: threads > 1 && big_enough(threads),
         }
     }
 }
