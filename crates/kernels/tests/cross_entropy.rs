@@ -198,9 +198,9 @@ fn cross_entropy_chunk_rows_bounded_by_buffer() {
         assert!(rows <= CE_CHUNK_ROWS, "vocab {vocab}: {rows} rows");
     }
     // MovieLens latest-small, the seed scale and ml-32m's 87k items.
-    assert_eq!(ce_chunk_rows(9725), 128);
-    assert_eq!(ce_chunk_rows(39_903), 128);
-    assert_eq!(ce_chunk_rows(87_586), 95);
+    assert_eq!(ce_chunk_rows(9725), 512);
+    assert_eq!(ce_chunk_rows(39_903), 420);
+    assert_eq!(ce_chunk_rows(87_586), 191);
 }
 
 /// Mean softmax cross-entropy of `logits` `[rows, classes]` over the rows

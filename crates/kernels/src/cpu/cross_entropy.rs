@@ -29,18 +29,17 @@ use super::tensor::{CpuIds, CpuTensor};
 use crate::{CrossEntropy, SoftmaxCrossEntropy, contract};
 
 /// Byte budget of the reusable logits buffer.
-pub const CE_BUFFER_BYTES: usize = 32 << 20;
+pub const CE_BUFFER_BYTES: usize = 64 << 20;
 
-/// Rows per chunk when the budget allows. The `dtable` product's inner size
-/// is the chunk's row count, so thin chunks are slow (at 40k items, 128
-/// rows made the seed-scale step 12% faster than 52); many rows leave the
-/// cache (512 rows were 15% slower than 128 at 9,725 items). A multiple of
-/// 64, so that sgemm's 64-row blocks split evenly over 2 threads.
-pub const CE_CHUNK_ROWS: usize = 128;
+/// Rows per chunk at most. Each chunk reads and rewrites all of `dtable`
+/// and its `dtable` product's inner size is the chunk's row count, so
+/// thin chunks are slow: at 40k items, 1 thread, the fused cross-entropy
+/// took 1.19-1.30 s in chunks of 128 rows and 0.97-1.01 s in chunks of
+/// 384-1,024 (docs/benchmarks.md).
+pub const CE_CHUNK_ROWS: usize = 512;
 
-/// Rows per chunk for a vocabulary of `vocab` columns: [`CE_CHUNK_ROWS`],
-/// or as many as fit [`CE_BUFFER_BYTES`] (at least 1) when the vocabulary
-/// is larger than 65,536 items.
+/// Rows per chunk for a vocabulary of `vocab` columns: as many as fit
+/// [`CE_BUFFER_BYTES`], at least 1 and at most [`CE_CHUNK_ROWS`].
 pub fn ce_chunk_rows(vocab: usize) -> usize {
     (CE_BUFFER_BYTES / (size_of::<f32>() * vocab.max(1))).clamp(1, CE_CHUNK_ROWS)
 }
@@ -49,18 +48,22 @@ pub fn ce_chunk_rows(vocab: usize) -> usize {
 /// skipped; they come back through `exp(NaN - max)`.
 #[inline(always)]
 pub(super) fn max_of(z: &[f32]) -> f32 {
+    // `if x > m` rather than `m.max(x)`: the same result (a NaN `x` leaves
+    // `m`, and `m` is never NaN), but one `maxps` per vector instead of
+    // three instructions that give NaN operands `f32::max`'s meaning.
+    let keep_larger = |m: f32, x: f32| if x > m { x } else { m };
     let mut m = [f32::NEG_INFINITY; LANES];
     let chunks = z.chunks_exact(LANES);
     let tail = chunks
         .remainder()
         .iter()
-        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        .fold(f32::NEG_INFINITY, |a, &b| keep_larger(a, b));
     for c in chunks {
         for l in 0..LANES {
-            m[l] = m[l].max(c[l]);
+            m[l] = keep_larger(m[l], c[l]);
         }
     }
-    m.iter().fold(tail, |a, &b| a.max(b))
+    m.iter().fold(tail, |a, &b| keep_larger(a, b))
 }
 
 /// Independent partial maxima and sums per row: one AVX-512 register, two
