@@ -259,9 +259,10 @@ fn train(data: TrainData) -> Result<()> {
     if cores > 1 {
         threads.push(cores);
     }
-    for &n in &threads {
-        let n = n.to_string();
-        let (mut a, mut b, mut sgemm) = (Runs::default(), Runs::default(), Vec::new());
+    for &count in &threads {
+        let n = count.to_string();
+        let (mut a, mut b) = (Runs::default(), Runs::default());
+        let (mut sgemm, mut peak) = (Vec::new(), Vec::new());
         for round in 1..=5 {
             let line = output(
                 Command::new(&ours)
@@ -288,6 +289,10 @@ fn train(data: TrainData) -> Result<()> {
                 json_number(&rate, "ours_gflop_per_cpu_s")?
                     .max(json_number(&rate, "matrixmultiply_gflop_per_cpu_s")?),
             );
+            // The cores' FMA peak (absent on CPUs without FMA).
+            if let Ok(p) = json_number(&rate, "fma_peak_gflop_per_cpu_s") {
+                peak.push(p);
+            }
             eprintln!(
                 "round {round}, {n} threads:\n  {}\n  {}\n  {}",
                 line.trim(),
@@ -307,6 +312,18 @@ fn train(data: TrainData) -> Result<()> {
             median(&mut b.cpu_s.clone()) / median(&mut a.cpu_s.clone()),
             100.0 * step_gflops / sgemm
         );
+        if !peak.is_empty() {
+            let peak = median(&mut peak);
+            // A step in a fifth of PyTorch's wall time, all `count` cores
+            // busy: GFLOP per CPU second.
+            let torch_seconds = median(&mut b.step_ms.clone()) / 1e3;
+            let five_x = median(&mut a.gflop_per_step) * 5.0 / torch_seconds / count as f64;
+            println!(
+                "  the cores' FMA peak {peak:.1} GFLOP per CPU second: the step at {:.0}% of it; 5x PyTorch would need {five_x:.1} ({:.0}%)",
+                100.0 * step_gflops / peak,
+                100.0 * five_x / peak
+            );
+        }
     }
     if gpu_present(&ours)? {
         let (mut a, mut b) = (Runs::default(), Runs::default());
@@ -360,6 +377,7 @@ struct Runs {
     /// step costs, whatever else the cores run.
     cpu_s: Vec<f64>,
     gflop_per_cpu_s: Vec<f64>,
+    gflop_per_step: Vec<f64>,
 }
 
 impl Runs {
@@ -371,6 +389,7 @@ impl Runs {
         if let Ok(g) = json_number(json_line, "gflop_per_step") {
             self.gflop_per_cpu_s
                 .push(g / json_number(json_line, "cpu_s_per_step")?);
+            self.gflop_per_step.push(g);
         }
         Ok(())
     }

@@ -13,7 +13,9 @@
 //! `--sgemm` instead times the output layer's three products alone, at the
 //! step's shapes for this data (one chunk of the fused cross-entropy: `rows`
 //! = the CPU backend's chunk rows), with the backend's sgemm and with
-//! matrixmultiply: the machine's sgemm rate that a step is compared with.
+//! matrixmultiply: the machine's sgemm rate that a step is compared with;
+//! and, on x86-64 CPUs with FMA, the cores' peak: fused multiply-adds in
+//! registers on every thread of the pool, the most any product can reach.
 //! `--validation` times one validation pass (ranking all items for every
 //! validation user) on the CPU, to compare with an epoch's training steps.
 //!
@@ -381,8 +383,9 @@ fn sgemm_rate(all: &[Batch], vocab: usize, dim: usize) -> Result<()> {
         }
     });
     std::hint::black_box(&out);
+    let peak = fma_peak_gflop_per_cpu_s().map_or("null".to_string(), |p| format!("{p:.2}"));
     println!(
-        "{{\"sgemm_rows\":{rows},\"vocab\":{vocab},\"dim\":{dim},\"threads\":{},\"ours_gflops\":{:.2},\"matrixmultiply_gflops\":{:.2},\"ours_gflop_per_cpu_s\":{:.2},\"matrixmultiply_gflop_per_cpu_s\":{:.2}}}",
+        "{{\"sgemm_rows\":{rows},\"vocab\":{vocab},\"dim\":{dim},\"threads\":{},\"ours_gflops\":{:.2},\"matrixmultiply_gflops\":{:.2},\"ours_gflop_per_cpu_s\":{:.2},\"matrixmultiply_gflop_per_cpu_s\":{:.2},\"fma_peak_gflop_per_cpu_s\":{peak}}}",
         rayon::current_num_threads(),
         flops / ours.0 / 1e9,
         flops / reference.0 / 1e9,
@@ -390,6 +393,82 @@ fn sgemm_rate(all: &[Batch], vocab: usize, dim: usize) -> Result<()> {
         flops / reference.1 / 1e9
     );
     Ok(())
+}
+
+/// The cores' peak rate per CPU second: every thread of the pool runs
+/// independent chains of fused multiply-adds on the widest registers the
+/// CPU has, with no memory operands (best of five runs of about 50 GFLOP
+/// per thread). `None` on CPUs without FMA.
+fn fma_peak_gflop_per_cpu_s() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Flops per iteration of each kernel: chains x lanes x 2.
+        let (flops_per_iteration, chains): (usize, fn(usize) -> f32) =
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                (24 * 16 * 2, |n| unsafe { fma_chains_avx512(n) })
+            } else if std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has FMA (and so AVX).
+                (12 * 8 * 2, |n| unsafe { fma_chains_fma(n) })
+            } else {
+                return None;
+            };
+        let iterations = 50_000_000_000 / flops_per_iteration;
+        let threads = rayon::current_num_threads();
+        let flops = (iterations * flops_per_iteration * threads) as f64;
+        let best = (0..5)
+            .map(|_| {
+                let cpu = cpu_seconds();
+                std::hint::black_box(rayon::broadcast(|_| chains(iterations)));
+                flops / (cpu_seconds() - cpu) / 1e9
+            })
+            .fold(0.0, f64::max);
+        Some(best)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// 24 chains of `c = a c + b` in zmm registers (latency 4, two pipes: eight
+/// chains would keep them busy), `n` steps each, added up once at the end
+/// (a horizontal sum per chain made the compiler keep some on the stack).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_chains_avx512(n: usize) -> f32 {
+    use std::arch::x86_64::*;
+    // c -> 1: no overflow, no subnormals.
+    let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-6));
+    let mut c = [_mm512_set1_ps(0.5); 24];
+    for _ in 0..n {
+        for c in &mut c {
+            *c = _mm512_fmadd_ps(a, *c, b);
+        }
+    }
+    _mm512_reduce_add_ps(
+        c.iter()
+            .fold(_mm512_setzero_ps(), |s, &c| _mm512_add_ps(s, c)),
+    )
+}
+
+/// 12 chains in ymm registers (16 of them: 12 chains, `a` and `b`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_chains_fma(n: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-6));
+    let mut c = [_mm256_set1_ps(0.5); 12];
+    for _ in 0..n {
+        for c in &mut c {
+            *c = _mm256_fmadd_ps(a, *c, b);
+        }
+    }
+    let mut lanes = [0.0f32; 8];
+    let sum = c
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, &c| _mm256_add_ps(s, c));
+    // SAFETY: `lanes` holds eight f32.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    lanes.iter().sum()
 }
 
 /// User plus system CPU time of this process so far, in seconds (0 where

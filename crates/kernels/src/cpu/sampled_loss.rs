@@ -47,8 +47,8 @@ fn ln_1p_unit(y: f32) -> f32 {
 /// `softplus(x) = ln(1 + e^x)` and `sigmoid(x)`, sharing `e^-|x|`.
 /// Infinities give their limits; NaN gives NaN for both.
 #[inline(always)]
-fn softplus_sigmoid(x: f32) -> (f32, f32) {
-    let e = exp_nonpositive(-x.abs());
+fn softplus_sigmoid<const FMA: bool>(x: f32) -> (f32, f32) {
+    let e = exp_nonpositive::<FMA>(-x.abs());
     // Not `x.max(0.0)`, which turns NaN into 0 (the NaN still reaches the
     // sum through `e`, but this way each part keeps it).
     let positive_part = if x > 0.0 { x } else { 0.0 };
@@ -83,7 +83,7 @@ simd_dispatch! {
     /// which is subtracted from `z` here). Returns the row's loss and, with
     /// `grad_scale = Some(g)`, the gradient of the positive logit, `z` then
     /// holding the negatives' gradients (all scaled by `g`).
-    fn softmax_row = softmax_row_body(
+    fn softmax_row = softmax_row_body::<FMA>(
         z: &mut [f32],
         pos: f32,
         negatives: &[u32],
@@ -94,7 +94,7 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn softmax_row_body(
+fn softmax_row_body<const FMA: bool>(
     z: &mut [f32],
     pos: f32,
     negatives: &[u32],
@@ -111,8 +111,8 @@ fn softmax_row_body(
     mask_hits(z, negatives, target, f32::NEG_INFINITY);
     // `f32::max` skips NaN; a NaN comes back through exp(NaN - max).
     let max = max_of(z).max(pos);
-    let pos_exp = exp_nonpositive(pos - max);
-    let sum = exp_shifted_sum(z, max) + pos_exp;
+    let pos_exp = exp_nonpositive::<FMA>(pos - max);
+    let sum = exp_shifted_sum::<FMA>(z, max) + pos_exp;
     let loss = (sum as f64).ln() + (max as f64 - pos as f64);
     let dpos = match grad_scale {
         Some(g) => {
@@ -133,7 +133,7 @@ simd_dispatch! {
     /// sum_j softplus(z_j)` over the unmasked negatives. Returns the row's
     /// loss and, with `grad_scale = Some(g)`, the gradient of `pos`, `z`
     /// then holding the negatives' gradients `g * sigmoid(z_j)`.
-    fn binary_row = binary_row_body(
+    fn binary_row = binary_row_body::<FMA>(
         z: &mut [f32],
         pos: f32,
         negatives: &[u32],
@@ -144,7 +144,7 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn binary_row_body(
+fn binary_row_body<const FMA: bool>(
     z: &mut [f32],
     pos: f32,
     negatives: &[u32],
@@ -158,7 +158,7 @@ fn binary_row_body(
     let (mut zc, mut ic) = (z.chunks_exact_mut(8), negatives.chunks_exact(8));
     for (zs, ids) in (&mut zc).zip(&mut ic) {
         for l in 0..8 {
-            let (softplus, sigmoid) = softplus_sigmoid(zs[l]);
+            let (softplus, sigmoid) = softplus_sigmoid::<FMA>(zs[l]);
             let hit = ids[l] == target;
             acc[l] += if hit { 0.0 } else { softplus };
             zs[l] = if hit { 0.0 } else { g * sigmoid };
@@ -166,7 +166,7 @@ fn binary_row_body(
     }
     let mut tail = 0.0f32;
     for (v, &id) in zc.into_remainder().iter_mut().zip(ic.remainder()) {
-        let (softplus, sigmoid) = softplus_sigmoid(*v);
+        let (softplus, sigmoid) = softplus_sigmoid::<FMA>(*v);
         let hit = id == target;
         tail += if hit { 0.0 } else { softplus };
         *v = if hit { 0.0 } else { g * sigmoid };
@@ -348,6 +348,7 @@ pub(super) fn sampled_loss(
 
 #[cfg(test)]
 mod tests {
+    use super::super::simd::{Level, with_level};
     use super::*;
 
     #[test]
@@ -371,44 +372,67 @@ mod tests {
 
     #[test]
     fn softplus_and_sigmoid_at_the_limits() {
-        assert_eq!(softplus_sigmoid(f32::INFINITY), (f32::INFINITY, 1.0));
-        assert_eq!(softplus_sigmoid(f32::NEG_INFINITY), (0.0, 0.0));
-        let (sp, sg) = softplus_sigmoid(f32::NAN);
-        assert!(sp.is_nan() && sg.is_nan());
-        // Large arguments: no overflow, no cancellation.
-        let (sp, sg) = softplus_sigmoid(1e4);
-        assert_eq!((sp, sg), (1e4, 1.0));
-        // Far below: e^x ~ 2e-9, accurate; below e^-87.3 the fast exp
-        // flushes to 0 (the true values are subnormal).
-        let (sp, sg) = softplus_sigmoid(-20.0);
-        let exact = (-20.0f64).exp();
-        assert!(((sp as f64) / exact - 1.0).abs() < 1e-6, "{sp}");
-        assert!(((sg as f64) / exact - 1.0).abs() < 1e-6, "{sg}");
-        assert_eq!(softplus_sigmoid(-100.0), (0.0, 0.0));
+        for softplus_sigmoid in [softplus_sigmoid::<false>, softplus_sigmoid::<true>] {
+            assert_eq!(softplus_sigmoid(f32::INFINITY), (f32::INFINITY, 1.0));
+            assert_eq!(softplus_sigmoid(f32::NEG_INFINITY), (0.0, 0.0));
+            let (sp, sg) = softplus_sigmoid(f32::NAN);
+            assert!(sp.is_nan() && sg.is_nan());
+            // Large arguments: no overflow, no cancellation.
+            let (sp, sg) = softplus_sigmoid(1e4);
+            assert_eq!((sp, sg), (1e4, 1.0));
+            // Far below: e^x ~ 2e-9, accurate; below e^-87.3 the fast exp
+            // flushes to 0 (the true values are subnormal).
+            let (sp, sg) = softplus_sigmoid(-20.0);
+            let exact = (-20.0f64).exp();
+            assert!(((sp as f64) / exact - 1.0).abs() < 1e-6, "{sp}");
+            assert!(((sg as f64) / exact - 1.0).abs() < 1e-6, "{sg}");
+            assert_eq!(softplus_sigmoid(-100.0), (0.0, 0.0));
+        }
     }
 
     #[test]
-    fn avx2_builds_give_the_same_bits() {
+    fn fma_builds_give_the_same_bits_and_the_baseline_is_close() {
         let z: Vec<f32> = (0..1001)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.7)
             .collect();
         let ids: Vec<u32> = (0..1001).map(|i| (i * 13 % 97) as u32).collect();
         let lq: Vec<f32> = (0..1001).map(|i| -((i % 7) as f32) - 3.0).collect();
-        let (mut a, mut b) = (z.clone(), z.clone());
-        let ra = softmax_row(&mut a, 1.5, &ids, 5, Some(&lq), Some(0.25));
-        let rb = softmax_row_body(&mut b, 1.5, &ids, 5, Some(&lq), Some(0.25));
-        assert_eq!(
-            (ra.0.to_bits(), ra.1.to_bits()),
-            (rb.0.to_bits(), rb.1.to_bits())
-        );
-        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
-        let (mut a, mut b) = (z.clone(), z);
-        let ra = binary_row(&mut a, -0.5, &ids, 5, 0.3, Some(0.25));
-        let rb = binary_row_body(&mut b, -0.5, &ids, 5, 0.3, Some(0.25));
-        assert_eq!(
-            (ra.0.to_bits(), ra.1.to_bits()),
-            (rb.0.to_bits(), rb.1.to_bits())
-        );
-        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        // Both rows at each build level: loss and gradient bits of each.
+        let run = |level| {
+            with_level(level, || {
+                let (mut a, mut b) = (z.clone(), z.clone());
+                let ra = softmax_row(&mut a, 1.5, &ids, 5, Some(&lq), Some(0.25));
+                let rb = binary_row(&mut b, -0.5, &ids, 5, 0.3, Some(0.25));
+                [(ra, a), (rb, b)]
+            })
+        };
+        let bits = |rows: &[((f64, f32), Vec<f32>); 2]| {
+            rows.iter()
+                .map(|((loss, dpos), dz)| {
+                    let dz: Vec<u32> = dz.iter().map(|v| v.to_bits()).collect();
+                    (loss.to_bits(), dpos.to_bits(), dz)
+                })
+                .collect::<Vec<_>>()
+        };
+        let fused = run(Level::Avx512);
+        assert_eq!(bits(&run(Level::Avx2)), bits(&fused));
+        // The baseline build rounds the exp's multiply-adds twice: each exp
+        // within 2 ulp of the exact value, so the builds agree to a few ulp
+        // (2e-6 is about 16).
+        for (((loss, dpos), dz), ((loss_f, dpos_f), dz_f)) in
+            run(Level::Baseline).iter().zip(&fused)
+        {
+            assert!(
+                (loss - loss_f).abs() <= 2e-6 * loss.abs(),
+                "{loss} vs {loss_f}"
+            );
+            assert!(
+                (dpos - dpos_f).abs() <= 2e-6 * dpos.abs(),
+                "{dpos} vs {dpos_f}"
+            );
+            for (a, b) in dz.iter().zip(dz_f) {
+                assert!((a - b).abs() <= 2e-6 * a.abs(), "{a} vs {b}");
+            }
+        }
     }
 }

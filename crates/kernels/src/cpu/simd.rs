@@ -6,7 +6,10 @@
 //! another 1.3x for AVX-512, so on CPUs that have them they run such a build
 //! of the very same code. Rust never fuses `a * b + c` into an FMA on its
 //! own, so every build does the same operations in the same order and gives
-//! the same bits. (The matrix products are another matter: `sgemm.rs`.)
+//! the same bits; a loop whose body is generic over `FMA` (the softmax's
+//! `exp`) is given fused multiply-adds in the AVX2 + FMA and AVX-512 builds,
+//! which then give the same bits as each other, and differ from the
+//! baseline build in the last bits (like the matrix products of `sgemm.rs`).
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -16,9 +19,9 @@ use std::sync::OnceLock;
 pub(crate) enum Level {
     /// The crate's own target (SSE2 on x86-64).
     Baseline,
-    /// AVX2.
+    /// AVX2 and FMA.
     Avx2,
-    /// AVX-512F (with AVX2).
+    /// AVX-512F (with AVX2 and FMA).
     Avx512,
 }
 
@@ -33,10 +36,12 @@ pub(crate) fn level() -> Level {
     let detected = *DETECTED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Level::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    return Level::Avx512;
+                }
                 return Level::Avx2;
             }
         }
@@ -56,33 +61,42 @@ pub(crate) fn with_level<T>(cap: Level, f: impl FnOnce() -> T) -> T {
 
 /// Defines `fn $name(args) -> ret` that calls the `#[inline(always)]`
 /// function `$body` with the same arguments, inlined into an AVX-512 or an
-/// AVX2 function when the CPU supports it (see [`level`]), else as compiled
-/// by default.
+/// AVX2 + FMA function when the CPU supports it (see [`level`]), else as
+/// compiled by default. Written `$body::<FMA>(args)`, it calls
+/// `$body::<true>` in those two builds and `$body::<false>` in the default
+/// one, for bodies that fuse multiply-adds where FMA is an instruction
+/// (elsewhere `mul_add` is a slow software call).
 macro_rules! simd_dispatch {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident = $body:ident::<FMA>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
+        $crate::cpu::simd::simd_dispatch!(@fn [$(#[$attr])*] $vis $name ($($arg: $ty),*) ($($ret)?) $body::<true>, $body::<false>);
+    };
     ($(#[$attr:meta])* $vis:vis fn $name:ident = $body:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
+        $crate::cpu::simd::simd_dispatch!(@fn [$(#[$attr])*] $vis $name ($($arg: $ty),*) ($($ret)?) $body, $body);
+    };
+    (@fn [$(#[$attr:meta])*] $vis:vis $name:ident ($($arg:ident: $ty:ty),*) ($($ret:ty)?) $fused:expr, $plain:expr) => {
         $(#[$attr])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             match $crate::cpu::simd::level() {
                 $crate::cpu::simd::Level::Avx512 => {
-                    #[target_feature(enable = "avx512f,avx2")]
+                    #[target_feature(enable = "avx512f,avx2,fma")]
                     unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
-                        $body($($arg),*)
+                        $fused($($arg),*)
                     }
-                    // SAFETY: the CPU supports AVX-512F, checked by `level`.
+                    // SAFETY: the CPU supports AVX-512F and FMA, checked by `level`.
                     return unsafe { avx512($($arg),*) };
                 }
                 $crate::cpu::simd::Level::Avx2 => {
-                    #[target_feature(enable = "avx2")]
+                    #[target_feature(enable = "avx2,fma")]
                     unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                        $body($($arg),*)
+                        $fused($($arg),*)
                     }
-                    // SAFETY: the CPU supports AVX2, checked by `level`.
+                    // SAFETY: the CPU supports AVX2 and FMA, checked by `level`.
                     return unsafe { avx2($($arg),*) };
                 }
                 $crate::cpu::simd::Level::Baseline => {}
             }
-            $body($($arg),*)
+            $plain($($arg),*)
         }
     };
 }
