@@ -303,12 +303,13 @@ fn train(data: TrainData) -> Result<()> {
         let sgemm = median(&mut sgemm);
         // The step's rate per CPU second, comparable with the sgemm's.
         let step_gflops = median(&mut a.gflop_per_cpu_s);
+        let torch_ms = median(&mut b.step_ms.clone());
         println!("{data:?}, CPU, {n} thread(s), medians of 5:");
         a.print("ours");
         b.print("PyTorch");
         println!(
             "  ratio {:.2}x PyTorch (CPU time: {:.2}x); step at {step_gflops:.1} GFLOP per CPU second = {:.0}% of the sgemm rate at the step's shapes ({sgemm:.1})",
-            median(&mut b.step_ms.clone()) / median(&mut a.step_ms.clone()),
+            torch_ms / median(&mut a.step_ms.clone()),
             median(&mut b.cpu_s.clone()) / median(&mut a.cpu_s.clone()),
             100.0 * step_gflops / sgemm
         );
@@ -316,8 +317,7 @@ fn train(data: TrainData) -> Result<()> {
             let peak = median(&mut peak);
             // A step in a fifth of PyTorch's wall time, all `count` cores
             // busy: GFLOP per CPU second.
-            let torch_seconds = median(&mut b.step_ms.clone()) / 1e3;
-            let five_x = median(&mut a.gflop_per_step) * 5.0 / torch_seconds / count as f64;
+            let five_x = median(&mut a.gflop_per_step) * 5.0 / (torch_ms / 1e3) / count as f64;
             println!(
                 "  the cores' FMA peak {peak:.1} GFLOP per CPU second: the step at {:.0}% of it; 5x PyTorch would need {five_x:.1} ({:.0}%)",
                 100.0 * step_gflops / peak,
