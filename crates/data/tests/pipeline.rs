@@ -50,10 +50,7 @@ fn raw_items(d: &Dataset) -> Vec<u32> {
 }
 
 fn seq(user: u32, items: &[u32]) -> UserSequence {
-    UserSequence {
-        user,
-        items: items.to_vec(),
-    }
+    UserSequence::new(user, items.to_vec())
 }
 
 #[test]
@@ -343,6 +340,7 @@ fn temporal(valid: i64, test: i64) -> SplitKind {
     SplitKind::Temporal {
         valid: TimeCut::At(valid),
         test: TimeCut::At(test),
+        targets: TemporalTargets::First,
     }
 }
 
@@ -383,6 +381,7 @@ fn temporal_cuts_as_fractions_and_bad_cuts() {
     let kind = SplitKind::Temporal {
         valid: TimeCut::Fraction(0.5),
         test: TimeCut::Fraction(0.8),
+        targets: TemporalTargets::First,
     };
     let s = split(&d, kind).unwrap();
     assert_eq!(s.cuts, Some((50, 80)));
@@ -396,6 +395,7 @@ fn temporal_cuts_as_fractions_and_bad_cuts() {
             SplitKind::Temporal {
                 valid: TimeCut::Fraction(0.0),
                 test: TimeCut::Fraction(0.5),
+                targets: TemporalTargets::First,
             },
             "time fraction 0 is not in (0, 1)",
         ),
