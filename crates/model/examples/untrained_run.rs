@@ -40,7 +40,7 @@ fn main() -> Result<()> {
         test_time_fraction: None,
     };
     eprintln!("reading {}", log.display());
-    let (dataset, _) = data.load()?;
+    let (dataset, split) = data.load()?;
     let config = RunConfig {
         model: ModelConfig::notebook(dataset.vocab.num_items()),
         train: TrainConfig::default(),
@@ -53,7 +53,7 @@ fn main() -> Result<()> {
         HashMap::from([("step".to_string(), "0".to_string())]),
     )?;
     let mut run = RunWriter::create(&out, "untrained_run", false)?;
-    run.write_settings(&config, &dataset.vocab)?;
+    run.write_settings(&config, &dataset, &split)?;
     // A finished run of zero epochs whose best checkpoint is the initial one.
     let state = TrainState {
         best: Some((0.0, 0)),
