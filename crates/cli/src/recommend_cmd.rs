@@ -157,7 +157,9 @@ fn to_file<B: Backend>(
             let user = catalog.raw_user(user);
             for (rank, &(item, logit)) in top.iter().enumerate() {
                 let item = catalog.raw_item(item);
-                let name = names.as_ref().map(|n| n.get(&item).map_or("", String::as_str));
+                let name = names
+                    .as_ref()
+                    .map(|n| n.get(&item).map_or("", String::as_str));
                 writer.push(&user, &item, rank as u32 + 1, logit, name)?;
             }
             rows += top.len();

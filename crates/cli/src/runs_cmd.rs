@@ -286,7 +286,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
 }
 
 /// One flat JSON object per run: its name and path, every setting, the
-/// best epoch, and every metric as `PART_METRIC` (`valid_loss`,
+/// best epoch, the epochs done, and every metric as `PART_METRIC` (`valid_loss`,
 /// `valid_ndcg@10`, `test_hr@20`, `test_mrr`, ...).
 pub fn flat_rows(runs: &[RunSummary]) -> Vec<serde_json::Map<String, Value>> {
     let names = run_names(&runs.iter().map(|r| r.path.clone()).collect::<Vec<_>>());
@@ -300,7 +300,7 @@ pub fn flat_rows(runs: &[RunSummary]) -> Vec<serde_json::Map<String, Value>> {
                 row.insert(key.clone(), value.clone());
             }
             row.insert("best_epoch".into(), run.best().map(|b| b.epoch).into());
-            row.insert("epochs".into(), run.epochs.len().into());
+            row.insert("epochs_done".into(), run.epochs.len().into());
             row.insert("finished".into(), run.finished.into());
             row.insert("seconds".into(), run.seconds().into());
             let mut metrics = |part: &str, loss: f64, ranking: Option<&RankingMetrics>| {

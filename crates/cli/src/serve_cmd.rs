@@ -478,7 +478,9 @@ async fn recommend(
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let mut list = catalog.response(user, history_len, exclude_seen, Ranked::Model(&top), |_| None);
+    let mut list = catalog.response(user, history_len, exclude_seen, Ranked::Model(&top), |_| {
+        None
+    });
     list.unknown_items = unknown;
     Ok(Json(list))
 }

@@ -382,7 +382,10 @@ pub fn build_dataset_with_report(
                 .map(|&i| i as usize)
                 .filter(|&i| keep[i])
                 .collect();
-            let items = rows.iter().map(|&i| item_index[r.item[i] as usize]).collect();
+            let items = rows
+                .iter()
+                .map(|&i| item_index[r.item[i] as usize])
+                .collect();
             let is_target = events
                 .target
                 .as_ref()
@@ -483,7 +486,10 @@ impl EventTypes {
             return Err(DataError::InvalidOption(format!(
                 "the target event type {:?} is not among the kept ones ({})",
                 crate::ids::cut(&names[c], 40),
-                crate::ids::cut(&filter.keep_events.clone().unwrap_or_default().join(", "), 200)
+                crate::ids::cut(
+                    &filter.keep_events.clone().unwrap_or_default().join(", "),
+                    200
+                )
             )));
         }
         Ok(EventTypes { read, kept, target })

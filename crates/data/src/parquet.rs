@@ -333,14 +333,7 @@ impl PartsReader<'_> {
             &names.time,
         )?;
         if let (Some(name), Some(events)) = (&names.event, &mut out.event) {
-            intern_ids(
-                column(name),
-                &mut out.events,
-                events,
-                rows,
-                first_row,
-                name,
-            )?;
+            intern_ids(column(name), &mut out.events, events, rows, first_row, name)?;
         }
         if let (Some(name), Some(ratings)) = (&names.rating, &mut out.rating) {
             let array = column(name);

@@ -145,11 +145,12 @@ pub fn split(dataset: &Dataset, kind: SplitKind) -> Result<Split, DataError> {
     let mut out = Split::default();
     // A training sequence: `user` up to its last target before `end`, when
     // it has one that can be predicted (at position 1 or later).
-    let train = |user: &UserSequence, end: usize, out: &mut Split| {
-        match (1..end).rev().find(|&j| user.is_target(j)) {
-            Some(last) => out.train.push(user.prefix(last + 1)),
-            None => out.too_short_for_train += 1,
-        }
+    let train = |user: &UserSequence, end: usize, out: &mut Split| match (1..end)
+        .rev()
+        .find(|&j| user.is_target(j))
+    {
+        Some(last) => out.train.push(user.prefix(last + 1)),
+        None => out.too_short_for_train += 1,
     };
     match kind {
         SplitKind::RandomUsers {

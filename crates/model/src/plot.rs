@@ -300,9 +300,7 @@ fn draw(panels: &[Panel], format: ImageFormat) -> Result<Vec<u8>> {
             encoder.set_color(png::ColorType::Rgb);
             encoder.set_depth(png::BitDepth::Eight);
             let mut writer = encoder.write_header().context("encoding the PNG")?;
-            writer
-                .write_image_data(&rgb)
-                .context("encoding the PNG")?;
+            writer.write_image_data(&rgb).context("encoding the PNG")?;
             writer.finish().context("encoding the PNG")?;
             Ok(png)
         }

@@ -186,7 +186,8 @@ impl DataSpec {
 
     /// Reads the interactions, filters them and splits them, as at training time.
     pub fn load(&self) -> Result<(Dataset, Split)> {
-        self.load_with_report().map(|(dataset, split, _)| (dataset, split))
+        self.load_with_report()
+            .map(|(dataset, split, _)| (dataset, split))
     }
 
     /// [`DataSpec::load`], also saying what each filter removed.
@@ -231,7 +232,10 @@ impl RunConfig {
         } else if data.temporal_targets != TemporalTargets::First {
             return Err(InvalidSetting::new(
                 "temporal_targets",
-                format!("chooses the targets of the temporal split, not of {}", data.split),
+                format!(
+                    "chooses the targets of the temporal split, not of {}",
+                    data.split
+                ),
             ));
         } else if let Some((field, _)) = temporal_flags.iter().find(|(_, given)| *given) {
             return Err(InvalidSetting::new(

@@ -71,7 +71,10 @@ impl RunData {
         );
         u32s(
             "sequences.items",
-            self.users.iter().flat_map(|u| u.items.iter().copied()).collect(),
+            self.users
+                .iter()
+                .flat_map(|u| u.items.iter().copied())
+                .collect(),
         );
         for (part, seqs) in self.parts() {
             u32s(
@@ -128,14 +131,22 @@ impl RunData {
     /// their sequences. An error names the file and what is wrong.
     pub fn from_bytes(bytes: &[u8], file: &Path, vocab: &Vocab) -> Result<RunData> {
         let bad = |what: String| anyhow::anyhow!("{}: {what}", file.display());
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| bad(format!("not a safetensors file ({})", bounded(&e.to_string(), 80))))?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
+            bad(format!(
+                "not a safetensors file ({})",
+                bounded(&e.to_string(), 80)
+            ))
+        })?;
         let metadata = header.metadata().clone().unwrap_or_default();
         if metadata.get("kind").map(String::as_str) != Some(KIND) {
             return Err(bad(format!("not a run's data file (no kind {KIND:?})")));
         }
-        let tensors = SafeTensors::deserialize(bytes)
-            .map_err(|e| bad(format!("not a safetensors file ({})", bounded(&e.to_string(), 80))))?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| {
+            bad(format!(
+                "not a safetensors file ({})",
+                bounded(&e.to_string(), 80)
+            ))
+        })?;
         let tensor = |name: &str, dtype: Dtype| -> Result<Vec<u8>> {
             let view = tensors
                 .tensor(name)
@@ -206,7 +217,9 @@ impl RunData {
             users.push(UserSequence {
                 user: u as u32,
                 items: items[start..end].to_vec(),
-                is_target: flags.as_ref().map(|f| f[start..end].iter().map(|&b| b != 0).collect()),
+                is_target: flags
+                    .as_ref()
+                    .map(|f| f[start..end].iter().map(|&b| b != 0).collect()),
             });
             start = end;
         }

@@ -303,7 +303,12 @@ impl RunWriter {
     /// (the sequences and the split, so that the folder serves and
     /// evaluates without the log), then config.json (the folder holds a run
     /// from then on).
-    pub fn write_settings(&self, config: &RunConfig, dataset: &Dataset, split: &Split) -> Result<()> {
+    pub fn write_settings(
+        &self,
+        config: &RunConfig,
+        dataset: &Dataset,
+        split: &Split,
+    ) -> Result<()> {
         let json = dataset
             .vocab
             .to_json()
