@@ -249,8 +249,13 @@ fn stats(ratings_args: &RatingsArgs, filter: &FilterArgs) -> anyhow::Result<()> 
         thousands(s.p90_len),
         thousands(s.max_len)
     );
+    let short = if config.target_events.is_some() {
+        "fewer than 2 targets after a first event"
+    } else {
+        "< 3 items"
+    };
     println!(
-        "leave-one-out train {} users, valid {}, test {}; left out: {} too short to train, {} too short to evaluate (< 3 items)",
+        "leave-one-out train {} users, valid {}, test {}; left out: {} too short to train, {} too short to evaluate ({short})",
         thousands(loo.train.len()),
         thousands(loo.valid.len()),
         thousands(loo.test.len()),

@@ -182,8 +182,9 @@ fn to_file<B: Backend>(
         let sidecar = PathBuf::from(sidecar);
         write_atomic(&sidecar, format!("{}\n", unknown.join("\n")).as_bytes())?;
         eprintln!(
-            "skipped {} users the run does not know (listed in {}; --strict makes them an error)",
+            "skipped {} user{} the run does not know (listed in {}; --strict makes them an error)",
             unknown.len(),
+            if unknown.len() == 1 { "" } else { "s" },
             sidecar.display()
         );
     }
