@@ -403,7 +403,8 @@ impl Server {
             .send(body)
             .unwrap();
         let status = response.status().as_u16();
-        (status, response.body_mut().read_json().unwrap())
+        let body = response.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&body).unwrap())
     }
 
     fn stop(mut self) {
@@ -491,12 +492,8 @@ fn a_copied_run_folder_serves_without_its_log() {
     let server = Server::start(&copy, server_dir.path());
     let (status, body) = server.recommend(&format!(r#"{{"user": "{user}", "k": 5}}"#));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        body["recommendations"],
-        list["recommendations"].as_array().unwrap()[..5]
-            .to_vec()
-            .into()
-    );
+    let top5: Vec<Value> = list["recommendations"].as_array().unwrap()[..5].to_vec();
+    assert_eq!(body["recommendations"], Value::Array(top5));
     // Unknown items are left out and named; none known: most popular.
     let item = list["recommendations"][0]["item"]
         .as_str()
@@ -562,6 +559,7 @@ fn unknown_users_and_items_and_names_in_files() {
     let (dir, _ratings, run) = common::trained_run("1");
     let users = dir.path().join("users.txt");
     std::fs::write(&users, "1\nghost\n2\n999\n").unwrap();
+    let movies = dir.path().join("movies.csv");
     let out_file = dir.path().join("recs.csv");
     let args = [
         "recommend",
@@ -576,7 +574,7 @@ fn unknown_users_and_items_and_names_in_files() {
         "--device",
         "cpu",
         "--item-names",
-        dir.path().join("movies.csv").to_str().unwrap(),
+        movies.to_str().unwrap(),
     ];
     let out = sasrec(&args);
     assert!(out.status.success(), "{}", text(&out).1);
