@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use sasrec_data::{Dedup, FilterConfig, Format, InputSpec, Interactions, SplitKind, TimeUnit};
+use sasrec_data::{
+    Dedup, FilterConfig, FilterReport, Format, InputSpec, Interactions, SplitKind, TimeUnit,
+};
 
 /// Data subcommands.
 #[derive(Subcommand)]
@@ -214,12 +216,7 @@ fn stats(ratings_args: &RatingsArgs, filter: &FilterArgs) -> anyhow::Result<()> 
         println!("time          {format}; {}", time_range(range));
     }
     if !report.events_read.is_empty() {
-        let counts: Vec<String> = report
-            .events_read
-            .iter()
-            .map(|(name, rows)| format!("{name} {}", thousands(*rows)))
-            .collect();
-        println!("events        {}", counts.join(", "));
+        println!("events        {}", event_counts(&report));
     }
     println!("filters       {}", describe(&config));
     println!(
@@ -263,6 +260,16 @@ fn stats(ratings_args: &RatingsArgs, filter: &FilterArgs) -> anyhow::Result<()> 
         thousands(loo.too_short_for_eval)
     );
     Ok(())
+}
+
+/// The rows of each event type read: "view 12,601, cart 2,962, purchase 1,806".
+pub fn event_counts(report: &FilterReport) -> String {
+    let counts: Vec<String> = report
+        .events_read
+        .iter()
+        .map(|(name, rows)| format!("{name} {}", thousands(*rows)))
+        .collect();
+    counts.join(", ")
 }
 
 /// A time range in words: "2023-01-01 00:00:00 UTC to 2023-03-01 ... (59 days)".

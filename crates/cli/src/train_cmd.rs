@@ -21,7 +21,7 @@ use sasrec_model::{
 };
 
 use crate::catalog::progress_bar;
-use crate::data_cmd::{FilterArgs, RatingsArgs, thousands, time_range};
+use crate::data_cmd::{FilterArgs, RatingsArgs, event_counts, thousands, time_range};
 use crate::device::{Device, DeviceArgs, print_kernel_times, print_op_times};
 
 /// Which split to train and validate on.
@@ -519,12 +519,7 @@ fn filter_line(config: &RunConfig, report: &FilterReport) -> Option<String> {
         ));
     }
     if !report.events_read.is_empty() {
-        let counts: Vec<String> = report
-            .events_read
-            .iter()
-            .map(|(name, rows)| format!("{name} {}", thousands(*rows)))
-            .collect();
-        let mut line = format!("event types {}", counts.join(", "));
+        let mut line = format!("event types {}", event_counts(report));
         if let Some(keep) = &filter.keep_events {
             line.push_str(&format!(
                 " (kept {}: {} rows removed)",
