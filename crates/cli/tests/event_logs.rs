@@ -104,9 +104,9 @@ fn data_stats_counts_event_types_and_duplicates() {
     assert!(default.contains("event type `event_type`"), "{default}");
     let events = format!(
         "events        view {}, cart {}, purchase {}",
-        count("view"),
-        count("cart"),
-        count("purchase")
+        thousands(count("view")),
+        thousands(count("cart")),
+        thousands(count("purchase"))
     );
     assert!(default.contains(&events), "{default}");
     assert!(
@@ -198,15 +198,14 @@ fn latest_small_has_no_duplicates() {
 fn times_in_another_unit_are_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let ms = dir.path().join("ms.csv");
-    let mut text_ms = String::from("user_id,item_id,ts\n");
-    for i in 0..20u64 {
-        text_ms.push_str(&format!(
-            "u{},i{},{}\n",
-            i % 4,
-            i % 5,
-            1_700_000_000_000 + i * 60_000
-        ));
-    }
+    let log = |first: u64, step: u64| {
+        let mut text = String::from("user_id,item_id,ts\n");
+        for i in 0..20u64 {
+            text.push_str(&format!("u{},i{},{}\n", i % 4, i % 5, first + i * step));
+        }
+        text
+    };
+    let text_ms = log(1_700_000_000_000, 60_000);
     std::fs::write(&ms, &text_ms).unwrap();
     let path = ms.to_str().unwrap();
     let out = sasrec(&["data", "stats", "--ratings", path]);
@@ -224,7 +223,7 @@ fn times_in_another_unit_are_refused_naming_it() {
     assert_error(&out, "look like milliseconds since 1970, not nanoseconds");
 
     let seconds = dir.path().join("s.csv");
-    std::fs::write(&seconds, text_ms.replace("1700000", "1700")).unwrap();
+    std::fs::write(&seconds, log(1_700_000_000, 60)).unwrap();
     let path = seconds.to_str().unwrap();
     let out = sasrec(&["data", "stats", "--ratings", path, "--time-unit", "ms"]);
     assert_error(&out, "look like seconds since 1970, not milliseconds");
@@ -706,7 +705,7 @@ fn png_plots_flat_runs_and_no_gpu_notice() {
         row["valid_ndcg@10"].as_f64().unwrap()
     );
     assert_eq!(
-        &values[header.iter().position(|h| h == "ks").unwrap()],
+        &values[header.iter().position(|h| h == "k").unwrap()],
         "10,20"
     );
 
