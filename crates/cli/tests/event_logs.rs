@@ -720,10 +720,63 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
     }
     out
+}
+
+/// The event, dedup and temporal settings are TOML keys too (the flags'
+/// names in snake_case), recorded in config.json.
+#[test]
+fn event_settings_are_toml_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    write_shop(dir.path());
+    let toml = dir.path().join("shop.toml");
+    std::fs::write(
+        &toml,
+        "ratings = \"shop.csv\"\nitem_col = \"sku\"\nevent_col = \"event_type\"\n\
+         keep_events = [\"view\", \"purchase\"]\ntarget_events = [\"purchase\"]\n\
+         dedup = \"all\"\nsplit = \"temporal\"\nvalid_time_fraction = 0.5\n\
+         test_time_fraction = 0.75\ntemporal_targets = \"all\"\n",
+    )
+    .unwrap();
+    let mut args = vec![
+        "train",
+        "--config",
+        "shop.toml",
+        "--out",
+        "run",
+        "--epochs",
+        "1",
+    ];
+    args.extend(SMALL);
+    let out = run_in(dir.path(), &args);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let data = &json(&dir.path().join("run/config.json"))["data"];
+    assert_eq!(data["event_col"], "event_type");
+    assert_eq!(data["keep_events"], serde_json::json!(["view", "purchase"]));
+    assert_eq!(data["dedup"], "all");
+    assert_eq!(data["temporal_targets"], "all");
+    let out = run_in(
+        dir.path(),
+        &[
+            "data",
+            "stats",
+            "--ratings",
+            "shop.csv",
+            "--item-col",
+            "sku",
+            "--dedup",
+            "sometimes",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap refuses it: {}",
+        text(&out).1
+    );
 }

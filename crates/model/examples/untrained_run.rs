@@ -38,6 +38,7 @@ fn main() -> Result<()> {
         test_time: None,
         valid_time_fraction: None,
         test_time_fraction: None,
+        temporal_targets: Default::default(),
     };
     eprintln!("reading {}", log.display());
     let (dataset, split) = data.load()?;
