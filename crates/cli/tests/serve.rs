@@ -194,7 +194,7 @@ fn answers_as_recommend_does_and_refuses_bad_requests_with_json_errors() {
         (
             r#"{"user": "abc"}"#,
             404,
-            "ratings.csv (after the run's filters; its user ids are integers)",
+            "data.safetensors (after the run's filters; its user ids are integers)",
         ),
         (r#"{"user": [5]}"#, 400, "an id is a number or a string"),
         (
