@@ -35,15 +35,14 @@ use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use clap::Args;
 use parquet::arrow::ArrowWriter;
-use sasrec_data::{IdKind, RawId};
+use sasrec_data::{IdColumn, IdKind, RawId};
 use sasrec_kernels::Backend;
 use sasrec_model::durable::{AtomicFile, write_atomic};
 use sasrec_model::{item_vectors, user_vectors, users_per_pass};
 use serde_json::json;
 
-use crate::catalog::{LoadedRun, load_run, progress_bar};
 use crate::device::{Device, DeviceArgs};
-use crate::recs_file::IdColumn;
+use sasrec_api::catalog::{LoadedRun, load_run, progress_bar};
 
 /// `sasrec export` flags.
 #[derive(Args, Debug)]

@@ -1,6 +1,5 @@
 //! `sasrec`: train, evaluate and recommend with SASRec.
 
-mod catalog;
 mod config_file;
 mod data_cmd;
 mod device;

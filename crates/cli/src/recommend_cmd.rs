@@ -15,9 +15,9 @@ use sasrec_kernels::Backend;
 use sasrec_model::durable::write_atomic;
 use sasrec_model::{Query, RunConfig, recommend_many, users_per_pass};
 
-use crate::catalog::{Catalog, LoadedRun, Ranked, load_run, progress_bar};
 use crate::device::{Device, DeviceArgs, print_kernel_times};
 use crate::recs_file::{RecsFormat, RecsWriter};
+use sasrec_api::catalog::{Catalog, LoadedRun, Ranked, load_run, progress_bar};
 
 /// `sasrec recommend` flags.
 #[derive(Args, Debug)]

@@ -10,13 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use arrow_array::builder::{Float32Builder, Int32Builder, Int64Builder, StringBuilder};
+use arrow_array::builder::{Float32Builder, Int32Builder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use sasrec_data::{IdKind, RawId};
+use sasrec_data::{IdColumn, IdKind, RawId};
 use sasrec_model::durable::AtomicFile;
 use serde::Serialize;
 
@@ -77,50 +77,6 @@ struct Columns {
     logits: Float32Builder,
     /// The items' names, when the file has a name column.
     names: Option<StringBuilder>,
-}
-
-/// A Parquet column of raw ids being built: Int64 or Utf8 by the ids' kind.
-pub enum IdColumn {
-    Int(Int64Builder),
-    Str(StringBuilder),
-}
-
-impl IdColumn {
-    /// An empty column for ids of `kind`.
-    pub fn new(kind: IdKind) -> IdColumn {
-        match kind {
-            IdKind::Int => IdColumn::Int(Int64Builder::new()),
-            IdKind::Str => IdColumn::Str(StringBuilder::new()),
-        }
-    }
-
-    /// The Arrow type of ids of `kind`.
-    pub fn data_type(kind: IdKind) -> DataType {
-        match kind {
-            IdKind::Int => DataType::Int64,
-            IdKind::Str => DataType::Utf8,
-        }
-    }
-
-    /// Appends an id (of the column's kind).
-    pub fn push(&mut self, id: &RawId) {
-        match (self, id) {
-            (IdColumn::Int(b), RawId::Int(v)) => b.append_value(*v),
-            (IdColumn::Str(b), RawId::Str(s)) => b.append_value(s),
-            // One vocabulary holds ids of one kind.
-            (IdColumn::Int(_), RawId::Str(_)) | (IdColumn::Str(_), RawId::Int(_)) => {
-                unreachable!("an id of the other kind")
-            }
-        }
-    }
-
-    /// The ids appended so far as an array; the column starts empty again.
-    pub fn finish(&mut self) -> ArrayRef {
-        match self {
-            IdColumn::Int(b) => Arc::new(b.finish()),
-            IdColumn::Str(b) => Arc::new(b.finish()),
-        }
-    }
 }
 
 #[derive(Serialize)]

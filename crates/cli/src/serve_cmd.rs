@@ -39,8 +39,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::catalog::{Catalog, LoadedRun, Ranked, Recommendations, load_run};
 use crate::device::{Device, DeviceArgs};
+use sasrec_api::catalog::{Catalog, LoadedRun, Ranked, Recommendations, load_run};
 
 /// The largest `k` a request may ask for.
 pub const MAX_K: i64 = 1000;

@@ -9,20 +9,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
-use sasrec_data::{Dataset, Dedup, FilterReport, Split, TemporalTargets, format_micros};
+use sasrec_api::{Device, TrainJob};
+use sasrec_data::TemporalTargets;
+use sasrec_kernels::CpuBackend;
 use sasrec_kernels::gpu::WgpuBackend;
-use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::checkpoint::FileDigest;
-use sasrec_model::config::human_bytes;
 use sasrec_model::{
-    DataSpec, EpochHook, InvalidSetting, Loss, ModelConfig, NegativeSampler, Outcome, RunConfig,
-    RunWriter, Sampler, SasRec, Selection, SplitMethod, TrainConfig, Trainer,
-    evaluate_with_progress, popularity_baseline,
+    DataSpec, EpochHook, InvalidSetting, Loss, ModelConfig, RunConfig, Sampler, Selection,
+    SplitMethod, TrainConfig,
 };
 
-use crate::catalog::progress_bar;
-use crate::data_cmd::{FilterArgs, RatingsArgs, event_counts, thousands, time_range};
-use crate::device::{Device, DeviceArgs, print_kernel_times, print_op_times};
+use crate::data_cmd::{FilterArgs, RatingsArgs};
+use crate::device::{DeviceArgs, print_kernel_times, print_op_times};
 
 /// Which split to train and validate on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -304,94 +302,23 @@ const RESUME_FLAGS: [&str; 5] = ["out", "resume", "allow_changed_data", "epochs"
 /// the command line gave.
 pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
     args.device.set_threads()?;
+    let log = |line: &str| eprintln!("{line}");
     // Everything that can be checked is checked before the run folder is
     // touched: a refused run leaves nothing behind.
-    let (run, config) = if args.resume {
+    let job = if args.resume {
         check_resume_flags(matches)?;
-        let mut run = RunWriter::open(&args.out, "train")?;
-        note_previous_holder(&run);
-        let mut config = run.dir().read_config()?;
-        if let Some(warning) = config.check_ratings(args.allow_changed_data)? {
-            eprintln!("warning: {warning}");
-        }
-        let recovery = run.recover()?;
-        if !recovery.is_clean() {
-            eprintln!("note: repaired {}: {recovery}", args.out.display());
-        }
-        let done = run.committed().map_or(0, |c| c.progress.epoch);
-        let changes = new_budget(&mut config.train, &args, matches, done)?;
-        if !changes.is_empty() {
-            run.write_config(&config)?;
-            eprintln!("{} (recorded in config.json)", changes.join(", "));
-        }
-        (Some(run), config)
+        TrainJob::resume(
+            &args.out,
+            args.allow_changed_data,
+            |train, done| new_budget(train, &args, matches, done),
+            &log,
+        )?
     } else {
         let config = args.run_config()?;
-        RunWriter::check_new(&args.out, args.force)?;
-        (None, config)
+        TrainJob::new(config, &args.out, args.force, None, &log).map_err(setting_to_flag)?
     };
-    eprintln!("reading {}", config.data.ratings.display());
-    let (dataset, split, filtered) = config.data.load_with_report()?;
-    if let Some(line) = filter_line(&config, &filtered) {
-        eprintln!("{line}");
-    }
-    let mut config = config;
-    match &run {
-        Some(run) => {
-            if !dataset.vocab.matches_saved(&run.dir().read_vocab()?) {
-                bail!(
-                    "the items of {} no longer match the run's vocab.json; the ratings file changed since training",
-                    config.data.ratings.display()
-                );
-            }
-        }
-        None => {
-            config.model.num_items = dataset.vocab.num_items();
-            config.model.validate().map_err(flag_error)?;
-            config
-                .train
-                .check_catalogue(config.model.num_items)
-                .map_err(flag_error)?;
-            config.ratings_digest = FileDigest::of_file(&config.data.ratings)?;
-        }
-    }
-    check_split(&config, &dataset, &split)?;
-    check_memory(&config, &split)?;
-    let stats = dataset.stats();
-    let cuts = split.cuts.map_or(String::new(), |(valid, test)| {
-        format!(
-            " (valid from {}, test from {})",
-            format_micros(valid),
-            format_micros(test)
-        )
-    });
-    eprintln!(
-        "{} users, {} items, {} interactions; split {}{cuts}: train {}, valid {}, test {} users",
-        stats.users,
-        stats.items,
-        stats.interactions,
-        config.data.split,
-        split.train.len(),
-        split.valid.len(),
-        split.test.len()
-    );
-    if let Some(line) = loss_line(&config, &split) {
-        eprintln!("{line}");
-    }
 
     let device = args.device.open()?;
-    let run = match run {
-        Some(run) => run,
-        None => {
-            let run = RunWriter::create(&args.out, "train", args.force)?;
-            note_previous_holder(&run);
-            if args.force {
-                eprintln!("replaced the run in {} (--force)", args.out.display());
-            }
-            run.write_settings(&config, &dataset, &split)?;
-            run
-        }
-    };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -404,21 +331,45 @@ pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    match device {
+    let trained = match device {
         Device::Cpu(b) => {
             let hook = args.device.profile_ops.then(|| {
                 b.enable_profiling();
                 Box::new(OpProfile(b)) as Box<dyn EpochHook>
             });
-            train_on(&b, &config, &split, run, args.resume, &stop, hook)
+            job.train(&b, &stop, hook, &log)?
         }
         Device::Gpu(b) => {
             let hook = args
                 .device
                 .profile_kernels
                 .then(|| Box::new(KernelProfile(b.clone())) as Box<dyn EpochHook>);
-            train_on(&b, &config, &split, run, args.resume, &stop, hook)
+            job.train(&b, &stop, hook, &log)?
         }
+    };
+    let Some(report) = &trained.report else {
+        eprintln!(
+            "saved; continue with: sasrec train --resume --out {}",
+            trained.out.display()
+        );
+        return Ok(ExitCode::from(130));
+    };
+    for line in report.lines() {
+        println!("{line}");
+    }
+    // Stopped while the report ran: the run is complete, but say it was cut.
+    Ok(if trained.stopped {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A setting out of range found by the library, in terms of its flag.
+fn setting_to_flag(err: anyhow::Error) -> anyhow::Error {
+    match err.downcast::<InvalidSetting>() {
+        Ok(setting) => flag_error(setting),
+        Err(err) => err,
     }
 }
 
@@ -455,332 +406,9 @@ fn new_budget(
     done: usize,
 ) -> Result<Vec<String>> {
     let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-    let mut changes = Vec::new();
-    if given("epochs") && args.epochs != train.epochs {
-        if args.epochs < done.max(1) {
-            bail!(
-                "--epochs {} is less than the {done} epochs this run has done",
-                args.epochs
-            );
-        }
-        changes.push(format!("epochs {} -> {}", train.epochs, args.epochs));
-        train.epochs = args.epochs;
-    }
-    if given("patience") && args.patience != train.patience {
-        let show = |p: Option<usize>| p.map_or("none".to_string(), |p| p.to_string());
-        changes.push(format!(
-            "patience {} -> {}",
-            show(train.patience),
-            show(args.patience)
-        ));
-        train.patience = args.patience;
-    }
-    train.validate().map_err(flag_error)?;
-    Ok(changes)
-}
-
-fn note_previous_holder(run: &RunWriter) {
-    if let Some(holder) = run.previous_holder() {
-        eprintln!("note: {holder} stopped without releasing the run folder; taking it over");
-    }
-}
-
-/// What a sampled loss trains on, e.g. "training loss gbce over 256
-/// uniform negatives per step (beta 0.2698)".
-fn loss_line(config: &RunConfig, split: &Split) -> Option<String> {
-    let train = &config.train;
-    let sampler = NegativeSampler::new(train, config.model.num_items, &split.train)?;
-    let beta = match (train.loss, sampler.positive_weight()) {
-        (Loss::Gbce, Some(beta)) => format!(" (t {}, beta {beta:.4})", train.gbce_t),
-        _ => String::new(),
-    };
-    let correction = if train.loss == Loss::SampledSoftmax && train.sampler == Sampler::Popularity {
-        ", log-Q corrected"
-    } else {
-        ""
-    };
-    Some(format!(
-        "training loss {} over {} {} negatives per step{beta}{correction}; validation loss: full softmax",
-        train.loss, train.negatives, train.sampler
-    ))
-}
-
-/// What the event and duplicate filters did, for the run's log: "dedup
-/// consecutive removed 57 repeated events; event types view 800, purchase
-/// 90 (targets purchase: 88 of the interactions)".
-fn filter_line(config: &RunConfig, report: &FilterReport) -> Option<String> {
-    let filter = &config.data.filter;
-    let mut parts = Vec::new();
-    if filter.dedup != Dedup::None {
-        parts.push(format!(
-            "dedup {} removed {} repeated events",
-            filter.dedup,
-            thousands(report.dropped_duplicates)
-        ));
-    }
-    if !report.events_read.is_empty() {
-        let mut line = format!("event types {}", event_counts(report));
-        if let Some(keep) = &filter.keep_events {
-            line.push_str(&format!(
-                " (kept {}: {} rows removed)",
-                keep.join(","),
-                thousands(report.dropped_by_event)
-            ));
-        }
-        if let Some(targets) = &filter.target_events {
-            line.push_str(&format!(
-                "; targets {}: {} of the interactions",
-                targets.join(","),
-                thousands(report.targets)
-            ));
-        }
-        parts.push(line);
-    }
-    (!parts.is_empty()).then(|| parts.join("; "))
-}
-
-/// The fewest users a temporal window should score before its numbers mean much.
-const FEW_USERS: usize = 100;
-
-/// Refuses a split that leaves nothing to train or validate on, saying why;
-/// warns when a temporal window scores fewer than [`FEW_USERS`] users.
-fn check_split(config: &RunConfig, dataset: &Dataset, split: &Split) -> Result<()> {
-    let users = dataset.users.len();
-    if let Some((valid_from, test_from)) = split.cuts {
-        let window = format!(
-            "between {} and {}",
-            format_micros(valid_from),
-            format_micros(test_from)
-        );
-        let range = dataset.time_range().map_or(String::new(), |r| {
-            format!(" (the interactions run from {})", time_range(r))
-        });
-        if split.valid.is_empty() {
-            bail!(
-                "no user is left to validate on: no user with an earlier interaction has one {window}{range}"
-            );
-        }
-        if split.test.is_empty() {
-            bail!(
-                "no user is left to test on: no user with an earlier interaction has one from {} on{range}",
-                format_micros(test_from)
-            );
-        }
-        let all = config.data.temporal_targets == TemporalTargets::All;
-        for (part, seqs) in [("validates", &split.valid), ("tests", &split.test)] {
-            let mut who: Vec<u32> = seqs.iter().map(|s| s.user).collect();
-            who.sort_unstable();
-            who.dedup();
-            if who.len() < FEW_USERS {
-                eprintln!(
-                    "warning: the temporal split {part} on only {} users ({} targets){range}; {}",
-                    who.len(),
-                    seqs.len(),
-                    if all {
-                        "move the cuts to widen the windows"
-                    } else {
-                        "--temporal-targets all scores every interaction in the window, or move the cuts"
-                    }
-                );
-            }
-        }
-    } else if config.data.leave_one_out() {
-        if split.valid.is_empty() {
-            bail!(
-                "no user is left to validate on: all {users} users have fewer than 3 interactions, and leave-one-out needs 3"
-            );
-        }
-    } else if split.valid.is_empty() {
-        if config.data.valid_fraction == 0.0 {
-            bail!(
-                "--valid-fraction 0 holds out no users, and random-users validates on held-out users"
-            );
-        }
-        bail!(
-            "no user is left to validate on: the {} held-out users all have a single interaction",
-            split.too_short_for_eval
-        );
-    }
-    if split.train.is_empty() {
-        bail!(
-            "no training sequences: none of the {users} users has enough interactions to train on"
-        );
-    }
-    Ok(())
-}
-
-/// Refuses a model and batch that cannot fit in the memory available.
-fn check_memory(config: &RunConfig, split: &Split) -> Result<()> {
-    let longest_part = split.train.len().max(split.valid.len());
-    let batch = config.train.batch_size.min(longest_part);
-    let need = config.model.training_memory(batch);
-    let Some(available) = available_memory() else {
-        return Ok(());
-    };
-    if need.total() > available as f64 {
-        bail!(
-            "this run needs about {} of memory (weights and Adam state {}, activations of a batch of {batch} {}), more than the {} available: lower --dim, --ff-dim, --max-len, --layers or --batch-size",
-            human_bytes(need.total()),
-            human_bytes(need.parameters),
-            human_bytes(need.activations),
-            human_bytes(available as f64)
-        );
-    }
-    Ok(())
-}
-
-/// Memory available to a new process: MemAvailable on Linux, the physical
-/// memory on other Unix systems.
-fn available_memory() -> Option<u64> {
-    if let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") {
-        let kib = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemAvailable:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-        if let Some(kib) = kib {
-            return Some(kib * 1024);
-        }
-    }
-    #[cfg(unix)]
-    {
-        // SAFETY: sysconf only reads system constants.
-        let (pages, page) = unsafe {
-            (
-                libc::sysconf(libc::_SC_PHYS_PAGES),
-                libc::sysconf(libc::_SC_PAGESIZE),
-            )
-        };
-        if pages > 0 && page > 0 {
-            return Some(pages as u64 * page as u64);
-        }
-    }
-    None
-}
-
-fn train_on<B: Backend>(
-    backend: &B,
-    config: &RunConfig,
-    split: &Split,
-    run: RunWriter,
-    resume: bool,
-    stop: &AtomicBool,
-    hook: Option<Box<dyn EpochHook>>,
-) -> Result<ExitCode> {
-    let model = SasRec::new(backend, config.model.clone(), config.train.seed);
-    let out = run.dir().path().display().to_string();
-    let mut trainer = Trainer::new(
-        backend,
-        model,
-        config.train.clone(),
-        &split.train,
-        &split.valid,
-        config.data.held_out_last(),
-        run,
-    )?;
-    trainer.hook = hook;
-    if trainer.restore()? {
-        let generation = trainer.run_folder().committed().map_or(0, |c| c.generation);
-        let s = &trainer.state;
-        if s.finished {
-            let why = if s.epoch >= config.train.epochs {
-                format!("all {} epochs are done", config.train.epochs)
-            } else {
-                format!(
-                    "no better {} for {} epochs",
-                    config.train.selection, s.epochs_without_improvement
-                )
-            };
-            eprintln!("{out} is finished ({why}); a larger --epochs or --patience continues it");
-        } else {
-            eprintln!(
-                "continuing at epoch {}, step {} (checkpoint generation {generation})",
-                s.epoch + 1,
-                s.step
-            );
-        }
-    } else if resume {
-        eprintln!("{out} has no checkpoint yet: starting at step 0 with its saved settings");
-    }
-    let outcome = trainer.run(stop)?;
-    match outcome {
-        Outcome::Interrupted => {
-            eprintln!("saved; continue with: sasrec train --resume --out {out}");
-            return Ok(ExitCode::from(130));
-        }
-        Outcome::EarlyStopped => eprintln!(
-            "early stopping: no better {} for a while",
-            config.train.selection
-        ),
-        Outcome::Completed => {}
-    }
-    report(backend, config, split, trainer)?;
-    // Stopped while the report ran: the run is complete, but say it was cut.
-    Ok(if stop.load(Ordering::SeqCst) {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-/// Prints the best epoch, its validation numbers, and (leave-one-out) the
-/// test numbers of the best checkpoint beside the most-popular baseline.
-fn report<B: Backend>(
-    backend: &B,
-    config: &RunConfig,
-    split: &Split,
-    trainer: Trainer<'_, B>,
-) -> Result<()> {
-    let records = trainer.epochs().to_vec();
-    let run = trainer.into_run();
-    let Some(best) = records.iter().rev().find(|r| r.best) else {
-        bail!("the run has no validated epoch");
-    };
-    println!("run           {}", run.dir().path().display());
-    println!(
-        "best epoch    {} of {} (by valid {})",
-        best.epoch,
-        records.len(),
-        config.train.selection
-    );
-    print_line("valid", best.valid.loss, best.valid.ranking.as_ref());
-    if config.data.held_out_last() {
-        let (_, model) = run.dir().load_model(backend)?;
-        let bar = progress_bar(split.test.len() as u64, "test");
-        let test = evaluate_with_progress(
-            backend,
-            &model,
-            &split.test,
-            true,
-            &config.train.ks,
-            config.train.batch_size,
-            &mut |n| bar.inc(n as u64),
-        );
-        bar.finish_and_clear();
-        print_line("test", test.loss, test.ranking.as_ref());
-        let popular = popularity_baseline(
-            &split.train,
-            &split.test,
-            config.model.vocab(),
-            &config.train.ks,
-        );
-        println!("test popular  {}", popular.summary());
-        let json = serde_json::json!({
-            "best_epoch": best.epoch,
-            "valid": best.valid,
-            "test": test,
-            "most_popular_test": popular,
-        });
-        run.write_file("test.json", &serde_json::to_vec_pretty(&json)?)?;
-    }
-    println!("curves        {}", run.dir().curves().display());
-    Ok(())
-}
-
-fn print_line(part: &str, loss: f64, ranking: Option<&sasrec_model::RankingMetrics>) {
-    let ranking = ranking
-        .map(|m| format!("  {}", m.summary()))
-        .unwrap_or_default();
-    println!("{part:<13} loss {loss:.4}{ranking}");
+    let epochs = given("epochs").then_some(args.epochs);
+    let patience = given("patience").then_some(args.patience);
+    sasrec_api::train::new_budget(train, epochs, patience, done).map_err(setting_to_flag)
 }
 
 /// Prints GPU time per kernel per step after every epoch's training.

@@ -9,6 +9,11 @@
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
+use std::sync::Arc;
+
+use arrow_array::ArrayRef;
+use arrow_array::builder::{Int64Builder, StringBuilder};
+use arrow_schema::DataType;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use serde::{Deserialize, Serialize};
 
@@ -436,6 +441,53 @@ impl Hasher for IntHasher {
         // The table picks buckets from the high bits (hashbrown) or low bits:
         // bring the well-mixed middle bits of the product to both ends.
         self.0.rotate_left(32)
+    }
+}
+
+/// An Arrow column of raw ids being built: Int64 or Utf8 by the ids' kind
+/// (the recommendations and vectors `sasrec` writes, and hands to Python).
+pub enum IdColumn {
+    /// Integer ids.
+    Int(Int64Builder),
+    /// String ids.
+    Str(StringBuilder),
+}
+
+impl IdColumn {
+    /// An empty column for ids of `kind`.
+    pub fn new(kind: IdKind) -> IdColumn {
+        match kind {
+            IdKind::Int => IdColumn::Int(Int64Builder::new()),
+            IdKind::Str => IdColumn::Str(StringBuilder::new()),
+        }
+    }
+
+    /// The Arrow type of ids of `kind`.
+    pub fn data_type(kind: IdKind) -> DataType {
+        match kind {
+            IdKind::Int => DataType::Int64,
+            IdKind::Str => DataType::Utf8,
+        }
+    }
+
+    /// Appends an id (of the column's kind).
+    pub fn push(&mut self, id: &RawId) {
+        match (self, id) {
+            (IdColumn::Int(b), RawId::Int(v)) => b.append_value(*v),
+            (IdColumn::Str(b), RawId::Str(s)) => b.append_value(s),
+            // One vocabulary holds ids of one kind.
+            (IdColumn::Int(_), RawId::Str(_)) | (IdColumn::Str(_), RawId::Int(_)) => {
+                unreachable!("an id of the other kind")
+            }
+        }
+    }
+
+    /// The ids appended so far as an array; the column starts empty again.
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            IdColumn::Int(b) => Arc::new(b.finish()),
+            IdColumn::Str(b) => Arc::new(b.finish()),
+        }
     }
 }
 

@@ -65,6 +65,63 @@ pub(crate) fn read_parquet(path: &Path, spec: &InputSpec) -> Result<Interactions
     Ok(out)
 }
 
+/// Reads interactions from Arrow record batches of `schema` (a pyarrow
+/// Table, a pandas or Polars DataFrame, handed over through the Arrow C
+/// data interface without a copy), as `spec` describes, with the Parquet
+/// reader's column types (integer or string ids; numbers, timestamps, dates
+/// or ISO 8601 text for times). `source` names the data in error messages,
+/// which give the row. A delimiter or format in `spec` is refused: the
+/// batches have neither.
+pub fn read_record_batches<E: std::fmt::Display>(
+    schema: &arrow_schema::Schema,
+    batches: impl IntoIterator<Item = Result<RecordBatch, E>>,
+    spec: &InputSpec,
+    source: &Path,
+) -> Result<Interactions, DataError> {
+    if spec.delimiter.is_some() || spec.format.is_some() {
+        return Err(DataError::InvalidOption(format!(
+            "{}: a format or delimiter was given, but Arrow data has none",
+            source.display()
+        )));
+    }
+    let mut reader = PartsReader {
+        spec,
+        root: source,
+        out: Interactions::default(),
+        time_format: None,
+    };
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let types: Vec<DataType> = schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    let cols = reader.columns(source, &names, &types)?;
+    let rows = Rows {
+        path: source,
+        group_starts: vec![0],
+    };
+    reader.batches(batches.into_iter(), &cols, &rows, |e| {
+        DataError::InvalidOption(format!(
+            "{}: reading the Arrow data: {}",
+            source.display(),
+            cut(&e.to_string(), 200)
+        ))
+    })?;
+    let mut out = reader.out;
+    if out.is_empty() {
+        return Err(DataError::Empty {
+            path: source.to_path_buf(),
+            line: None,
+            what: "no rows",
+        });
+    }
+    out.source.files = 1;
+    out.source.time_format = reader.time_format;
+    crate::check_time_unit(&out, source)?;
+    Ok(out)
+}
+
 /// Runs `read` on Parquet file `path`. The parquet crate decodes untrusted
 /// bytes and panics on some corrupt files (asserts in its decoders, found
 /// by `tests/fuzz.rs`); such a panic becomes an error naming the file.
@@ -193,11 +250,42 @@ impl PartsReader<'_> {
             group_starts.push(rows_so_far);
             rows_so_far += group.num_rows().max(0) as u64;
         }
+        let types: Vec<DataType> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let cols = self.columns(path, &names, &types)?;
+        // Root columns of a flat schema are its Arrow fields, in order.
+        let wanted: Vec<usize> = [cols.user, cols.item, cols.time]
+            .into_iter()
+            .chain(cols.rating)
+            .chain(cols.event)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+        let batches = builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| parquet_error(&e))?;
+        let rows = Rows { path, group_starts };
+        self.batches(batches, &cols, &rows, |e| parquet_error(&e))
+    }
+
+    /// Finds the columns of a source (a file, or batches in memory) whose
+    /// columns are `names` of `types`, and checks their types.
+    fn columns(
+        &mut self,
+        path: &Path,
+        names: &[String],
+        types: &[DataType],
+    ) -> Result<Resolved, DataError> {
         let place = Place::Row {
             row_group: 0,
             row: 0,
         };
-        let cols = self.spec.resolve(&names, path, place).map_err(|e| {
+        let cols = self.spec.resolve(names, path, place).map_err(|e| {
             // A column named by a partition folder is not in the files.
             let keys = partition_keys(self.root, path);
             match e {
@@ -232,21 +320,8 @@ impl PartsReader<'_> {
         .chain(cols.rating.map(|r| (r, "rating")))
         .chain(cols.event.map(|e| (e, "event")))
         {
-            let data_type = builder.schema().field(col).data_type().clone();
-            check_type(path, &names[col], &data_type, role)?;
+            check_type(path, &names[col], &types[col], role)?;
         }
-        // Root columns of a flat schema are its Arrow fields, in order.
-        let wanted: Vec<usize> = [cols.user, cols.item, cols.time]
-            .into_iter()
-            .chain(cols.rating)
-            .chain(cols.event)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-        let batches = builder
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| parquet_error(&e))?;
         if self.out.is_empty() {
             self.out.source.columns = cols.names.clone();
             if cols.rating.is_some() {
@@ -266,12 +341,23 @@ impl PartsReader<'_> {
                 path.display()
             )));
         }
-        let rows = Rows { path, group_starts };
+        Ok(cols)
+    }
+
+    /// Appends the rows of `batches`; `error` turns a failed batch into
+    /// this source's error.
+    fn batches<E>(
+        &mut self,
+        batches: impl Iterator<Item = Result<RecordBatch, E>>,
+        cols: &Resolved,
+        rows: &Rows,
+        error: impl Fn(E) -> DataError,
+    ) -> Result<(), DataError> {
         let mut time = TimeColumn::new(self.spec, self.time_format.clone());
         let mut first_row = 0u64;
         for batch in batches {
-            let batch = batch.map_err(|e| parquet_error(&e))?;
-            self.batch(&batch, &cols, &rows, first_row, &mut time)?;
+            let batch = batch.map_err(&error)?;
+            self.batch(&batch, cols, rows, first_row, &mut time)?;
             first_row += batch.num_rows() as u64;
         }
         self.time_format = time.format();

@@ -43,4 +43,4 @@ pub use sampler::{NegativeSampler, StepNegatives};
 pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
 pub use sasrec_autograd::Adam;
 pub use text::{bounded, duration};
-pub use train::{EpochHook, Outcome, TrainState, Trainer};
+pub use train::{EpochHook, Log, Outcome, TrainState, Trainer};

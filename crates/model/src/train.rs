@@ -59,13 +59,22 @@ pub enum Outcome {
 }
 
 /// Called around the training part of every epoch (validation excluded),
-/// e.g. to reset and print per-kernel GPU timings.
+/// e.g. to reset and print per-kernel GPU timings, and after every step and
+/// every validated epoch, e.g. to report progress or to raise the stop flag.
 pub trait EpochHook {
     /// Before the first batch of an epoch.
     fn training_started(&mut self);
     /// After the last batch of an epoch, with the number of steps it took.
     fn training_finished(&mut self, steps: usize);
+    /// After every optimiser step, before the stop flag is looked at.
+    fn step_finished(&mut self) {}
+    /// After an epoch is validated and committed, before the stop flag is
+    /// looked at.
+    fn epoch_finished(&mut self, _record: &EpochRecord) {}
 }
+
+/// Where a line of progress goes (e.g. `&|line| eprintln!("{line}")`).
+pub type Log<'a> = &'a dyn Fn(&str);
 
 /// Trains a model, committing checkpoints and metrics into a run folder.
 pub struct Trainer<'a, B: Backend> {
@@ -88,6 +97,8 @@ pub struct Trainer<'a, B: Backend> {
     pub progress: bool,
     /// Observes the training part of every epoch.
     pub hook: Option<Box<dyn EpochHook + 'a>>,
+    /// Where the epochs' lines go (stderr when `None`).
+    pub log: Option<Log<'a>>,
     /// When this call of [`Trainer::run`] started, and at which epoch: the
     /// pace for the estimate of the time left.
     started: Option<(Instant, usize)>,
@@ -145,6 +156,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             epochs: Vec::new(),
             progress: true,
             hook: None,
+            log: None,
             started: None,
         })
     }
@@ -275,6 +287,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     s.epoch_tokens as f64 / s.epoch_seconds.max(1e-9)
                 ));
                 bar.inc(1);
+                if let Some(hook) = &mut self.hook {
+                    hook.step_finished();
+                }
                 if stop.load(Ordering::SeqCst) {
                     bar.abandon();
                     self.save(None)?;
@@ -443,12 +458,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
         s.finished = stop || s.epoch >= self.config.epochs;
 
         self.print_epoch(&record);
-        self.epochs.push(record);
         let best = improved.then(|| {
             let meta = HashMap::from([("epoch".to_string(), epoch.to_string())]);
             (self.model.weights(self.backend), meta)
         });
+        self.epochs.push(record);
         self.save(best)?;
+        if let (Some(hook), Some(record)) = (&mut self.hook, self.epochs.last()) {
+            hook.epoch_finished(record);
+        }
         Ok(stop)
     }
 
@@ -471,7 +489,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 }
                 _ => String::new(),
             };
-            eprintln!(
+            let line = format!(
                 "epoch {}  train loss {:.4}  valid loss {:.4}{ranking}  {:.0} tok/s{}{left}",
                 self.epoch_of_record(record.epoch),
                 record.train_loss,
@@ -479,7 +497,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 record.tokens_per_s,
                 if record.best { "  *best" } else { "" }
             );
-            std::io::stderr().flush().ok();
+            match self.log {
+                Some(log) => log(&line),
+                None => {
+                    eprintln!("{line}");
+                    std::io::stderr().flush().ok();
+                }
+            }
         }
     }
 

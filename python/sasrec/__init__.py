@@ -1,0 +1,347 @@
+"""SASRec (self-attentive sequential recommendation) from Python.
+
+The model, the training loop, evaluation and scoring are sasrec-rs's Rust
+crates (the code the ``sasrec`` command runs), on the CPU or on any GPU
+through wgpu. This package hands them your data and brings back results::
+
+    import sasrec
+    run = sasrec.train(ratings_df, out="runs/ml", epochs=50, patience=10)
+    run.evaluate()                       # {'ndcg@10': ..., 'hr@10': ..., ...}
+    run.recommend(users=[1, 2], k=10)    # pandas DataFrame: user, item, rank, logit
+    module, vocab = run.to_torch()       # the same model in PyTorch
+
+Data goes to Rust through the Arrow C data interface, without a copy of
+the columns; ids stay as the data has them (integers stay integers,
+strings stay strings). The GIL is released while Rust works. Errors are
+:class:`SasrecError` with the ``sasrec`` command's messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+
+from . import _sasrec
+from ._sasrec import SasrecError
+
+__all__ = ["train", "resume", "load_run", "Run", "Vocab", "SasrecError"]
+
+_UNSET: Any = object()
+
+
+def _arrow_data(data: Any) -> "tuple[Any, str]":
+    """An object with ``__arrow_c_stream__`` for ``data``, and its name for messages."""
+    kind = f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
+    if kind == "pandas.DataFrame":
+        # Numeric columns are handed over without a copy; Python-object
+        # (string) columns become Arrow strings once.
+        return pa.Table.from_pandas(data, preserve_index=False), kind
+    if hasattr(data, "__arrow_c_stream__"):
+        return data, kind  # pyarrow Table / RecordBatchReader, Polars >= 1.3, ...
+    if hasattr(data, "to_arrow"):
+        return data.to_arrow(), kind  # older Polars
+    raise TypeError(
+        f"data must be a path, a pandas or Polars DataFrame or a pyarrow Table, not {kind}"
+    )
+
+
+def _progress_callback(callback: Optional[Callable[[dict], Any]]) -> Optional[Callable[[dict], Any]]:
+    if callback is None:
+        return None
+
+    def flat(record: dict) -> Any:
+        return callback(_epoch_dict(record))
+
+    return flat
+
+
+def _epoch_dict(record: dict) -> dict:
+    valid = record["valid"]
+    out = {
+        "epoch": record["epoch"],
+        "step": record["step"],
+        "train_loss": record["train_loss"],
+        "valid_loss": valid["loss"],
+    }
+    out.update(_ranking(valid.get("ranking")))
+    out.update(
+        seconds=record["seconds"],
+        tokens_per_s=record["tokens_per_s"],
+        best=record["best"],
+    )
+    return out
+
+
+def _ranking(ranking: Optional[dict]) -> dict:
+    if not ranking:
+        return {}
+    out = {}
+    for at in ranking["at"]:
+        out[f"hr@{at['k']}"] = at["hr"]
+        out[f"ndcg@{at['k']}"] = at["ndcg"]
+    out["mrr"] = ranking["mrr"]
+    return out
+
+
+def _id_text(id_: Any) -> str:
+    """A raw id as the text the run parses: strings as they are, integers in decimal."""
+    if isinstance(id_, str):
+        return id_
+    if isinstance(id_, (bool, float, np.floating)):
+        raise TypeError(f"ids are integers or strings, not {type(id_).__name__} {id_!r}")
+    try:
+        return str(int(id_))
+    except (TypeError, ValueError):
+        raise TypeError(f"ids are integers or strings, not {type(id_).__name__}") from None
+
+
+def train(
+    data: Any,
+    *,
+    out: Union[str, os.PathLike],
+    force: bool = False,
+    device: str = "auto",
+    adapter: Optional[str] = None,
+    threads: Optional[int] = None,
+    progress: bool = True,
+    callback: Optional[Callable[[dict], Any]] = None,
+    **settings: Any,
+) -> "Run":
+    """Train a new run into the folder ``out`` and return it loaded.
+
+    ``data`` is the interaction log: a path (CSV/TSV, MovieLens, RecBole
+    ``.inter``, Parquet file or folder), a pandas or Polars DataFrame, or a
+    pyarrow Table, with a user, an item and a time column (found by their
+    usual names, or named by ``user_col``, ``item_col``, ``time_col``).
+    ``None`` takes the log from the ``ratings`` or ``dataset`` setting.
+
+    ``settings`` are ``sasrec train``'s settings by their TOML keys (its
+    flags in snake_case): ``epochs``, ``patience``, ``max_len``, ``dim``,
+    ``layers``, ``dropout``, ``lr``, ``batch_size``, ``loss``,
+    ``negatives``, ``split``, ``k``, ``seed``, ``min_rating``, ... with the
+    command's defaults. A dict read from a TOML file works as it is:
+    ``sasrec.train(df, out=..., **tomllib.load(f))``.
+
+    ``progress`` shows the command's lines (data, epochs, the report) on
+    ``sys.stderr``/``sys.stdout``; ``callback(record)`` is called after
+    every epoch with a dict (``epoch``, ``train_loss``, ``valid_loss``,
+    ``ndcg@10``, ...). Ctrl-C (or an exception raised by the callback)
+    stops training after the current step with the run saved; the
+    exception is raised again, and :func:`resume` continues the run.
+
+    ``device`` is ``"auto"`` (a GPU when one is found, else the CPU),
+    ``"cpu"`` or ``"gpu"`` (``adapter`` picks one by index or name);
+    ``threads`` sizes the CPU thread pool (once per process).
+    """
+    source = ""
+    stream = None
+    if data is not None:
+        if isinstance(data, (str, os.PathLike)):
+            if "ratings" in settings or "dataset" in settings:
+                raise SasrecError("give the log as data or as the `ratings`/`dataset` setting, not both")
+            settings["ratings"] = os.fspath(data)
+        else:
+            stream, source = _arrow_data(data)
+    settings = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in settings.items()}
+    path = _sasrec.train(
+        stream,
+        source,
+        settings,
+        os.fspath(out),
+        force,
+        device,
+        adapter,
+        threads,
+        progress,
+        _progress_callback(callback),
+    )
+    return load_run(path, device=device, adapter=adapter)
+
+
+def resume(
+    out: Union[str, os.PathLike],
+    *,
+    epochs: Optional[int] = None,
+    patience: Optional[int] = _UNSET,
+    allow_changed_data: bool = False,
+    device: str = "auto",
+    adapter: Optional[str] = None,
+    threads: Optional[int] = None,
+    progress: bool = True,
+    callback: Optional[Callable[[dict], Any]] = None,
+) -> "Run":
+    """Continue the run in ``out`` from its last checkpoint and return it loaded.
+
+    The run keeps its settings and data; ``epochs`` (a larger budget
+    extends a finished run) and ``patience`` (``None``: no early stopping)
+    may change, as with ``sasrec train --resume``. A run trained on a path
+    reads that log again (a changed log is refused unless
+    ``allow_changed_data``); a run trained on a DataFrame goes on with the
+    data its folder keeps.
+    """
+    path = _sasrec.resume(
+        os.fspath(out),
+        epochs,
+        None if patience is _UNSET or patience is None else patience,
+        patience is None,
+        allow_changed_data,
+        device,
+        adapter,
+        threads,
+        progress,
+        _progress_callback(callback),
+    )
+    return load_run(path, device=device, adapter=adapter)
+
+
+def load_run(
+    path: Union[str, os.PathLike],
+    *,
+    device: str = "auto",
+    adapter: Optional[str] = None,
+    threads: Optional[int] = None,
+) -> "Run":
+    """Load a trained run folder (written by :func:`train` or ``sasrec train``)."""
+    return Run(_sasrec.Run(os.fspath(path), device, adapter, threads))
+
+
+class Vocab:
+    """Raw ids and the model's indices: item index ``i`` (1..N) is
+    ``items[i - 1]``; index 0 is padding."""
+
+    def __init__(self, items: list, users: list):
+        self.items = items
+        self.users = users
+        self._index = {item: i + 1 for i, item in enumerate(items)}
+
+    @property
+    def num_items(self) -> int:
+        """N, the number of real items (the item table has N + 1 rows)."""
+        return len(self.items)
+
+    def index(self, item: Any) -> int:
+        """The index of a raw item id (KeyError if the run does not know it)."""
+        return self._index[item]
+
+    def encode(self, items: Iterable[Any]) -> "list[int]":
+        """Indices of raw item ids, leaving out the ids the run does not know."""
+        return [self._index[i] for i in items if i in self._index]
+
+    def decode(self, indices: Iterable[int]) -> list:
+        """Raw item ids of indices 1..N."""
+        return [self.items[int(i) - 1] for i in indices]
+
+
+class Run:
+    """A trained run: its best checkpoint, ids and users' histories, loaded
+    from the run folder (which keeps everything: the log is not needed)."""
+
+    def __init__(self, native: "_sasrec.Run"):
+        self._native = native
+
+    def __repr__(self) -> str:
+        return f"sasrec.Run({self.path!r}, device={self.device!r})"
+
+    @property
+    def path(self) -> str:
+        """The run folder."""
+        return self._native.path
+
+    @property
+    def device(self) -> str:
+        """The backend the model runs on."""
+        return self._native.device
+
+    @property
+    def config(self) -> dict:
+        """config.json: the model, training and data settings."""
+        return json.loads(self._native.config_json())
+
+    def recommend(
+        self,
+        users: Optional[Iterable[Any]] = None,
+        k: int = 10,
+        items: Optional[Sequence[Any]] = None,
+        *,
+        exclude_seen: bool = True,
+        strict: bool = True,
+        output: str = "pandas",
+    ) -> Any:
+        """The top ``k`` next items of users, or after a list of items.
+
+        ``users``: raw user ids (``None``: every user), each after their
+        whole history; columns ``user, item, rank, logit``. ``items``: raw
+        item ids, oldest first, instead of users; columns ``item, rank,
+        logit`` (with no item known, the most popular items, logit null).
+        Items already seen are left out unless ``exclude_seen=False``. An
+        unknown user or item is an error, or left out with
+        ``strict=False``. ``output="arrow"`` returns a pyarrow Table
+        instead of a pandas DataFrame.
+        """
+        if users is not None and items is not None:
+            raise SasrecError("give users or items, not both")
+        if output not in ("pandas", "arrow"):
+            raise SasrecError(f"output is 'pandas' or 'arrow', not {output!r}")
+        if items is not None:
+            native = self._native.recommend_items(
+                [_id_text(i) for i in items], k, exclude_seen, strict
+            )
+        else:
+            ids = None if users is None else [_id_text(u) for u in users]
+            native = self._native.recommend_users(ids, k, exclude_seen, strict)
+        table = pa.table(native)
+        return table.to_pandas() if output == "pandas" else table
+
+    def evaluate(self, part: str = "test", k: Union[int, Sequence[int]] = (10, 20), *, progress: bool = False) -> dict:
+        """The best checkpoint on the run's ``"test"`` or ``"valid"`` users:
+        ``loss``, ``hr@K``, ``ndcg@K``, ``mrr`` over all items (seen items
+        removed), and the same for the most-popular baseline under
+        ``most_popular``, as ``sasrec eval`` computes them."""
+        ks = [k] if isinstance(k, int) else list(k)
+        result = json.loads(self._native.evaluate(part, ks, progress))
+        model = result["model"]
+        out = {"part": result["part"], "users": result["users"], "targets": model["targets"], "loss": model["loss"]}
+        out.update(_ranking(model.get("ranking")))
+        if result.get("most_popular"):
+            out["most_popular"] = _ranking(result["most_popular"])
+        return out
+
+    def user_vectors(self, users: Optional[Iterable[Any]] = None, *, strict: bool = True) -> "tuple[np.ndarray, np.ndarray]":
+        """``(ids, vectors)``: each user's vector after their whole history
+        (``float32 [users, dim]``); ``vectors @ item_vectors()[1].T`` are
+        the logits :meth:`recommend` ranks."""
+        ids = None if users is None else [_id_text(u) for u in users]
+        return _vectors(pa.table(self._native.user_vectors(ids, strict)))
+
+    def item_vectors(self) -> "tuple[np.ndarray, np.ndarray]":
+        """``(ids, vectors)``: every item's row of the tied item table
+        (``float32 [items, dim]``), in index order."""
+        return _vectors(pa.table(self._native.item_vectors()))
+
+    def vocab(self) -> Vocab:
+        """The run's raw item ids by index, and its users."""
+        return Vocab(self._native.item_ids(), self._native.user_ids())
+
+    def to_torch(self) -> "tuple[Any, Vocab]":
+        """The model as a PyTorch ``nn.Module`` (the notebook's SASRec with
+        this run's sizes and weights, in eval mode) and its :class:`Vocab`.
+        ``module(inputs)[:, -1]`` are the logits :meth:`recommend` ranks,
+        for ``inputs`` of indices left-padded to ``max_len``
+        (:func:`sasrec.torch_model.window`)."""
+        from .torch_model import from_weights
+
+        model = self.config["model"]
+        module = from_weights(model, self._native.weights())
+        return module, self.vocab()
+
+
+def _vectors(table: pa.Table) -> "tuple[np.ndarray, np.ndarray]":
+    ids = table.column(0).to_numpy()
+    column = table.column(1).combine_chunks()
+    dim = column.type.list_size
+    vectors = column.flatten().to_numpy().reshape(-1, dim)
+    return ids, vectors
