@@ -14,7 +14,8 @@ Two jobs:
 
   sampled   The sampled losses (sampled softmax with and without log-Q,
             BCE, gBCE) on the fixture's model and batch, with fixed
-            negatives (one equal to a target, one repeated): each loss, its
+            negatives shared by the batch, per sequence and per position
+            (some equal to a target, some repeated): each loss, its
             gradient with respect to the final hidden states and the item
             table's gradient. Reads the fixture's weights, so `fixture`'s
             file is never rewritten; writes a second file.
@@ -175,20 +176,27 @@ def hidden_states(model, input_seq):
 
 
 def sampled_loss(h, table, targets, negatives, kind, log_q=None, positive_weight=1.0):
-    """Mean over the rows whose target is not 0. A negative equal to a
-    row's target takes no part in that row."""
-    s_pos = (h * table[targets]).sum(-1)                   # [B, L]
-    s_neg = h @ table[negatives].T                          # [B, L, N]
-    hit = negatives[None, None, :] == targets[..., None]    # [B, L, N]
+    """Mean over the rows whose target is not 0. `negatives` is [G, N]: the
+    B * L rows split into G equal groups of consecutive rows (1: the batch,
+    B: each sequence, B * L: each position), each scored against its
+    group's N negatives. A negative equal to a row's target takes no part in
+    that row."""
+    dim = h.shape[-1]
+    groups, n = negatives.shape
+    rows = h.reshape(groups, -1, dim)                                 # [G, R, d]
+    tgt = targets.reshape(groups, -1)                                 # [G, R]
+    s_pos = (rows * table[tgt]).sum(-1)                               # [G, R]
+    s_neg = rows @ table[negatives].transpose(1, 2)                   # [G, R, N]
+    hit = negatives[:, None, :] == tgt[..., None]                     # [G, R, N]
     if kind == "softmax":
         if log_q is not None:
-            s_pos = s_pos - log_q[targets]
-            s_neg = s_neg - log_q[negatives]
+            s_pos = s_pos - log_q[tgt]
+            s_neg = s_neg - log_q[negatives][:, None, :]
         logits = torch.cat([s_pos[..., None], s_neg.masked_fill(hit, float("-inf"))], -1)
         row = torch.logsumexp(logits, -1) - s_pos
     else:
         row = positive_weight * F.softplus(-s_pos) + (F.softplus(s_neg) * ~hit).sum(-1)
-    return row[targets != 0].mean()
+    return row[tgt != 0].mean()
 
 
 def sampled(args):
@@ -205,33 +213,46 @@ def sampled(args):
         logits = hidden_states(model, inputs) @ model.item_embedding.weight.T
         assert torch.allclose(logits, ref["logits"], atol=1e-6), "not the fixture's model"
 
-    # 21 is a target of row 1 (masked there), 8 is repeated.
-    negatives = torch.tensor([8, 21, 44, 3, 8, 17, 50], dtype=torch.int64)
+    # Shared by the batch: 21 is a target of row 1 (masked there), 8 is
+    # repeated. Per sequence and per position: drawn from a fixed generator,
+    # with every row's target put among its own negatives once.
+    batch = inputs.shape[0]
+    shared = torch.tensor([[8, 21, 44, 3, 8, 17, 50]], dtype=torch.int64)
     assert (targets == 21).any()
+    gen = torch.Generator().manual_seed(7)
+    per_sequence = torch.randint(1, vocab, (batch, 7), generator=gen)
+    per_sequence[:, 2] = targets[:, -1]
+    per_position = torch.randint(1, vocab, (batch * max_len, 3), generator=gen)
+    per_position[:, 0] = torch.where(targets.reshape(-1) > 0, targets.reshape(-1), 1)
+    scopes = {"batch": shared, "sequence": per_sequence, "position": per_position}
     # Popularity counts of items 1..50 (all seen), for log Q.
     counts = torch.tensor([0] + [1 + (i * 7) % 13 for i in range(1, vocab)], dtype=torch.int64)
     log_q = (counts.double() / counts.sum()).log().float()
     log_q[0] = 0.0  # padding, never used
     t = 0.75
-    alpha = len(negatives) / (num_items - 1)
-    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
     losses = {
         "sampled_softmax": dict(kind="softmax"),
         "sampled_softmax_log_q": dict(kind="softmax", log_q=log_q),
         "bce": dict(kind="binary"),
-        "gbce": dict(kind="binary", positive_weight=beta),
+        "gbce": dict(kind="binary"),
     }
-    out = {"negatives": negatives, "counts": counts}
-    for name, kw in losses.items():
-        model.zero_grad()
-        h = hidden_states(model, inputs)
-        h.retain_grad()
-        loss = sampled_loss(h, model.item_embedding.weight, targets, negatives, **kw)
-        loss.backward()
-        out[f"{name}.loss"] = loss.detach().reshape(1)
-        out[f"{name}.dh"] = h.grad.detach().reshape(-1, dim).clone()
-        out[f"{name}.dtable"] = model.item_embedding.weight.grad.detach().clone()
-        print(f"{name}: loss {loss.item():.6f}")
+    out = {"counts": counts}
+    for scope, negatives in scopes.items():
+        out[f"{scope}.negatives"] = negatives
+        # gBCE's beta from the sampling rate of one row's negatives.
+        alpha = negatives.shape[1] / (num_items - 1)
+        losses["gbce"]["positive_weight"] = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+        for name, kw in losses.items():
+            model.zero_grad()
+            h = hidden_states(model, inputs)
+            h.retain_grad()
+            loss = sampled_loss(h, model.item_embedding.weight, targets, negatives, **kw)
+            loss.backward()
+            key = f"{scope}.{name}"
+            out[f"{key}.loss"] = loss.detach().reshape(1)
+            out[f"{key}.dh"] = h.grad.detach().reshape(-1, dim).clone()
+            out[f"{key}.dtable"] = model.item_embedding.weight.grad.detach().clone()
+            print(f"{key}: loss {loss.item():.6f}")
     out = {k: v.contiguous() for k, v in out.items()}
     save_file(out, args.out, metadata={"gbce_t": str(t), "torch_version": torch.__version__})
     print(f"wrote {args.out}")

@@ -11,7 +11,7 @@
 //!   `dropout`, `embedding`, `layer_norm`, `matmul`, `linear`, `attention`;
 //!   losses `softmax_cross_entropy` (over a logits matrix), `cross_entropy`
 //!   (fused with a tied output table), `sampled_loss` (sampled softmax, BCE
-//!   and gBCE over shared sampled negatives), `mse_loss`; and ops of your
+//!   and gBCE over sampled negatives), `mse_loss`; and ops of your
 //!   own with [`CustomOp`].
 //! - [`ParamStore`]: named parameters, and which of them (or of their
 //!   gradients) first holds a NaN or infinite value

@@ -1,7 +1,7 @@
 //! The tape: forward ops that run at once and record what their backward
 //! needs, and [`Tape::backward`], one `match` over the recorded ops.
 
-use sasrec_kernels::{AttentionShape, Backend, Dropout, SampledLoss};
+use sasrec_kernels::{AttentionShape, Backend, Dropout, Negatives, SampledLoss};
 
 use crate::params::ParamStore;
 
@@ -393,32 +393,30 @@ impl<'b, B: Backend> Tape<'b, B> {
         self.record_fused_loss(out.loss, [(logits, out.dlogits)])
     }
 
-    /// Mean loss over sampled negatives shared by every row
-    /// ([`Backend::sampled_loss`]): `h` `[rows, dim]`, `pos` the rows of the
-    /// targets `[rows, dim]`, `neg` the rows of the `negatives` `[n, dim]`
-    /// (usually both gathered from an item table with
-    /// [`Tape::embedding`]); targets 0 are ignored, and a negative equal to a
-    /// row's target is masked out of that row. A `[1]` tensor.
+    /// Mean loss over sampled negatives ([`Backend::sampled_loss`]): `h`
+    /// `[rows, dim]` scored against `table` `[vocab, dim]`, row `r`'s
+    /// positive being `table[targets[r]]` and its negatives its group's
+    /// rows of `negatives`; targets 0 are ignored, and a negative equal to
+    /// a row's target is masked out of that row. Gradients flow to `h` and
+    /// to the table's rows it used. A `[1]` tensor.
     pub fn sampled_loss(
         &mut self,
         h: Var,
-        pos: Var,
-        neg: Var,
+        table: Var,
         targets: &B::Ids,
-        negatives: &B::Ids,
+        negatives: Negatives<'_, B::Ids>,
         loss: SampledLoss<'_, B::Tensor>,
     ) -> Var {
-        let with_grad = self.grad_enabled && [h, pos, neg].iter().any(|&v| self.requires_grad(v));
+        let with_grad = self.grad_enabled && [h, table].iter().any(|&v| self.requires_grad(v));
         let out = self.backend.sampled_loss(
             self.value(h),
-            self.value(pos),
-            self.value(neg),
+            self.value(table),
             targets,
             negatives,
             loss,
             with_grad,
         );
-        self.record_fused_loss(out.loss, [(h, out.dh), (pos, out.dpos), (neg, out.dneg)])
+        self.record_fused_loss(out.loss, [(h, out.dh), (table, out.dtable)])
     }
 
     /// Mean squared error `mean((prediction - target)^2)`, `[1]`.

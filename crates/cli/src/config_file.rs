@@ -173,7 +173,7 @@ pub fn to_args(settings: &[Setting], command: &Command, origin: &str) -> Result<
 /// losses; passed on, they would be refused as flags that do not apply.
 fn applies(key: &str, loss: &str) -> bool {
     match key {
-        "negatives" | "sampler" => loss != "full",
+        "negatives" | "sampler" | "negatives_scope" | "exclude_seen" => loss != "full",
         "gbce_t" => loss == "gbce",
         _ => true,
     }

@@ -15,8 +15,8 @@ use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::checkpoint::FileDigest;
 use sasrec_model::config::human_bytes;
 use sasrec_model::{
-    DataSpec, EpochHook, InvalidSetting, Loss, ModelConfig, NegativeSampler, Outcome, RunConfig,
-    RunWriter, Sampler, SasRec, Selection, SplitMethod, TrainConfig, Trainer,
+    DataSpec, EpochHook, InvalidSetting, Loss, ModelConfig, NegativeSampler, NegativesScope,
+    Outcome, RunConfig, RunWriter, Sampler, SasRec, Selection, SplitMethod, TrainConfig, Trainer,
     evaluate_with_progress, popularity_baseline,
 };
 
@@ -59,6 +59,17 @@ pub enum SamplerArg {
     Uniform,
     /// In proportion to the item's count in the training split.
     Popularity,
+}
+
+/// Which rows share a set of negatives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// One set for the whole batch.
+    Batch,
+    /// One set per sequence, shared by its positions.
+    Sequence,
+    /// One set per position.
+    Position,
 }
 
 /// `sasrec train` flags.
@@ -135,10 +146,14 @@ pub struct TrainArgs {
     /// Maximum epochs (with --resume: a new budget, to extend a run).
     #[arg(long, default_value_t = 10)]
     epochs: usize,
-    /// Stop after this many epochs without a better validation number
+    /// Stop after this many validations without a better validation number
     /// (with --resume: a new patience).
-    #[arg(long, value_name = "EPOCHS")]
+    #[arg(long, value_name = "N")]
     patience: Option<usize>,
+    /// Validate after every N epochs (and after the last); patience counts
+    /// validations.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    eval_every: usize,
     /// Validation number that picks the best checkpoint: loss, ndcg@K, hr@K or
     /// mrr (default: ndcg@10 for leave-one-out, loss for random-users).
     #[arg(long, value_name = "METRIC")]
@@ -152,10 +167,19 @@ pub struct TrainArgs {
     /// Training loss (validation always reports the full softmax loss).
     #[arg(long, value_enum, default_value = "full")]
     loss: LossArg,
-    /// Negatives per optimiser step, shared by the batch (sampled losses;
-    /// default 256).
+    /// Negatives drawn for each set of rows that shares them (sampled
+    /// losses; default 256).
     #[arg(long, value_name = "N")]
     negatives: Option<usize>,
+    /// Which rows share a set of negatives (sampled losses; default
+    /// sequence).
+    #[arg(long, value_enum)]
+    negatives_scope: Option<ScopeArg>,
+    /// Draw each sequence's or position's negatives among the items its user
+    /// never interacted with in training, without repeats (sampled losses,
+    /// uniform sampler).
+    #[arg(long)]
+    exclude_seen: bool,
     /// How negatives are drawn (sampled losses; default uniform).
     #[arg(long, value_enum)]
     sampler: Option<SamplerArg>,
@@ -201,6 +225,8 @@ impl TrainArgs {
         if !loss.is_sampled() {
             for (flag, given) in [
                 ("--negatives", self.negatives.is_some()),
+                ("--negatives-scope", self.negatives_scope.is_some()),
+                ("--exclude-seen", self.exclude_seen),
                 ("--sampler", self.sampler.is_some()),
             ] {
                 if given {
@@ -232,11 +258,19 @@ impl TrainArgs {
                 eps: self.eps,
                 epochs: self.epochs,
                 patience: self.patience,
+                eval_every: self.eval_every,
                 selection,
                 seed: self.seed,
                 ks: self.k.clone(),
                 loss,
                 negatives: self.negatives.unwrap_or(defaults.negatives),
+                negatives_scope: match self.negatives_scope {
+                    None => defaults.negatives_scope,
+                    Some(ScopeArg::Batch) => NegativesScope::Batch,
+                    Some(ScopeArg::Sequence) => NegativesScope::Sequence,
+                    Some(ScopeArg::Position) => NegativesScope::Position,
+                },
+                exclude_seen: self.exclude_seen,
                 sampler: match self.sampler {
                     None | Some(SamplerArg::Uniform) => Sampler::Uniform,
                     Some(SamplerArg::Popularity) => Sampler::Popularity,
@@ -329,6 +363,8 @@ pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
             config
                 .train
                 .check_catalogue(config.model.num_items)
+                .map_err(flag_error)?;
+            NegativeSampler::check_unseen(&config.train, config.model.num_items, &split.train)
                 .map_err(flag_error)?;
             config.ratings_digest = FileDigest::of_file(&config.data.ratings)?;
         }
@@ -464,7 +500,7 @@ fn note_previous_holder(run: &RunWriter) {
 }
 
 /// What a sampled loss trains on, e.g. "training loss gbce over 256
-/// uniform negatives per step (beta 0.2698)".
+/// uniform negatives per sequence (beta 0.2698)".
 fn loss_line(config: &RunConfig, split: &Split) -> Option<String> {
     let train = &config.train;
     let sampler = NegativeSampler::new(train, config.model.num_items, &split.train)?;
@@ -477,9 +513,10 @@ fn loss_line(config: &RunConfig, split: &Split) -> Option<String> {
     } else {
         ""
     };
+    let unseen = if train.exclude_seen { " unseen" } else { "" };
     Some(format!(
-        "training loss {} over {} {} negatives per step{beta}{correction}; validation loss: full softmax",
-        train.loss, train.negatives, train.sampler
+        "training loss {} over {} {}{unseen} negatives per {}{beta}{correction}; validation loss: full softmax",
+        train.loss, train.negatives, train.sampler, train.negatives_scope
     ))
 }
 

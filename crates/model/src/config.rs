@@ -295,8 +295,42 @@ impl std::fmt::Display for Sampler {
     }
 }
 
+/// Which rows of a batch share a set of sampled negatives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NegativesScope {
+    /// One set for the whole batch (each step pushes down only `negatives`
+    /// items).
+    Batch,
+    /// One set per sequence, shared by its positions (SASRec+, Klenitskiy &
+    /// Vasilev 2023).
+    #[default]
+    Sequence,
+    /// One set per position (gSASRec, RecTools).
+    Position,
+}
+
+impl std::fmt::Display for NegativesScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NegativesScope::Batch => "batch",
+            NegativesScope::Sequence => "sequence",
+            NegativesScope::Position => "position",
+        })
+    }
+}
+
+fn default_eval_every() -> usize {
+    1
+}
+
 fn default_negatives() -> usize {
     256
+}
+
+/// What config.json files written before the scope existed trained with.
+fn scope_before_it_existed() -> NegativesScope {
+    NegativesScope::Batch
 }
 
 fn default_gbce_t() -> f64 {
@@ -319,9 +353,13 @@ pub struct TrainConfig {
     pub eps: f64,
     /// Maximum number of epochs.
     pub epochs: usize,
-    /// Stop after this many epochs without a better validation number
-    /// (`None`: never stop early).
+    /// Stop after this many validations without a better validation
+    /// number (`None`: never stop early).
     pub patience: Option<usize>,
+    /// Validate (and select, and count patience) after every `eval_every`
+    /// epochs, and after the last.
+    #[serde(default = "default_eval_every")]
+    pub eval_every: usize,
     /// What "better" means.
     pub selection: Selection,
     /// Seeds initialisation, shuffling and dropout.
@@ -331,10 +369,19 @@ pub struct TrainConfig {
     /// The training loss (config.json files from before it existed: full).
     #[serde(default)]
     pub loss: Loss,
-    /// Negatives drawn per optimiser step, shared by the whole batch
-    /// (sampled losses only).
+    /// Negatives drawn for each group of rows that shares them (sampled
+    /// losses only).
     #[serde(default = "default_negatives")]
     pub negatives: usize,
+    /// Which rows share their negatives (config.json files from before it
+    /// existed: the batch).
+    #[serde(default = "scope_before_it_existed")]
+    pub negatives_scope: NegativesScope,
+    /// Draw each sequence's or position's negatives among the items its
+    /// user never interacted with in training, without repeats (uniform
+    /// sampler only).
+    #[serde(default)]
+    pub exclude_seen: bool,
     /// How negatives are drawn (sampled losses only).
     #[serde(default)]
     pub sampler: Sampler,
@@ -375,6 +422,7 @@ impl TrainConfig {
             ("batch_size", self.batch_size),
             ("epochs", self.epochs),
             ("patience", self.patience.unwrap_or(1)),
+            ("eval_every", self.eval_every),
         ];
         for (field, value) in at_least_one {
             if value == 0 {
@@ -400,6 +448,26 @@ impl TrainConfig {
                     "must be at least 1, got 0",
                 ));
             }
+            if self.exclude_seen && self.sampler != Sampler::Uniform {
+                return Err(InvalidSetting::new(
+                    "exclude_seen",
+                    format!("needs the uniform sampler, not {}", self.sampler),
+                ));
+            }
+            if self.exclude_seen && self.negatives_scope == NegativesScope::Batch {
+                return Err(InvalidSetting::new(
+                    "exclude_seen",
+                    "needs negatives drawn per sequence or per position, not per batch",
+                ));
+            }
+        } else if self.exclude_seen {
+            return Err(InvalidSetting::new(
+                "exclude_seen",
+                format!(
+                    "applies to the sampled losses' negatives, not to {}",
+                    self.loss
+                ),
+            ));
         } else if self.sampler != Sampler::Uniform {
             return Err(InvalidSetting::new(
                 "sampler",
@@ -440,11 +508,14 @@ impl Default for TrainConfig {
             eps: 1e-8,
             epochs: 10,
             patience: None,
+            eval_every: default_eval_every(),
             selection: Selection::Loss,
             seed: 42,
             ks: vec![10],
             loss: Loss::Full,
             negatives: default_negatives(),
+            negatives_scope: NegativesScope::default(),
+            exclude_seen: false,
             sampler: Sampler::Uniform,
             gbce_t: default_gbce_t(),
         }

@@ -407,9 +407,10 @@ impl<B: Backend> SasRec<B> {
     }
 
     /// Mean loss over sampled negatives (sampled softmax, BCE or gBCE) of
-    /// the batch's non-zero targets, `[1]`: the targets' and the negatives'
-    /// rows of the tied item table are gathered (so their gradients flow back
-    /// into it) and scored against the hidden states, never the whole table.
+    /// the batch's non-zero targets, `[1]`: the hidden states are scored
+    /// against the tied item table's rows of the targets and of each row's
+    /// negatives (so their gradients flow back into it), never the whole
+    /// table.
     pub fn sampled_loss(
         &self,
         tape: &mut Tape<'_, B>,
@@ -420,14 +421,11 @@ impl<B: Backend> SasRec<B> {
     ) -> Var {
         let h = self.hidden(tape, vars, batch, dropout);
         let table = vars[self.item_embedding.index()];
-        let pos = tape.embedding(table, &batch.targets, Some(0));
-        let neg = tape.embedding(table, &negatives.ids, None);
         tape.sampled_loss(
             h,
-            pos,
-            neg,
+            table,
             &batch.targets,
-            &negatives.ids,
+            negatives.negatives(),
             negatives.loss(),
         )
     }

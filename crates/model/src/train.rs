@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sasrec_autograd::{Adam, Tape};
-use sasrec_data::{Order, UserSequence, batches};
+use sasrec_data::{Batch, Order, UserSequence, batches};
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,8 @@ pub struct TrainState {
     pub batch: usize,
     /// Optimiser steps taken.
     pub step: u64,
-    /// Sum of `loss * targets` over the batches of `epoch` done so far.
+    /// Sum of `loss * targets` over the batches trained on since the last
+    /// validation (the epoch's, unless validation runs every few epochs).
     pub epoch_loss_sum: f64,
     /// Targets in those batches.
     pub epoch_targets: u64,
@@ -41,7 +42,7 @@ pub struct TrainState {
     pub epoch_tokens: u64,
     /// Best validation number so far and its epoch (1-based).
     pub best: Option<(f64, usize)>,
-    /// Epochs since the best one.
+    /// Validations since the best one (epochs, when every epoch validates).
     pub epochs_without_improvement: usize,
     /// Whether the run is over (epochs done or early stopping).
     pub finished: bool,
@@ -109,6 +110,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
     ) -> Result<Self> {
         config.validate()?;
         config.check_catalogue(model.config.num_items)?;
+        NegativeSampler::check_unseen(&config, model.config.num_items, train)?;
         config.selection.check_split(held_out_last)?;
         if train.is_empty() {
             bail!("no training sequences (every user is too short for the split?)");
@@ -262,7 +264,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     batch.batch_size,
                     max_len,
                 );
-                let (loss, targets) = self.step(&device)?;
+                let (loss, targets) = self.step(&batch, &device)?;
                 let s = &mut self.state;
                 s.batch += 1;
                 s.epoch_loss_sum += loss as f64 * targets as f64;
@@ -285,6 +287,18 @@ impl<'a, B: Backend> Trainer<'a, B> {
             if let Some(hook) = &mut self.hook {
                 hook.training_finished(self.state.batch - first_batch);
             }
+            let epoch = self.state.epoch + 1;
+            if epoch % self.config.eval_every != 0 && epoch < self.config.epochs {
+                // No validation after this epoch: commit the progress, the
+                // training sums run on to the next validation.
+                self.state.epoch = epoch;
+                self.state.batch = 0;
+                self.save(None)?;
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(Outcome::Interrupted);
+                }
+                continue;
+            }
             if self.end_epoch()? {
                 return Ok(Outcome::EarlyStopped);
             }
@@ -301,8 +315,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
         Ok(Outcome::Completed)
     }
 
-    /// One optimiser step; returns the batch's mean loss and its target count.
-    fn step(&mut self, batch: &DeviceBatch<B>) -> Result<(f32, usize)> {
+    /// One optimiser step on `batch` (on the device: `device`); returns the
+    /// batch's mean loss and its target count.
+    fn step(&mut self, batch: &Batch, device: &DeviceBatch<B>) -> Result<(f32, usize)> {
         let step = self.state.step + 1;
         let mut tape = Tape::new(self.backend, true);
         let vars = tape.params(&self.model.params);
@@ -311,12 +326,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
             step,
         };
         let loss = match &self.sampler {
-            None => self.model.loss(&mut tape, &vars, batch, Some(dropout)),
+            None => self.model.loss(&mut tape, &vars, device, Some(dropout)),
             Some(sampler) => {
-                let targets = self.backend.ids_host(&batch.targets);
-                let negatives = sampler.step(self.backend, step, targets);
+                let negatives = sampler.step(self.backend, step, batch);
                 self.model
-                    .sampled_loss(&mut tape, &vars, batch, Some(dropout), &negatives)
+                    .sampled_loss(&mut tape, &vars, device, Some(dropout), &negatives)
             }
         };
         let value = self.backend.to_vec(tape.value(loss))[0];
@@ -339,12 +353,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.adam
             .step(self.backend, &mut self.model.params, &grads, &vars);
         self.state.step = step;
-        let targets = self
-            .backend
-            .ids_host(&batch.targets)
-            .iter()
-            .filter(|&&t| t != 0)
-            .count();
+        let targets = batch.targets.iter().filter(|&&t| t != 0).count();
         Ok((value, targets))
     }
 

@@ -32,12 +32,12 @@ mod tensor;
 pub use cross_entropy::{CE_BUFFER_BYTES, CE_CHUNK_ROWS, ce_chunk_rows, cross_entropy_chunked};
 pub use memory::retain_freed_memory;
 pub use profile::OpTime;
-pub use sampled_loss::sampled_loss_chunked;
+pub use sampled_loss::{SampledChunks, sampled_loss_chunked};
 pub use tensor::{CpuIds, CpuTensor};
 
 use crate::{
-    AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, SampledLoss, SampledLossOutput,
-    SoftmaxCrossEntropy,
+    AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, Negatives, SampledLoss,
+    SampledLossOutput, SoftmaxCrossEntropy,
 };
 
 /// The CPU backend. Threads: rayon's global pool, for the row-parallel ops
@@ -275,14 +275,14 @@ impl Backend for CpuBackend {
     fn sampled_loss(
         &self,
         h: &CpuTensor,
-        pos: &CpuTensor,
-        neg: &CpuTensor,
+        table: &CpuTensor,
         targets: &CpuIds,
-        negatives: &CpuIds,
+        negatives: Negatives<'_, CpuIds>,
         loss: SampledLoss<'_, CpuTensor>,
         with_grad: bool,
     ) -> SampledLossOutput<CpuTensor> {
-        sampled_loss::sampled_loss(h, pos, neg, targets, negatives, loss, with_grad)
+        let _t = profile::time("sampled_loss.sampled_loss");
+        sampled_loss::sampled_loss(h, table, targets, negatives, loss, with_grad)
     }
 
     fn count_non_finite(&self, tensors: &[&CpuTensor]) -> Vec<usize> {

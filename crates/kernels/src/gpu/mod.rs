@@ -47,8 +47,8 @@ pub use memory::{GpuIds, GpuTensor};
 pub use wgpu;
 
 use crate::{
-    AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, SampledLoss, SampledLossOutput,
-    SoftmaxCrossEntropy,
+    AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, Negatives, SampledLoss,
+    SampledLossOutput, SoftmaxCrossEntropy,
 };
 use kernel::{KernelDesc, Pipelines};
 use memory::BufferPool;
@@ -536,14 +536,13 @@ impl Backend for WgpuBackend {
     fn sampled_loss(
         &self,
         h: &GpuTensor,
-        pos: &GpuTensor,
-        neg: &GpuTensor,
+        table: &GpuTensor,
         targets: &GpuIds,
-        negatives: &GpuIds,
+        negatives: Negatives<'_, GpuIds>,
         loss: SampledLoss<'_, GpuTensor>,
         with_grad: bool,
     ) -> SampledLossOutput<GpuTensor> {
-        sampled_loss::sampled_loss(self, h, pos, neg, targets, negatives, loss, with_grad)
+        sampled_loss::sampled_loss(self, h, table, targets, negatives, loss, with_grad)
     }
 
     fn count_non_finite(&self, tensors: &[&GpuTensor]) -> Vec<usize> {
