@@ -129,18 +129,25 @@ impl Commit {
                 );
             }
         }
+        // One record per validation, in order: after every epoch, or every
+        // few, never after the progress.
         let p = &self.progress;
-        let numbered = self
-            .epochs
-            .iter()
-            .enumerate()
-            .all(|(i, r)| r.epoch == i + 1);
-        if self.epochs.len() != p.epoch || !numbered {
-            bail!(
-                "progress is at epoch {} but {} epochs are recorded",
-                p.epoch + 1,
-                self.epochs.len()
-            );
+        let mut previous = 0;
+        for r in &self.epochs {
+            if r.epoch > p.epoch {
+                bail!(
+                    "progress is at epoch {} but a validation after epoch {} is recorded",
+                    p.epoch + 1,
+                    r.epoch
+                );
+            }
+            if r.epoch <= previous {
+                bail!(
+                    "the validation after epoch {} is recorded after the one after epoch {previous}",
+                    r.epoch
+                );
+            }
+            previous = r.epoch;
         }
         if self.best.is_none() != p.best.is_none() {
             bail!("a best epoch and a best checkpoint go together");
