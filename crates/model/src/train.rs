@@ -288,7 +288,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 hook.training_finished(self.state.batch - first_batch);
             }
             let epoch = self.state.epoch + 1;
-            if epoch % self.config.eval_every != 0 && epoch < self.config.epochs {
+            if !epoch.is_multiple_of(self.config.eval_every) && epoch < self.config.epochs {
                 // No validation after this epoch: commit the progress, the
                 // training sums run on to the next validation.
                 self.state.epoch = epoch;
