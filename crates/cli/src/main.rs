@@ -7,6 +7,7 @@ mod device;
 mod devices_cmd;
 mod eval_cmd;
 mod export_cmd;
+mod http_server;
 mod plot_cmd;
 mod recommend_cmd;
 mod recs_file;
