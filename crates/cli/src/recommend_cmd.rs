@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use sasrec_data::{RawId, Vocab};
 use sasrec_kernels::Backend;
@@ -77,6 +77,19 @@ pub fn run(args: RecommendArgs) -> Result<()> {
     args.device.set_threads()?;
     if args.k == 0 {
         bail!("--k must be at least 1");
+    }
+    if args.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+        bail!("--user is empty: give a user id of the log");
+    }
+    if let Some(at) = args
+        .items
+        .as_ref()
+        .and_then(|items| items.iter().position(|i| i.trim().is_empty()))
+    {
+        bail!(
+            "--items: id {} of the list is empty; give item ids separated by commas, e.g. --items 101,102",
+            at + 1
+        );
     }
     if args.out.is_some() && !(args.all_users || args.users_file.is_some()) {
         bail!("--out writes the recommendations of --all-users or --users-file");
@@ -159,19 +172,12 @@ fn to_file<B: Backend>(
 
 /// The user indices listed in `path`, one raw id a line.
 fn read_users(path: &Path, catalog: &Catalog) -> Result<Vec<u32>> {
-    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut users = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let at = || format!("{}: line {}", path.display(), n + 1);
-        let line = line.with_context(at)?;
-        let id = line.trim();
-        if id.is_empty() {
-            continue;
-        }
+    for (n, id) in sasrec_data::read_id_list(path)? {
         users.push(
             catalog
-                .user(id)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?,
+                .user(&id)
+                .map_err(|e| anyhow::anyhow!("{}: line {n}: {e}", path.display()))?,
         );
     }
     if users.is_empty() {

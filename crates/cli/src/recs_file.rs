@@ -3,7 +3,7 @@
 //! and `logit`, as Parquet, CSV or JSON Lines. Ids keep their kind:
 //! integer ids are Int64 columns (JSON numbers), string ids Utf8 columns
 //! (JSON strings). The file appears whole or not at all (temporary file,
-//! then rename).
+//! then rename), and has one writer at a time (see `output.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +18,8 @@ use parquet::file::properties::WriterProperties;
 use sasrec_data::{IdKind, RawId};
 use sasrec_model::durable::AtomicFile;
 use serde::Serialize;
+
+use crate::output::Output;
 
 /// The formats, by the output's extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +55,8 @@ impl RecsFormat {
 pub struct RecsWriter {
     path: std::path::PathBuf,
     inner: Inner,
+    /// Held until the file is in place.
+    _output: Output,
 }
 
 enum Inner {
@@ -130,13 +134,14 @@ struct Row<'a> {
 
 impl RecsWriter {
     /// Starts `path` (in a temporary file beside it) for users and items of
-    /// these kinds.
+    /// these kinds; refused while another process writes `path`.
     pub fn create(
         path: &Path,
         format: RecsFormat,
         users: IdKind,
         items: IdKind,
     ) -> Result<RecsWriter> {
+        let output = Output::lock(path, "recommend")?;
         let file = AtomicFile::create(path)?;
         let inner = match format {
             RecsFormat::Parquet => {
@@ -169,6 +174,7 @@ impl RecsWriter {
         Ok(RecsWriter {
             path: path.to_path_buf(),
             inner,
+            _output: output,
         })
     }
 

@@ -20,6 +20,10 @@
 //! temporary files and checkpoints no commit names, and rewrites published
 //! files that do not match the commit. A folder with config.json and no
 //! state.json is a run that committed nothing yet: it resumes from step 0.
+//! One that also holds what only a commit leaves (published files, or
+//! checkpoints after generation 1) lost its state.json some other way: it
+//! is refused, and nothing in it removed, since the checksums that would
+//! tell which checkpoints are whole went with state.json.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -327,6 +331,9 @@ impl RunWriter {
     /// checkpoint files the commit does not name, checks the best checkpoint
     /// and rewrites the published files that do not match the commit.
     pub fn recover(&mut self) -> Result<Recovery> {
+        if self.committed.is_none() {
+            self.check_nothing_committed()?;
+        }
         let mut recovery = Recovery::default();
         for name in file_names(self.dir.path())? {
             let stray =
@@ -339,9 +346,11 @@ impl RunWriter {
         recovery.removed.extend(self.remove_unreferenced()?);
         if let Some(commit) = &self.committed {
             if let Some(best) = &commit.best {
+                // Checked like the last checkpoint: a corrupt best-B is
+                // refused now, not when it is next needed.
+                let bytes = self.dir.read_checkpoint(best)?;
                 let published = FileDigest::of_file(&self.dir.model()).ok();
                 if published.as_ref() != Some(&best.digest) {
-                    let bytes = self.dir.read_checkpoint(best)?;
                     write_atomic(&self.dir.model(), &bytes)?;
                     recovery.rewritten.push("model.safetensors".into());
                 }
@@ -354,6 +363,41 @@ impl RunWriter {
             }
         }
         Ok(recovery)
+    }
+
+    /// Refuses a folder without state.json that holds what only a commit
+    /// leaves behind: published files, or checkpoints of a generation after
+    /// the first (whose files an interrupted first commit may leave).
+    fn check_nothing_committed(&self) -> Result<()> {
+        let mut found: Vec<String> = file_names(self.dir.path())?
+            .into_iter()
+            .filter(|n| PUBLISHED.contains(&n.as_str()))
+            .collect();
+        let checkpoints = self.dir.file(CHECKPOINTS);
+        if checkpoints.is_dir() {
+            found.extend(
+                file_names(&checkpoints)?
+                    .into_iter()
+                    .filter(|n| !is_tmp(n))
+                    .map(|n| format!("{CHECKPOINTS}/{n}")),
+            );
+        }
+        let first = [checkpoint_name("last", 1), checkpoint_name("best", 1)];
+        if found.iter().all(|n| first.contains(n)) {
+            return Ok(());
+        }
+        let mut shown: Vec<String> = found.iter().take(6).map(|n| bounded(n, 60)).collect();
+        if found.len() > 6 {
+            shown.push(format!("and {} more", found.len() - 6));
+        }
+        bail!(
+            "{} has no state.json, but holds what a saved checkpoint leaves ({}): state.json was \
+             removed or lost, and with it the checksums that tell which checkpoints are whole; \
+             nothing was changed. Put state.json back to continue, or start again with \
+             `sasrec train --force` (which deletes the run)",
+            self.dir.path().display(),
+            shown.join(", ")
+        )
     }
 
     /// Commits a new generation: `last` (weights and Adam moments), `best`
@@ -605,6 +649,45 @@ mod tests {
             err.contains("best-1.safetensors does not match its checksum in state.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_lost_state_json_is_refused_and_nothing_removed() {
+        let dir = one_generation();
+        let mut run = RunWriter::open(dir.path(), "test").unwrap();
+        run.commit(&progress(2), b"last 2", None, &[record(1), record(2)])
+            .unwrap();
+        drop(run);
+        fs::remove_file(dir.path().join("state.json")).unwrap();
+        // A config.json makes it a run folder.
+        fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        let before = names(dir.path());
+        let err = RunWriter::open(dir.path(), "test")
+            .unwrap()
+            .recover()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("has no state.json, but holds what a saved checkpoint leaves (curves.svg")
+                && err.contains("checkpoints/best-1.safetensors")
+                && err.contains("checkpoints/last-2.safetensors")
+                && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(names(dir.path()), before);
+
+        // What a kill inside the first commit leaves is cleared as before.
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunWriter::create(dir.path(), "test", false).unwrap();
+        drop(run);
+        fs::create_dir(dir.path().join(CHECKPOINTS)).unwrap();
+        fs::write(dir.path().join("checkpoints/last-1.safetensors"), b"x").unwrap();
+        fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        let recovery = RunWriter::open(dir.path(), "test")
+            .unwrap()
+            .recover()
+            .unwrap();
+        assert_eq!(recovery.removed, ["checkpoints/last-1.safetensors"]);
     }
 
     #[test]
