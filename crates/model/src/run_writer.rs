@@ -369,10 +369,8 @@ impl RunWriter {
     /// leaves behind: published files, or checkpoints of a generation after
     /// the first (whose files an interrupted first commit may leave).
     fn check_nothing_committed(&self) -> Result<()> {
-        let mut found: Vec<String> = file_names(self.dir.path())?
-            .into_iter()
-            .filter(|n| PUBLISHED.contains(&n.as_str()))
-            .collect();
+        // The checkpoints first: they are what a resume would need.
+        let mut found = Vec::new();
         let checkpoints = self.dir.file(CHECKPOINTS);
         if checkpoints.is_dir() {
             found.extend(
@@ -382,13 +380,18 @@ impl RunWriter {
                     .map(|n| format!("{CHECKPOINTS}/{n}")),
             );
         }
+        found.extend(
+            file_names(self.dir.path())?
+                .into_iter()
+                .filter(|n| PUBLISHED.contains(&n.as_str())),
+        );
         let first = [checkpoint_name("last", 1), checkpoint_name("best", 1)];
         if found.iter().all(|n| first.contains(n)) {
             return Ok(());
         }
-        let mut shown: Vec<String> = found.iter().take(6).map(|n| bounded(n, 60)).collect();
-        if found.len() > 6 {
-            shown.push(format!("and {} more", found.len() - 6));
+        let mut shown: Vec<String> = found.iter().take(8).map(|n| bounded(n, 60)).collect();
+        if found.len() > 8 {
+            shown.push(format!("and {} more", found.len() - 8));
         }
         bail!(
             "{} has no state.json, but holds what a saved checkpoint leaves ({}): state.json was \
@@ -668,9 +671,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("has no state.json, but holds what a saved checkpoint leaves (curves.svg")
-                && err.contains("checkpoints/best-1.safetensors")
-                && err.contains("checkpoints/last-2.safetensors")
+            err.contains("has no state.json, but holds what a saved checkpoint leaves (checkpoints/best-1.safetensors, checkpoints/last-2.safetensors, curves.svg")
                 && err.contains("nothing was changed"),
             "{err}"
         );
