@@ -143,17 +143,10 @@ fn parse() -> anyhow::Result<(Cli, ArgMatches)> {
 /// clap's own for a missing flag (status 2). Clap cannot require them
 /// itself: a settings file gives them as arguments checked one at a time.
 fn require_log(matches: &ArgMatches) {
-    let (mut command, args) = match matches.subcommand() {
-        Some(("train", args)) if !args.get_flag("resume") => (train_command(), args),
+    let (path, args) = match matches.subcommand() {
+        Some(("train", args)) if !args.get_flag("resume") => (&["train"][..], args),
         Some(("data", data)) => match data.subcommand() {
-            Some(("stats", args)) => {
-                let stats = Cli::command()
-                    .find_subcommand("data")
-                    .and_then(|d| d.find_subcommand("stats"))
-                    .cloned()
-                    .expect("data stats is a subcommand");
-                (stats, args)
-            }
+            Some(("stats", args)) => (&["data", "stats"][..], args),
             _ => return,
         },
         _ => return,
@@ -161,6 +154,14 @@ fn require_log(matches: &ArgMatches) {
     if args.contains_id("ratings") || args.contains_id("dataset") {
         return;
     }
+    // Built, so that the usage line names `sasrec train`.
+    let mut command = Cli::command();
+    command.build();
+    let mut command = path
+        .iter()
+        .try_fold(&command, |c, name| c.find_subcommand(name))
+        .cloned()
+        .expect("a subcommand of sasrec");
     command
         .error(
             clap::error::ErrorKind::MissingRequiredArgument,

@@ -320,7 +320,7 @@ fn bad_ids_and_headers_are_refused_in_every_format_alike() {
     std::fs::write(path("negative.csv"), "user,item,time\n1,5,1\n2,-5,2\n").unwrap();
     assert_error(
         &stats(&path("negative.csv")),
-        "negative.csv: line 3: field `item`: a negative id; integer ids are 0 or more, found \"-5\"",
+        "negative.csv: line 3: field `item`: a negative id (integer ids must be non-negative), found \"-5\"",
     );
     let ints = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
     write_parquet(
@@ -333,7 +333,7 @@ fn bad_ids_and_headers_are_refused_in_every_format_alike() {
     );
     assert_error(
         &stats(&path("negative.parquet")),
-        "negative.parquet: row group 0, row 2: field `movieId`: a negative id; integer ids are 0 or more, found \"-3\"",
+        "negative.parquet: row group 0, row 2: field `movieId`: a negative id (integer ids must be non-negative), found \"-3\"",
     );
 
     // An id past the longest accepted, in text and in Parquet.

@@ -368,7 +368,7 @@ pub const MAX_ID_BYTES: usize = 1024;
 
 /// Why an integer id is refused: ids are 0 or more in every format (-1
 /// often marks a missing id).
-pub(crate) const NEGATIVE_ID: &str = "a negative id; integer ids are 0 or more";
+pub(crate) const NEGATIVE_ID: &str = "a negative id (integer ids must be non-negative)";
 
 /// What is wrong with the bytes of a string id, if anything: empty, longer
 /// than [`MAX_ID_BYTES`], or holding a NUL byte (text never has one; a

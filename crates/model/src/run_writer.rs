@@ -638,16 +638,21 @@ mod tests {
         assert_eq!(run.committed().unwrap().generation, 1);
     }
 
+    /// The error of recovering the run folder `dir`.
+    fn recovery_error(dir: &std::path::Path) -> String {
+        RunWriter::open(dir, "test")
+            .unwrap()
+            .recover()
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn a_corrupt_checkpoint_is_refused_naming_it() {
         let dir = one_generation();
         fs::write(dir.path().join("checkpoints/best-1.safetensors"), b"best X").unwrap();
         fs::write(dir.path().join("model.safetensors"), b"edited").unwrap();
-        let err = RunWriter::open(dir.path(), "test")
-            .unwrap()
-            .recover()
-            .unwrap_err()
-            .to_string();
+        let err = recovery_error(dir.path());
         assert!(
             err.contains("best-1.safetensors does not match its checksum in state.json"),
             "{err}"
@@ -665,11 +670,7 @@ mod tests {
         // A config.json makes it a run folder.
         fs::write(dir.path().join("config.json"), b"{}").unwrap();
         let before = names(dir.path());
-        let err = RunWriter::open(dir.path(), "test")
-            .unwrap()
-            .recover()
-            .unwrap_err()
-            .to_string();
+        let err = recovery_error(dir.path());
         assert!(
             err.contains("has no state.json, but holds what a saved checkpoint leaves (checkpoints/best-1.safetensors, checkpoints/last-2.safetensors, curves.svg")
                 && err.contains("nothing was changed"),
