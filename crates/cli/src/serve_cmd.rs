@@ -4,8 +4,9 @@
 //! Threads: the main thread owns the backend and the model and runs the
 //! batching loop; one thread runs the HTTP server (hyper and an axum router
 //! on a single-threaded tokio runtime: parsing and answering requests is
-//! light, the model is the work; `http_server.rs` bounds the connections). A request is checked and its ids looked up on the HTTP thread,
-//! then queued as a [`Job`]; the batching loop takes the jobs queued so far
+//! light, the model is the work; `http_server.rs` bounds the connections).
+//! A request is checked and its ids looked up on the HTTP thread, then
+//! queued as a [`Job`]; the batching loop takes the jobs queued so far
 //! (waiting up to `--batch-wait-us` for more, up to `--max-batch`), runs one
 //! forward pass over all their histories, and answers each through its own
 //! channel.
@@ -161,12 +162,13 @@ fn serve_on<B: Backend>(backend: &B, args: &ServeArgs, limits: Limits) -> Result
     let http = std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
+            // The runtime ends with this thread, dropping the connections
+            // still open after the shutdown deadline.
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 crate::http_server::serve(listener, router(state), limits, shutdown).await;
                 Ok::<_, std::io::Error>(())
             })
-            // The runtime goes here, and with it the connections still open.
         })
         .context("starting the HTTP thread")?;
 
