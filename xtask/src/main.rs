@@ -77,6 +77,10 @@ enum DataTask {
     /// Write a synthetic log with a planted sequential signal (item-to-item
     /// transitions, popularity skew): CSV, or Parquet for `*.parquet`.
     Synth(SynthArgs),
+    /// Write a synthetic shop event log (CSV: customer_id, sku, event_type,
+    /// event_time): each event of `synth`'s log is a view, some followed by
+    /// a cart and a purchase, some logged twice.
+    Shop(SynthArgs),
 }
 
 /// `cargo xtask data synth` flags.
@@ -111,6 +115,7 @@ fn main() {
             fetch::ensure_dataset(&name).map(|ratings| println!("{}", ratings.display()))
         }
         Task::Data(DataTask::Synth(args)) => synth(&args),
+        Task::Data(DataTask::Shop(args)) => generate(&args, true),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
@@ -231,6 +236,12 @@ fn train(device: &str, out: Option<PathBuf>, extra: &[String]) -> Result<()> {
 
 /// Runs the generator from a release build (it writes millions of rows).
 fn synth(args: &SynthArgs) -> Result<()> {
+    generate(args, false)
+}
+
+/// Runs the data crate's `synth` example: `synth`'s log, or with `shop` the
+/// shop event log made from it.
+fn generate(args: &SynthArgs, shop: bool) -> Result<()> {
     let out = std::path::absolute(&args.out).context("resolving --out")?;
     let mut cmd = cargo();
     eprintln!("building the generator (release) with cargo, then running it");
@@ -251,6 +262,9 @@ fn synth(args: &SynthArgs) -> Result<()> {
     .arg(out);
     if args.string_ids {
         cmd.arg("--string-ids");
+    }
+    if shop {
+        cmd.arg("--shop");
     }
     bench::check(&mut cmd)
 }

@@ -1,6 +1,7 @@
 //! What `recommend`, `serve` and `export` share: a trained run loaded to
 //! recommend from, raw ids turned into the model's indices and back, users'
-//! histories, and the JSON shape of one recommendation list.
+//! histories, item popularity (the fallback for a history of unknown
+//! items), and the JSON shape of one recommendation list.
 
 use std::path::{Path, PathBuf};
 
@@ -8,20 +9,25 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sasrec_data::{IdKind, RawId, Vocab};
 use sasrec_kernels::Backend;
+use sasrec_model::run_data::popularity;
 use sasrec_model::{RunConfig, RunDir, SasRec};
 use serde::Serialize;
 
-/// The ids of a run: raw item and user ids <-> indices, and (when loaded
-/// with them) every user's whole history, read from the run's log and
-/// filtered as at training time.
+/// The ids of a run: raw item and user ids <-> indices, item popularity,
+/// and (when loaded with them) every user's whole history, from the run
+/// folder's data.safetensors (or from the log, read and filtered as at
+/// training time, for `--ratings` and for runs that predate that file).
 pub struct Catalog {
     /// Raw ids <-> indices.
     pub vocab: Vocab,
     /// The history of user index `u`, oldest first (empty when the
     /// histories were not loaded).
     histories: Vec<Vec<u32>>,
-    /// The log the histories come from.
-    ratings: PathBuf,
+    /// Every item index by popularity (target events), most popular first,
+    /// with its count; empty when the run keeps no popularity.
+    popular: Vec<(u32, u32)>,
+    /// Where the histories come from.
+    source: PathBuf,
 }
 
 /// A run loaded to recommend from.
@@ -34,9 +40,10 @@ pub struct LoadedRun<B: Backend> {
     pub catalog: Catalog,
 }
 
-/// Loads the best model of `run` and its ids; with `histories`, also reads
-/// the run's log (or `ratings` instead of the path in config.json), which
-/// must hold the items of the run's vocab.json.
+/// Loads the best model of `run` and its ids; with `histories`, also the
+/// users' histories: from the run folder's data.safetensors, or read from
+/// `ratings` (or, for a run without that file, the log named in
+/// config.json), which must hold the items of the run's vocab.json.
 pub fn load_run<B: Backend>(
     backend: &B,
     run: &Path,
@@ -46,37 +53,48 @@ pub fn load_run<B: Backend>(
     let run = RunDir::new(run);
     let (mut config, model) = run.load_model(backend)?;
     let saved = run.read_vocab()?;
+    let stored = match ratings {
+        Some(_) if histories => None,
+        _ => run.read_data(&saved)?,
+    };
     if let Some(ratings) = ratings {
         config.data.ratings = ratings.to_path_buf();
     }
-    let ratings = config.data.ratings.clone();
-    if !histories {
-        let catalog = Catalog {
-            vocab: saved,
-            histories: Vec::new(),
-            ratings,
-        };
-        return Ok(LoadedRun {
-            config,
-            model,
-            catalog,
-        });
+    let (users, popularity, source) = match stored {
+        Some(data) => (data.users, data.popularity, run.data()),
+        None if histories => {
+            let (dataset, _) = config.data.load()?;
+            if !dataset.vocab.matches_saved(&saved) {
+                bail!(
+                    "the items of {} do not match the run's vocab.json: not the data this run was trained on",
+                    config.data.ratings.display()
+                );
+            }
+            let popularity = popularity(&dataset.users, saved.num_items());
+            (dataset.users, popularity, config.data.ratings.clone())
+        }
+        None => (Vec::new(), Vec::new(), config.data.ratings.clone()),
+    };
+    let mut by_user = vec![Vec::new(); saved.num_users()];
+    if histories {
+        for seq in users {
+            if let Some(slot) = by_user.get_mut(seq.user as usize) {
+                *slot = seq.items;
+            }
+        }
     }
-    let (dataset, _) = config.data.load()?;
-    if !dataset.vocab.matches_saved(&saved) {
-        bail!(
-            "the items of {} do not match the run's vocab.json: not the data this run was trained on",
-            ratings.display()
-        );
-    }
-    let mut by_user = vec![Vec::new(); dataset.vocab.num_users()];
-    for seq in dataset.users {
-        by_user[seq.user as usize] = seq.items;
-    }
+    let mut popular: Vec<(u32, u32)> = popularity
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, &count)| (i as u32, count))
+        .collect();
+    popular.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let catalog = Catalog {
-        vocab: dataset.vocab,
+        vocab: saved,
         histories: by_user,
-        ratings,
+        popular,
+        source,
     };
     Ok(LoadedRun {
         config,
@@ -85,9 +103,17 @@ pub fn load_run<B: Backend>(
     })
 }
 
+/// What a recommendation list was ranked by.
+pub enum Ranked<'a> {
+    /// The model: (item, logit), best first.
+    Model(&'a [(u32, f32)]),
+    /// Popularity, for a history with no known item: (item, count).
+    Popular(&'a [(u32, u32)]),
+}
+
 impl Catalog {
     /// The user index of user id `user` (as text), or an error saying that
-    /// the log has no such user.
+    /// the run has no such user.
     pub fn user(&self, user: &str) -> Result<u32, String> {
         let kind = self.user_kind();
         RawId::parse(user, kind)
@@ -98,7 +124,7 @@ impl Catalog {
                 format!(
                     "user {} is not in {} (after the run's filters; its user ids are {kind})",
                     sasrec_model::bounded(user, 80),
-                    self.ratings.display()
+                    self.source.display()
                 )
             })
     }
@@ -118,10 +144,10 @@ impl Catalog {
         (0..self.histories.len() as u32).filter(|&u| !self.history(u).is_empty())
     }
 
-    /// The indices of item ids given as text; the error lists the unknown
-    /// ones (up to ten). Text that is no id of the log's kind (`x` where ids
-    /// are integers) is no item of the model.
-    pub fn items<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<u32>, String> {
+    /// The indices of the item ids (given as text) the model knows, in
+    /// order, and the ids it does not know (text that is no id of the
+    /// log's kind, `x` where ids are integers, is no item of the model).
+    pub fn items<S: AsRef<str>>(&self, ids: &[S]) -> (Vec<u32>, Vec<String>) {
         let mut indices = Vec::with_capacity(ids.len());
         let mut unknown = Vec::new();
         for text in ids {
@@ -131,18 +157,23 @@ impl Catalog {
                 .and_then(|raw| self.vocab.index(&raw));
             match index {
                 Some(i) => indices.push(i),
-                None => unknown.push(sasrec_model::bounded(text, 40)),
+                None => unknown.push(sasrec_model::bounded(text, 80)),
             }
         }
-        if unknown.is_empty() {
-            return Ok(indices);
+        (indices, unknown)
+    }
+
+    /// The `k` most popular items (their number of target events in the
+    /// run's data), most popular first; an error for a run that keeps no
+    /// popularity (trained before run folders kept their data).
+    pub fn most_popular(&self, k: usize) -> Result<&[(u32, u32)], String> {
+        if self.popular.is_empty() {
+            return Err(
+                "no item of the history is known to the model, and this run keeps no item popularity to fall back on (it predates data.safetensors; retrain it)"
+                    .to_string(),
+            );
         }
-        let more = if unknown.len() > 10 { ", ..." } else { "" };
-        unknown.truncate(10);
-        Err(format!(
-            "item ids not known to the model: {}{more}",
-            unknown.join(", ")
-        ))
+        Ok(&self.popular[..k.min(self.popular.len())])
     }
 
     /// The raw id of item index `item` (1..=N).
@@ -175,26 +206,41 @@ impl Catalog {
         user: Option<RawId>,
         history_len: usize,
         exclude_seen: bool,
-        top: &[(u32, f32)],
+        ranked: Ranked<'_>,
         name: impl Fn(&RawId) -> Option<String>,
     ) -> Recommendations {
-        let recommendations = top
-            .iter()
-            .enumerate()
-            .map(|(rank, &(item, logit))| {
-                let item = self.raw_item(item);
-                Recommended {
-                    rank: rank + 1,
-                    name: name(&item),
-                    item,
-                    logit,
-                }
-            })
-            .collect();
+        let entry = |rank: usize, item: u32, logit, popularity| {
+            let item = self.raw_item(item);
+            Recommended {
+                rank: rank + 1,
+                name: name(&item),
+                item,
+                logit,
+                popularity,
+            }
+        };
+        let (recommendations, fallback) = match ranked {
+            Ranked::Model(top) => (
+                top.iter()
+                    .enumerate()
+                    .map(|(rank, &(item, logit))| entry(rank, item, Some(logit), None))
+                    .collect(),
+                None,
+            ),
+            Ranked::Popular(top) => (
+                top.iter()
+                    .enumerate()
+                    .map(|(rank, &(item, count))| entry(rank, item, None, Some(count)))
+                    .collect(),
+                Some("most-popular"),
+            ),
+        };
         Recommendations {
             user,
             history_len,
             exclude_seen,
+            unknown_items: Vec::new(),
+            fallback,
             recommendations,
         }
     }
@@ -223,6 +269,14 @@ pub struct Recommendations {
     pub history_len: usize,
     /// Whether the history's items were left out.
     pub exclude_seen: bool,
+    /// Item ids of the request the model does not know, left out of the
+    /// history.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_items: Vec<String>,
+    /// `most-popular` when no item of the history is known, so the list is
+    /// the most popular items rather than the model's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<&'static str>,
     /// Best first.
     pub recommendations: Vec<Recommended>,
 }
@@ -234,8 +288,14 @@ pub struct Recommended {
     pub rank: usize,
     /// Its raw id (a JSON number for integer ids, a string for string ids).
     pub item: RawId,
-    /// `h_u . e_i`: the user vector dotted with the item's embedding.
-    pub logit: f32,
+    /// `h_u . e_i`: the user vector dotted with the item's embedding (the
+    /// model's lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logit: Option<f32>,
+    /// The item's number of target events in the run's data (most-popular
+    /// lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub popularity: Option<u32>,
     /// Its name, when a table of names was found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,

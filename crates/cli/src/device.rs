@@ -15,7 +15,8 @@ pub enum DeviceKind {
     Cpu,
     /// The wgpu backend on a GPU (a CPU adapter such as llvmpipe only with --adapter).
     Gpu,
-    /// A GPU when one is found, else the CPU.
+    /// A GPU when one is found, else the CPU (quietly, unless --adapter
+    /// names one).
     Auto,
 }
 
@@ -94,7 +95,11 @@ impl DeviceArgs {
             DeviceKind::Auto => match WgpuBackend::new(&options) {
                 Ok(gpu) => Device::Gpu(gpu),
                 Err(GpuError::NoAdapter(why)) => {
-                    eprintln!("no GPU found ({why}); using the CPU");
+                    // Said only where a GPU was asked for (an adapter named);
+                    // the device line below says what runs.
+                    if self.adapter.is_some() {
+                        eprintln!("no GPU found ({why}); using the CPU");
+                    }
                     Device::Cpu(CpuBackend)
                 }
                 Err(err) => {

@@ -31,10 +31,11 @@ pub struct EvalArgs {
     /// Cut-offs K for HR@K and NDCG@K.
     #[arg(long, value_delimiter = ',', default_value = "10,20")]
     k: Vec<usize>,
-    /// Read the ratings from here instead of the path saved in config.json.
+    /// Read the log from here and split it again, instead of the split the
+    /// run folder keeps (data.safetensors).
     #[arg(long, value_name = "PATH")]
     ratings: Option<PathBuf>,
-    /// Evaluate even though the ratings file changed since training.
+    /// Evaluate even though the log changed since training (when it is read).
     #[arg(long)]
     allow_changed_data: bool,
     /// Print the result as JSON.
@@ -77,27 +78,39 @@ fn eval_on<B: Backend>(
     config: &RunConfig,
     args: &EvalArgs,
 ) -> Result<()> {
-    if let Some(warning) = config.check_ratings(args.allow_changed_data)? {
-        eprintln!("warning: {warning}");
-    }
-    let (dataset, split) = config.data.load()?;
-    if !dataset.vocab.matches_saved(&run.read_vocab()?) {
-        bail!(
-            "the items of {} do not match the run's vocab.json: not the data this run was trained on",
-            config.data.ratings.display()
-        );
-    }
+    let vocab = run.read_vocab()?;
+    let stored = match args.ratings {
+        Some(_) => None,
+        None => run.read_data(&vocab)?,
+    };
+    // The split the run keeps; the log only for --ratings and older runs.
+    let (split, users) = match stored {
+        Some(data) => (data.split, data.users.len()),
+        None => {
+            if let Some(warning) = config.check_ratings(args.allow_changed_data)? {
+                eprintln!("warning: {warning}");
+            }
+            let (dataset, split) = config.data.load()?;
+            if !dataset.vocab.matches_saved(&vocab) {
+                bail!(
+                    "the items of {} do not match the run's vocab.json: not the data this run was trained on",
+                    config.data.ratings.display()
+                );
+            }
+            (split, dataset.users.len())
+        }
+    };
     let (_, model): (_, SasRec<B>) = run.load_model(backend)?;
     let held_out_last = config.data.held_out_last();
+    let all_users = users;
     let users = match args.split_part {
         SplitPart::Valid => &split.valid,
         SplitPart::Test => &split.test,
     };
     if users.is_empty() {
         bail!(
-            "the split has no {} users: all {} users are too short to evaluate",
+            "the split has no {} users: all {all_users} users are too short to evaluate",
             part_name(args.split_part),
-            dataset.users.len()
         );
     }
     let part = part_name(args.split_part);

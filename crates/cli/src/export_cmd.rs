@@ -73,8 +73,8 @@ pub struct ExportArgs {
     /// folder holding other files is refused).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Read the log (users' histories) from here instead of the path saved
-    /// in config.json.
+    /// Read the users' histories from this log instead of the run folder's
+    /// data.safetensors.
     #[arg(long, value_name = "PATH")]
     ratings: Option<PathBuf>,
     #[command(flatten)]

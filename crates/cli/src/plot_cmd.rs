@@ -1,12 +1,13 @@
 //! `sasrec plot`: redraw a run's curves (loss and validation metrics per
-//! epoch), or overlay several runs in one picture.
+//! epoch), or overlay several runs in one picture (SVG, or PNG by the
+//! output's extension).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
 use sasrec_model::RunWriter;
-use sasrec_model::plot::{RunCurves, render_overlay};
+use sasrec_model::plot::{ImageFormat, RunCurves, render_as, render_overlay_as};
 
 use crate::runs_cmd::{RunSummary, find_runs, run_names};
 
@@ -24,23 +25,52 @@ pub struct PlotArgs {
     /// Runs to overlay, one colour each (run folders or folders of runs).
     #[arg(long, value_name = "DIR", num_args = 1..)]
     runs: Option<Vec<PathBuf>>,
-    /// With --runs: the SVG file to write.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "runs.svg",
-        requires = "runs"
-    )]
-    out: PathBuf,
+    /// The picture to write, SVG or PNG by its extension (.svg, .png): the
+    /// overlay of --runs (default runs.svg), or the curves of --run.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 /// Runs `sasrec plot`.
 pub fn run(args: PlotArgs) -> Result<()> {
+    // Refuse an extension that says no format this draws, before anything.
+    let out = match args.out.as_deref() {
+        Some(out) => Some((out, format_of(out)?)),
+        None => None,
+    };
     match (&args.run, &args.runs) {
-        (Some(run), _) => redraw(run),
-        (None, Some(dirs)) => overlay(dirs, &args.out),
+        (Some(run), _) => {
+            redraw(run)?;
+            match out {
+                Some((out, format)) => picture(run, out, format),
+                None => Ok(()),
+            }
+        }
+        (None, Some(dirs)) => {
+            let (out, format) = out.unwrap_or((Path::new("runs.svg"), ImageFormat::Svg));
+            overlay(dirs, out, format)
+        }
         (None, None) => unreachable!("clap requires one"),
     }
+}
+
+/// The picture format `out`'s extension names.
+fn format_of(out: &Path) -> Result<ImageFormat> {
+    ImageFormat::from_path(out).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--out {}: plot writes .svg or .png files (the extension chooses the format)",
+            out.display()
+        )
+    })
+}
+
+/// Draws the curves of the run in `dir` into `out`.
+fn picture(dir: &Path, out: &Path, format: ImageFormat) -> Result<()> {
+    let summary = RunSummary::read(dir)?;
+    let bytes = render_as(&summary.epochs, summary.baseline.as_ref(), format)?;
+    crate::table::write(out, &bytes)?;
+    println!("{} ({} epochs)", out.display(), summary.epochs.len());
+    Ok(())
 }
 
 /// Rewrites the run's published files (curves.svg, metrics.jsonl, the
@@ -63,8 +93,8 @@ fn redraw(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Draws the validation curves of several runs into one SVG file.
-fn overlay(dirs: &[PathBuf], out: &Path) -> Result<()> {
+/// Draws the validation curves of several runs into one picture.
+fn overlay(dirs: &[PathBuf], out: &Path, format: ImageFormat) -> Result<()> {
     let paths = find_runs(dirs)?;
     let names = run_names(&paths);
     let mut runs = Vec::new();
@@ -83,8 +113,8 @@ fn overlay(dirs: &[PathBuf], out: &Path) -> Result<()> {
             baseline: baseline.as_ref(),
         })
         .collect();
-    let svg = render_overlay(&curves)?;
-    crate::table::write(out, svg.as_bytes())?;
+    let bytes = render_overlay_as(&curves, format)?;
+    crate::table::write(out, &bytes)?;
     println!("{} ({} runs)", out.display(), curves.len());
     Ok(())
 }

@@ -12,9 +12,10 @@ use anyhow::{Result, bail};
 use clap::Args;
 use sasrec_data::{RawId, Vocab};
 use sasrec_kernels::Backend;
+use sasrec_model::durable::write_atomic;
 use sasrec_model::{Query, RunConfig, recommend_many, users_per_pass};
 
-use crate::catalog::{Catalog, LoadedRun, load_run, progress_bar};
+use crate::catalog::{Catalog, LoadedRun, Ranked, load_run, progress_bar};
 use crate::device::{Device, DeviceArgs, print_kernel_times};
 use crate::recs_file::{RecsFormat, RecsWriter};
 
@@ -54,8 +55,9 @@ pub struct RecommendArgs {
     #[arg(long, conflicts_with = "out")]
     json: bool,
     /// A table of item names: CSV/TSV with a header, or Parquet (default:
-    /// movies.csv beside the log, if there is one).
-    #[arg(long, value_name = "PATH", alias = "movies", conflicts_with = "out")]
+    /// movies.csv beside the log, if there is one). With --out, the file
+    /// gets a `name` column.
+    #[arg(long, value_name = "PATH", alias = "movies")]
     item_names: Option<PathBuf>,
     /// Its column of names (default: title, else name).
     #[arg(long, value_name = "NAME")]
@@ -64,10 +66,15 @@ pub struct RecommendArgs {
     /// usual names movieId, itemId, item_id, ...).
     #[arg(long, value_name = "NAME")]
     item_names_id_col: Option<String>,
-    /// Read the log from here instead of the path saved in config.json (for
-    /// users' histories).
+    /// Read the users' histories from this log instead of the run folder's
+    /// data.safetensors.
     #[arg(long, value_name = "PATH")]
     ratings: Option<PathBuf>,
+    /// Fail on an unknown user (--users-file) or item (--items) instead of
+    /// leaving it out: by default unknown users are skipped and listed in
+    /// OUT.unknown-users.txt, and unknown items are left out of the history.
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -131,11 +138,21 @@ fn to_file<B: Backend>(
     out: &Path,
 ) -> Result<()> {
     let catalog = &loaded.catalog;
-    let users: Vec<u32> = match &args.users_file {
-        Some(path) => read_users(path, catalog)?,
-        None => catalog.user_indices().collect(),
+    let (users, unknown) = match &args.users_file {
+        Some(path) => read_users(path, catalog, args.strict)?,
+        None => (catalog.user_indices().collect(), Vec::new()),
     };
-    let mut writer = RecsWriter::create(out, format, catalog.user_kind(), catalog.item_kind())?;
+    let names = match &args.item_names {
+        Some(_) => Some(load_names(args, &loaded.config, &catalog.vocab)?),
+        None => None,
+    };
+    let mut writer = RecsWriter::create(
+        out,
+        format,
+        catalog.user_kind(),
+        catalog.item_kind(),
+        names.is_some(),
+    )?;
     let started = Instant::now();
     let bar = progress_bar(users.len() as u64, "recommend");
     let mut rows = 0;
@@ -152,7 +169,11 @@ fn to_file<B: Backend>(
         for (&user, top) in pass.iter().zip(&tops) {
             let user = catalog.raw_user(user);
             for (rank, &(item, logit)) in top.iter().enumerate() {
-                writer.push(&user, &catalog.raw_item(item), rank as u32 + 1, logit)?;
+                let item = catalog.raw_item(item);
+                let name = names
+                    .as_ref()
+                    .map(|n| n.get(&item).map_or("", String::as_str));
+                writer.push(&user, &item, rank as u32 + 1, logit, name)?;
             }
             rows += top.len();
         }
@@ -160,36 +181,61 @@ fn to_file<B: Backend>(
         bar.inc(pass.len() as u64);
     }
     bar.finish_and_clear();
-    writer.finish()?;
+    // Held while the list of unknown users is written beside the file.
+    let _output = writer.finish()?;
     eprintln!(
         "wrote {rows} recommendations for {} users to {} in {:.1} s",
         users.len(),
         out.display(),
         started.elapsed().as_secs_f64()
     );
+    if !unknown.is_empty() {
+        // Beside the output, whole or not at all, like it.
+        let mut sidecar = out.as_os_str().to_owned();
+        sidecar.push(".unknown-users.txt");
+        let sidecar = PathBuf::from(sidecar);
+        write_atomic(&sidecar, format!("{}\n", unknown.join("\n")).as_bytes())?;
+        eprintln!(
+            "skipped {} user{} the run does not know (listed in {}; --strict makes them an error)",
+            unknown.len(),
+            if unknown.len() == 1 { "" } else { "s" },
+            sidecar.display()
+        );
+    }
     Ok(())
 }
 
-/// The user indices listed in `path`, one raw id a line.
-fn read_users(path: &Path, catalog: &Catalog) -> Result<Vec<u32>> {
+/// The user indices listed in `path`, one raw id a line, and the ids the
+/// run does not know (skipped; with `strict`, the first is an error).
+fn read_users(path: &Path, catalog: &Catalog, strict: bool) -> Result<(Vec<u32>, Vec<String>)> {
     let mut users = Vec::new();
+    let mut unknown = Vec::new();
     for (n, id) in sasrec_data::read_id_list(path)? {
-        users.push(
-            catalog
-                .user(&id)
-                .map_err(|e| anyhow::anyhow!("{}: line {n}: {e}", path.display()))?,
-        );
+        match catalog.user(&id) {
+            Ok(user) => users.push(user),
+            Err(e) if strict => bail!("{}: line {n}: {e} (--strict)", path.display()),
+            Err(_) => unknown.push(id),
+        }
     }
-    if users.is_empty() {
+    if users.is_empty() && unknown.is_empty() {
         bail!("{} lists no users", path.display());
     }
-    Ok(users)
+    if users.is_empty() {
+        bail!(
+            "{}: none of its {} users is known to the run (e.g. {})",
+            path.display(),
+            unknown.len(),
+            sasrec_model::bounded(&unknown[0], 80)
+        );
+    }
+    Ok((users, unknown))
 }
 
 /// The recommendations after one user's history or a list of items, as a
 /// table or as JSON.
 fn one_list<B: Backend>(backend: &B, args: &RecommendArgs, loaded: &LoadedRun<B>) -> Result<()> {
     let catalog = &loaded.catalog;
+    let mut unknown = Vec::new();
     let (history, user, who) = match (&args.user, &args.items) {
         (Some(user), _) => {
             let index = catalog.user(user).map_err(anyhow::Error::msg)?;
@@ -202,23 +248,35 @@ fn one_list<B: Backend>(backend: &B, args: &RecommendArgs, loaded: &LoadedRun<B>
             (history, Some(catalog.raw_user(index)), who)
         }
         (None, Some(items)) => {
-            let history = catalog.items(items).map_err(anyhow::Error::msg)?;
-            (history, None, format!("{} items", items.len()))
+            let (history, not_known) = catalog.items(items);
+            if args.strict && !not_known.is_empty() {
+                bail!(
+                    "item ids not known to the model: {} (--strict)",
+                    not_known.join(", ")
+                );
+            }
+            unknown = not_known;
+            let who = format!("{} items", history.len());
+            (history, None, who)
         }
         (None, None) => bail!("give --user ID or --items ID,ID,..."),
     };
-    if history.is_empty() {
-        bail!("no history to recommend from");
-    }
-    let query = Query {
-        history: &history,
-        k: args.k,
-        exclude_seen: !args.keep_seen,
-    };
-    let top = recommend_many(backend, &loaded.model, &[query])?.remove(0);
+    let exclude_seen = !args.keep_seen;
     let names = load_names(args, &loaded.config, &catalog.vocab)?;
     let name = |id: &RawId| names.get(id).cloned();
-    let list = catalog.response(user, history.len(), query.exclude_seen, &top, name);
+    let mut list = if history.is_empty() {
+        let popular = catalog.most_popular(args.k).map_err(anyhow::Error::msg)?;
+        catalog.response(user, 0, exclude_seen, Ranked::Popular(popular), name)
+    } else {
+        let query = Query {
+            history: &history,
+            k: args.k,
+            exclude_seen,
+        };
+        let top = recommend_many(backend, &loaded.model, &[query])?.remove(0);
+        catalog.response(user, history.len(), exclude_seen, Ranked::Model(&top), name)
+    };
+    list.unknown_items = unknown;
 
     let mut out = String::new();
     if args.json {
@@ -240,19 +298,42 @@ fn one_list<B: Backend>(backend: &B, args: &RecommendArgs, loaded: &LoadedRun<B>
             .unwrap_or(0)
             .max(7);
         let name = |id: &RawId| names.get(id).map(String::as_str).unwrap_or("");
-        writeln!(out, "after {who}; last:")?;
-        for id in &shown {
-            writeln!(out, "      {:>width$}  {}", id.to_string(), name(id))?;
-        }
-        writeln!(out, "top {}:", args.k)?;
-        writeln!(out, " rank  {:>width$}   logit  name", "item")?;
-        for r in &list.recommendations {
+        if !list.unknown_items.is_empty() {
             writeln!(
                 out,
-                "{:>5}  {:>width$}  {:>6.2}  {}",
+                "unknown items (left out of the history): {}",
+                list.unknown_items.join(", ")
+            )?;
+        }
+        if list.fallback.is_some() {
+            writeln!(
+                out,
+                "no item of the history is known to the model: the most popular items"
+            )?;
+        } else {
+            writeln!(out, "after {who}; last:")?;
+            for id in &shown {
+                writeln!(out, "      {:>width$}  {}", id.to_string(), name(id))?;
+            }
+        }
+        writeln!(out, "top {}:", args.k)?;
+        let score = if list.fallback.is_some() {
+            " popular"
+        } else {
+            "   logit"
+        };
+        writeln!(out, " rank  {:>width$}{score}  name", "item")?;
+        for r in &list.recommendations {
+            let value = match (r.logit, r.popularity) {
+                (Some(logit), _) => format!("{logit:>8.2}"),
+                (None, Some(count)) => format!("{count:>8}"),
+                (None, None) => format!("{:>8}", ""),
+            };
+            writeln!(
+                out,
+                "{:>5}  {:>width$}{value}  {}",
                 r.rank,
                 r.item.to_string(),
-                r.logit,
                 name(&r.item)
             )?;
         }

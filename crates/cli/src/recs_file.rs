@@ -1,6 +1,7 @@
 //! The file `sasrec recommend --all-users --out PATH` writes: one row per
 //! (user, recommended item) with columns `user`, `item`, `rank` (1-based)
-//! and `logit`, as Parquet, CSV or JSON Lines. Ids keep their kind:
+//! and `logit` (and `name`, with `--item-names`), as Parquet, CSV or JSON
+//! Lines. Ids keep their kind:
 //! integer ids are Int64 columns (JSON numbers), string ids Utf8 columns
 //! (JSON strings). The file appears whole or not at all (temporary file,
 //! then rename), and has one writer at a time (see `output.rs`).
@@ -55,8 +56,8 @@ impl RecsFormat {
 pub struct RecsWriter {
     path: std::path::PathBuf,
     inner: Inner,
-    /// Held until the file is in place.
-    _output: Output,
+    /// Held until the file is in place (and by the caller after that).
+    output: Output,
 }
 
 enum Inner {
@@ -78,6 +79,8 @@ struct Columns {
     items: IdColumn,
     ranks: Int32Builder,
     logits: Float32Builder,
+    /// The items' names, when the file has a name column.
+    names: Option<StringBuilder>,
 }
 
 /// A Parquet column of raw ids being built: Int64 or Utf8 by the ids' kind.
@@ -130,27 +133,36 @@ struct Row<'a> {
     item: &'a RawId,
     rank: u32,
     logit: f32,
+    /// Present only in files with a name column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
 }
 
 impl RecsWriter {
     /// Starts `path` (in a temporary file beside it) for users and items of
-    /// these kinds; refused while another process writes `path`.
+    /// these kinds, with a `name` column when `with_names`; refused while
+    /// another process writes `path`.
     pub fn create(
         path: &Path,
         format: RecsFormat,
         users: IdKind,
         items: IdKind,
+        with_names: bool,
     ) -> Result<RecsWriter> {
         let output = Output::lock(path, "recommend")?;
         let file = AtomicFile::create(path)?;
         let inner = match format {
             RecsFormat::Parquet => {
-                let schema = Arc::new(Schema::new(vec![
+                let mut fields = vec![
                     Field::new("user", IdColumn::data_type(users), false),
                     Field::new("item", IdColumn::data_type(items), false),
                     Field::new("rank", DataType::Int32, false),
                     Field::new("logit", DataType::Float32, false),
-                ]));
+                ];
+                if with_names {
+                    fields.push(Field::new("name", DataType::Utf8, false));
+                }
+                let schema = Arc::new(Schema::new(fields));
                 let props = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
                     .build();
@@ -160,6 +172,7 @@ impl RecsWriter {
                     items: IdColumn::new(items),
                     ranks: Int32Builder::new(),
                     logits: Float32Builder::new(),
+                    names: with_names.then(StringBuilder::new),
                 };
                 Inner::Parquet(Box::new(ParquetRows {
                     writer,
@@ -174,12 +187,27 @@ impl RecsWriter {
         Ok(RecsWriter {
             path: path.to_path_buf(),
             inner,
-            _output: output,
+            output,
         })
     }
 
-    /// One row: `item` is `user`'s recommendation at `rank`.
-    pub fn push(&mut self, user: &RawId, item: &RawId, rank: u32, logit: f32) -> Result<()> {
+    /// One row: `item` is `user`'s recommendation at `rank`; `name` is the
+    /// item's name in a file with a name column (`""` when it has none).
+    pub fn push(
+        &mut self,
+        user: &RawId,
+        item: &RawId,
+        rank: u32,
+        logit: f32,
+        name: Option<&str>,
+    ) -> Result<()> {
+        let row = Row {
+            user,
+            item,
+            rank,
+            logit,
+            name,
+        };
         match &mut self.inner {
             Inner::Parquet(parquet) => {
                 let columns = &mut parquet.columns;
@@ -187,22 +215,14 @@ impl RecsWriter {
                 columns.items.push(item);
                 columns.ranks.append_value(rank as i32);
                 columns.logits.append_value(logit);
+                if let Some(names) = &mut columns.names {
+                    names.append_value(name.unwrap_or(""));
+                }
             }
             Inner::Csv(writer) => writer
-                .serialize(Row {
-                    user,
-                    item,
-                    rank,
-                    logit,
-                })
+                .serialize(row)
                 .with_context(|| format!("writing {}", self.path.display()))?,
             Inner::Jsonl(file) => {
-                let row = Row {
-                    user,
-                    item,
-                    rank,
-                    logit,
-                };
                 let mut line = serde_json::to_vec(&row)?;
                 line.push(b'\n');
                 std::io::Write::write_all(file, &line)
@@ -221,15 +241,16 @@ impl RecsWriter {
                 schema,
                 columns,
             } = parquet.as_mut();
-            let batch = RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    columns.users.finish(),
-                    columns.items.finish(),
-                    Arc::new(columns.ranks.finish()),
-                    Arc::new(columns.logits.finish()),
-                ],
-            )?;
+            let mut arrays = vec![
+                columns.users.finish(),
+                columns.items.finish(),
+                Arc::new(columns.ranks.finish()) as ArrayRef,
+                Arc::new(columns.logits.finish()),
+            ];
+            if let Some(names) = &mut columns.names {
+                arrays.push(Arc::new(names.finish()));
+            }
+            let batch = RecordBatch::try_new(schema.clone(), arrays)?;
             writer
                 .write(&batch)
                 .with_context(|| format!("writing {}", self.path.display()))?;
@@ -237,8 +258,9 @@ impl RecsWriter {
         Ok(())
     }
 
-    /// Writes what is left and puts the file in place.
-    pub fn finish(mut self) -> Result<()> {
+    /// Writes what is left and puts the file in place; the lock on the
+    /// output comes back, for the files written beside it.
+    pub fn finish(mut self) -> Result<Output> {
         self.end_block()?;
         let context = || format!("writing {}", self.path.display());
         let file = match self.inner {
@@ -249,6 +271,7 @@ impl RecsWriter {
                 .with_context(context)?,
             Inner::Jsonl(file) => file,
         };
-        file.commit()
+        file.commit()?;
+        Ok(self.output)
     }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use sasrec_model::records::EpochRecord;
 use sasrec_model::{Evaluation, RankingMetrics, RunDir, bounded, duration};
 use serde_json::Value;
@@ -18,6 +18,22 @@ pub struct RunsArgs {
     /// Run folders, or folders holding runs (searched a few levels down).
     #[arg(value_name = "DIR", default_value = "runs")]
     dirs: Vec<PathBuf>,
+    /// table: the settings that differ and the metrics at the first K,
+    /// aligned; csv or json: one flat row per run with every setting and
+    /// every metric (`valid_ndcg@10`, `test_hr@20`, ...), for pandas.
+    #[arg(long, value_enum, default_value = "table")]
+    format: RunsFormat,
+}
+
+/// `sasrec runs --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RunsFormat {
+    /// Aligned columns for reading.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// A JSON array of objects.
+    Json,
 }
 
 /// How deep below a given folder runs are looked for.
@@ -29,6 +45,8 @@ pub struct RunSummary {
     pub path: PathBuf,
     /// Its settings as `sasrec train` keys and values (from config.json).
     pub settings: Vec<(String, String)>,
+    /// The same settings with their JSON values.
+    pub values: Vec<(String, Value)>,
     /// Its committed epochs.
     pub epochs: Vec<EpochRecord>,
     /// Whether training is over.
@@ -43,10 +61,10 @@ impl RunSummary {
     /// Reads a run folder (nothing is written).
     pub fn read(path: &Path) -> Result<RunSummary> {
         let dir = RunDir::new(path);
-        let config = config_file::read(&dir.config())?;
-        let settings = config
-            .into_iter()
-            .map(|(key, value)| (key, show(&value)))
+        let values = config_file::read(&dir.config())?;
+        let settings = values
+            .iter()
+            .map(|(key, value)| (key.clone(), show(value)))
             .collect();
         let commit = dir.read_commit()?;
         let test = dir.file("test.json");
@@ -65,6 +83,7 @@ impl RunSummary {
         Ok(RunSummary {
             path: path.to_path_buf(),
             settings,
+            values,
             finished: commit.as_ref().is_some_and(|c| c.progress.finished),
             baseline: commit.as_ref().and_then(|c| c.baseline.clone()),
             epochs: commit.map(|c| c.epochs).unwrap_or_default(),
@@ -230,8 +249,79 @@ pub fn run(args: RunsArgs) -> Result<()> {
         .iter()
         .map(|p| RunSummary::read(p))
         .collect::<Result<Vec<_>>>()?;
-    print!("{}", compare(&runs).to_text());
+    let out = match args.format {
+        RunsFormat::Table => compare(&runs).to_text(),
+        RunsFormat::Csv => {
+            let rows = flat_rows(&runs);
+            let mut header: Vec<String> = Vec::new();
+            for row in &rows {
+                for key in row.keys() {
+                    if !header.contains(key) {
+                        header.push(key.clone());
+                    }
+                }
+            }
+            let cell = |v: Option<&Value>| match v {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => show(other),
+            };
+            let table = Table {
+                rows: rows
+                    .iter()
+                    .map(|row| header.iter().map(|k| cell(row.get(k))).collect())
+                    .collect(),
+                header,
+            };
+            String::from_utf8(table.to_csv()?)?
+        }
+        RunsFormat::Json => {
+            let mut text = serde_json::to_string_pretty(&flat_rows(&runs))?;
+            text.push('\n');
+            text
+        }
+    };
+    print!("{out}");
     Ok(())
+}
+
+/// One flat JSON object per run: its name and path, every setting, the
+/// best epoch, the epochs done, and every metric as `PART_METRIC` (`valid_loss`,
+/// `valid_ndcg@10`, `test_hr@20`, `test_mrr`, ...).
+pub fn flat_rows(runs: &[RunSummary]) -> Vec<serde_json::Map<String, Value>> {
+    let names = run_names(&runs.iter().map(|r| r.path.clone()).collect::<Vec<_>>());
+    runs.iter()
+        .zip(names)
+        .map(|(run, name)| {
+            let mut row = serde_json::Map::new();
+            row.insert("run".into(), name.into());
+            row.insert("path".into(), run.path.display().to_string().into());
+            for (key, value) in &run.values {
+                row.insert(key.clone(), value.clone());
+            }
+            row.insert("best_epoch".into(), run.best().map(|b| b.epoch).into());
+            row.insert("epochs_done".into(), run.epochs.len().into());
+            row.insert("finished".into(), run.finished.into());
+            row.insert("seconds".into(), run.seconds().into());
+            let mut metrics = |part: &str, loss: f64, ranking: Option<&RankingMetrics>| {
+                row.insert(format!("{part}_loss"), loss.into());
+                if let Some(m) = ranking {
+                    for at in &m.at {
+                        row.insert(format!("{part}_hr@{}", at.k), at.hr.into());
+                        row.insert(format!("{part}_ndcg@{}", at.k), at.ndcg.into());
+                    }
+                    row.insert(format!("{part}_mrr"), m.mrr.into());
+                }
+            };
+            if let Some(best) = run.best() {
+                metrics("valid", best.valid.loss, best.valid.ranking.as_ref());
+            }
+            if let Some(test) = &run.test {
+                metrics("test", test.loss, test.ranking.as_ref());
+            }
+            row
+        })
+        .collect()
 }
 
 /// The comparison table of `runs`.

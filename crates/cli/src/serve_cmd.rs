@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::catalog::{Catalog, LoadedRun, Recommendations, load_run};
+use crate::catalog::{Catalog, LoadedRun, Ranked, Recommendations, load_run};
 use crate::device::{Device, DeviceArgs};
 use crate::http_server::{ConnectionArgs, Limits};
 
@@ -77,8 +77,8 @@ pub struct ServeArgs {
     /// still batches the requests that arrived during the previous pass).
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
     batch_wait_us: u64,
-    /// Read the log (users' histories) from here instead of the path saved
-    /// in config.json.
+    /// Read the users' histories from this log instead of the run folder's
+    /// data.safetensors.
     #[arg(long, value_name = "PATH")]
     ratings: Option<PathBuf>,
     #[command(flatten)]
@@ -425,6 +425,7 @@ async fn recommend(
     let exclude_seen = request.exclude_seen.unwrap_or(true);
     let catalog = &state.catalog;
     let not_found = |message: String| ApiError::new(StatusCode::NOT_FOUND, message);
+    let mut unknown = Vec::new();
     let (user, history) = match (request.user, request.items) {
         (Some(user), None) => {
             let index = catalog.user(&id_text(&user, "user")?).map_err(not_found)?;
@@ -443,7 +444,10 @@ async fn recommend(
                 .iter()
                 .map(|v| id_text(v, "items"))
                 .collect::<Result<Vec<_>, _>>()?;
-            (None, catalog.items(&ids).map_err(not_found)?)
+            // New items are the normal case: left out, and named in the answer.
+            let (history, not_known) = catalog.items(&ids);
+            unknown = not_known;
+            (None, history)
         }
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request("give either user or items, not both"));
@@ -454,6 +458,15 @@ async fn recommend(
             ));
         }
     };
+    if history.is_empty() {
+        // No known item: the most popular items, marked as such.
+        let popular = catalog
+            .most_popular(k as usize)
+            .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
+        let mut list = catalog.response(user, 0, exclude_seen, Ranked::Popular(popular), |_| None);
+        list.unknown_items = unknown;
+        return Ok(Json(list));
+    }
     let history_len = history.len();
     let (reply, answer) = oneshot::channel();
     let job = Job {
@@ -475,13 +488,11 @@ async fn recommend(
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    Ok(Json(catalog.response(
-        user,
-        history_len,
-        exclude_seen,
-        &top,
-        |_| None,
-    )))
+    let mut list = catalog.response(user, history_len, exclude_seen, Ranked::Model(&top), |_| {
+        None
+    });
+    list.unknown_items = unknown;
+    Ok(Json(list))
 }
 
 /// An id from JSON as text: a number or a string (`7` and `"7"` are the

@@ -261,7 +261,7 @@ fn bad_batch_requests_are_refused_and_leave_no_file() {
     let users = dir.path().join("users.txt");
     std::fs::write(&users, "5\n999\n").unwrap();
     let out = dir.path().join("recs.parquet");
-    let users_arg = ["--users-file", users.to_str().unwrap()];
+    let users_arg = ["--users-file", users.to_str().unwrap(), "--strict"];
     let line = assert_error(&recommend_all(&run, &out, &users_arg), "users.txt: line 2");
     assert!(line.contains("user 999 is not in"), "{line}");
     assert!(!out.exists());

@@ -64,7 +64,7 @@ fn stats_with_filters() {
     );
     assert!(
         stdout
-            .contains("0.1 of users (seed 42); rating >= 3.5; users with >= 0 and items with >= 2"),
+            .contains("0.1 of users (seed 42); rating >= 3.5; dedup consecutive; users with >= 0 and items with >= 2"),
         "{stdout}"
     );
     let users: usize = stdout

@@ -422,8 +422,15 @@ fn a_changed_ratings_file_is_refused_unless_allowed() {
     std::fs::write(&ratings, csv).unwrap();
 
     let run_arg = run.to_str().unwrap();
+    // eval of the stored split reads no log; with --ratings it reads one.
+    assert!(
+        sasrec(&["eval", "--run", run_arg, "--device", "cpu"])
+            .status
+            .success()
+    );
     let eval = |extra: &[&str]| {
         let mut args = vec!["eval", "--run", run_arg, "--device", "cpu"];
+        args.extend(["--ratings", ratings.to_str().unwrap()]);
         args.extend(extra);
         sasrec(&args)
     };

@@ -230,14 +230,9 @@ fn answers_as_recommend_does_and_refuses_bad_requests_with_json_errors() {
     let refused = [
         (r#"{"user": 999}"#, 404, "user 999 is not in"),
         (
-            r#"{"items": [101, 999999, "x"]}"#,
-            404,
-            "item ids not known to the model: 999999, x",
-        ),
-        (
             r#"{"user": "abc"}"#,
             404,
-            "ratings.csv (after the run's filters; its user ids are integers)",
+            "data.safetensors (after the run's filters; its user ids are integers)",
         ),
         (r#"{"user": [5]}"#, 400, "an id is a number or a string"),
         (
@@ -270,6 +265,11 @@ fn answers_as_recommend_does_and_refuses_bad_requests_with_json_errors() {
             "{body}: {status} {answer}"
         );
     }
+    // Unknown items are left out of the history and named.
+    let (status, answer) = server.recommend(r#"{"items": [101, 999999, "x"], "k": 3}"#);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["unknown_items"], json!(["999999", "x"]));
+    assert_eq!(answer["history_len"], 1);
     let (status, answer) = server.get("/nothing");
     assert!(
         status == 404

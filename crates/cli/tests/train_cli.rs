@@ -104,6 +104,7 @@ fn train_eval_recommend_plot() {
         "101,999999",
         "--device",
         "cpu",
+        "--strict",
     ]);
     assert!(!out.status.success());
     assert!(

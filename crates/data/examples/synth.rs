@@ -1,8 +1,9 @@
 //! Writes a synthetic log with a planted sequential signal
-//! (`sasrec_data::synthetic::Transitions`): CSV, or Parquet for `*.parquet`.
+//! (`sasrec_data::synthetic::Transitions`): CSV, or Parquet for `*.parquet`;
+//! with `--shop`, a shop's event log (views, carts, purchases, duplicates).
 //!
-//! `cargo run --release -p sasrec-data --example synth -- --users U --items I --rows R --seed S --out PATH [--string-ids]`
-//! (`cargo xtask data synth` runs this.)
+//! `cargo run --release -p sasrec-data --example synth -- --users U --items I --rows R --seed S --out PATH [--string-ids] [--shop]`
+//! (`cargo xtask data synth` and `cargo xtask data shop` run this.)
 
 use std::path::PathBuf;
 
@@ -28,7 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     log.string_ids = args.iter().any(|a| a == "--string-ids");
     let out = PathBuf::from(value("--out")?);
     let start = std::time::Instant::now();
-    log.write(&out)?;
+    if args.iter().any(|a| a == "--shop") {
+        log.write_shop(&out)?;
+    } else {
+        log.write(&out)?;
+    }
     println!(
         "wrote {} events of {} users over {} items to {} in {:.1} s",
         log.rows,

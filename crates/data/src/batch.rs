@@ -14,13 +14,21 @@ use crate::UserSequence;
 pub fn window(items: &[u32], max_len: usize) -> (Vec<u32>, Vec<u32>) {
     let mut input = vec![0; max_len];
     let mut target = vec![0; max_len];
-    write_window(items, max_len, &mut input, &mut target);
+    write_window(items, None, max_len, &mut input, &mut target);
     (input, target)
 }
 
-/// [`window`] into caller-provided rows of length `max_len`.
-fn write_window(items: &[u32], max_len: usize, input: &mut [u32], target: &mut [u32]) {
-    let recent = &items[items.len().saturating_sub(max_len + 1)..];
+/// [`window`] into caller-provided rows of length `max_len`; an item whose
+/// `is_target` flag is false is input only (its target slot stays 0).
+fn write_window(
+    items: &[u32],
+    is_target: Option<&[bool]>,
+    max_len: usize,
+    input: &mut [u32],
+    target: &mut [u32],
+) {
+    let start = items.len().saturating_sub(max_len + 1);
+    let recent = &items[start..];
     // The window is `pad` zeros followed by `recent`.
     let pad = max_len + 1 - recent.len();
     input.fill(0);
@@ -30,7 +38,7 @@ fn write_window(items: &[u32], max_len: usize, input: &mut [u32], target: &mut [
         if slot < max_len {
             input[slot] = item;
         }
-        if slot >= 1 {
+        if slot >= 1 && is_target.is_none_or(|t| t[start + k]) {
             target[slot - 1] = item;
         }
     }
@@ -92,7 +100,8 @@ pub struct Batches<'a> {
 ///
 /// With `last_target_only`, every target but the last slot of a row is set to
 /// 0, so only the final item counts: pass history + [held-out item] to
-/// evaluate a leave-one-out target.
+/// evaluate a leave-one-out target. Otherwise the items a sequence marks as
+/// no target ([`UserSequence::is_target`]) get target 0.
 ///
 /// # Panics
 /// If `max_len` or `batch_size` is 0.
@@ -141,9 +150,11 @@ impl Iterator for Batches<'_> {
             let seq = &self.seqs[s];
             let input = &mut batch.inputs[b * t..(b + 1) * t];
             let target = &mut batch.targets[b * t..(b + 1) * t];
-            write_window(&seq.items, t, input, target);
             if self.last_target_only {
+                write_window(&seq.items, None, t, input, target);
                 target[..t - 1].fill(0);
+            } else {
+                write_window(&seq.items, seq.is_target.as_deref(), t, input, target);
             }
             batch.users.push(seq.user);
         }

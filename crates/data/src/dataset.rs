@@ -2,13 +2,17 @@
 //!
 //! The pipeline, in order:
 //! 1. user sampling (keep a seeded random fraction of the users),
-//! 2. minimum rating (drop rows rated below it),
-//! 3. k-core (drop rows of users and items with too few interactions, again
+//! 2. event types (keep the rows of the types asked for),
+//! 3. minimum rating (drop rows rated below it),
+//! 4. duplicates (drop a user's event that repeats the item and event type
+//!    of their previous event, or of any earlier one; see [`Dedup`]),
+//! 5. k-core (drop rows of users and items with too few interactions, again
 //!    and again until every remaining user and item has enough),
-//! 4. item index 1..=N, and user index 0.., in order of first appearance
+//! 6. item index 1..=N, and user index 0.., in order of first appearance
 //!    in the file among the rows kept,
-//! 5. per user, the kept rows sorted by timestamp with a stable sort (ties
-//!    keep file order); users in order of first appearance.
+//! 7. per user, the kept rows sorted by timestamp with a stable sort (ties
+//!    keep file order); users in order of first appearance; with target
+//!    event types, which of a user's items are targets.
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -31,6 +35,19 @@ pub struct FilterConfig {
     pub min_user_interactions: usize,
     /// Every kept item has at least this many interactions (0 or 1: no limit).
     pub min_item_interactions: usize,
+    /// Keep only rows of these event types (needs an event column); `None`:
+    /// every type.
+    #[serde(default)]
+    pub keep_events: Option<Vec<String>>,
+    /// The event types that are targets (needs an event column): every kept
+    /// event is model input, but only positions whose item is of one of
+    /// these types are trained and evaluated on. `None`: every event.
+    #[serde(default)]
+    pub target_events: Option<Vec<String>>,
+    /// Which repeated events are dropped (config.json files from before it
+    /// existed: none, as they were read).
+    #[serde(default)]
+    pub dedup: Dedup,
 }
 
 impl Default for FilterConfig {
@@ -41,7 +58,53 @@ impl Default for FilterConfig {
             min_rating: None,
             min_user_interactions: 0,
             min_item_interactions: 0,
+            keep_events: None,
+            target_events: None,
+            dedup: Dedup::None,
         }
+    }
+}
+
+/// Which of a user's repeated events are dropped. An event repeats another
+/// when it has the same item and, with an event column, the same event type
+/// (a view then a purchase of one item is no repeat). `Default` is `None`,
+/// which keeps everything; `sasrec` defaults to `Consecutive`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dedup {
+    /// Keep every row.
+    #[default]
+    None,
+    /// Drop an event that repeats the user's previous event (in time
+    /// order): double-logged events, reloads, retries.
+    Consecutive,
+    /// Keep only the first of each (item, event type) per user.
+    All,
+}
+
+impl std::str::FromStr for Dedup {
+    type Err = DataError;
+
+    fn from_str(s: &str) -> Result<Dedup, DataError> {
+        match s {
+            "none" => Ok(Dedup::None),
+            "consecutive" => Ok(Dedup::Consecutive),
+            "all" => Ok(Dedup::All),
+            _ => Err(DataError::InvalidOption(format!(
+                "unknown dedup {:?}; expected none, consecutive or all",
+                crate::ids::cut(s, 20)
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Dedup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dedup::None => "none",
+            Dedup::Consecutive => "consecutive",
+            Dedup::All => "all",
+        })
     }
 }
 
@@ -52,12 +115,22 @@ pub struct FilterReport {
     pub rows_read: usize,
     /// Rows of users left out of the sample.
     pub dropped_by_sampling: usize,
+    /// Rows of event types not kept.
+    pub dropped_by_event: usize,
     /// Rows rated below the minimum rating.
     pub dropped_by_min_rating: usize,
+    /// Repeated events dropped ([`Dedup`]).
+    pub dropped_duplicates: usize,
     /// Rows removed by the k-core filter.
     pub dropped_by_k_core: usize,
     /// Passes the k-core filter made (the last one removes nothing).
     pub k_core_passes: usize,
+    /// Rows of each event type read, (type, rows) in order of first
+    /// appearance; empty without an event column.
+    pub events_read: Vec<(String, usize)>,
+    /// Kept interactions that are targets (all of them without target
+    /// event types).
+    pub targets: usize,
 }
 
 /// One user's items, oldest first.
@@ -68,6 +141,35 @@ pub struct UserSequence {
     pub user: u32,
     /// Item indices 1..=N in chronological order.
     pub items: Vec<u32>,
+    /// Which items may be predicted, one flag per item: with target event
+    /// types, only the events of those types are targets (the others are
+    /// input only). `None`: every item is a target.
+    pub is_target: Option<Vec<bool>>,
+}
+
+impl UserSequence {
+    /// A sequence whose every item is a target.
+    pub fn new(user: u32, items: Vec<u32>) -> UserSequence {
+        UserSequence {
+            user,
+            items,
+            is_target: None,
+        }
+    }
+
+    /// Whether the item at `position` may be predicted.
+    pub fn is_target(&self, position: usize) -> bool {
+        self.is_target.as_ref().is_none_or(|t| t[position])
+    }
+
+    /// The first `len` items (and their target flags).
+    pub fn prefix(&self, len: usize) -> UserSequence {
+        UserSequence {
+            user: self.user,
+            items: self.items[..len].to_vec(),
+            is_target: self.is_target.as_ref().map(|t| t[..len].to_vec()),
+        }
+    }
 }
 
 /// Users' chronological sequences and the vocabulary their indices refer to.
@@ -157,8 +259,10 @@ pub fn build_dataset_with_report(
     check_columns(interactions)?;
     let r = interactions;
     let rows = r.len();
+    let events = EventTypes::new(r, filter)?;
     let mut report = FilterReport {
         rows_read: rows,
+        events_read: events.read.clone(),
         ..FilterReport::default()
     };
     let (num_users, num_items) = (r.users.len(), r.items.len());
@@ -167,6 +271,9 @@ pub fn build_dataset_with_report(
     if fraction < 1.0 {
         let sampled = sample_users(num_users, fraction, filter.sample_seed);
         report.dropped_by_sampling = drop_rows(&mut keep, |i| !sampled[r.user[i] as usize]);
+    }
+    if let (Some(kept), Some(codes)) = (&events.kept, &r.event) {
+        report.dropped_by_event = drop_rows(&mut keep, |i| !kept[codes[i] as usize]);
     }
     if let Some(min) = filter.min_rating {
         if !min.is_finite() {
@@ -186,6 +293,32 @@ pub fn build_dataset_with_report(
         };
         report.dropped_by_min_rating = drop_rows(&mut keep, |i| ratings[i] < min);
     }
+
+    // Each user's rows in time order (a counting sort by user keeps file
+    // order; `sort_by_key` is stable, so ties keep it too): the duplicate
+    // filter walks them, and the sequences are read from them at the end.
+    let mut offsets = vec![0usize; num_users + 1];
+    for i in (0..rows).filter(|&i| keep[i]) {
+        offsets[r.user[i] as usize + 1] += 1;
+    }
+    for u in 0..num_users {
+        offsets[u + 1] += offsets[u];
+    }
+    let mut next = offsets.clone();
+    let mut by_user = vec![0u32; offsets[num_users]];
+    for i in (0..rows).filter(|&i| keep[i]) {
+        let u = r.user[i] as usize;
+        by_user[next[u]] = i as u32;
+        next[u] += 1;
+    }
+    drop(next);
+    for u in 0..num_users {
+        by_user[offsets[u]..offsets[u + 1]].sort_by_key(|&i| r.time[i as usize]);
+    }
+    if filter.dedup != Dedup::None {
+        report.dropped_duplicates = drop_duplicates(r, filter.dedup, &offsets, &by_user, &mut keep);
+    }
+
     let (min_user, min_item) = (filter.min_user_interactions, filter.min_item_interactions);
     if min_user > 1 || min_item > 1 {
         let mut user_count = vec![0usize; num_users];
@@ -212,8 +345,12 @@ pub fn build_dataset_with_report(
     let kept = keep.iter().filter(|&&k| k).count();
     if kept == 0 {
         return Err(DataError::NothingLeft(format!(
-            "{rows} rows read; removed {} by user sampling, {} by minimum rating, {} by minimum interactions",
-            report.dropped_by_sampling, report.dropped_by_min_rating, report.dropped_by_k_core
+            "{rows} rows read; removed {} by user sampling, {} by event type, {} by minimum rating, {} duplicates, {} by minimum interactions",
+            report.dropped_by_sampling,
+            report.dropped_by_event,
+            report.dropped_by_min_rating,
+            report.dropped_duplicates,
+            report.dropped_by_k_core
         )));
     }
 
@@ -223,7 +360,6 @@ pub fn build_dataset_with_report(
     let mut item_codes = Vec::new();
     let mut user_index = vec![NONE; num_users];
     let mut user_codes = Vec::new();
-    let mut user_rows = Vec::new();
     for i in (0..rows).filter(|&i| keep[i]) {
         let item = r.item[i] as usize;
         if item_index[item] == NONE {
@@ -234,44 +370,45 @@ pub fn build_dataset_with_report(
         if user_index[user] == NONE {
             user_index[user] = user_codes.len() as u32;
             user_codes.push(user as u32);
-            user_rows.push(0usize);
         }
-        user_rows[user_index[user] as usize] += 1;
     }
-    // Group the kept rows by user in one flat array (a counting sort: each
-    // user's rows stay in file order), then sort each user's rows by time;
-    // `sort_by_key` is stable, so ties keep file order.
-    let mut offsets = Vec::with_capacity(user_rows.len() + 1);
-    offsets.push(0);
-    for n in &user_rows {
-        offsets.push(offsets.last().copied().unwrap_or(0) + n);
-    }
-    let mut next = offsets.clone();
-    let mut grouped = vec![0u32; kept];
-    for i in (0..rows).filter(|&i| keep[i]) {
-        let u = user_index[r.user[i] as usize] as usize;
-        grouped[next[u]] = i as u32;
-        next[u] += 1;
-    }
-    drop(keep);
-    let (users, times) = (0..user_codes.len())
-        .map(|u| {
-            let rows = &mut grouped[offsets[u]..offsets[u + 1]];
-            rows.sort_by_key(|&i| r.time[i as usize]);
+    let (users, times): (Vec<UserSequence>, Vec<Vec<i64>>) = user_codes
+        .iter()
+        .enumerate()
+        .map(|(u, &code)| {
+            let code = code as usize;
+            let rows: Vec<usize> = by_user[offsets[code]..offsets[code + 1]]
+                .iter()
+                .map(|&i| i as usize)
+                .filter(|&i| keep[i])
+                .collect();
             let items = rows
                 .iter()
-                .map(|&i| item_index[r.item[i as usize] as usize])
+                .map(|&i| item_index[r.item[i] as usize])
                 .collect();
-            let times = rows.iter().map(|&i| r.time[i as usize]).collect();
+            let is_target = events
+                .target
+                .as_ref()
+                .zip(r.event.as_ref())
+                .map(|(target, codes)| rows.iter().map(|&i| target[codes[i] as usize]).collect());
+            let times = rows.iter().map(|&i| r.time[i]).collect();
             (
                 UserSequence {
                     user: u as u32,
                     items,
+                    is_target,
                 },
                 times,
             )
         })
         .unzip();
+    report.targets = users
+        .iter()
+        .map(|u| match &u.is_target {
+            Some(t) => t.iter().filter(|&&t| t).count(),
+            None => u.items.len(),
+        })
+        .sum();
 
     let vocab = Vocab::new(r.items.subset(&item_codes), r.users.subset(&user_codes));
     let dataset = Dataset {
@@ -280,6 +417,119 @@ pub fn build_dataset_with_report(
         times,
     };
     Ok((dataset, report))
+}
+
+/// The event types of a log and what the filter does with them.
+struct EventTypes {
+    /// Rows per type as read.
+    read: Vec<(String, usize)>,
+    /// Whether each type code is kept (`None`: all are).
+    kept: Option<Vec<bool>>,
+    /// Whether each type code is a target (`None`: all are).
+    target: Option<Vec<bool>>,
+}
+
+impl EventTypes {
+    /// Counts the types and resolves `keep_events` and `target_events`
+    /// against them; a type the log does not have is an error.
+    fn new(r: &Interactions, filter: &FilterConfig) -> Result<EventTypes, DataError> {
+        let names = r.event_names();
+        let mut counts = vec![0usize; names.len()];
+        if let Some(codes) = &r.event {
+            for &c in codes {
+                counts[c as usize] += 1;
+            }
+        }
+        let read = names.iter().cloned().zip(counts).collect();
+        let column = r.source.columns.event.as_deref().unwrap_or("event");
+        let select = |wanted: &Option<Vec<String>>, what: &str| -> Result<_, DataError> {
+            let Some(wanted) = wanted else {
+                return Ok(None);
+            };
+            if r.event.is_none() {
+                return Err(DataError::InvalidOption(format!(
+                    "{what} event types ({}) need an event column, and the input has none{}",
+                    crate::ids::cut(&wanted.join(", "), 100),
+                    if r.source.format.is_some() {
+                        " (name it with --event-col)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            if wanted.is_empty() {
+                return Err(DataError::InvalidOption(format!(
+                    "{what} event types: the list is empty"
+                )));
+            }
+            let mut chosen = vec![false; names.len()];
+            for name in wanted {
+                match names.iter().position(|n| n == name) {
+                    Some(c) => chosen[c] = true,
+                    None => {
+                        return Err(DataError::InvalidOption(format!(
+                            "{what} event types: no event type {:?} in column `{}` (it has {})",
+                            crate::ids::cut(name, 40),
+                            crate::ids::cut(column, 40),
+                            crate::ids::cut(&names.join(", "), 200)
+                        )));
+                    }
+                }
+            }
+            Ok(Some(chosen))
+        };
+        let kept = select(&filter.keep_events, "kept")?;
+        let target = select(&filter.target_events, "target")?;
+        if let (Some(kept), Some(target)) = (&kept, &target)
+            && let Some(c) = (0..names.len()).find(|&c| target[c] && !kept[c])
+        {
+            return Err(DataError::InvalidOption(format!(
+                "the target event type {:?} is not among the kept ones ({})",
+                crate::ids::cut(&names[c], 40),
+                crate::ids::cut(
+                    &filter.keep_events.clone().unwrap_or_default().join(", "),
+                    200
+                )
+            )));
+        }
+        Ok(EventTypes { read, kept, target })
+    }
+}
+
+/// Drops repeated events (see [`Dedup`]): walks each user's kept rows in
+/// time order (`by_user[offsets[u]..offsets[u + 1]]`). Returns how many.
+fn drop_duplicates(
+    r: &Interactions,
+    dedup: Dedup,
+    offsets: &[usize],
+    by_user: &[u32],
+    keep: &mut [bool],
+) -> usize {
+    let event = |i: usize| r.event.as_ref().map_or(0, |e| e[i]);
+    let mut dropped = 0;
+    let mut seen = std::collections::HashSet::new();
+    for u in 0..offsets.len() - 1 {
+        let mut previous: Option<(u32, u32)> = None;
+        seen.clear();
+        for &i in &by_user[offsets[u]..offsets[u + 1]] {
+            let i = i as usize;
+            if !keep[i] {
+                continue;
+            }
+            let key = (r.item[i], event(i));
+            let repeat = match dedup {
+                Dedup::None => false,
+                Dedup::Consecutive => previous == Some(key),
+                Dedup::All => !seen.insert(key),
+            };
+            if repeat {
+                keep[i] = false;
+                dropped += 1;
+            }
+            previous = Some(key);
+        }
+    }
+    dropped
 }
 
 /// Refuses interactions whose columns differ in length or whose codes point

@@ -260,6 +260,18 @@ pub enum DataError {
         /// What the CSV reader said.
         message: String,
     },
+
+    /// Numeric times whose size says another unit than the one they are
+    /// read in (milliseconds read as seconds, or the reverse).
+    #[error("{}: column `{column}`: {message}", path.display())]
+    TimeUnit {
+        /// The file.
+        path: PathBuf,
+        /// The time column.
+        column: String,
+        /// What the times look like, and the flag that reads them so.
+        message: String,
+    },
 }
 
 impl DataError {

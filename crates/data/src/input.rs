@@ -98,7 +98,8 @@ impl fmt::Display for Format {
 /// `visitor_id`, `session_id`; item `movieId`, `itemId`, `item_id`, `item`,
 /// `iid`, `product_id`, `productId`, `asin`; time `timestamp`, `time`, `ts`,
 /// `datetime`, `event_time`, `date`; rating `rating` (optional: implicit
-/// feedback has none).
+/// feedback has none); event type `event_type`, `event`, `action_type`,
+/// `behavior_type`, `interaction_type` (optional).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct InputSpec {
@@ -117,6 +118,8 @@ pub struct InputSpec {
     pub rating_col: Option<String>,
     /// Unit of numeric times (seconds when `None`).
     pub time_unit: Option<TimeUnit>,
+    /// The event type column (`view`, `cart`, `purchase`, ...; optional).
+    pub event_col: Option<String>,
 }
 
 /// The usual names of each column, tried in order when none is given.
@@ -141,6 +144,13 @@ pub(crate) const ITEM_NAMES: &[&str] = &[
 ];
 const TIME_NAMES: &[&str] = &["timestamp", "time", "ts", "datetime", "event_time", "date"];
 const RATING_NAMES: &[&str] = &["rating"];
+const EVENT_NAMES: &[&str] = &[
+    "event_type",
+    "event",
+    "action_type",
+    "behavior_type",
+    "interaction_type",
+];
 
 /// The columns of a file that hold the user, item, time and rating.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -153,6 +163,8 @@ pub struct Columns {
     pub time: String,
     /// The rating column's name, if there is one.
     pub rating: Option<String>,
+    /// The event type column's name, if there is one.
+    pub event: Option<String>,
 }
 
 /// Column positions within a file's columns, with their names.
@@ -164,6 +176,7 @@ pub(crate) struct Resolved {
     pub item: usize,
     pub time: usize,
     pub rating: Option<usize>,
+    pub event: Option<usize>,
 }
 
 impl InputSpec {
@@ -234,17 +247,20 @@ impl InputSpec {
         let item = required(&self.item_col, ITEM_NAMES, "item", "--item-col")?;
         let time = required(&self.time_col, TIME_NAMES, "time", "--time-col")?;
         let rating = find(&self.rating_col, RATING_NAMES, "rating", "--rating-col")?;
+        let event = find(&self.event_col, EVENT_NAMES, "event", "--event-col")?;
         Ok(Resolved {
             names: Columns {
                 user: found[user].clone(),
                 item: found[item].clone(),
                 time: found[time].clone(),
                 rating: rating.map(|r| found[r].clone()),
+                event: event.map(|e| found[e].clone()),
             },
             user,
             item,
             time,
             rating,
+            event,
         })
     }
 
@@ -254,6 +270,7 @@ impl InputSpec {
             || self.item_col.is_some()
             || self.time_col.is_some()
             || self.rating_col.is_some()
+            || self.event_col.is_some()
     }
 }
 

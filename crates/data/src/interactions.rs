@@ -6,7 +6,8 @@ use crate::{Columns, Format, IdTable, RawId, TimeFormat};
 ///
 /// User and item columns hold codes 0.. numbered by first appearance in the
 /// file; `users` and `items` map the codes back to the raw ids. Nothing is
-/// filtered or re-indexed here. 16 bytes a row (20 with ratings).
+/// filtered or re-indexed here. 16 bytes a row (20 with ratings, 4 more
+/// with event types).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Interactions {
     /// User code of each row (into `users`).
@@ -17,10 +18,15 @@ pub struct Interactions {
     pub time: Vec<i64>,
     /// Rating of each row, when the input has a rating column.
     pub rating: Option<Vec<f32>>,
+    /// Event type of each row (a code into `events`), when the input has an
+    /// event column.
+    pub event: Option<Vec<u32>>,
     /// Raw user ids by code.
     pub users: IdTable,
     /// Raw item ids by code.
     pub items: IdTable,
+    /// Event types by code (`view`, `purchase`, ...), as the column writes them.
+    pub events: IdTable,
     /// What was read and what was detected.
     pub source: Source,
 }
@@ -75,12 +81,23 @@ impl Interactions {
         Some((*min, *max))
     }
 
+    /// The event type of each code, as text (empty without an event column).
+    pub fn event_names(&self) -> Vec<String> {
+        (0..self.events.len() as u32)
+            .filter_map(|c| self.events.get(c))
+            .map(|id| id.to_string())
+            .collect()
+    }
+
     pub(crate) fn reserve(&mut self, rows: usize) {
         self.user.reserve(rows);
         self.item.reserve(rows);
         self.time.reserve(rows);
         if let Some(r) = &mut self.rating {
             r.reserve(rows);
+        }
+        if let Some(e) = &mut self.event {
+            e.reserve(rows);
         }
     }
 }

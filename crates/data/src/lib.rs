@@ -46,7 +46,7 @@ mod vocab;
 
 pub use batch::{Batch, Batches, Order, batches, permutation, window};
 pub use dataset::{
-    Dataset, FilterConfig, FilterReport, Stats, UserSequence, build_dataset,
+    Dataset, Dedup, FilterConfig, FilterReport, Stats, UserSequence, build_dataset,
     build_dataset_with_report,
 };
 pub use error::{DataError, Place};
@@ -57,6 +57,6 @@ pub use interactions::{Interactions, Source};
 pub use location::{KnownDataset, dataset_ratings_path, datasets_dir, test_dataset};
 pub use names::read_item_names;
 pub use read::{input_files, parse_interactions, read_interactions};
-pub use split::{Split, SplitKind, TimeCut, split};
-pub use time::{TimeFormat, TimeUnit, format_micros, parse_time};
+pub use split::{Split, SplitKind, TemporalTargets, TimeCut, split};
+pub use time::{TimeFormat, TimeUnit, check_time_unit, format_micros, parse_time};
 pub use vocab::Vocab;

@@ -230,6 +230,7 @@ impl PartsReader<'_> {
         ]
         .into_iter()
         .chain(cols.rating.map(|r| (r, "rating")))
+        .chain(cols.event.map(|e| (e, "event")))
         {
             let data_type = builder.schema().field(col).data_type().clone();
             check_type(path, &names[col], &data_type, role)?;
@@ -238,6 +239,7 @@ impl PartsReader<'_> {
         let wanted: Vec<usize> = [cols.user, cols.item, cols.time]
             .into_iter()
             .chain(cols.rating)
+            .chain(cols.event)
             .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
         let batches = builder
@@ -250,9 +252,17 @@ impl PartsReader<'_> {
             if cols.rating.is_some() {
                 self.out.rating = Some(Vec::new());
             }
+            if cols.event.is_some() {
+                self.out.event = Some(Vec::new());
+            }
         } else if cols.rating.is_some() != self.out.rating.is_some() {
             return Err(DataError::InvalidOption(format!(
                 "{}: the parts differ: some have a rating column and some do not",
+                path.display()
+            )));
+        } else if cols.event.is_some() != self.out.event.is_some() {
+            return Err(DataError::InvalidOption(format!(
+                "{}: the parts differ: some have an event column and some do not",
                 path.display()
             )));
         }
@@ -286,6 +296,7 @@ impl PartsReader<'_> {
         for name in [&names.user, &names.item, &names.time]
             .into_iter()
             .chain(names.rating.as_ref())
+            .chain(names.event.as_ref())
         {
             let array = column(name);
             if let Some(nulls) = array.logical_nulls().filter(|n| n.null_count() > 0) {
@@ -321,6 +332,9 @@ impl PartsReader<'_> {
             first_row,
             &names.time,
         )?;
+        if let (Some(name), Some(events)) = (&names.event, &mut out.event) {
+            intern_ids(column(name), &mut out.events, events, rows, first_row, name)?;
+        }
         if let (Some(name), Some(ratings)) = (&names.rating, &mut out.rating) {
             let array = column(name);
             let start = ratings.len();
@@ -391,6 +405,10 @@ fn check_type(path: &Path, name: &str, t: &DataType, role: &str) -> Result<(), D
         "user" | "item" => (
             base.is_integer() || is_string(base),
             "integer or string ids",
+        ),
+        "event" => (
+            base.is_integer() || is_string(base),
+            "integer or string event types",
         ),
         "time" => (
             base.is_integer()

@@ -29,13 +29,20 @@ use parallel::{BLOCK, BlockReport};
 /// Parquet parts, as `spec` describes (see [`InputSpec`] for the defaults).
 ///
 /// Every row is kept; a malformed row is an error naming the file, the line
-/// (or row group and row) and the field, never skipped.
+/// (or row group and row) and the field, never skipped. Numeric times whose
+/// size says another unit are refused ([`crate::check_time_unit`]).
 ///
 /// Text files of 128 MiB or more are parsed on rayon's global pool, which
 /// this starts if nothing has yet: size it
 /// (`ThreadPoolBuilder::build_global`) before such a read if you want
 /// another size.
 pub fn read_interactions(path: &Path, spec: &InputSpec) -> Result<Interactions, DataError> {
+    let log = read_any(path, spec)?;
+    crate::check_time_unit(&log, path)?;
+    Ok(log)
+}
+
+fn read_any(path: &Path, spec: &InputSpec) -> Result<Interactions, DataError> {
     let format = resolve_format(path, spec)?;
     if format == Format::Parquet {
         return crate::parquet::read_parquet(path, spec);
@@ -64,7 +71,9 @@ pub fn parse_interactions<R: Read>(
             "Parquet is read from a file (read_interactions), not a stream".to_string(),
         ));
     }
-    parse(reader, path, format, spec, None)
+    let log = parse(reader, path, format, spec, None)?;
+    crate::check_time_unit(&log, path)?;
+    Ok(log)
 }
 
 /// The format `spec` names, else the file name's, else (for Parquet, which
@@ -256,6 +265,9 @@ struct TextParser<'p> {
     /// repeats on the next line (logs are often grouped by user or session).
     last_user: LastId,
     last_item: LastId,
+    /// The last event type read (a block's worker interns into a copy of
+    /// the file's table of event types, merged by name).
+    last_event: LastId,
     /// A block's worker only: the file's id tables as they were when its
     /// batch began (see [`code_of_int`] and `read/parallel.rs`).
     known_users: Option<&'p IdTable>,
@@ -287,6 +299,7 @@ impl<'p> TextParser<'p> {
             time: TimeParser::new(spec.time_unit),
             last_user: LastId::default(),
             last_item: LastId::default(),
+            last_event: LastId::default(),
             known_users: None,
             known_items: None,
             line_no: 0,
@@ -406,10 +419,9 @@ impl<'p> TextParser<'p> {
     /// timestamp` in this order, integer ids, integer seconds), which
     /// [`TextParser::fast_row`] reads in one pass.
     fn movielens_shape(&self) -> bool {
-        let standard = self
-            .cols
-            .as_ref()
-            .is_some_and(|c| (c.user, c.item, c.rating, c.time) == (0, 1, Some(2), 3));
+        let standard = self.cols.as_ref().is_some_and(|c| {
+            (c.user, c.item, c.rating, c.time) == (0, 1, Some(2), 3) && c.event.is_none()
+        });
         let seconds = TimeFormat::Number {
             unit: TimeUnit::S,
             decimals: false,
@@ -586,10 +598,14 @@ impl<'p> TextParser<'p> {
         self.needed = 1 + [cols.user, cols.item, cols.time]
             .into_iter()
             .chain(cols.rating)
+            .chain(cols.event)
             .max()
-            .expect("four columns");
+            .expect("three columns at least");
         if cols.rating.is_some() {
             self.out.rating = Some(Vec::new());
+        }
+        if cols.event.is_some() {
+            self.out.event = Some(Vec::new());
         }
         self.cols = Some(cols);
         Ok(())
@@ -635,6 +651,20 @@ impl<'p> TextParser<'p> {
             })?;
             ratings.push(rating);
         }
+        if let (Some(e), Some(events)) = (cols.event, &mut out.event) {
+            let text = field(e);
+            let event = self
+                .last_event
+                .code(&mut out.events, None, text, false)
+                .map_err(|p| {
+                    bad(
+                        cols.names.event.as_deref().unwrap_or("event"),
+                        text,
+                        p.replace("an id", "an event type"),
+                    )
+                })?;
+            events.push(event);
+        }
         out.user.push(user);
         out.item.push(item);
         out.time.push(time);
@@ -650,6 +680,9 @@ impl<'p> TextParser<'p> {
         ];
         if let (Some(r), Some(name)) = (cols.rating, &cols.names.rating) {
             by_position.push((r, name));
+        }
+        if let (Some(e), Some(name)) = (cols.event, &cols.names.event) {
+            by_position.push((e, name));
         }
         let field = by_position
             .into_iter()

@@ -56,14 +56,62 @@ pub enum SplitKind {
         valid: TimeCut,
         /// Start of the test window (after `valid`).
         test: TimeCut,
+        /// Which interactions of a window are targets.
+        targets: TemporalTargets,
     },
+}
+
+/// Which of a user's interactions in a temporal split's window are scored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemporalTargets {
+    /// The user's first (target-type) interaction in the window, predicted
+    /// from everything before it (Ji et al.'s next interaction after the cut).
+    #[default]
+    First,
+    /// Every (target-type) interaction in the window, each predicted from
+    /// everything before it, the window's earlier interactions included
+    /// (the model is not trained on them: it sees them as a deployed model
+    /// sees a user's new events).
+    All,
+}
+
+impl std::str::FromStr for TemporalTargets {
+    type Err = DataError;
+
+    fn from_str(s: &str) -> Result<TemporalTargets, DataError> {
+        match s {
+            "first" => Ok(TemporalTargets::First),
+            "all" => Ok(TemporalTargets::All),
+            _ => Err(DataError::InvalidOption(format!(
+                "unknown temporal targets {:?}; expected first or all",
+                crate::ids::cut(s, 20)
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for TemporalTargets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TemporalTargets::First => "first",
+            TemporalTargets::All => "all",
+        })
+    }
 }
 
 /// Sequences for training, validation and test.
 ///
 /// Every sequence kept has at least 2 items, so it has a target. Validation
 /// and test sequences end with their target: for leave-one-out,
-/// `valid[i].items` is the history followed by the held-out item.
+/// `valid[i].items` is the history followed by the held-out item. Every
+/// sequence is a prefix of its user's sequence in the dataset.
+///
+/// With target event types (sequences with [`UserSequence::is_target`]),
+/// targets are the target-type events only: a training sequence ends with
+/// its last target (later events could only be input to targets it does
+/// not hold), and the held-out items are target-type events, each after
+/// every event before it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Split {
     /// Training sequences.
@@ -95,6 +143,15 @@ pub struct Split {
 pub fn split(dataset: &Dataset, kind: SplitKind) -> Result<Split, DataError> {
     let users = &dataset.users;
     let mut out = Split::default();
+    // A training sequence: `user` up to its last target before `end`, when
+    // it has one that can be predicted (at position 1 or later).
+    let train = |user: &UserSequence, end: usize, out: &mut Split| match (1..end)
+        .rev()
+        .find(|&j| user.is_target(j))
+    {
+        Some(last) => out.train.push(user.prefix(last + 1)),
+        None => out.too_short_for_train += 1,
+    };
     match kind {
         SplitKind::RandomUsers {
             valid_fraction,
@@ -113,40 +170,39 @@ pub fn split(dataset: &Dataset, kind: SplitKind) -> Result<Split, DataError> {
                 is_valid[u] = true;
             }
             for (user, valid) in users.iter().zip(is_valid) {
-                match (valid, user.items.len() >= 2) {
-                    (false, true) => out.train.push(user.clone()),
-                    (false, false) => out.too_short_for_train += 1,
-                    (true, true) => out.valid.push(user.clone()),
-                    (true, false) => out.too_short_for_eval += 1,
+                let n = user.items.len();
+                if !valid {
+                    train(user, n, &mut out);
+                    continue;
+                }
+                match (1..n).rev().find(|&j| user.is_target(j)) {
+                    Some(last) => out.valid.push(user.prefix(last + 1)),
+                    None => out.too_short_for_eval += 1,
                 }
             }
         }
         SplitKind::LeaveOneOut => {
             for user in users {
+                // The positions that can be held out: targets with a history.
                 let n = user.items.len();
-                let part = |len: usize| UserSequence {
-                    user: user.user,
-                    items: user.items[..len].to_vec(),
-                };
-                if n < 3 {
+                let mut targets = (1..n).rev().filter(|&j| user.is_target(j));
+                let (Some(test), Some(valid)) = (targets.next(), targets.next()) else {
+                    // Too short to evaluate: train on all it has (users with
+                    // 2 items, as in the SASRec paper's code).
                     out.too_short_for_eval += 1;
-                    if n == 2 {
-                        out.train.push(part(n));
-                    } else {
-                        out.too_short_for_train += 1;
-                    }
+                    train(user, n, &mut out);
                     continue;
-                }
-                if n - 2 >= 2 {
-                    out.train.push(part(n - 2));
-                } else {
-                    out.too_short_for_train += 1;
-                }
-                out.valid.push(part(n - 1));
-                out.test.push(part(n));
+                };
+                train(user, valid, &mut out);
+                out.valid.push(user.prefix(valid + 1));
+                out.test.push(user.prefix(test + 1));
             }
         }
-        SplitKind::Temporal { valid, test } => {
+        SplitKind::Temporal {
+            valid,
+            test,
+            targets,
+        } => {
             // (No interaction at all: users with nothing to train on.)
             let range = dataset.time_range().unwrap_or((0, 0));
             let (valid_from, test_from) = (valid.resolve(range)?, test.resolve(range)?);
@@ -162,31 +218,26 @@ pub fn split(dataset: &Dataset, kind: SplitKind) -> Result<Split, DataError> {
                 // Times are sorted: the first index at or after a cut.
                 let before = |cut: i64| times.partition_point(|&t| t < cut);
                 let (in_train, before_test) = (before(valid_from), before(test_from));
-                if in_train >= 2 {
-                    out.train.push(UserSequence {
-                        user: user.user,
-                        items: user.items[..in_train].to_vec(),
-                    });
-                } else {
-                    out.too_short_for_train += 1;
-                }
-                // A window's target is the user's first interaction in it,
-                // predicted from everything before the window's cut.
-                let mut target = |history: usize, window_end: usize, part: &mut Vec<_>| {
-                    if history == window_end {
-                        return; // no interaction in the window
+                train(user, in_train, &mut out);
+                // A window's targets: its first target-type interaction (or
+                // all of them), each after everything before it; one with no
+                // history (a new user's first) is not evaluated.
+                let mut window = |from: usize, to: usize, part: &mut Vec<UserSequence>| {
+                    let mut positions = (from..to).filter(|&j| user.is_target(j));
+                    let chosen: Vec<usize> = match targets {
+                        TemporalTargets::First => positions.next().into_iter().collect(),
+                        TemporalTargets::All => positions.collect(),
+                    };
+                    for j in chosen {
+                        if j == 0 {
+                            out.too_short_for_eval += 1;
+                        } else {
+                            part.push(user.prefix(j + 1));
+                        }
                     }
-                    if history == 0 {
-                        out.too_short_for_eval += 1;
-                        return;
-                    }
-                    part.push(UserSequence {
-                        user: user.user,
-                        items: user.items[..=history].to_vec(),
-                    });
                 };
-                target(in_train, before_test, &mut out.valid);
-                target(before_test, times.len(), &mut out.test);
+                window(in_train, before_test, &mut out.valid);
+                window(before_test, times.len(), &mut out.test);
             }
         }
     }

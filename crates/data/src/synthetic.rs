@@ -10,7 +10,9 @@
 //!   with probability [`Transitions::follow`], else it is drawn by
 //!   popularity (so is each user's first item). Next-item
 //!   accuracy is then learnable, and comparable at any size, without
-//!   licensed data. Written as CSV or Parquet, with integer or string ids.
+//!   licensed data. Written as CSV or Parquet, with integer or string ids,
+//!   or as a shop's event log ([`Transitions::write_shop`]: views, carts,
+//!   purchases, duplicated events, ISO times).
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -264,6 +266,46 @@ impl Transitions {
         self.generate(|user, item, time| {
             if result.is_ok() {
                 result = writeln!(out, "{},{},{time}", self.user_id(user), self.item_id(item));
+            }
+        })?;
+        result.and_then(|()| out.flush()).map_err(io)
+    }
+
+    /// Writes the log as a shop's event log to `path` (CSV): columns
+    /// `customer_id,sku,event_type,event_time` (ISO 8601, UTC). Each event
+    /// of the log is a `view`; a quarter of the views are followed by a
+    /// `cart` of the same item 20 s later, and 60% of those by a `purchase`
+    /// 40 s after the view; 5% of the views are logged twice (a consecutive
+    /// duplicate, as double-firing trackers write). Ids are strings with
+    /// [`Transitions::string_ids`], else integers. The same settings write
+    /// the same bytes.
+    pub fn write_shop(&self, path: &Path) -> Result<(), DataError> {
+        let io = |e| DataError::io(path, e);
+        let file = std::fs::File::create(path).map_err(io)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        writeln!(out, "customer_id,sku,event_type,event_time").map_err(io)?;
+        // Its own stream: the events are the log's, only decorated.
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(2);
+        let mut result = Ok(());
+        self.generate(|user, item, time| {
+            let (user, item) = (self.user_id(user), self.item_id(item));
+            let mut row = |event: &str, at: i64| {
+                let at = chrono::DateTime::from_timestamp(at, 0)
+                    .map_or_else(String::new, |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+                if result.is_ok() {
+                    result = writeln!(out, "{user},{item},{event},{at}");
+                }
+            };
+            row("view", time);
+            if rng.random_bool(0.05) {
+                row("view", time);
+            }
+            if rng.random_bool(0.25) {
+                row("cart", time + 20);
+                if rng.random_bool(0.6) {
+                    row("purchase", time + 40);
+                }
             }
         })?;
         result.and_then(|()| out.flush()).map_err(io)

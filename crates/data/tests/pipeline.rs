@@ -50,10 +50,7 @@ fn raw_items(d: &Dataset) -> Vec<u32> {
 }
 
 fn seq(user: u32, items: &[u32]) -> UserSequence {
-    UserSequence {
-        user,
-        items: items.to_vec(),
-    }
+    UserSequence::new(user, items.to_vec())
 }
 
 #[test]
@@ -343,6 +340,7 @@ fn temporal(valid: i64, test: i64) -> SplitKind {
     SplitKind::Temporal {
         valid: TimeCut::At(valid),
         test: TimeCut::At(test),
+        targets: TemporalTargets::First,
     }
 }
 
@@ -383,6 +381,7 @@ fn temporal_cuts_as_fractions_and_bad_cuts() {
     let kind = SplitKind::Temporal {
         valid: TimeCut::Fraction(0.5),
         test: TimeCut::Fraction(0.8),
+        targets: TemporalTargets::First,
     };
     let s = split(&d, kind).unwrap();
     assert_eq!(s.cuts, Some((50, 80)));
@@ -396,6 +395,7 @@ fn temporal_cuts_as_fractions_and_bad_cuts() {
             SplitKind::Temporal {
                 valid: TimeCut::Fraction(0.0),
                 test: TimeCut::Fraction(0.5),
+                targets: TemporalTargets::First,
             },
             "time fraction 0 is not in (0, 1)",
         ),
@@ -646,4 +646,63 @@ fn last_target_only_keeps_just_the_final_target() {
         .unwrap();
     assert_eq!(b.inputs, vec![0, 3, 4, 5, 0, 0, 0, 8]);
     assert_eq!(b.targets, vec![0, 0, 0, 6, 0, 0, 0, 9]);
+}
+
+/// With target flags, leave-one-out holds out the last two targets (each
+/// after every event before it), a training sequence ends at its last
+/// target, and a training window's non-target positions get target 0.
+#[test]
+fn target_flags_shape_the_split_and_the_batches() {
+    // Items 1..=7; targets (purchases) at positions 2, 4 and 6.
+    let user = UserSequence {
+        user: 0,
+        items: vec![1, 2, 3, 4, 5, 6, 7],
+        is_target: Some(vec![false, false, true, false, true, false, true]),
+    };
+    let dataset = Dataset {
+        vocab: Vocab::default(),
+        users: vec![user.clone()],
+        times: vec![(0..7).collect()],
+    };
+    let s = split(&dataset, SplitKind::LeaveOneOut).unwrap();
+    assert_eq!(s.test, vec![user.prefix(7)]);
+    assert_eq!(s.valid, vec![user.prefix(5)]);
+    assert_eq!(s.train, vec![user.prefix(3)]);
+    let batch = batches(&s.train, 4, 1, Order::Sequential, false)
+        .next()
+        .unwrap();
+    // Window [pad, 1, 2, 3]: targets 1 -> 2 (no target), 2 -> 3 (target).
+    assert_eq!(batch.inputs, vec![0, 0, 1, 2]);
+    assert_eq!(batch.targets, vec![0, 0, 0, 3]);
+    // A user with a single target trains on it; none: nothing to train on.
+    let one = UserSequence {
+        is_target: Some(vec![false, true, false]),
+        ..UserSequence::new(1, vec![1, 2, 3])
+    };
+    let none = UserSequence {
+        is_target: Some(vec![true, false, false]),
+        ..UserSequence::new(2, vec![1, 2, 3])
+    };
+    let dataset = Dataset {
+        vocab: Vocab::default(),
+        users: vec![one.clone(), none],
+        times: vec![vec![0, 1, 2], vec![0, 1, 2]],
+    };
+    let s = split(&dataset, SplitKind::LeaveOneOut).unwrap();
+    assert_eq!(s.train, vec![one.prefix(2)]);
+    assert_eq!((s.too_short_for_train, s.too_short_for_eval), (1, 2));
+    // Temporal, all targets in the window: each after everything before it.
+    let kind = SplitKind::Temporal {
+        valid: TimeCut::At(1),
+        test: TimeCut::At(5),
+        targets: TemporalTargets::All,
+    };
+    let dataset = Dataset {
+        vocab: Vocab::default(),
+        users: vec![user.clone()],
+        times: vec![(0..7).collect()],
+    };
+    let s = split(&dataset, kind).unwrap();
+    assert_eq!(s.valid, vec![user.prefix(3), user.prefix(5)]);
+    assert_eq!(s.test, vec![user.prefix(7)]);
 }

@@ -38,9 +38,10 @@ fn main() -> Result<()> {
         test_time: None,
         valid_time_fraction: None,
         test_time_fraction: None,
+        temporal_targets: Default::default(),
     };
     eprintln!("reading {}", log.display());
-    let (dataset, _) = data.load()?;
+    let (dataset, split) = data.load()?;
     let config = RunConfig {
         model: ModelConfig::notebook(dataset.vocab.num_items()),
         train: TrainConfig::default(),
@@ -53,7 +54,7 @@ fn main() -> Result<()> {
         HashMap::from([("step".to_string(), "0".to_string())]),
     )?;
     let mut run = RunWriter::create(&out, "untrained_run", false)?;
-    run.write_settings(&config, &dataset.vocab)?;
+    run.write_settings(&config, &dataset, &split)?;
     // A finished run of zero epochs whose best checkpoint is the initial one.
     let state = TrainState {
         best: Some((0.0, 0)),

@@ -144,20 +144,19 @@ fn loss_and_ranks<B: Backend>(
 }
 
 /// The most-popular baseline: every user gets the same scores, the number of
-/// times each item occurs in `train`; ranked like the model (seen items
-/// removed, all items). The last item of each `cases` sequence is the target.
+/// times each item occurs in `train` as a target (every occurrence without
+/// target event types); ranked like the model (seen items removed, all
+/// items). The last item of each `cases` sequence is the target.
 pub fn popularity_baseline(
     train: &[UserSequence],
     cases: &[UserSequence],
     vocab: usize,
     ks: &[usize],
 ) -> RankingMetrics {
-    let mut counts = vec![0.0f32; vocab];
-    for seq in train {
-        for &item in &seq.items {
-            counts[item as usize] += 1.0;
-        }
-    }
+    let counts: Vec<f32> = crate::run_data::popularity(train, vocab - 1)
+        .into_iter()
+        .map(|c| c as f32)
+        .collect();
     let mut ranks = RankingAccumulator::new(ks);
     let ranked: Vec<usize> = cases
         .par_iter()

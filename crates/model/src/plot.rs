@@ -1,12 +1,15 @@
-//! Training curves as SVG, drawn with `plotters`: loss per epoch on the
-//! left, validation ranking metrics per epoch on the right, the
+//! Training curves as SVG (or PNG), drawn with `plotters`: loss per epoch
+//! on the left, validation ranking metrics per epoch on the right, the
 //! most-popular baseline as dashed lines, the best epoch marked; or several
 //! runs overlaid, one colour per run.
+//!
+//! Text is measured (and, in PNG, drawn) with DejaVu Sans, a Latin-1 subset
+//! bundled in `assets/` (plotters' bitmap backend has no fonts of its own).
 //!
 //! Axes get 1-2-5 ticks (integer epochs on x), metric axes start at 0, and
 //! each panel's legend sits beside its data area, never over the curves.
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -63,10 +66,41 @@ pub struct RunCurves<'a> {
     pub baseline: Option<&'a RankingMetrics>,
 }
 
+/// An image format the curves are drawn in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// Scalable vector graphics (text).
+    Svg,
+    /// A PNG bitmap.
+    Png,
+}
+
+impl ImageFormat {
+    /// The format a file name's extension says (`.svg`, `.png`), if any.
+    pub fn from_path(path: &std::path::Path) -> Option<ImageFormat> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "svg" => Some(ImageFormat::Svg),
+            "png" => Some(ImageFormat::Png),
+            _ => None,
+        }
+    }
+}
+
 /// `curves.svg` of one run: train and validation loss; validation NDCG@K,
 /// HR@K (the first K) and MRR with the most-popular `baseline` as dashed
 /// lines of the same colours; the best epoch marked.
 pub fn render(records: &[EpochRecord], baseline: Option<&RankingMetrics>) -> Result<String> {
+    let bytes = render_as(records, baseline, ImageFormat::Svg)?;
+    Ok(String::from_utf8(bytes).expect("SVG is text"))
+}
+
+/// [`render`] in `format`: the file's bytes.
+pub fn render_as(
+    records: &[EpochRecord],
+    baseline: Option<&RankingMetrics>,
+    format: ImageFormat,
+) -> Result<Vec<u8>> {
     let last = last_epoch(records);
     let best = records
         .iter()
@@ -104,13 +138,19 @@ pub fn render(records: &[EpochRecord], baseline: Option<&RankingMetrics>) -> Res
             best,
         });
     }
-    draw(&panels)
+    draw(&panels, format)
 }
 
 /// Several runs overlaid, one colour per run: validation loss, and the
 /// validation NDCG@K of the first K the runs share (HR@K when none has
 /// NDCG) with each run's most-popular baseline dashed.
 pub fn render_overlay(runs: &[RunCurves<'_>]) -> Result<String> {
+    let bytes = render_overlay_as(runs, ImageFormat::Svg)?;
+    Ok(String::from_utf8(bytes).expect("SVG is text"))
+}
+
+/// [`render_overlay`] in `format`: the file's bytes.
+pub fn render_overlay_as(runs: &[RunCurves<'_>], format: ImageFormat) -> Result<Vec<u8>> {
     let colour = |i: usize| PALETTE[i % PALETTE.len()];
     let loss = Panel {
         title: "Validation loss".into(),
@@ -160,7 +200,7 @@ pub fn render_overlay(runs: &[RunCurves<'_>]) -> Result<String> {
             best: None,
         });
     }
-    draw(&panels)
+    draw(&panels, format)
 }
 
 type MetricOf = Box<dyn Fn(&RankingMetrics) -> Option<f64>>;
@@ -214,32 +254,79 @@ fn level(label: &str, colour: RGBColor, value: f64, last: i32) -> Curve {
     }
 }
 
-/// The panels side by side, each with its legend on its right.
-fn draw(panels: &[Panel]) -> Result<String> {
+/// The bundled font, registered with plotters once as "sans-serif".
+fn register_font() -> Result<()> {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        let font = include_bytes!("../assets/DejaVuSans-subset.ttf");
+        plotters::style::register_font("sans-serif", FontStyle::Normal, font).is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow!("the bundled font does not load"))
+    }
+}
+
+/// The panels side by side, each with its legend on its right, as the
+/// bytes of a file in `format`.
+fn draw(panels: &[Panel], format: ImageFormat) -> Result<Vec<u8>> {
+    register_font()?;
     let legend_w = |p: &Panel| {
         let longest = p.curves.iter().map(|c| c.label.chars().count()).max();
         50 + 7 * longest.unwrap_or(0) as u32
     };
     let widths: Vec<u32> = panels.iter().map(|p| CHART_W + legend_w(p)).collect();
-    let mut svg = String::new();
-    {
-        let size = (widths.iter().sum::<u32>().max(1), PANEL_H);
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_error)?;
-        let mut rest = root;
-        for (panel, width) in panels.iter().zip(&widths) {
-            let (area, right) = rest.split_horizontally(*width);
-            let (chart, legend) = area.split_horizontally(CHART_W);
-            draw_panel(panel, &chart)?;
-            draw_legend(panel, &legend)?;
-            rest = right;
+    let size = (widths.iter().sum::<u32>().max(1), PANEL_H);
+    match format {
+        ImageFormat::Svg => {
+            let mut svg = String::new();
+            draw_on(
+                SVGBackend::with_string(&mut svg, size).into_drawing_area(),
+                panels,
+                &widths,
+            )?;
+            Ok(svg.into_bytes())
         }
-        rest.present().map_err(plot_error)?;
+        ImageFormat::Png => {
+            let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+            draw_on(
+                BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area(),
+                panels,
+                &widths,
+            )?;
+            let mut png = Vec::new();
+            let mut encoder = png::Encoder::new(&mut png, size.0, size.1);
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            let mut writer = encoder.write_header().context("encoding the PNG")?;
+            writer.write_image_data(&rgb).context("encoding the PNG")?;
+            writer.finish().context("encoding the PNG")?;
+            Ok(png)
+        }
     }
-    Ok(svg)
 }
 
-fn draw_panel(panel: &Panel, area: &DrawingArea<SVGBackend<'_>, Shift>) -> Result<()> {
+/// Draws the panels on `root`, `widths[i]` pixels for panel i and its legend.
+fn draw_on<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    panels: &[Panel],
+    widths: &[u32],
+) -> Result<()> {
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut rest = root;
+    for (panel, width) in panels.iter().zip(widths) {
+        let (area, right) = rest.split_horizontally(*width);
+        let (chart, legend) = area.split_horizontally(CHART_W);
+        draw_panel(panel, &chart)?;
+        draw_legend(panel, &legend)?;
+        rest = right;
+    }
+    rest.present().map_err(plot_error)?;
+    Ok(())
+}
+
+fn draw_panel<DB: DrawingBackend>(panel: &Panel, area: &DrawingArea<DB, Shift>) -> Result<()> {
     let points = || panel.curves.iter().flat_map(|c| c.points.iter());
     let x_max = points().map(|p| p.0).max().unwrap_or(1).max(2);
     let (mut y0, mut y1) = points().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
@@ -295,7 +382,7 @@ fn draw_panel(panel: &Panel, area: &DrawingArea<SVGBackend<'_>, Shift>) -> Resul
 
 /// The legend in its own area beside the chart: a sample of each line and
 /// its label.
-fn draw_legend(panel: &Panel, area: &DrawingArea<SVGBackend<'_>, Shift>) -> Result<()> {
+fn draw_legend<DB: DrawingBackend>(panel: &Panel, area: &DrawingArea<DB, Shift>) -> Result<()> {
     let mut y = 50;
     for curve in &panel.curves {
         let style = curve.colour.stroke_width(2);

@@ -8,6 +8,8 @@
 //!   lock                 pid and command of the process writing the folder
 //!   config.json          model, training and data settings, the ratings file's digest
 //!   vocab.json           item index <-> raw item id, user index <-> raw user id
+//!   data.safetensors     every user's sequence, the split, item popularity:
+//!                        what inference and evaluation need without the log
 //!   state.json           the commit point: generation, progress, epochs so far,
 //!                        size and xxh3 of the generation's checkpoint files
 //!   checkpoints/
@@ -25,14 +27,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use sasrec_data::{
-    DataError, Dataset, FilterConfig, InputSpec, Split, SplitKind, TimeCut, Vocab, build_dataset,
-    parse_time, read_interactions, split,
+    DataError, Dataset, FilterConfig, FilterReport, InputSpec, Split, SplitKind, TemporalTargets,
+    TimeCut, Vocab, build_dataset_with_report, parse_time, read_interactions, split,
 };
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{FileDigest, NamedTensor, from_safetensors, load_safetensors};
 use crate::config::{InvalidSetting, ModelConfig, TrainConfig};
+use crate::run_data::RunData;
 use crate::run_writer::{CheckpointFile, Commit};
 use crate::sasrec::SasRec;
 use crate::text::bounded;
@@ -103,6 +106,10 @@ pub struct DataSpec {
     /// range (instead of `test_time`).
     #[serde(default)]
     pub test_time_fraction: Option<f64>,
+    /// Which interactions of a `temporal` window are scored: the first of
+    /// each user, or all.
+    #[serde(default)]
+    pub temporal_targets: TemporalTargets,
 }
 
 impl DataSpec {
@@ -117,6 +124,7 @@ impl DataSpec {
             SplitMethod::Temporal => SplitKind::Temporal {
                 valid: self.time_cut("valid", &self.valid_time, self.valid_time_fraction)?,
                 test: self.time_cut("test", &self.test_time, self.test_time_fraction)?,
+                targets: self.temporal_targets,
             },
         })
     }
@@ -178,12 +186,18 @@ impl DataSpec {
 
     /// Reads the interactions, filters them and splits them, as at training time.
     pub fn load(&self) -> Result<(Dataset, Split)> {
+        self.load_with_report()
+            .map(|(dataset, split, _)| (dataset, split))
+    }
+
+    /// [`DataSpec::load`], also saying what each filter removed.
+    pub fn load_with_report(&self) -> Result<(Dataset, Split, FilterReport)> {
         let kind = self.split_kind()?;
         let interactions = read_interactions(&self.ratings, &self.input)?;
-        let dataset = build_dataset(&interactions, &self.filter)
+        let (dataset, report) = build_dataset_with_report(&interactions, &self.filter)
             .with_context(|| format!("building sequences from {}", self.ratings.display()))?;
         let split = split(&dataset, kind)?;
-        Ok((dataset, split))
+        Ok((dataset, split, report))
     }
 }
 
@@ -215,6 +229,14 @@ impl RunConfig {
         ];
         if data.split == SplitMethod::Temporal {
             data.split_kind()?;
+        } else if data.temporal_targets != TemporalTargets::First {
+            return Err(InvalidSetting::new(
+                "temporal_targets",
+                format!(
+                    "chooses the targets of the temporal split, not of {}",
+                    data.split
+                ),
+            ));
         } else if let Some((field, _)) = temporal_flags.iter().find(|(_, given)| *given) {
             return Err(InvalidSetting::new(
                 field,
@@ -295,6 +317,10 @@ impl RunDir {
     pub fn vocab(&self) -> PathBuf {
         self.file("vocab.json")
     }
+    /// `data.safetensors`: the users' sequences, the split, item popularity.
+    pub fn data(&self) -> PathBuf {
+        self.file(crate::run_data::DATA_FILE)
+    }
     /// `state.json`, the commit point.
     pub fn state(&self) -> PathBuf {
         self.file("state.json")
@@ -345,6 +371,17 @@ impl RunDir {
     /// Reads `vocab.json`.
     pub fn read_vocab(&self) -> Result<Vocab> {
         Vocab::load(&self.vocab()).with_context(|| format!("reading {}", self.vocab().display()))
+    }
+
+    /// Reads `data.safetensors`, checked against `vocab`; `None` for a run
+    /// written before run folders kept their data (read its log instead).
+    pub fn read_data(&self, vocab: &Vocab) -> Result<Option<RunData>> {
+        let path = self.data();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        RunData::from_bytes(&bytes, &path, vocab).map(Some)
     }
 
     /// Reads and checks `state.json`; `None` when the run has committed no

@@ -29,7 +29,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use sasrec_data::Vocab;
+use sasrec_data::{Dataset, Split};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::FileDigest;
@@ -39,6 +39,7 @@ use crate::metrics::RankingMetrics;
 use crate::plot::render;
 use crate::records::EpochRecord;
 use crate::run::{RunConfig, RunDir, json_bytes};
+use crate::run_data::{DATA_FILE, RunData};
 use crate::tensorboard::{EVENTS_FILE, events};
 use crate::text::bounded;
 use crate::train::TrainState;
@@ -49,10 +50,11 @@ pub const CHECKPOINTS: &str = "checkpoints";
 const STATE_FORMAT: u32 = 1;
 /// Files a run folder may hold besides temporary files: a folder holding
 /// anything else is not one, and is never cleared.
-const RUN_FILES: [&str; 10] = [
+const RUN_FILES: [&str; 11] = [
     LOCK_FILE,
     "config.json",
     "vocab.json",
+    DATA_FILE,
     "state.json",
     CHECKPOINTS,
     "model.safetensors",
@@ -301,13 +303,22 @@ impl RunWriter {
         self.committed.as_ref()
     }
 
-    /// Writes the run's settings: vocab.json, then config.json (the folder
-    /// holds a run from then on).
-    pub fn write_settings(&self, config: &RunConfig, vocab: &Vocab) -> Result<()> {
-        let json = vocab
+    /// Writes the run's settings and data: vocab.json, data.safetensors
+    /// (the sequences and the split, so that the folder serves and
+    /// evaluates without the log), then config.json (the folder holds a run
+    /// from then on).
+    pub fn write_settings(
+        &self,
+        config: &RunConfig,
+        dataset: &Dataset,
+        split: &Split,
+    ) -> Result<()> {
+        let json = dataset
+            .vocab
             .to_json()
             .with_context(|| format!("writing {}", self.dir.vocab().display()))?;
         write_atomic(&self.dir.vocab(), &json)?;
+        write_atomic(&self.dir.data(), &RunData::new(dataset, split).to_bytes()?)?;
         self.write_config(config)
     }
 

@@ -245,10 +245,7 @@ mod tests {
         items
             .iter()
             .enumerate()
-            .map(|(u, items)| UserSequence {
-                user: u as u32,
-                items: items.to_vec(),
-            })
+            .map(|(u, items)| UserSequence::new(u as u32, items.to_vec()))
             .collect()
     }
 
@@ -328,10 +325,7 @@ mod tests {
         // never), 200,000 draws.
         let train: Vec<UserSequence> = (1..=60u32)
             .filter(|i| i % 7 != 0)
-            .map(|i| UserSequence {
-                user: i,
-                items: vec![i; 600 / i as usize],
-            })
+            .map(|i| UserSequence::new(i, vec![i; 600 / i as usize]))
             .collect();
         let s = NegativeSampler::new(
             &config(Loss::SampledSoftmax, Sampler::Popularity, 10_000),

@@ -27,7 +27,7 @@ fn losses<B: Backend>(backend: &B, dropout: f32) -> Vec<f32> {
             let items = (0..len as u32)
                 .map(|i| (u * 31 + i * i * 7) % 400 + 1)
                 .collect();
-            UserSequence { user: u, items }
+            UserSequence::new(u, items)
         })
         .collect();
     let mut model = SasRec::new(backend, config.clone(), 9);

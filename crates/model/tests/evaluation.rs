@@ -21,10 +21,7 @@ fn users(count: usize) -> Vec<UserSequence> {
             let items = (0..len)
                 .map(|i| ((u * 31 + i * 17) % ITEMS) as u32 + 1)
                 .collect();
-            UserSequence {
-                user: u as u32 + 1,
-                items,
-            }
+            UserSequence::new(u as u32 + 1, items)
         })
         .collect()
 }

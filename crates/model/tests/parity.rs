@@ -241,10 +241,7 @@ fn check_sampled_parity<B: Backend>(backend: &B) {
     let train: Vec<UserSequence> = counts
         .iter()
         .enumerate()
-        .map(|(item, &c)| UserSequence {
-            user: item as u32,
-            items: vec![item as u32; c as usize],
-        })
+        .map(|(item, &c)| UserSequence::new(item as u32, vec![item as u32; c as usize]))
         .collect();
     let gbce_t: f64 = meta["gbce_t"].parse().unwrap();
     let losses = [

@@ -27,7 +27,7 @@ fn users() -> Vec<UserSequence> {
             let items = (0..len as u32)
                 .map(|i| (u * 31 + i * i * 7) % ITEMS as u32 + 1)
                 .collect();
-            UserSequence { user: u, items }
+            UserSequence::new(u, items)
         })
         .collect()
 }
@@ -142,10 +142,7 @@ fn cyclic_users(users: usize) -> Vec<UserSequence> {
         .map(|u| {
             let len = 6 + u % 9;
             let items = (0..len).map(|i| ((u * 7 + i) % 30) as u32 + 1).collect();
-            UserSequence {
-                user: u as u32 + 1,
-                items,
-            }
+            UserSequence::new(u as u32 + 1, items)
         })
         .collect()
 }
@@ -159,10 +156,7 @@ fn every_sampled_loss_trains() {
         .map(|s| {
             let mut items = s.items.clone();
             items.push((*items.last().unwrap() % 30) + 1);
-            UserSequence {
-                user: s.user,
-                items,
-            }
+            UserSequence::new(s.user, items)
         })
         .collect();
     for loss in [Loss::SampledSoftmax, Loss::Bce, Loss::Gbce] {

@@ -20,10 +20,7 @@ fn cyclic_users(users: usize) -> Vec<UserSequence> {
         .map(|u| {
             let len = 6 + u % 9;
             let items = (0..len).map(|i| ((u * 7 + i) % ITEMS) as u32 + 1).collect();
-            UserSequence {
-                user: u as u32 + 1,
-                items,
-            }
+            UserSequence::new(u as u32 + 1, items)
         })
         .collect()
 }
@@ -58,10 +55,7 @@ fn valid_of(train: &[UserSequence]) -> Vec<UserSequence> {
         .map(|s| {
             let mut items = s.items.clone();
             items.push((*items.last().unwrap() % ITEMS as u32) + 1);
-            UserSequence {
-                user: s.user,
-                items,
-            }
+            UserSequence::new(s.user, items)
         })
         .collect()
 }

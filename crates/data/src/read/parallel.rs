@@ -151,6 +151,9 @@ impl<'p> TextParser<'p> {
             users: IdTable::new(self.out.users.kind()),
             items: IdTable::new(self.out.items.kind()),
             rating: self.out.rating.as_ref().map(|_| Vec::new()),
+            event: self.out.event.as_ref().map(|_| Vec::new()),
+            // A log has a handful of event types: a copy keeps their codes.
+            events: self.out.events.clone(),
             ..Interactions::default()
         };
         TextParser {
@@ -165,6 +168,7 @@ impl<'p> TextParser<'p> {
             time: self.time.clone(),
             last_user: LastId::default(),
             last_item: LastId::default(),
+            last_event: LastId::default(),
             known_users: Some(&self.out.users),
             known_items: Some(&self.out.items),
             line_no: 0,
@@ -191,6 +195,10 @@ impl<'p> TextParser<'p> {
         out.time.par_extend(block.out.time.par_iter().copied());
         if let (Some(all), Some(ratings)) = (&mut out.rating, &block.out.rating) {
             all.par_extend(ratings.par_iter().copied());
+        }
+        if let (Some(all), Some(events)) = (&mut out.event, &block.out.event) {
+            let names = out.events.absorb(&block.out.events);
+            all.extend(events.iter().map(|&c| names[c as usize]));
         }
         self.line_no += block.lines;
     }
