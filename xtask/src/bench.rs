@@ -22,7 +22,8 @@ pub enum Which {
     /// Training throughput (tokens/s) at the notebook's sizes: ours vs PyTorch.
     Train,
     /// `sasrec serve` under 1, 16 and 64 concurrent clients: requests/s,
-    /// p50/p99 latency and the batch sizes formed.
+    /// p50/p99 latency and the batch sizes formed; then 16 clients alone
+    /// and beside 600 connections held open by idle and slow clients.
     Serve,
     /// All of the above (not scale and quality, which take hours).
     All,

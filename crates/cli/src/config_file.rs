@@ -18,6 +18,8 @@ use clap::{Arg, ArgAction, Command};
 use sasrec_model::{Selection, bounded};
 use serde_json::Value;
 
+use crate::train_cmd::{DEFAULT_SPLIT_SEED, DEFAULT_VALID_FRACTION};
+
 /// config.json's sections.
 const SECTIONS: [&str; 3] = ["model", "train", "data"];
 /// config.json fields whose flag has another name: (field, flag id).
@@ -86,6 +88,9 @@ fn toml_to_json(value: toml::Value) -> Value {
     match value {
         toml::Value::String(s) => Value::String(s),
         toml::Value::Integer(i) => Value::from(i),
+        // JSON has no NaN or infinity (serde_json would make them null, read
+        // as "not set"): they go on as text, for the flag's checks to refuse.
+        toml::Value::Float(f) if !f.is_finite() => Value::String(f.to_string()),
         toml::Value::Float(f) => Value::from(f),
         toml::Value::Boolean(b) => Value::Bool(b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
@@ -134,13 +139,16 @@ pub fn to_args(settings: &[Setting], command: &Command, origin: &str) -> Result<
     // relations, e.g. --allow-changed-data needs --resume).
     let mut check = command.clone().mut_arg("out", |a| a.required(false));
     let mut args = Vec::new();
-    let loss = settings
-        .iter()
-        .find(|(key, _)| key == "loss")
-        .and_then(|(_, value)| value.as_str())
-        .unwrap_or("full");
+    let text_of = |wanted: &str, default| {
+        settings
+            .iter()
+            .find(|(key, _)| key == wanted)
+            .and_then(|(_, value)| value.as_str())
+            .unwrap_or(default)
+    };
+    let (loss, split) = (text_of("loss", "full"), text_of("split", "leave-one-out"));
     for (key, value) in settings {
-        if !applies(key, loss) {
+        if !applies(key, value, loss, split) {
             continue;
         }
         let arg = find_arg(command, key).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
@@ -154,6 +162,8 @@ pub fn to_args(settings: &[Setting], command: &Command, origin: &str) -> Result<
             }
         } else {
             match value_text(value, arg).map_err(bad)? {
+                // `--flag=-inf`: a value starting with `-` is not a flag.
+                Some(text) if text.starts_with('-') => vec![format!("{flag}={text}").into()],
                 Some(text) => vec![flag.into(), text.into()],
                 None => continue, // null: the flag's default
             }
@@ -167,14 +177,21 @@ pub fn to_args(settings: &[Setting], command: &Command, origin: &str) -> Result<
     Ok(args)
 }
 
-/// Whether a setting means anything with the file's `loss`: a run's
-/// config.json records the sampled losses' settings (their defaults) for a
-/// full-softmax run too, and a sweep's base may set them for a grid over
-/// losses; passed on, they would be refused as flags that do not apply.
-fn applies(key: &str, loss: &str) -> bool {
+/// Whether a setting means anything with the file's `loss` and `split`: a
+/// run's config.json records the sampled losses' settings (their defaults)
+/// for a full-softmax run too, and a sweep's base may set them for a grid
+/// over losses; passed on, they would be refused as flags that do not
+/// apply. The same goes for random-users' settings at the defaults every
+/// config.json records; other values are passed on (and refused with
+/// another split).
+fn applies(key: &str, value: &Value, loss: &str, split: &str) -> bool {
     match key {
         "negatives" | "sampler" | "negatives_scope" | "exclude_seen" => loss != "full",
         "gbce_t" => loss == "gbce",
+        "valid_fraction" => {
+            split == "random-users" || value.as_f64() != Some(DEFAULT_VALID_FRACTION)
+        }
+        "split_seed" => split == "random-users" || value.as_u64() != Some(DEFAULT_SPLIT_SEED),
         _ => true,
     }
 }

@@ -7,6 +7,8 @@ mod device;
 mod devices_cmd;
 mod eval_cmd;
 mod export_cmd;
+mod http_server;
+mod output;
 mod plot_cmd;
 mod recommend_cmd;
 mod recs_file;
@@ -131,8 +133,41 @@ fn parse() -> anyhow::Result<(Cli, ArgMatches)> {
         argv.splice(2..2, file_args);
     }
     let matches = Cli::command().get_matches_from(&argv);
+    require_log(&matches);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     Ok((cli, matches))
+}
+
+/// `train` (but for `--resume`, which reads the run's) and `data stats`
+/// need `--ratings` or `--dataset`: without either, a usage error like
+/// clap's own for a missing flag (status 2). Clap cannot require them
+/// itself: a settings file gives them as arguments checked one at a time.
+fn require_log(matches: &ArgMatches) {
+    let (path, args) = match matches.subcommand() {
+        Some(("train", args)) if !args.get_flag("resume") => (&["train"][..], args),
+        Some(("data", data)) => match data.subcommand() {
+            Some(("stats", args)) => (&["data", "stats"][..], args),
+            _ => return,
+        },
+        _ => return,
+    };
+    if args.contains_id("ratings") || args.contains_id("dataset") {
+        return;
+    }
+    // Built, so that the usage line names `sasrec train`.
+    let mut command = Cli::command();
+    command.build();
+    let mut command = path
+        .iter()
+        .try_fold(&command, |c, name| c.find_subcommand(name))
+        .cloned()
+        .expect("a subcommand of sasrec");
+    command
+        .error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "the following required arguments were not provided:\n  --ratings <PATH> (or --dataset <NAME>)",
+        )
+        .exit()
 }
 
 /// The `sasrec train` command, its flags as clap knows them.

@@ -4,7 +4,7 @@
 //! Lines. Ids keep their kind:
 //! integer ids are Int64 columns (JSON numbers), string ids Utf8 columns
 //! (JSON strings). The file appears whole or not at all (temporary file,
-//! then rename).
+//! then rename), and has one writer at a time (see `output.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ use parquet::file::properties::WriterProperties;
 use sasrec_data::{IdKind, RawId};
 use sasrec_model::durable::AtomicFile;
 use serde::Serialize;
+
+use crate::output::Output;
 
 /// The formats, by the output's extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +56,8 @@ impl RecsFormat {
 pub struct RecsWriter {
     path: std::path::PathBuf,
     inner: Inner,
+    /// Held until the file is in place (and by the caller after that).
+    output: Output,
 }
 
 enum Inner {
@@ -136,7 +140,8 @@ struct Row<'a> {
 
 impl RecsWriter {
     /// Starts `path` (in a temporary file beside it) for users and items of
-    /// these kinds, with a `name` column when `with_names`.
+    /// these kinds, with a `name` column when `with_names`; refused while
+    /// another process writes `path`.
     pub fn create(
         path: &Path,
         format: RecsFormat,
@@ -144,6 +149,7 @@ impl RecsWriter {
         items: IdKind,
         with_names: bool,
     ) -> Result<RecsWriter> {
+        let output = Output::lock(path, "recommend")?;
         let file = AtomicFile::create(path)?;
         let inner = match format {
             RecsFormat::Parquet => {
@@ -181,6 +187,7 @@ impl RecsWriter {
         Ok(RecsWriter {
             path: path.to_path_buf(),
             inner,
+            output,
         })
     }
 
@@ -251,8 +258,9 @@ impl RecsWriter {
         Ok(())
     }
 
-    /// Writes what is left and puts the file in place.
-    pub fn finish(mut self) -> Result<()> {
+    /// Writes what is left and puts the file in place; the lock on the
+    /// output comes back, for the files written beside it.
+    pub fn finish(mut self) -> Result<Output> {
         self.end_block()?;
         let context = || format!("writing {}", self.path.display());
         let file = match self.inner {
@@ -263,6 +271,7 @@ impl RecsWriter {
                 .with_context(context)?,
             Inner::Jsonl(file) => file,
         };
-        file.commit()
+        file.commit()?;
+        Ok(self.output)
     }
 }

@@ -81,6 +81,11 @@ pub enum ScopeArg {
     Position,
 }
 
+/// `--valid-fraction` when none is given (random-users).
+pub const DEFAULT_VALID_FRACTION: f64 = 0.1;
+/// `--split-seed` when none is given (random-users).
+pub const DEFAULT_SPLIT_SEED: u64 = 42;
+
 /// `sasrec train` flags.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -95,12 +100,12 @@ pub struct TrainArgs {
     /// Train/validation/test split.
     #[arg(long, value_enum, default_value = "leave-one-out")]
     split: SplitArg,
-    /// Share of users held out by --split random-users.
-    #[arg(long, default_value_t = 0.1, value_name = "F")]
-    valid_fraction: f64,
-    /// Seed of the --split random-users draw.
-    #[arg(long, default_value_t = 42, value_name = "S")]
-    split_seed: u64,
+    /// Share of users held out by --split random-users (default 0.1).
+    #[arg(long, value_name = "F")]
+    valid_fraction: Option<f64>,
+    /// Seed of the --split random-users draw (default 42).
+    #[arg(long, value_name = "S")]
+    split_seed: Option<u64>,
     /// --split temporal: start of the validation window, an ISO 8601
     /// date-time (2018-01-01, 2018-01-01T12:00:00Z) or a number in
     /// --time-unit (Unix seconds by default).
@@ -253,6 +258,22 @@ impl TrainArgs {
         if self.gbce_t.is_some() && loss != Loss::Gbce {
             bail!("--gbce-t is gBCE's calibration; it needs --loss gbce (got --loss {loss})");
         }
+        if self.split != SplitArg::RandomUsers {
+            for (flag, given) in [
+                ("--valid-fraction", self.valid_fraction.is_some()),
+                ("--split-seed", self.split_seed.is_some()),
+            ] {
+                if given {
+                    bail!(
+                        "{flag} is for --split random-users, which holds out whole users; --split {} does not use it",
+                        self.split
+                            .to_possible_value()
+                            .expect("no skipped values")
+                            .get_name()
+                    );
+                }
+            }
+        }
         let defaults = TrainConfig::default();
         let config = RunConfig {
             model: ModelConfig {
@@ -301,8 +322,8 @@ impl TrainArgs {
                     SplitArg::RandomUsers => SplitMethod::RandomUsers,
                     SplitArg::Temporal => SplitMethod::Temporal,
                 },
-                valid_fraction: self.valid_fraction,
-                split_seed: self.split_seed,
+                valid_fraction: self.valid_fraction.unwrap_or(DEFAULT_VALID_FRACTION),
+                split_seed: self.split_seed.unwrap_or(DEFAULT_SPLIT_SEED),
                 valid_time: self.valid_time.clone(),
                 test_time: self.test_time.clone(),
                 valid_time_fraction: self.valid_time_fraction,

@@ -31,6 +31,7 @@
 mod batch;
 mod dataset;
 mod error;
+mod id_list;
 mod ids;
 mod input;
 mod interactions;
@@ -49,7 +50,8 @@ pub use dataset::{
     build_dataset_with_report,
 };
 pub use error::{DataError, Place};
-pub use ids::{IdKind, IdTable, RawId};
+pub use id_list::read_id_list;
+pub use ids::{IdKind, IdTable, MAX_ID_BYTES, RawId};
 pub use input::{Columns, Format, InputSpec};
 pub use interactions::{Interactions, Source};
 pub use location::{KnownDataset, dataset_ratings_path, datasets_dir, test_dataset};

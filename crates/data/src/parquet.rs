@@ -24,7 +24,7 @@ use arrow_schema::{DataType, TimeUnit as ArrowUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::ids::{cut, cut_bytes};
+use crate::ids::{NEGATIVE_ID, cut, cut_bytes, id_problem};
 use crate::input::Resolved;
 use crate::time::TimeParser;
 use crate::{DataError, Format, IdKind, IdTable, InputSpec, Interactions, Place, TimeFormat};
@@ -521,6 +521,8 @@ fn for_each_str(a: &dyn Array, mut f: impl FnMut(usize, &str)) -> bool {
 }
 
 /// Appends the codes of an id column's values (no nulls) to `codes`.
+/// Integer ids must be 0 or more, string ids at most
+/// [`crate::MAX_ID_BYTES`] long without NUL bytes, as in text files.
 fn intern_ids(
     a: &dyn Array,
     table: &mut IdTable,
@@ -529,6 +531,13 @@ fn intern_ids(
     first_row: u64,
     name: &str,
 ) -> Result<(), DataError> {
+    let bad = |i: usize, value: String, problem: &str| DataError::BadField {
+        path: rows.path.to_path_buf(),
+        place: rows.place(first_row + i as u64),
+        field: name.to_string(),
+        value,
+        problem: problem.to_string(),
+    };
     if let Some(dict) = a.as_any_dictionary_opt() {
         // Intern each dictionary value once, at its first use, so codes
         // still follow first appearance in the rows.
@@ -538,14 +547,10 @@ fn intern_ids(
             return Ok(());
         }
         let mut value_codes = vec![u32::MAX; values.len()];
-        for key in dict.normalized_keys() {
+        for (row, key) in dict.normalized_keys().into_iter().enumerate() {
             if value_codes[key] == u32::MAX {
-                value_codes[key] = intern_one(table, values.as_ref(), key).ok_or_else(|| {
-                    DataError::InvalidOption(format!(
-                        "{}: column `{name}`: a dictionary value does not fit in a 64-bit signed integer",
-                        rows.path.display()
-                    ))
-                })?;
+                value_codes[key] = intern_one(table, values.as_ref(), key)
+                    .map_err(|(value, problem)| bad(row, value, problem))?;
             }
             codes.push(value_codes[key]);
         }
@@ -553,40 +558,68 @@ fn intern_ids(
     }
     match ints(a) {
         Some(Ok(values)) => {
+            if let Some(i) = values.iter().position(|&v| v < 0) {
+                return Err(bad(i, values[i].to_string(), NEGATIVE_ID));
+            }
             codes.extend(values.into_iter().map(|v| match table.kind() {
                 IdKind::Int => table.intern_int(v),
                 IdKind::Str => table.intern_str(&v.to_string()),
             }));
             Ok(())
         }
-        Some(Err(i)) => Err(DataError::BadField {
-            path: rows.path.to_path_buf(),
-            place: rows.place(first_row + i as u64),
-            field: name.to_string(),
-            value: a.as_primitive::<UInt64Type>().value(i).to_string(),
-            problem: "id too large (ids must fit in a 64-bit signed integer)".to_string(),
-        }),
+        Some(Err(i)) => Err(bad(
+            i,
+            a.as_primitive::<UInt64Type>().value(i).to_string(),
+            "id too large (ids must fit in a 64-bit signed integer)",
+        )),
         None => {
-            let is_str = for_each_str(a, |_, s| codes.push(table.intern_str(s)));
+            let mut refused = None;
+            let is_str = for_each_str(a, |i, s| {
+                if refused.is_some() {
+                    return;
+                }
+                match id_problem(s.as_bytes()) {
+                    None => codes.push(table.intern_str(s)),
+                    Some(problem) => refused = Some(bad(i, cut_bytes(s.as_bytes(), 80), problem)),
+                }
+            });
             assert!(is_str, "column types are checked before reading");
-            Ok(())
+            refused.map_or(Ok(()), Err)
         }
     }
 }
 
-/// Interns value `i` of an id array (integers or strings); `None` for an
-/// integer that does not fit in i64.
-fn intern_one(table: &mut IdTable, values: &dyn Array, i: usize) -> Option<u32> {
+/// Interns value `i` of an id array (integers or strings); the value (as
+/// text, cut) and the problem when it is not an id.
+fn intern_one(
+    table: &mut IdTable,
+    values: &dyn Array,
+    i: usize,
+) -> Result<u32, (String, &'static str)> {
     let value = values.slice(i, 1);
     if let Some(v) = ints(&value) {
-        let v = v.ok()?[0];
-        return Some(match table.kind() {
+        let v = v.map_err(|_| {
+            let big = value.as_primitive::<UInt64Type>().value(0);
+            (
+                big.to_string(),
+                "id too large (ids must fit in a 64-bit signed integer)",
+            )
+        })?[0];
+        if v < 0 {
+            return Err((v.to_string(), NEGATIVE_ID));
+        }
+        return Ok(match table.kind() {
             IdKind::Int => table.intern_int(v),
             IdKind::Str => table.intern_str(&v.to_string()),
         });
     }
-    let mut code = None;
-    for_each_str(&value, |_, s| code = Some(table.intern_str(s)));
+    let mut code = Err((String::new(), "not an id"));
+    for_each_str(&value, |_, s| {
+        code = match id_problem(s.as_bytes()) {
+            None => Ok(table.intern_str(s)),
+            Some(problem) => Err((cut_bytes(s.as_bytes(), 80), problem)),
+        }
+    });
     code
 }
 

@@ -20,6 +20,10 @@
 //! temporary files and checkpoints no commit names, and rewrites published
 //! files that do not match the commit. A folder with config.json and no
 //! state.json is a run that committed nothing yet: it resumes from step 0.
+//! One that also holds what only a commit leaves (published files, or
+//! checkpoints after generation 1) lost its state.json some other way: it
+//! is refused, and nothing in it removed, since the checksums that would
+//! tell which checkpoints are whole went with state.json.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -345,6 +349,9 @@ impl RunWriter {
     /// checkpoint files the commit does not name, checks the best checkpoint
     /// and rewrites the published files that do not match the commit.
     pub fn recover(&mut self) -> Result<Recovery> {
+        if self.committed.is_none() {
+            self.check_nothing_committed()?;
+        }
         let mut recovery = Recovery::default();
         for name in file_names(self.dir.path())? {
             let stray =
@@ -357,9 +364,11 @@ impl RunWriter {
         recovery.removed.extend(self.remove_unreferenced()?);
         if let Some(commit) = &self.committed {
             if let Some(best) = &commit.best {
+                // Checked like the last checkpoint: a corrupt best-B is
+                // refused now, not when it is next needed.
+                let bytes = self.dir.read_checkpoint(best)?;
                 let published = FileDigest::of_file(&self.dir.model()).ok();
                 if published.as_ref() != Some(&best.digest) {
-                    let bytes = self.dir.read_checkpoint(best)?;
                     write_atomic(&self.dir.model(), &bytes)?;
                     recovery.rewritten.push("model.safetensors".into());
                 }
@@ -372,6 +381,44 @@ impl RunWriter {
             }
         }
         Ok(recovery)
+    }
+
+    /// Refuses a folder without state.json that holds what only a commit
+    /// leaves behind: published files, or checkpoints of a generation after
+    /// the first (whose files an interrupted first commit may leave).
+    fn check_nothing_committed(&self) -> Result<()> {
+        // The checkpoints first: they are what a resume would need.
+        let mut found = Vec::new();
+        let checkpoints = self.dir.file(CHECKPOINTS);
+        if checkpoints.is_dir() {
+            found.extend(
+                file_names(&checkpoints)?
+                    .into_iter()
+                    .filter(|n| !is_tmp(n))
+                    .map(|n| format!("{CHECKPOINTS}/{n}")),
+            );
+        }
+        found.extend(
+            file_names(self.dir.path())?
+                .into_iter()
+                .filter(|n| PUBLISHED.contains(&n.as_str())),
+        );
+        let first = [checkpoint_name("last", 1), checkpoint_name("best", 1)];
+        if found.iter().all(|n| first.contains(n)) {
+            return Ok(());
+        }
+        let mut shown: Vec<String> = found.iter().take(8).map(|n| bounded(n, 60)).collect();
+        if found.len() > 8 {
+            shown.push(format!("and {} more", found.len() - 8));
+        }
+        bail!(
+            "{} has no state.json, but holds what a saved checkpoint leaves ({}): state.json was \
+             removed or lost, and with it the checksums that tell which checkpoints are whole; \
+             nothing was changed. Put state.json back to continue, or start again with \
+             `sasrec train --force` (which deletes the run)",
+            self.dir.path().display(),
+            shown.join(", ")
+        )
     }
 
     /// Commits a new generation: `last` (weights and Adam moments), `best`
@@ -609,20 +656,58 @@ mod tests {
         assert_eq!(run.committed().unwrap().generation, 1);
     }
 
+    /// The error of recovering the run folder `dir`.
+    fn recovery_error(dir: &std::path::Path) -> String {
+        RunWriter::open(dir, "test")
+            .unwrap()
+            .recover()
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn a_corrupt_checkpoint_is_refused_naming_it() {
         let dir = one_generation();
         fs::write(dir.path().join("checkpoints/best-1.safetensors"), b"best X").unwrap();
         fs::write(dir.path().join("model.safetensors"), b"edited").unwrap();
-        let err = RunWriter::open(dir.path(), "test")
-            .unwrap()
-            .recover()
-            .unwrap_err()
-            .to_string();
+        let err = recovery_error(dir.path());
         assert!(
             err.contains("best-1.safetensors does not match its checksum in state.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_lost_state_json_is_refused_and_nothing_removed() {
+        let dir = one_generation();
+        let mut run = RunWriter::open(dir.path(), "test").unwrap();
+        run.commit(&progress(2), b"last 2", None, &[record(1), record(2)])
+            .unwrap();
+        drop(run);
+        fs::remove_file(dir.path().join("state.json")).unwrap();
+        // A config.json makes it a run folder.
+        fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        let before = names(dir.path());
+        let err = recovery_error(dir.path());
+        assert!(
+            err.contains("has no state.json, but holds what a saved checkpoint leaves (checkpoints/best-1.safetensors, checkpoints/last-2.safetensors, curves.svg")
+                && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(names(dir.path()), before);
+
+        // What a kill inside the first commit leaves is cleared as before.
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunWriter::create(dir.path(), "test", false).unwrap();
+        drop(run);
+        fs::create_dir(dir.path().join(CHECKPOINTS)).unwrap();
+        fs::write(dir.path().join("checkpoints/last-1.safetensors"), b"x").unwrap();
+        fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        let recovery = RunWriter::open(dir.path(), "test")
+            .unwrap()
+            .recover()
+            .unwrap();
+        assert_eq!(recovery.removed, ["checkpoints/last-1.safetensors"]);
     }
 
     #[test]
