@@ -162,6 +162,7 @@ fn logs() -> Result<()> {
                 seed: 0,
                 out: file.clone(),
                 string_ids: true,
+                long_range: false,
             })?;
         }
     }
@@ -362,6 +363,7 @@ fn seed_scale_log() -> Result<std::path::PathBuf> {
             seed: 0,
             out: file.clone(),
             string_ids: false,
+            long_range: false,
         })?;
     }
     Ok(file)

@@ -100,6 +100,11 @@ struct SynthArgs {
     /// String ids (`U…`, `I…`) instead of integers.
     #[arg(long)]
     string_ids: bool,
+    /// The harder setting with longer-range structure: each user follows
+    /// the successors of the item 1 to 3 steps back and draws the rest
+    /// from their own taste group.
+    #[arg(long)]
+    long_range: bool,
 }
 
 fn main() {
@@ -251,6 +256,9 @@ fn synth(args: &SynthArgs) -> Result<()> {
     .arg(out);
     if args.string_ids {
         cmd.arg("--string-ids");
+    }
+    if args.long_range {
+        cmd.arg("--long-range");
     }
     bench::check(&mut cmd)
 }

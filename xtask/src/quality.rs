@@ -117,6 +117,7 @@ fn synthetic(dir: &Path) -> Result<PathBuf> {
             seed: 0,
             out: path.clone(),
             string_ids: false,
+            long_range: false,
         })?;
     }
     Ok(path)

@@ -1,7 +1,7 @@
 //! Writes a synthetic log with a planted sequential signal
 //! (`sasrec_data::synthetic::Transitions`): CSV, or Parquet for `*.parquet`.
 //!
-//! `cargo run --release -p sasrec-data --example synth -- --users U --items I --rows R --seed S --out PATH [--string-ids]`
+//! `cargo run --release -p sasrec-data --example synth -- --users U --items I --rows R --seed S --out PATH [--string-ids] [--long-range]`
 //! (`cargo xtask data synth` runs this.)
 
 use std::path::PathBuf;
@@ -19,7 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let number =
         |flag: &str| -> Result<usize, Box<dyn std::error::Error>> { Ok(value(flag)?.parse()?) };
-    let mut log = sasrec_data::synthetic::Transitions::new(
+    let setting = if args.iter().any(|a| a == "--long-range") {
+        sasrec_data::synthetic::Transitions::long_range
+    } else {
+        sasrec_data::synthetic::Transitions::new
+    };
+    let mut log = setting(
         number("--users")?,
         number("--items")?,
         number("--rows")?,

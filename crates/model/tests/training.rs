@@ -37,6 +37,7 @@ fn small_model(dropout: f32) -> ModelConfig {
         layers: 2,
         ff_dim: 32,
         dropout,
+        options: Default::default(),
     }
 }
 
