@@ -19,8 +19,8 @@
 //! A setting's name is made of the keys that vary, sorted by key
 //! (`dropout=0.1,lr=0.001`), so it does not depend on the file's order;
 //! with variants, the variant's name comes first (`swiglu,lr=0.001`), and
-//! variants run in the file's order. A variant's settings replace the
-//! base's; the grid's replace both.
+//! variants run in the order of their names. A variant's settings replace
+//! the base's; the grid's replace both.
 //! Each run is `sasrec train` in a child process; a finished run is
 //! skipped, one that was cut short is resumed, and a run whose settings
 //! differ from the file's is an error (a larger `epochs` or `patience`
@@ -82,7 +82,7 @@ struct Sweep {
     base: Vec<Setting>,
     /// (key, values), sorted by key.
     grid: Vec<(String, Vec<Value>)>,
-    /// (name, settings), in the file's order; empty without `[variants]`.
+    /// (name, settings), sorted by name; empty without `[variants]`.
     variants: Vec<(String, Vec<Setting>)>,
 }
 

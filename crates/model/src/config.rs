@@ -698,7 +698,12 @@ impl Preset {
         let notebook = TrainConfig::default();
         match self {
             Preset::Notebook => notebook,
-            Preset::Recommended => TrainConfig { ..notebook },
+            Preset::Recommended => TrainConfig {
+                lr: 2e-3,
+                warmup_steps: 20,
+                lr_schedule: LrSchedule::Cosine,
+                ..notebook
+            },
         }
     }
 }
