@@ -323,9 +323,7 @@ impl<'b, B: Backend> Tape<'b, B> {
 
     /// RMSNorm over the last dimension of `[n, d]` (no centring, no bias).
     pub fn rms_norm(&mut self, x: Var, gamma: Var, eps: f32) -> Var {
-        let (y, rstd) = self
-            .backend
-            .rms_norm(self.value(x), self.value(gamma), eps);
+        let (y, rstd) = self.backend.rms_norm(self.value(x), self.value(gamma), eps);
         self.record(y, &[x, gamma], || Op::RmsNorm { x, gamma, rstd })
     }
 

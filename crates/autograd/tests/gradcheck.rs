@@ -586,10 +586,7 @@ fn inference_mode_records_nothing() {
 fn rms_norm() {
     let mut rng = ChaCha8Rng::seed_from_u64(31);
     let tail = Tail::new(&mut rng, 5, 7);
-    let inputs = [
-        random(&mut rng, &[5, 7], 2.0),
-        random(&mut rng, &[7], 1.0),
-    ];
+    let inputs = [random(&mut rng, &[5, 7], 2.0), random(&mut rng, &[7], 1.0)];
     gradcheck("rms_norm", &inputs, |t, v| {
         let y = t.rms_norm(v[0], v[1], 1e-6);
         tail.apply(t, y)

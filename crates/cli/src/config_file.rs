@@ -55,8 +55,7 @@ pub fn read(path: &Path) -> Result<Vec<Setting>> {
         parse_toml(&text)
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut settings =
-        settings(table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut settings = settings(table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if json && !settings.iter().any(|(key, _)| key == "preset") {
         // A run's config.json records every setting it resolved, but one
         // written before a setting existed lacks it, and such runs used

@@ -219,10 +219,11 @@ fn read_sweep(path: &Path) -> Result<Sweep> {
     };
     // The base's seed and folder give way to the sweep's (so a run's
     // settings file serves as a base); the grid and variants cannot set them.
-    let set_keys = grid
-        .iter()
-        .map(|(key, _)| key)
-        .chain(variants.iter().flat_map(|(_, v)| v.iter().map(|(key, _)| key)));
+    let set_keys = grid.iter().map(|(key, _)| key).chain(
+        variants
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|(key, _)| key)),
+    );
     for key in set_keys {
         if PER_RUN.contains(&key.as_str()) {
             return Err(bad(format!(
@@ -292,9 +293,7 @@ fn plan(sweep: &Sweep, runtime: &[Setting]) -> Vec<Planned> {
             .chain(
                 combo
                     .iter()
-                    .filter(|(key, _)| {
-                        sweep.grid.iter().any(|(k, vs)| k == key && vs.len() > 1)
-                    })
+                    .filter(|(key, _)| sweep.grid.iter().any(|(k, vs)| k == key && vs.len() > 1))
                     .map(|(key, value)| format!("{key}={}", name_part(value))),
             )
             .collect();
@@ -532,7 +531,10 @@ mod tests {
             ],
             grid: vec![("lr".into(), vec![Value::from(0.1), Value::from(0.2)])],
             variants: vec![
-                ("notebook".into(), vec![("preset".into(), Value::from("notebook"))]),
+                (
+                    "notebook".into(),
+                    vec![("preset".into(), Value::from("notebook"))],
+                ),
                 (
                     "swiglu".into(),
                     vec![

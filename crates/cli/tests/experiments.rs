@@ -142,13 +142,21 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
     let notebook = train("notebook", &["--preset", "notebook"]);
     assert_eq!(
         options(&notebook),
-        ["\"layer\"", "\"relu\"", "false", "\"tied\"", "0", "\"constant\"", "0.0"]
+        [
+            "\"layer\"",
+            "\"relu\"",
+            "false",
+            "\"tied\"",
+            "0",
+            "\"constant\"",
+            "0.0"
+        ]
     );
     // The default preset, one of its values overridden by a flag; the
     // small model's own flags (dim 16, lr 0.01, ...) override it too.
     let recommended = train("recommended", &[]);
-    let mixed = train("mixed", &["--feed-forward", "relu"]);
-    assert_eq!(mixed["model"]["feed_forward"], "relu");
+    let mixed = train("mixed", &["--feed-forward", "swiglu"]);
+    assert_eq!(mixed["model"]["feed_forward"], "swiglu");
     assert_eq!(mixed["model"]["dim"], 16);
     assert_eq!(mixed["train"]["lr"], 0.01);
     let (mut a, mut b) = (options(&recommended), options(&mixed));

@@ -126,7 +126,9 @@ fn long_range_log_needs_more_than_the_last_item() {
     }
     // How often item t + 1 is a planted successor of item t + 1 - lag.
     let follows = |items: &[u32], lag: usize, t_next: usize| {
-        t_next >= lag && t.successors_of(items[t_next - lag]).contains(&items[t_next])
+        t_next >= lag
+            && t.successors_of(items[t_next - lag])
+                .contains(&items[t_next])
     };
     let (mut last_item, mut lag_aware, mut counted) = (0, 0, 0);
     for items in users.values().filter(|items| items.len() >= 8) {

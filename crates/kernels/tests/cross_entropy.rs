@@ -623,8 +623,18 @@ fn label_smoothing_matches_reference_and_finite_differences() {
             BE.cross_entropy_smoothed(&th, &ttable, &tids, e, true),
             sasrec_kernels::cpu::cross_entropy_smoothed_chunked(&th, &ttable, &tids, e, true, 4),
         ] {
-            assert_close("smoothed loss", ce.loss.data(), &[loss], Tol::new(1e-5, 1e-6));
-            assert_close("smoothed dh", ce.dh.unwrap().data(), &dh, Tol::new(1e-4, 1e-6));
+            assert_close(
+                "smoothed loss",
+                ce.loss.data(),
+                &[loss],
+                Tol::new(1e-5, 1e-6),
+            );
+            assert_close(
+                "smoothed dh",
+                ce.dh.unwrap().data(),
+                &dh,
+                Tol::new(1e-4, 1e-6),
+            );
             assert_close(
                 "smoothed dtable",
                 ce.dtable.unwrap().data(),
@@ -639,7 +649,13 @@ fn label_smoothing_matches_reference_and_finite_differences() {
     let table = uniform(&mut r, vocab * dim, 1.0);
     let tg = targets(&mut r, rows, vocab, 0.3);
     let tids = BE.ids(&tg);
-    let ce = BE.cross_entropy_smoothed(&t(&h, &[rows, dim]), &t(&table, &[vocab, dim]), &tids, 0.2, true);
+    let ce = BE.cross_entropy_smoothed(
+        &t(&h, &[rows, dim]),
+        &t(&table, &[vocab, dim]),
+        &tids,
+        0.2,
+        true,
+    );
     let table64 = to64(&table);
     check_grad("smoothed dh (fd)", &h, ce.dh.unwrap().data(), |h| {
         ref_smoothed(h, &table64, &tg, dim, 0.2).0
@@ -666,10 +682,20 @@ fn label_smoothing_gpu_matches_cpu() {
             let c = p.cpu.cross_entropy_smoothed(&ch, &ct, &cids, e, true);
             let g = p.gpu.cross_entropy_smoothed(&gh, &gt, &gids, e, true);
             let what = format!("smoothing {e} vocab {vocab}");
-            p.check(&format!("{what} loss"), &c.loss, &g.loss, Tol::new(1e-5, 1e-6));
+            p.check(
+                &format!("{what} loss"),
+                &c.loss,
+                &g.loss,
+                Tol::new(1e-5, 1e-6),
+            );
             let tol = Tol::new(1e-4, 1e-6);
             p.check(&format!("{what} dh"), &c.dh.unwrap(), &g.dh.unwrap(), tol);
-            p.check(&format!("{what} dtable"), &c.dtable.unwrap(), &g.dtable.unwrap(), tol);
+            p.check(
+                &format!("{what} dtable"),
+                &c.dtable.unwrap(),
+                &g.dtable.unwrap(),
+                tol,
+            );
         }
     }
 }

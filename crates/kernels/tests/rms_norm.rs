@@ -112,7 +112,10 @@ fn nan_propagates_like_the_cpu() {
     // A NaN makes its whole row NaN; the others stay finite.
     for r in 0..rows {
         let row = &cy.data()[r * dim..(r + 1) * dim];
-        assert!(row.iter().all(|v| v.is_nan() == (r == 1)), "row {r}: {row:?}");
+        assert!(
+            row.iter().all(|v| v.is_nan() == (r == 1)),
+            "row {r}: {row:?}"
+        );
     }
     let tol = Tol::new(1e-5, 1e-5);
     p.check_with_non_finite("rms_norm y", &cy, &gy, tol);

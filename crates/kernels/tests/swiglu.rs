@@ -53,7 +53,12 @@ fn swiglu_forward_and_backward() {
         let (cu, gu) = p.tensor(&uniform(&mut rng, n, 1.0), &shape);
         let (cdy, gdy) = p.tensor(&uniform(&mut rng, n, 1.0), &shape);
         let tol = Tol::new(1e-5, 1e-6);
-        p.check("swiglu", &p.cpu.swiglu(&cg, &cu), &p.gpu.swiglu(&gg, &gu), tol);
+        p.check(
+            "swiglu",
+            &p.cpu.swiglu(&cg, &cu),
+            &p.gpu.swiglu(&gg, &gu),
+            tol,
+        );
         let (cdg, cdu) = p.cpu.swiglu_backward(&cdy, &cg, &cu);
         let (gdg, gdu) = p.gpu.swiglu_backward(&gdy, &gg, &gu);
         p.check("swiglu dgate", &cdg, &gdg, tol);
@@ -73,7 +78,12 @@ fn swiglu_chunked_across_small_bindings() {
     let (cu, gu) = p.tensor(&uniform(&mut rng, n, 1.0), &[n]);
     let (cdy, gdy) = p.tensor(&uniform(&mut rng, n, 1.0), &[n]);
     let tol = Tol::new(1e-5, 1e-6);
-    p.check("swiglu", &p.cpu.swiglu(&cg, &cu), &p.gpu.swiglu(&gg, &gu), tol);
+    p.check(
+        "swiglu",
+        &p.cpu.swiglu(&cg, &cu),
+        &p.gpu.swiglu(&gg, &gu),
+        tol,
+    );
     let (cdg, cdu) = p.cpu.swiglu_backward(&cdy, &cg, &cu);
     let (gdg, gdu) = p.gpu.swiglu_backward(&gdy, &gg, &gu);
     p.check("swiglu dgate", &cdg, &gdg, tol);

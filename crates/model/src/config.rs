@@ -588,7 +588,10 @@ impl TrainConfig {
         if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
             return Err(InvalidSetting::new(
                 "grad_clip",
-                format!("must be 0 (off) or a positive number, got {}", self.grad_clip),
+                format!(
+                    "must be 0 (off) or a positive number, got {}",
+                    self.grad_clip
+                ),
             ));
         }
         if self.loss.is_sampled() {
@@ -676,32 +679,21 @@ impl std::fmt::Display for Preset {
 }
 
 impl Preset {
-    /// The preset's model for `num_items` items.
+    /// The preset's model for `num_items` items: the notebook's sizes and
+    /// blocks in both (the block options lost to them in the sweeps of
+    /// docs/benchmarks.md).
     pub fn model(self, num_items: usize) -> ModelConfig {
-        let notebook = ModelConfig::notebook(num_items);
-        match self {
-            Preset::Notebook => notebook,
-            Preset::Recommended => ModelConfig {
-                options: ModelOptions {
-                    norm: Norm::Layer,
-                    feed_forward: FeedForward::Swiglu,
-                    gated_residual: true,
-                    output_layer: OutputLayer::Tied,
-                },
-                ..notebook
-            },
-        }
+        ModelConfig::notebook(num_items)
     }
 
-    /// The preset's training settings (the rest as [`TrainConfig::default`]).
+    /// The preset's training settings (the rest as [`TrainConfig::default`]):
+    /// `recommended` adds label smoothing 0.1 to the notebook's Adam.
     pub fn train(self) -> TrainConfig {
         let notebook = TrainConfig::default();
         match self {
             Preset::Notebook => notebook,
             Preset::Recommended => TrainConfig {
-                lr: 2e-3,
-                warmup_steps: 20,
-                lr_schedule: LrSchedule::Cosine,
+                label_smoothing: 0.1,
                 ..notebook
             },
         }

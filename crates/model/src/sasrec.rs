@@ -190,7 +190,10 @@ pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         shapes.push(("layer_norm.bias".to_string(), vec![d]));
     }
     if o.output_layer == OutputLayer::Untied {
-        shapes.push(("output_embedding.weight".to_string(), vec![config.vocab(), d]));
+        shapes.push((
+            "output_embedding.weight".to_string(),
+            vec![config.vocab(), d],
+        ));
     }
     shapes
 }
@@ -424,17 +427,18 @@ impl<B: Backend> SasRec<B> {
             None => tape.rms_norm(x, v(p.weight), RMS_NORM_EPS),
         };
         // x + branch, or x + sigmoid(W x + b) * branch with a gate.
-        let residual = |tape: &mut Tape<'_, B>, x: Var, branch: Var, gate: Option<(ParamId, ParamId)>| {
-            let branch = match gate {
-                Some((w, b)) => {
-                    let g = tape.linear(x, v(w), Some(v(b)));
-                    let g = tape.sigmoid(g);
-                    tape.mul(g, branch)
-                }
-                None => branch,
+        let residual =
+            |tape: &mut Tape<'_, B>, x: Var, branch: Var, gate: Option<(ParamId, ParamId)>| {
+                let branch = match gate {
+                    Some((w, b)) => {
+                        let g = tape.linear(x, v(w), Some(v(b)));
+                        let g = tape.sigmoid(g);
+                        tape.mul(g, branch)
+                    }
+                    None => branch,
+                };
+                tape.add(x, branch)
             };
-            tape.add(x, branch)
-        };
 
         for (i, layer) in self.layers.iter().enumerate() {
             let [gate1, gate2] = layer.gates.map_or([None, None], |g| g.map(Some));

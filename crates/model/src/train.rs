@@ -194,8 +194,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let value = take(&name, &shape)?;
             self.model.params.set(id, value);
             self.adam.adam.exp_avg[i] = take(&format!("optimizer.exp_avg.{name}"), &shape)?;
-            self.adam.adam.exp_avg_sq[i] =
-                take(&format!("optimizer.exp_avg_sq.{name}"), &shape)?;
+            self.adam.adam.exp_avg_sq[i] = take(&format!("optimizer.exp_avg_sq.{name}"), &shape)?;
         }
         self.adam.adam.step = state.step;
         self.state = state;

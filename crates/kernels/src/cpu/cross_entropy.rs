@@ -352,17 +352,28 @@ fn smoothing_gradients(
     let vocab = table.len() / dim.max(1);
     let mut table_mean = vec![0.0f64; dim];
     for row in table.chunks_exact(dim.max(1)) {
-        table_mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
+        table_mean
+            .iter_mut()
+            .zip(row)
+            .for_each(|(m, &v)| *m += v as f64);
     }
-    let table_mean: Vec<f32> = table_mean.iter().map(|&m| (m / vocab as f64) as f32).collect();
+    let table_mean: Vec<f32> = table_mean
+        .iter()
+        .map(|&m| (m / vocab as f64) as f32)
+        .collect();
     let mut h_sum = vec![0.0f64; dim];
     for &r in active {
         let out = &mut dh[r * dim..(r + 1) * dim];
-        out.iter_mut().zip(&table_mean).for_each(|(o, &m)| *o -= ge * m);
+        out.iter_mut()
+            .zip(&table_mean)
+            .for_each(|(o, &m)| *o -= ge * m);
         let row = &h[r * dim..(r + 1) * dim];
         h_sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
     }
-    let h_term: Vec<f32> = h_sum.iter().map(|&s| (s / vocab as f64) as f32 * ge).collect();
+    let h_term: Vec<f32> = h_sum
+        .iter()
+        .map(|&s| (s / vocab as f64) as f32 * ge)
+        .collect();
     for_each_chunk(dtable, dim.max(1), |_, row| {
         row.iter_mut().zip(&h_term).for_each(|(o, &t)| *o -= t);
     });
