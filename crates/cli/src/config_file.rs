@@ -306,4 +306,21 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_config_json_without_a_preset_is_the_notebooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("config.json");
+        std::fs::write(&json, r#"{"model": {"dim": 8}}"#).unwrap();
+        let keys = |path: &Path| -> Vec<String> {
+            read(path).unwrap().into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+        };
+        assert_eq!(keys(&json), ["preset=\"notebook\"", "dim=8"]);
+        std::fs::write(&json, r#"{"preset": "recommended", "model": {"dim": 8}}"#).unwrap();
+        assert_eq!(keys(&json), ["preset=\"recommended\"", "dim=8"]);
+        // A TOML settings file takes the default preset unless it names one.
+        let toml = dir.path().join("run.toml");
+        std::fs::write(&toml, "dim = 8\n").unwrap();
+        assert_eq!(keys(&toml), ["dim=8"]);
+    }
 }

@@ -145,8 +145,9 @@ pub struct TrainArgs {
 
     /// The defaults of the model and training settings below: `notebook`
     /// (the notebook's model and Adam, exactly) or `recommended` (what the
-    /// sweeps in docs/benchmarks.md support); flags given override it.
-    #[arg(long, value_enum, default_value = "recommended")]
+    /// sweeps in docs/benchmarks.md support: label smoothing 0.1); flags
+    /// given override it.
+    #[arg(long, value_enum, default_value = "notebook")]
     preset: PresetArg,
     /// Positions per sequence (the most recent items are kept; default 50).
     #[arg(long)]

@@ -139,7 +139,12 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
         ]
         .map(|v| v.to_string())
     };
-    let notebook = train("notebook", &["--preset", "notebook"]);
+    let notebook = train("notebook", &[]);
+    assert_eq!(
+        notebook,
+        train("notebook-named", &["--preset", "notebook"]),
+        "the default preset is the notebook's"
+    );
     assert_eq!(
         options(&notebook),
         [
@@ -152,10 +157,13 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
             "0.0"
         ]
     );
-    // The default preset, one of its values overridden by a flag; the
-    // small model's own flags (dim 16, lr 0.01, ...) override it too.
-    let recommended = train("recommended", &[]);
-    let mixed = train("mixed", &["--feed-forward", "swiglu"]);
+    // A preset, one of its values overridden by a flag; the small model's
+    // own flags (dim 16, lr 0.01, ...) override it too.
+    let recommended = train("recommended", &["--preset", "recommended"]);
+    let mixed = train(
+        "mixed",
+        &["--preset", "recommended", "--feed-forward", "swiglu"],
+    );
     assert_eq!(mixed["model"]["feed_forward"], "swiglu");
     assert_eq!(mixed["model"]["dim"], 16);
     assert_eq!(mixed["train"]["lr"], 0.01);
@@ -165,7 +173,8 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
     assert_ne!(options(&recommended), options(&notebook));
 
     // A config.json from before the options existed lacks them: its run
-    // was the notebook's, and so is its replay, whatever the default preset.
+    // was the notebook's, and so is its replay (config_file's unit tests
+    // check that this holds whatever the default preset).
     let mut old = notebook.clone();
     for key in ["norm", "feed_forward", "gated_residual", "output_layer"] {
         old["model"].as_object_mut().unwrap().remove(key);
@@ -191,6 +200,7 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
     ]);
     assert!(out.status.success(), "{stderr}");
     let replayed = json(&replay.join("config.json"));
+    assert_eq!(replayed["train"]["label_smoothing"], 0.0);
     assert_eq!(replayed["model"], notebook["model"]);
     assert_eq!(replayed["train"], notebook["train"]);
 }
