@@ -313,7 +313,11 @@ mod tests {
         let json = dir.path().join("config.json");
         std::fs::write(&json, r#"{"model": {"dim": 8}}"#).unwrap();
         let keys = |path: &Path| -> Vec<String> {
-            read(path).unwrap().into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+            read(path)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect()
         };
         assert_eq!(keys(&json), ["preset=\"notebook\"", "dim=8"]);
         std::fs::write(&json, r#"{"preset": "recommended", "model": {"dim": 8}}"#).unwrap();

@@ -128,6 +128,18 @@ fn check_parity<B: Backend>(backend: &B) {
     let h = model.hidden(&mut tape, &vars, &batch, None);
     let logits = model.scores(backend, tape.value(h));
     assert_close("logits", &backend.to_vec(&logits), &f.floats["logits"]);
+    // The evaluation path (the last layer on the last positions only) gives
+    // the same last rows, gates included.
+    let hidden = backend.to_vec(tape.value(h));
+    drop(tape);
+    let mut tape = Tape::new(backend, false);
+    let vars = tape.params(&model.params);
+    let last = model.last_hidden(&mut tape, &vars, &batch);
+    let (len, dim) = (config.max_len, config.dim);
+    let rows: Vec<f32> = (1..=f.batch)
+        .flat_map(|b| hidden[(b * len - 1) * dim..b * len * dim].to_vec())
+        .collect();
+    assert_close("last_hidden", &backend.to_vec(tape.value(last)), &rows);
     drop(tape);
     let mut tape = Tape::new(backend, true);
     let vars = tape.params(&model.params);

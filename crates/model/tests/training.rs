@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use sasrec_data::UserSequence;
 use sasrec_kernels::CpuBackend;
 use sasrec_model::{
-    DeviceBatch, EpochRecord, Loss, ModelConfig, Outcome, RunDir, RunWriter, Sampler, SasRec,
-    Selection, TrainConfig, Trainer, load_model, recommend,
+    DeviceBatch, EpochRecord, Loss, LrSchedule, ModelConfig, Outcome, RunDir, RunWriter, Sampler,
+    SasRec, Selection, TrainConfig, Trainer, load_model, recommend,
 };
 
 const ITEMS: usize = 30;
@@ -166,6 +166,20 @@ fn interrupted_run_with_a_sampled_loss_resumes_exactly() {
         loss: Loss::SampledSoftmax,
         negatives: 12,
         sampler: Sampler::Popularity,
+        ..train_config(3)
+    });
+}
+
+#[test]
+fn interrupted_run_with_the_training_options_resumes_exactly() {
+    // The learning rate is a function of the step (warm-up, then cosine
+    // decay), as are AdamW's decay and the clipping.
+    resumes_exactly(TrainConfig {
+        weight_decay: 0.05,
+        warmup_steps: 4,
+        lr_schedule: LrSchedule::Cosine,
+        label_smoothing: 0.1,
+        grad_clip: 0.5,
         ..train_config(3)
     });
 }
