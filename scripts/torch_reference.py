@@ -23,6 +23,17 @@ Two jobs:
                 python3 scripts/torch_reference.py sampled \
                     --out crates/model/tests/fixtures/sampled_losses.safetensors
 
+  options   The model options and training options on a model of their
+            own (RMSNorm, SwiGLU feed-forward without biases, gated
+            residual branches, an untied output layer; label smoothing,
+            AdamW weight decay, warm-up and cosine learning rate, gradient
+            clipping): weights, inputs, logits, loss, every gradient, and 5
+            optimiser steps. A file of its own, so the notebook's fixture
+            stays as it is.
+
+                python3 scripts/torch_reference.py options \
+                    --out crates/model/tests/fixtures/torch_reference_options.safetensors
+
   load-run  Load a Rust run folder (config.json, vocab.json, model.safetensors)
             into the notebook's model with load_state_dict(strict=True) and
             print the top-10 unseen movies after a history of movie ids, to
@@ -35,6 +46,7 @@ Needs: pip install torch safetensors
 
 import argparse
 import json
+import math
 
 import torch
 import torch.nn as nn
@@ -258,6 +270,127 @@ def sampled(args):
     print(f"wrote {args.out}")
 
 
+class OptionsLayer(nn.Module):
+    """One block with the options on: pre-RMSNorm, gated residual branches
+    x + sigmoid(gate(x)) * Drop(branch) (eSASRec's LiGR layer), SwiGLU
+    feed-forward W2 Drop(silu(W1 x) * W3 x) without biases. Parameter
+    names as the Rust model's state_dict."""
+
+    def __init__(self, dim, heads, ff_dim):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
+        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
+        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
+        self.linear1 = nn.Linear(dim, ff_dim, bias=False)
+        self.linear2 = nn.Linear(ff_dim, dim, bias=False)
+        self.linear3 = nn.Linear(dim, ff_dim, bias=False)
+        self.gate1 = nn.Linear(dim, dim)
+        self.gate2 = nn.Linear(dim, dim)
+
+    def forward(self, x, attn_mask, key_padding_mask):
+        h = self.norm1(x)
+        attn, _ = self.self_attn(h, h, h, attn_mask=attn_mask,
+                                 key_padding_mask=key_padding_mask, need_weights=False)
+        x = x + torch.sigmoid(self.gate1(x)) * attn
+        h = self.norm2(x)
+        ff = self.linear2(F.silu(self.linear1(h)) * self.linear3(h))
+        return x + torch.sigmoid(self.gate2(x)) * ff
+
+
+class OptionsModel(nn.Module):
+    def __init__(self, vocab, max_len, dim, heads, layers):
+        super().__init__()
+        self.item_embedding = nn.Embedding(vocab, dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_len, dim)
+        self.transformer_encoder = nn.Module()
+        self.transformer_encoder.layers = nn.ModuleList(
+            [OptionsLayer(dim, heads, 4 * dim) for _ in range(layers)])
+        self.layer_norm = nn.RMSNorm(dim, eps=1e-6)
+        self.output_embedding = nn.Embedding(vocab, dim)
+
+    def forward(self, input_seq):
+        seq_len = input_seq.size(1)
+        # Float masks, as nn.TransformerEncoder makes of the notebook's.
+        causal = nn.Transformer.generate_square_subsequent_mask(seq_len)
+        padding = torch.zeros(input_seq.shape).masked_fill(input_seq == 0, float("-inf"))
+        x = self.item_embedding(input_seq) + self.position_embedding(torch.arange(seq_len))
+        for layer in self.transformer_encoder.layers:
+            x = layer(x, causal, padding)
+        return self.layer_norm(x) @ self.output_embedding.weight.T
+
+
+def lr_at(step, lr, warmup, total):
+    """The Rust TrainConfig::lr_at: linear warm-up, then cosine to 0."""
+    if step <= warmup:
+        return lr * step / warmup
+    done = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return 0.5 * lr * (1.0 + math.cos(math.pi * done))
+
+
+def options(args):
+    torch.manual_seed(4321)
+    num_items, max_len, dim, heads, layers = 40, 6, 8, 2, 2
+    vocab = num_items + 1
+    model = OptionsModel(vocab, max_len, dim, heads, layers)
+    with torch.no_grad():
+        # Norm scales and gate biases away from their initial values, so a
+        # mix-up of them cannot pass.
+        for name, p in model.named_parameters():
+            if "norm" in name or "gate" in name:
+                p.add_(0.2 * torch.randn_like(p))
+    model.train()
+    sequences = [
+        list(range(1, 10)),          # longer than max_len + 1: truncated
+        [7, 3, 40, 21],              # left padding
+        [33],                        # all-padding input row (target only)
+        [5, 5, 8, 1, 39, 2, 30],     # exactly max_len + 1, a repeat
+    ]
+    pairs = [window(s, max_len) for s in sequences]
+    inputs = torch.tensor([p[0] for p in pairs], dtype=torch.int64)
+    targets = torch.tensor([p[1] for p in pairs], dtype=torch.int64)
+    smoothing, weight_decay, lr, warmup, steps, clip = 0.1, 0.1, 0.01, 2, 5, 0.5
+
+    out = {f"weight.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    out["inputs"], out["targets"] = inputs, targets
+    loss_of = lambda logits: F.cross_entropy(
+        logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=0, label_smoothing=smoothing)
+    logits = model(inputs)
+    loss = loss_of(logits)
+    loss.backward()
+    assert torch.isfinite(logits).all(), "PyTorch produced non-finite logits"
+    out["logits"] = logits.detach().clone()
+    out["loss"] = loss.detach().reshape(1)
+    for name, p in model.named_parameters():
+        out[f"grad.{name}"] = p.grad.detach().clone()
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    losses, norms = [], []
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        step_loss = loss_of(model(inputs))
+        step_loss.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), clip).item())
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, lr, warmup, steps)
+        optimizer.step()
+        losses.append(step_loss.item())
+    assert max(norms) > clip, "the clipping never acts"
+    out["adam.losses"] = torch.tensor(losses, dtype=torch.float32)
+    out["adam.grad_norms"] = torch.tensor(norms, dtype=torch.float32)
+    for name, p in model.state_dict().items():
+        out[f"adam.weight.{name}"] = p.detach().clone()
+    out = {k: v.contiguous() for k, v in out.items()}
+    meta = {
+        "num_items": str(num_items), "max_len": str(max_len), "dim": str(dim),
+        "heads": str(heads), "layers": str(layers), "label_smoothing": str(smoothing),
+        "weight_decay": str(weight_decay), "lr": str(lr), "warmup_steps": str(warmup),
+        "steps": str(steps), "grad_clip": str(clip), "torch_version": torch.__version__,
+    }
+    save_file(out, args.out, metadata=meta)
+    print(f"wrote {args.out}: loss {loss.item():.6f}, losses {[round(l, 6) for l in losses]}, "
+          f"grad norms {[round(n, 4) for n in norms]}")
+
+
 def load_run(args):
     with open(f"{args.run}/config.json") as f:
         config = json.load(f)["model"]
@@ -298,11 +431,14 @@ def main():
     f = sub.add_parser("sampled")
     f.add_argument("--fixture", default="crates/model/tests/fixtures/torch_reference.safetensors")
     f.add_argument("--out", default="crates/model/tests/fixtures/sampled_losses.safetensors")
+    f = sub.add_parser("options")
+    f.add_argument("--out", default="crates/model/tests/fixtures/torch_reference_options.safetensors")
     r = sub.add_parser("load-run")
     r.add_argument("run")
     r.add_argument("--items", required=True, help="movie ids, oldest first")
     args = parser.parse_args()
-    {"fixture": fixture, "sampled": sampled, "load-run": load_run}[args.command](args)
+    commands = {"fixture": fixture, "sampled": sampled, "options": options, "load-run": load_run}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

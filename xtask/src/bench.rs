@@ -163,6 +163,7 @@ fn logs() -> Result<()> {
                 seed: 0,
                 out: file.clone(),
                 string_ids: true,
+                long_range: false,
             })?;
         }
     }
@@ -363,6 +364,7 @@ fn seed_scale_log() -> Result<std::path::PathBuf> {
             seed: 0,
             out: file.clone(),
             string_ids: false,
+            long_range: false,
         })?;
     }
     Ok(file)

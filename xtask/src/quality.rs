@@ -153,6 +153,7 @@ fn synthetic(dir: &Path, large: bool) -> Result<PathBuf> {
             seed: 0,
             out: path.clone(),
             string_ids: false,
+            long_range: false,
         })?;
     }
     Ok(path)

@@ -98,6 +98,15 @@ enum Op<B: Backend> {
         beta: Var,
         stats: B::Tensor,
     },
+    RmsNorm {
+        x: Var,
+        gamma: Var,
+        rstd: B::Tensor,
+    },
+    Swiglu {
+        gate: Var,
+        up: Var,
+    },
     Matmul(Var, Var),
     Linear {
         x: Var,
@@ -152,6 +161,11 @@ impl<B: Backend> Gradients<B> {
     /// Moves the gradient of `v` out.
     pub fn take(&mut self, v: Var) -> Option<B::Tensor> {
         self.grads.get_mut(v.0).and_then(Option::take)
+    }
+
+    /// The gradient of `v` to change in place (e.g. to clip it).
+    pub fn get_mut(&mut self, v: Var) -> Option<&mut B::Tensor> {
+        self.grads.get_mut(v.0).and_then(Option::as_mut)
     }
 }
 
@@ -307,6 +321,18 @@ impl<'b, B: Backend> Tape<'b, B> {
         })
     }
 
+    /// RMSNorm over the last dimension of `[n, d]` (no centring, no bias).
+    pub fn rms_norm(&mut self, x: Var, gamma: Var, eps: f32) -> Var {
+        let (y, rstd) = self.backend.rms_norm(self.value(x), self.value(gamma), eps);
+        self.record(y, &[x, gamma], || Op::RmsNorm { x, gamma, rstd })
+    }
+
+    /// SwiGLU's gating `silu(gate) * up`, elementwise.
+    pub fn swiglu(&mut self, gate: Var, up: Var) -> Var {
+        let y = self.backend.swiglu(self.value(gate), self.value(up));
+        self.record(y, &[gate, up], || Op::Swiglu { gate, up })
+    }
+
     /// The matrix product `a @ b`: `[m, k]` x `[k, n]` -> `[m, n]`.
     pub fn matmul(&mut self, a: Var, b: Var) -> Var {
         let y = self
@@ -351,10 +377,26 @@ impl<'b, B: Backend> Tape<'b, B> {
     /// Mean softmax cross-entropy of `h @ table^T` against `targets`
     /// (0 = ignored); a `[1]` tensor. The logits are never held whole.
     pub fn cross_entropy(&mut self, h: Var, table: Var, targets: &B::Ids) -> Var {
+        self.cross_entropy_smoothed(h, table, targets, 0.0)
+    }
+
+    /// [`Tape::cross_entropy`] with label smoothing in `[0, 1]` (PyTorch's
+    /// `label_smoothing`; see [`Backend::cross_entropy_smoothed`]).
+    pub fn cross_entropy_smoothed(
+        &mut self,
+        h: Var,
+        table: Var,
+        targets: &B::Ids,
+        smoothing: f32,
+    ) -> Var {
         let with_grad = self.grad_enabled && (self.requires_grad(h) || self.requires_grad(table));
-        let out = self
-            .backend
-            .cross_entropy(self.value(h), self.value(table), targets, with_grad);
+        let out = self.backend.cross_entropy_smoothed(
+            self.value(h),
+            self.value(table),
+            targets,
+            smoothing,
+            with_grad,
+        );
         let grads = [(h, out.dh), (table, out.dtable)];
         self.record_fused_loss(out.loss, grads)
     }
@@ -523,6 +565,17 @@ impl<'b, B: Backend> Tape<'b, B> {
                     send(*x, dx);
                     send(*gamma, dgamma);
                     send(*beta, dbeta);
+                }
+                Op::RmsNorm { x, gamma, rstd } => {
+                    let (dx, dgamma) =
+                        b.rms_norm_backward(&dy, self.value(*x), self.value(*gamma), rstd);
+                    send(*x, dx);
+                    send(*gamma, dgamma);
+                }
+                Op::Swiglu { gate, up } => {
+                    let (dgate, dup) = b.swiglu_backward(&dy, self.value(*gate), self.value(*up));
+                    send(*gate, dgate);
+                    send(*up, dup);
                 }
                 Op::Matmul(x, y) => {
                     // d(x @ y) = dy @ y^T for x, x^T @ dy for y.

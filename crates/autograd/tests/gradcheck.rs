@@ -582,3 +582,66 @@ fn inference_mode_records_nothing() {
     let grads = tape.backward(loss);
     assert!(grads.get(x).is_none() && grads.get(table).is_none());
 }
+
+#[test]
+fn rms_norm() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let tail = Tail::new(&mut rng, 5, 7);
+    let inputs = [random(&mut rng, &[5, 7], 2.0), random(&mut rng, &[7], 1.0)];
+    gradcheck("rms_norm", &inputs, |t, v| {
+        let y = t.rms_norm(v[0], v[1], 1e-6);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn swiglu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    let tail = Tail::new(&mut rng, 6, 4);
+    let inputs = [
+        random(&mut rng, &[6, 4], 3.0),
+        random(&mut rng, &[6, 4], 1.0),
+    ];
+    gradcheck("swiglu", &inputs, |t, v| {
+        let y = t.swiglu(v[0], v[1]);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn gated_residual_composition() {
+    // x + sigmoid(W x + b) * branch, as the model writes it.
+    let mut rng = ChaCha8Rng::seed_from_u64(33);
+    let tail = Tail::new(&mut rng, 5, 4);
+    let inputs = [
+        random(&mut rng, &[5, 4], 1.0),
+        random(&mut rng, &[5, 4], 1.0),
+        random(&mut rng, &[4, 4], 1.0),
+        random(&mut rng, &[4], 1.0),
+    ];
+    gradcheck("gated residual", &inputs, |t, v| {
+        let g = t.linear(v[0], v[2], Some(v[3]));
+        let g = t.sigmoid(g);
+        let gated = t.mul(g, v[1]);
+        let y = t.add(v[0], gated);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn cross_entropy_with_label_smoothing_then_scale() {
+    let mut rng = ChaCha8Rng::seed_from_u64(34);
+    let (rows, dim, vocab) = (7, 3, 9);
+    let inputs = [
+        random(&mut rng, &[rows, dim], 1.0),
+        random(&mut rng, &[vocab, dim], 1.0),
+    ];
+    let ids = targets(&mut rng, rows, vocab);
+    for smoothing in [0.1, 0.5] {
+        gradcheck("cross_entropy_smoothed", &inputs, |t, v| {
+            let b = t.backend();
+            let loss = t.cross_entropy_smoothed(v[0], v[1], &b.ids(&ids), smoothing);
+            t.scale(loss, b.tensor(&[1.3], &[1]))
+        });
+    }
+}

@@ -8,7 +8,9 @@
 //! command-line arguments placed before the real ones, so a flag given on
 //! the command line overrides the file. Every value is checked by the
 //! flag's own parser, and an unknown key is an error naming the key and the
-//! file: a typo never goes unnoticed.
+//! file: a typo never goes unnoticed. A config.json is read with `preset =
+//! "notebook"` unless it names one: it records every setting of its run,
+//! and a setting it lacks (it predates the setting) had the notebook's value.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -55,7 +57,15 @@ pub fn read(path: &Path) -> Result<Vec<Setting>> {
         parse_toml(&text)
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    settings(table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let mut settings = settings(table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if json && !settings.iter().any(|(key, _)| key == "preset") {
+        // A run's config.json records every setting it resolved, but one
+        // written before a setting existed lacks it, and such runs used
+        // the notebook's values: a setting missing from it is the
+        // notebook's, not the default preset's.
+        settings.insert(0, ("preset".to_string(), Value::from("notebook")));
+    }
+    Ok(settings)
 }
 
 /// A TOML document as JSON values (date-times become their text).
@@ -312,5 +322,26 @@ mod tests {
                 "popularity"
             ]
         );
+    }
+
+    #[test]
+    fn a_config_json_without_a_preset_is_the_notebooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("config.json");
+        std::fs::write(&json, r#"{"model": {"dim": 8}}"#).unwrap();
+        let keys = |path: &Path| -> Vec<String> {
+            read(path)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect()
+        };
+        assert_eq!(keys(&json), ["preset=\"notebook\"", "dim=8"]);
+        std::fs::write(&json, r#"{"preset": "recommended", "model": {"dim": 8}}"#).unwrap();
+        assert_eq!(keys(&json), ["preset=\"recommended\"", "dim=8"]);
+        // A TOML settings file takes the default preset unless it names one.
+        let toml = dir.path().join("run.toml");
+        std::fs::write(&toml, "dim = 8\n").unwrap();
+        assert_eq!(keys(&toml), ["dim=8"]);
     }
 }

@@ -15,9 +15,10 @@ use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::checkpoint::FileDigest;
 use sasrec_model::config::human_bytes;
 use sasrec_model::{
-    DataSpec, EpochHook, InvalidSetting, Loss, ModelConfig, NegativeSampler, NegativesScope,
-    Outcome, RunConfig, RunWriter, Sampler, SasRec, Selection, SplitMethod, TrainConfig, Trainer,
-    evaluate_with_progress, popularity_baseline,
+    DataSpec, EpochHook, FeedForward, InvalidSetting, Loss, LrSchedule, ModelConfig, ModelOptions,
+    NegativeSampler, NegativesScope, Norm, Outcome, OutputLayer, Preset, RunConfig, RunWriter,
+    Sampler, SasRec, Selection, SplitMethod, TrainConfig, Trainer, evaluate_with_progress,
+    popularity_baseline,
 };
 
 use crate::catalog::progress_bar;
@@ -85,6 +86,50 @@ pub enum ScopeArg {
 pub const DEFAULT_VALID_FRACTION: f64 = 0.1;
 /// `--split-seed` when none is given (random-users).
 pub const DEFAULT_SPLIT_SEED: u64 = 42;
+/// The `--preset` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// The notebook's model and Adam.
+    Notebook,
+    /// What the sweeps support.
+    Recommended,
+}
+
+/// The `--norm` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NormArg {
+    /// LayerNorm.
+    Layer,
+    /// RMSNorm.
+    Rms,
+}
+
+/// The `--feed-forward` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FeedForwardArg {
+    /// Linear, ReLU, linear, with biases.
+    Relu,
+    /// SwiGLU without biases.
+    Swiglu,
+}
+
+/// The `--output-layer` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputLayerArg {
+    /// The item table.
+    Tied,
+    /// A table of its own.
+    Untied,
+}
+
+/// The `--lr-schedule` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LrScheduleArg {
+    /// The learning rate throughout.
+    Constant,
+    /// Cosine decay to 0 at the end of the epoch budget.
+    Cosine,
+}
 
 /// `sasrec train` flags.
 #[derive(Args, Debug)]
@@ -128,31 +173,67 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "first")]
     temporal_targets: TemporalTargetsArg,
 
-    /// Positions per sequence (the most recent items are kept).
-    #[arg(long, default_value_t = 50)]
-    max_len: usize,
-    /// Embedding width.
-    #[arg(long, default_value_t = 64)]
-    dim: usize,
-    /// Attention heads.
-    #[arg(long, default_value_t = 2)]
-    heads: usize,
-    /// Transformer layers.
-    #[arg(long, default_value_t = 2)]
-    layers: usize,
+    /// The defaults of the model and training settings below: `notebook`
+    /// (the notebook's model and Adam, exactly) or `recommended` (what the
+    /// sweeps in docs/benchmarks.md support: label smoothing 0.1); flags
+    /// given override it.
+    #[arg(long, value_enum, default_value = "notebook")]
+    preset: PresetArg,
+    /// Positions per sequence (the most recent items are kept; default 50).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// Embedding width (default 64).
+    #[arg(long)]
+    dim: Option<usize>,
+    /// Attention heads (default 2).
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Transformer layers (default 2).
+    #[arg(long)]
+    layers: Option<usize>,
     /// Feed-forward width (default 4 x dim).
     #[arg(long)]
     ff_dim: Option<usize>,
-    /// Dropout probability.
-    #[arg(long, default_value_t = 0.1)]
-    dropout: f32,
+    /// Dropout probability (default 0.1).
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Normalisation of the blocks and the final one (notebook: layer).
+    #[arg(long, value_enum)]
+    norm: Option<NormArg>,
+    /// Feed-forward block (notebook: relu).
+    #[arg(long, value_enum)]
+    feed_forward: Option<FeedForwardArg>,
+    /// Gate each residual branch by sigmoid(Linear(x)), as eSASRec's LiGR
+    /// layers (notebook: false).
+    #[arg(long, value_name = "BOOL")]
+    gated_residual: Option<bool>,
+    /// Output layer: the item table (tied) or a table of its own (notebook:
+    /// tied).
+    #[arg(long, value_enum)]
+    output_layer: Option<OutputLayerArg>,
 
-    /// Sequences per batch.
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
+    /// Sequences per batch (default 128).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Adam learning rate (default 0.001).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// AdamW's decoupled weight decay (notebook: 0, Adam).
+    #[arg(long, value_name = "WD")]
+    weight_decay: Option<f64>,
+    /// Optimiser steps of linear learning-rate warm-up (notebook: 0).
+    #[arg(long, value_name = "STEPS")]
+    warmup_steps: Option<u64>,
+    /// Learning rate after the warm-up: constant, or cosine decay to 0 at
+    /// the end of the epoch budget (notebook: constant).
+    #[arg(long, value_enum)]
+    lr_schedule: Option<LrScheduleArg>,
+    /// Label smoothing of the full softmax (notebook: 0).
+    #[arg(long, value_name = "E")]
+    label_smoothing: Option<f32>,
+    /// Clip the gradients' global L2 norm to this (0: off; notebook: 0).
+    #[arg(long, value_name = "NORM")]
+    grad_clip: Option<f64>,
     /// Adam's beta1 (decay of the mean of the gradients).
     #[arg(long, default_value_t = 0.9)]
     beta1: f64,
@@ -274,20 +355,48 @@ impl TrainArgs {
                 }
             }
         }
-        let defaults = TrainConfig::default();
+        // The preset's values, unless a flag gives one.
+        let preset = match self.preset {
+            PresetArg::Notebook => Preset::Notebook,
+            PresetArg::Recommended => Preset::Recommended,
+        };
+        let (model, defaults) = (preset.model(1), preset.train());
+        let dim = self.dim.unwrap_or(model.dim);
+        let ff_dim = match (self.ff_dim, self.dim) {
+            (Some(f), _) => f,
+            (None, Some(d)) => d.saturating_mul(4),
+            (None, None) => model.ff_dim,
+        };
+        let o = model.options;
+        let options = ModelOptions {
+            norm: self.norm.map_or(o.norm, |n| match n {
+                NormArg::Layer => Norm::Layer,
+                NormArg::Rms => Norm::Rms,
+            }),
+            feed_forward: self.feed_forward.map_or(o.feed_forward, |f| match f {
+                FeedForwardArg::Relu => FeedForward::Relu,
+                FeedForwardArg::Swiglu => FeedForward::Swiglu,
+            }),
+            gated_residual: self.gated_residual.unwrap_or(o.gated_residual),
+            output_layer: self.output_layer.map_or(o.output_layer, |l| match l {
+                OutputLayerArg::Tied => OutputLayer::Tied,
+                OutputLayerArg::Untied => OutputLayer::Untied,
+            }),
+        };
         let config = RunConfig {
             model: ModelConfig {
                 num_items: 1,
-                max_len: self.max_len,
-                dim: self.dim,
-                heads: self.heads,
-                layers: self.layers,
-                ff_dim: self.ff_dim.unwrap_or(self.dim.saturating_mul(4)),
-                dropout: self.dropout,
+                max_len: self.max_len.unwrap_or(model.max_len),
+                dim,
+                heads: self.heads.unwrap_or(model.heads),
+                layers: self.layers.unwrap_or(model.layers),
+                ff_dim,
+                dropout: self.dropout.unwrap_or(model.dropout),
+                options,
             },
             train: TrainConfig {
-                batch_size: self.batch_size,
-                lr: self.lr,
+                batch_size: self.batch_size.unwrap_or(defaults.batch_size),
+                lr: self.lr.unwrap_or(defaults.lr),
                 beta1: self.beta1,
                 beta2: self.beta2,
                 eps: self.eps,
@@ -311,6 +420,19 @@ impl TrainArgs {
                     Some(SamplerArg::Popularity) => Sampler::Popularity,
                 },
                 gbce_t: self.gbce_t.unwrap_or(defaults.gbce_t),
+                weight_decay: self.weight_decay.unwrap_or(defaults.weight_decay),
+                warmup_steps: self.warmup_steps.unwrap_or(defaults.warmup_steps),
+                lr_schedule: self.lr_schedule.map_or(defaults.lr_schedule, |l| match l {
+                    LrScheduleArg::Constant => LrSchedule::Constant,
+                    LrScheduleArg::Cosine => LrSchedule::Cosine,
+                }),
+                // The preset smooths the full softmax only.
+                label_smoothing: self.label_smoothing.unwrap_or(if loss.is_sampled() {
+                    0.0
+                } else {
+                    defaults.label_smoothing
+                }),
+                grad_clip: self.grad_clip.unwrap_or(defaults.grad_clip),
             },
             data: DataSpec {
                 // Absolute: the run folder is read from anywhere.

@@ -285,6 +285,39 @@ pub trait Backend: Clone + Send + Sync + 'static {
         stats: &Self::Tensor,
     ) -> (Self::Tensor, Self::Tensor, Self::Tensor);
 
+    // ----- rms norm -----------------------------------------------------
+
+    /// RMSNorm: `y = x * rstd * gamma` over each row, `rstd = 1 /
+    /// sqrt(mean(x^2) + eps)` (no centring, no bias). x `[n, d]`, gamma
+    /// `[d]`. Returns `y` and the saved `rstd` `[n]` for backward.
+    fn rms_norm(
+        &self,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        eps: f32,
+    ) -> (Self::Tensor, Self::Tensor);
+    /// Returns `(dx, dgamma)`.
+    fn rms_norm_backward(
+        &self,
+        dy: &Self::Tensor,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        rstd: &Self::Tensor,
+    ) -> (Self::Tensor, Self::Tensor);
+
+    // ----- swiglu -------------------------------------------------------
+
+    /// SwiGLU's gating: `silu(gate) * up` elementwise, `silu(a) = a *
+    /// sigmoid(a)`; gate and up of one shape.
+    fn swiglu(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Self::Tensor;
+    /// Returns `(dgate, dup)` for upstream `dy`, from the forward's inputs.
+    fn swiglu_backward(
+        &self,
+        dy: &Self::Tensor,
+        gate: &Self::Tensor,
+        up: &Self::Tensor,
+    ) -> (Self::Tensor, Self::Tensor);
+
     // ----- matmul -------------------------------------------------------
 
     /// `op(a) @ op(b)` where `op` transposes when asked: `op(a)` is `[m, k]`,
@@ -362,6 +395,23 @@ pub trait Backend: Clone + Send + Sync + 'static {
         h: &Self::Tensor,
         table: &Self::Tensor,
         targets: &Self::Ids,
+        with_grad: bool,
+    ) -> CrossEntropy<Self::Tensor> {
+        self.cross_entropy_smoothed(h, table, targets, 0.0, with_grad)
+    }
+    /// [`Backend::cross_entropy`] with label smoothing `smoothing` in
+    /// `[0, 1]`, as PyTorch's `F.cross_entropy(label_smoothing=...)`: the
+    /// target's share `1 - smoothing` plus `smoothing / vocab` on every
+    /// column, so a row's loss is `logsumexp(logits) - (1 - smoothing) *
+    /// logits[target] - smoothing * mean(logits)` and its gradient
+    /// `softmax - (1 - smoothing) * onehot - smoothing / vocab`. 0 is
+    /// [`Backend::cross_entropy`].
+    fn cross_entropy_smoothed(
+        &self,
+        h: &Self::Tensor,
+        table: &Self::Tensor,
+        targets: &Self::Ids,
+        smoothing: f32,
         with_grad: bool,
     ) -> CrossEntropy<Self::Tensor>;
     /// Softmax cross-entropy over a logits matrix `[rows, classes]`: the

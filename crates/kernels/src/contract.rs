@@ -110,6 +110,42 @@ pub fn layer_norm_backward(
     (n, d)
 }
 
+/// RMSNorm: x `[n, d]` with `d >= 1`, gamma `[d]`; returns `(n, d)`.
+pub fn rms_norm(x: &[usize], gamma: &[usize]) -> (usize, usize) {
+    let (n, d) = matrix("rms_norm", "x", x);
+    assert!(d > 0, "rms_norm: rows of x {x:?} are empty");
+    vector("rms_norm", "gamma", gamma, d);
+    (n, d)
+}
+
+/// RMSNorm backward: dy and x `[n, d]`, gamma `[d]`, rstd `[n]`; returns
+/// `(n, d)`.
+pub fn rms_norm_backward(
+    dy: &[usize],
+    x: &[usize],
+    gamma: &[usize],
+    rstd: &[usize],
+) -> (usize, usize) {
+    let (n, d) = matrix("rms_norm_backward", "x", x);
+    assert!(d > 0, "rms_norm_backward: rows of x {x:?} are empty");
+    assert_eq!(dy, x, "rms_norm_backward: dy {dy:?} and x {x:?} differ");
+    vector("rms_norm_backward", "gamma", gamma, d);
+    vector("rms_norm_backward", "rstd", rstd, n);
+    (n, d)
+}
+
+/// SwiGLU: gate and up of one shape; returns the number of elements.
+pub fn swiglu(gate: &[usize], up: &[usize]) -> usize {
+    same_shape("swiglu", gate, up)
+}
+
+/// SwiGLU backward: dy, gate and up of one shape; returns the number of
+/// elements.
+pub fn swiglu_backward(dy: &[usize], gate: &[usize], up: &[usize]) -> usize {
+    same_shape("swiglu_backward", gate, up);
+    same_shape("swiglu_backward", dy, gate)
+}
+
 fn vector(op: &str, what: &str, shape: &[usize], d: usize) {
     assert_eq!(
         shape,
@@ -235,6 +271,21 @@ pub struct CrossEntropyDims {
 /// The fused cross-entropy: h `[rows, dim]`, table `[vocab, dim]`, one target
 /// per row, every target that is not 0 (ignored) below `vocab`.
 pub fn cross_entropy(h: &[usize], table: &[usize], targets: &[u32]) -> CrossEntropyDims {
+    cross_entropy_smoothed(h, table, targets, 0.0)
+}
+
+/// The fused cross-entropy with label smoothing `smoothing` in `[0, 1]`
+/// (see [`cross_entropy`] for the shapes).
+pub fn cross_entropy_smoothed(
+    h: &[usize],
+    table: &[usize],
+    targets: &[u32],
+    smoothing: f32,
+) -> CrossEntropyDims {
+    assert!(
+        (0.0..=1.0).contains(&smoothing),
+        "cross_entropy: label smoothing must be in [0, 1], got {smoothing}"
+    );
     let (rows, dim) = matrix("cross_entropy", "h", h);
     let (vocab, table_dim) = matrix("cross_entropy", "the table", table);
     assert_eq!(

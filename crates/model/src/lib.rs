@@ -30,8 +30,8 @@ pub mod text;
 pub mod train;
 
 pub use config::{
-    InvalidSetting, Loss, MemoryEstimate, ModelConfig, NegativesScope, Sampler, Selection,
-    TrainConfig,
+    FeedForward, InvalidSetting, Loss, LrSchedule, MemoryEstimate, ModelConfig, ModelOptions,
+    NegativesScope, Norm, OutputLayer, Preset, Sampler, Selection, TrainConfig,
 };
 pub use evaluate::{Evaluation, evaluate, evaluate_with_progress, popularity_baseline};
 pub use metrics::{RankingMetrics, rank_of_target};

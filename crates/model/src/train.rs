@@ -1,4 +1,6 @@
-//! The training loop: seeded shuffling, Adam, validation every epoch, best
+//! The training loop: seeded shuffling, Adam (AdamW with weight decay;
+//! learning-rate warm-up and cosine decay as functions of the step; global
+//! gradient-norm clipping; label smoothing), validation every epoch, best
 //! checkpoint, early stopping, exact resume, NaN and infinity detection.
 
 use std::collections::HashMap;
@@ -8,7 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sasrec_autograd::{Adam, Tape};
+use sasrec_autograd::{AdamW, Tape, clip_grad_norm};
 use sasrec_data::{Batch, Order, UserSequence, batches};
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
@@ -73,7 +75,8 @@ pub struct Trainer<'a, B: Backend> {
     backend: &'a B,
     /// The model being trained.
     pub model: SasRec<B>,
-    adam: Adam<B>,
+    /// Adam, with decoupled weight decay when configured (AdamW).
+    adam: AdamW<B>,
     /// The negatives of a sampled loss (`None` for the full softmax).
     sampler: Option<NegativeSampler>,
     config: TrainConfig,
@@ -125,13 +128,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut run = run;
         run.set_baseline(baseline);
         let sampler = NegativeSampler::new(&config, model.config.num_items, train);
-        let adam = Adam::new(
+        let adam = AdamW::new(
             backend,
             &model.params,
             config.lr,
             config.beta1,
             config.beta2,
             config.eps,
+            config.weight_decay,
         );
         Ok(Trainer {
             backend,
@@ -191,10 +195,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let shape = self.backend.shape(self.model.params.get(id));
             let value = take(&name, &shape)?;
             self.model.params.set(id, value);
-            self.adam.exp_avg[i] = take(&format!("optimizer.exp_avg.{name}"), &shape)?;
-            self.adam.exp_avg_sq[i] = take(&format!("optimizer.exp_avg_sq.{name}"), &shape)?;
+            self.adam.adam.exp_avg[i] = take(&format!("optimizer.exp_avg.{name}"), &shape)?;
+            self.adam.adam.exp_avg_sq[i] = take(&format!("optimizer.exp_avg_sq.{name}"), &shape)?;
         }
-        self.adam.step = state.step;
+        self.adam.adam.step = state.step;
         self.state = state;
         self.epochs = epochs;
         // A finished run goes on when given more epochs or patience since.
@@ -326,7 +330,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
             step,
         };
         let loss = match &self.sampler {
-            None => self.model.loss(&mut tape, &vars, device, Some(dropout)),
+            None => self.model.smoothed_loss(
+                &mut tape,
+                &vars,
+                device,
+                Some(dropout),
+                self.config.label_smoothing,
+            ),
             Some(sampler) => {
                 let negatives = sampler.step(self.backend, step, batch);
                 self.model
@@ -337,7 +347,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if !value.is_finite() {
             bail!(self.diverged(&format!("the training loss became {value}")));
         }
-        let grads = tape.backward(loss);
+        let mut grads = tape.backward(loss);
         drop(tape);
         // One device-side count for all gradients; only a bad one is read back.
         let params = &self.model.params;
@@ -350,11 +360,22 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 bad.name, bad.count, bad.len
             )));
         }
+        if self.config.grad_clip > 0.0 {
+            clip_grad_norm(self.backend, &mut grads, &vars, self.config.grad_clip);
+        }
+        // The schedule is a function of the step: a resumed run repeats it.
+        self.adam.adam.lr = self.config.lr_at(step, self.total_steps());
         self.adam
             .step(self.backend, &mut self.model.params, &grads, &vars);
         self.state.step = step;
         let targets = batch.targets.iter().filter(|&&t| t != 0).count();
         Ok((value, targets))
+    }
+
+    /// Optimiser steps in the whole epoch budget (the cosine schedule's end).
+    fn total_steps(&self) -> u64 {
+        let per_epoch = self.train.len().div_ceil(self.config.batch_size);
+        (self.config.epochs * per_epoch) as u64
     }
 
     /// Why training stops at the step in progress, and what the run folder keeps.
@@ -504,12 +525,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
             tensors.push((
                 format!("optimizer.exp_avg.{name}"),
                 shape.clone(),
-                b.to_vec(&self.adam.exp_avg[i]),
+                b.to_vec(&self.adam.adam.exp_avg[i]),
             ));
             tensors.push((
                 format!("optimizer.exp_avg_sq.{name}"),
                 shape,
-                b.to_vec(&self.adam.exp_avg_sq[i]),
+                b.to_vec(&self.adam.adam.exp_avg_sq[i]),
             ));
         }
         for (name, _, values) in &tensors {

@@ -20,6 +20,7 @@ fn losses<B: Backend>(backend: &B, dropout: f32) -> Vec<f32> {
         layers: 2,
         ff_dim: 128,
         dropout,
+        options: Default::default(),
     };
     let users: Vec<UserSequence> = (0..96u32)
         .map(|u| {

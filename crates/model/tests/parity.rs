@@ -99,6 +99,7 @@ fn load_fixture() -> Fixture {
         layers: num("layers"),
         ff_dim: 4 * num("dim"),
         dropout: 0.0,
+        options: Default::default(),
     };
     Fixture {
         floats,

@@ -44,6 +44,7 @@ fn losses<B: Backend>(backend: &B, config: &TrainConfig) -> Vec<f32> {
         layers: 2,
         ff_dim: 128,
         dropout: 0.1,
+        options: Default::default(),
     };
     let users = users();
     let sampler = NegativeSampler::new(config, ITEMS, &users).expect("a sampled loss");
@@ -193,6 +194,7 @@ fn every_sampled_loss_trains() {
                 layers: 2,
                 ff_dim: 32,
                 dropout: 0.1,
+                options: Default::default(),
             },
             11,
         );

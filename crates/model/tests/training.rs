@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use sasrec_data::UserSequence;
 use sasrec_kernels::CpuBackend;
 use sasrec_model::{
-    DeviceBatch, EpochRecord, Loss, ModelConfig, NegativesScope, Outcome, RunDir, RunWriter,
-    Sampler, SasRec, Selection, TrainConfig, Trainer, load_model, recommend,
+    DeviceBatch, EpochRecord, Loss, LrSchedule, ModelConfig, NegativesScope, Outcome, RunDir,
+    RunWriter, Sampler, SasRec, Selection, TrainConfig, Trainer, load_model, recommend,
 };
 
 const ITEMS: usize = 30;
@@ -34,6 +34,7 @@ fn small_model(dropout: f32) -> ModelConfig {
         layers: 2,
         ff_dim: 32,
         dropout,
+        options: Default::default(),
     }
 }
 
@@ -244,6 +245,20 @@ fn validation_every_few_epochs_and_patience_in_validations() {
         records.iter().map(|r| r.epoch).collect::<Vec<_>>(),
         [3, 6, 9]
     );
+}
+
+#[test]
+fn interrupted_run_with_the_training_options_resumes_exactly() {
+    // The learning rate is a function of the step (warm-up, then cosine
+    // decay), as are AdamW's decay and the clipping.
+    resumes_exactly(TrainConfig {
+        weight_decay: 0.05,
+        warmup_steps: 4,
+        lr_schedule: LrSchedule::Cosine,
+        label_smoothing: 0.1,
+        grad_clip: 0.5,
+        ..train_config(3)
+    });
 }
 
 /// Interrupts a 3-epoch run after every step and checks that it ends where

@@ -23,13 +23,18 @@ mod memory;
 mod non_finite;
 mod par;
 mod profile;
+mod rms_norm;
 mod sampled_loss;
 mod sgemm;
 mod simd;
 mod sum_rows;
+mod swiglu;
 mod tensor;
 
-pub use cross_entropy::{CE_BUFFER_BYTES, CE_CHUNK_ROWS, ce_chunk_rows, cross_entropy_chunked};
+pub use cross_entropy::{
+    CE_BUFFER_BYTES, CE_CHUNK_ROWS, ce_chunk_rows, cross_entropy_chunked,
+    cross_entropy_smoothed_chunked,
+};
 pub use memory::retain_freed_memory;
 pub use profile::OpTime;
 pub use sampled_loss::{SampledChunks, sampled_loss_chunked};
@@ -207,6 +212,37 @@ impl Backend for CpuBackend {
         layer_norm::layer_norm_backward(dy, x, gamma, stats)
     }
 
+    fn rms_norm(&self, x: &CpuTensor, gamma: &CpuTensor, eps: f32) -> (CpuTensor, CpuTensor) {
+        let _t = profile::time("rms_norm.forward");
+        rms_norm::rms_norm(x, gamma, eps)
+    }
+
+    fn rms_norm_backward(
+        &self,
+        dy: &CpuTensor,
+        x: &CpuTensor,
+        gamma: &CpuTensor,
+        rstd: &CpuTensor,
+    ) -> (CpuTensor, CpuTensor) {
+        let _t = profile::time("rms_norm.backward");
+        rms_norm::rms_norm_backward(dy, x, gamma, rstd)
+    }
+
+    fn swiglu(&self, gate: &CpuTensor, up: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("swiglu.forward");
+        swiglu::swiglu(gate, up)
+    }
+
+    fn swiglu_backward(
+        &self,
+        dy: &CpuTensor,
+        gate: &CpuTensor,
+        up: &CpuTensor,
+    ) -> (CpuTensor, CpuTensor) {
+        let _t = profile::time("swiglu.backward");
+        swiglu::swiglu_backward(dy, gate, up)
+    }
+
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> CpuTensor {
         let _t = profile::time("matmul.matmul");
         matmul::matmul(a, b, trans_a, trans_b)
@@ -250,15 +286,23 @@ impl Backend for CpuBackend {
         attention::attention_backward(dctx, qkv, probs, shape, dropout)
     }
 
-    fn cross_entropy(
+    fn cross_entropy_smoothed(
         &self,
         h: &CpuTensor,
         table: &CpuTensor,
         targets: &CpuIds,
+        smoothing: f32,
         with_grad: bool,
     ) -> CrossEntropy<CpuTensor> {
         let vocab = table.shape().first().copied().unwrap_or(0);
-        cross_entropy_chunked(h, table, targets, with_grad, ce_chunk_rows(vocab))
+        cross_entropy_smoothed_chunked(
+            h,
+            table,
+            targets,
+            smoothing,
+            with_grad,
+            ce_chunk_rows(vocab),
+        )
     }
 
     fn softmax_cross_entropy(
