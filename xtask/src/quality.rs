@@ -1,9 +1,9 @@
 //! `cargo xtask bench quality`: test NDCG@10 and HR@10 of every training
-//! loss (full softmax; sampled softmax with 256, 1,024 and 3,000 negatives;
-//! BCE and gBCE with 256) on MovieLens latest-small and on a small synthetic
-//! log, 3 seeds each, one protocol: leave-one-out, at most 100 epochs,
-//! early stopping after 10 epochs without a better validation NDCG@10, test
-//! numbers of the best checkpoint.
+//! loss (full softmax, in f32 and with bf16 products; sampled softmax with
+//! 256, 1,024 and 3,000 negatives; BCE and gBCE with 256) on MovieLens
+//! latest-small and on a small synthetic log, 3 seeds each, one protocol:
+//! leave-one-out, at most 100 epochs, early stopping after 10 epochs
+//! without a better validation NDCG@10, test numbers of the best checkpoint.
 //!
 //! A reduced grid for a smaller time budget, from the environment:
 //! `SASREC_QUALITY_EPOCHS`, `SASREC_QUALITY_PATIENCE`, `SASREC_QUALITY_SEEDS`
@@ -78,10 +78,15 @@ struct Setting {
     flags: &'static [&'static str],
 }
 
-const SETTINGS: [Setting; 6] = [
+const SETTINGS: [Setting; 7] = [
     Setting {
         name: "full",
         flags: &["--loss", "full"],
+    },
+    // The full softmax with bf16 products (on CPUs with AMX or AVX512-BF16).
+    Setting {
+        name: "full-bf16",
+        flags: &["--loss", "full", "--precision", "bf16"],
     },
     Setting {
         name: "sampled-softmax-256",

@@ -1,5 +1,6 @@
 //! Model and training configuration (saved as `config.json` in a run folder).
 
+use sasrec_kernels::cpu::Precision;
 use serde::{Deserialize, Serialize};
 
 use crate::text::bounded;
@@ -342,6 +343,26 @@ pub struct TrainConfig {
     /// (gSASRec recommends 0.75).
     #[serde(default = "default_gbce_t")]
     pub gbce_t: f64,
+    /// Operand precision of the full cross-entropy's products on the CPU
+    /// backend: "fp32" or "bf16" (config.json files from before it
+    /// existed: fp32).
+    #[serde(default, with = "precision_name")]
+    pub precision: Precision,
+}
+
+/// [`Precision`] in config.json: "fp32" or "bf16".
+mod precision_name {
+    use sasrec_kernels::cpu::Precision;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(p: &Precision, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(D::Error::custom)
+    }
 }
 
 impl TrainConfig {
@@ -391,6 +412,15 @@ impl TrainConfig {
             return Err(InvalidSetting::new(
                 "gbce_t",
                 format!("must be in [0, 1], got {}", self.gbce_t),
+            ));
+        }
+        if self.precision == Precision::Bf16 && self.loss.is_sampled() {
+            return Err(InvalidSetting::new(
+                "precision",
+                format!(
+                    "bf16 is for the full softmax's products (loss full), not {}",
+                    self.loss
+                ),
             ));
         }
         if self.loss.is_sampled() {
@@ -447,6 +477,7 @@ impl Default for TrainConfig {
             negatives: default_negatives(),
             sampler: Sampler::Uniform,
             gbce_t: default_gbce_t(),
+            precision: Precision::Fp32,
         }
     }
 }
