@@ -3,7 +3,7 @@
 //! [`Precision::Bf16`] (`sasrec train --precision bf16`).
 //!
 //! bf16 is f32 with its mantissa cut to 7 stored bits: the same range, a
-//! relative rounding error of at most 2^-9 (f32: 2^-24). The products round
+//! relative rounding error of at most 2^-8 (f32: 2^-24). The products round
 //! both operands to bf16 (to nearest, ties to even) and multiply-add them
 //! into f32 accumulators. The product of two bf16 values is exact in f32,
 //! so the only errors are the two operand roundings and the f32 sums
@@ -179,7 +179,8 @@ pub(crate) fn bf16_bits(x: f32) -> u16 {
 }
 
 /// The f32 value of bf16 bits.
-pub(crate) fn bf16_value(bits: u16) -> f32 {
+#[cfg(test)]
+fn bf16_value(bits: u16) -> f32 {
     f32::from_bits((bits as u32) << 16)
 }
 
@@ -1049,7 +1050,7 @@ mod tests {
     }
 
     /// Unit roundoff of bf16 (8 significant bits) and of f32.
-    const U_BF16: f64 = 1.0 / 512.0;
+    const U_BF16: f64 = 1.0 / 256.0;
     const U_F32: f64 = f32::EPSILON as f64 / 2.0;
 
     #[test]
@@ -1128,12 +1129,43 @@ mod tests {
         }
     }
 
-    /// `|got - exact| <= bound` element by element, naming the first that is not.
-    fn within(what: &str, got: &[f32], exact: &[f64], bound: &[f64]) {
-        for (i, ((&g, &e), &b)) in got.iter().zip(exact).zip(bound).enumerate() {
+    /// The value bf16 rounding gives `x`.
+    fn rounded(x: f32) -> f64 {
+        bf16_value(bf16_bits(x)) as f64
+    }
+
+    /// Checks a product's result element by element twice: against the
+    /// exact sum of the products of the bf16-rounded operands (`terms_bf16`,
+    /// off only by f32 sums of `k` terms: a wrong layout or a lost term
+    /// fails here), and against the exact sum of the unrounded products
+    /// (`terms`, within the bf16 bound: two roundings per product).
+    fn check_product(
+        what: &str,
+        got: &[f32],
+        k: usize,
+        terms: impl Fn(usize) -> Vec<f64>,
+        terms_bf16: impl Fn(usize) -> Vec<f64>,
+        old: impl Fn(usize) -> f64,
+    ) {
+        for (i, &g) in got.iter().enumerate() {
+            let g = g as f64;
+            let (t, tb, old) = (terms(i), terms_bf16(i), old(i));
+            let sum = |t: &[f64]| t.iter().sum::<f64>() + old;
+            let abs = |t: &[f64]| t.iter().map(|x| x.abs()).sum::<f64>();
+            let sums = 1.01 * (k + 2) as f64 * U_F32;
+            let tight = sums * abs(&tb) + U_F32 * sum(&tb).abs() + 1e-30;
             assert!(
-                (g as f64 - e).abs() <= b,
-                "{what}[{i}] = {g}, exact {e}, bound {b}"
+                (g - sum(&tb)).abs() <= tight,
+                "{what}[{i}] = {g}, exact for bf16 operands {}, bound {tight}",
+                sum(&tb)
+            );
+            let loose = (2.0 * U_BF16 + U_BF16 * U_BF16 + sums) * abs(&t)
+                + U_F32 * sum(&t).abs()
+                + 1e-30;
+            assert!(
+                (g - sum(&t)).abs() <= loose,
+                "{what}[{i}] = {g}, exact {}, bound {loose}",
+                sum(&t)
             );
         }
     }
@@ -1150,23 +1182,15 @@ mod tests {
             for kernel in kernels("every_kernel_is_within_the_bf16_bound_of_the_f32_products") {
                 let what = |name: &str| format!("{kernel} {rows}x{dim}x{vocab}: {name}");
                 let p = run(kernel, rows, dim, vocab, &h, &table, &scales, &dtable_old);
-                // Logits: two bf16 roundings per product (exact in f32),
-                // then a `dim`-term f32 sum.
-                let per_product = 2.0 * U_BF16 + U_BF16 * U_BF16;
-                let (mut exact, mut bound) = (vec![0.0; rows * vocab], vec![0.0; rows * vocab]);
-                for r in 0..rows {
-                    for j in 0..vocab {
-                        let (mut e, mut a) = (0.0f64, 0.0f64);
-                        for d in 0..dim {
-                            let x = h[r * dim + d] as f64 * table[j * dim + d] as f64;
-                            e += x;
-                            a += x.abs();
-                        }
-                        exact[r * vocab + j] = e;
-                        bound[r * vocab + j] = (per_product + 1.01 * dim as f64 * U_F32) * a + 1e-30;
-                    }
-                }
-                within(&what("logits"), &p.z, &exact, &bound);
+                let (hv, tv) = (|r: usize, d: usize| h[r * dim + d], |j: usize, d: usize| table[j * dim + d]);
+                check_product(
+                    &what("logits"),
+                    &p.z,
+                    dim,
+                    |i| (0..dim).map(|d| hv(i / vocab, d) as f64 * tv(i % vocab, d) as f64).collect(),
+                    |i| (0..dim).map(|d| rounded(hv(i / vocab, d)) * rounded(tv(i % vocab, d))).collect(),
+                    |_| 0.0,
+                );
                 // `finish` ran once per row and block, on the kernel's values.
                 for r in 0..rows {
                     for b in 0..blocks {
@@ -1175,43 +1199,38 @@ mod tests {
                         assert_eq!(p.sums[r * blocks + b], sum, "{}", what("finish"));
                     }
                 }
-                // dh and dtable from the finished values f = z / 2: both
-                // operands rounded to bf16 (h after its scale), f32 sums
-                // over at most NC + blocks terms (dh) or `rows` (dtable).
-                let f = |r: usize, j: usize| 0.5 * p.z[r * vocab + j] as f64;
-                let s = |r: usize, j: usize| scales[r * blocks + j / NC] as f64;
-                let (mut e_dh, mut b_dh) = (vec![0.0; rows * dim], vec![0.0; rows * dim]);
-                let terms = (NC + blocks + 2) as f64;
-                for r in 0..rows {
-                    for d in 0..dim {
-                        let (mut e, mut a) = (0.0f64, 0.0f64);
-                        for j in 0..vocab {
-                            let x = s(r, j) * f(r, j) * table[j * dim + d] as f64;
-                            e += x;
-                            a += x.abs();
-                        }
-                        e_dh[r * dim + d] = e;
-                        b_dh[r * dim + d] = (per_product + 1.01 * terms * U_F32) * a + 1e-30;
-                    }
-                }
-                within(&what("dh"), &p.dh, &e_dh, &b_dh);
-                let (mut e_dt, mut b_dt) = (vec![0.0; vocab * dim], vec![0.0; vocab * dim]);
-                for j in 0..vocab {
-                    for d in 0..dim {
-                        let (mut e, mut a) = (0.0f64, 0.0f64);
-                        for r in 0..rows {
-                            let x = f(r, j) * s(r, j) * h[r * dim + d] as f64;
-                            e += x;
-                            a += x.abs();
-                        }
-                        let old = dtable_old[j * dim + d] as f64;
-                        e_dt[j * dim + d] = old + e;
-                        b_dt[j * dim + d] = (per_product + 1.01 * (rows + 2) as f64 * U_F32) * a
-                            + U_F32 * (old + e).abs()
-                            + 1e-30;
-                    }
-                }
-                within(&what("dtable"), &p.dtable, &e_dt, &b_dt);
+                // dh and dtable take the finished values f = z / 2, each
+                // row's block scaled by s (dtable: s h rounded to bf16).
+                let f = |r: usize, j: usize| 0.5 * p.z[r * vocab + j];
+                let s = |r: usize, j: usize| scales[r * blocks + j / NC];
+                check_product(
+                    &what("dh"),
+                    &p.dh,
+                    NC + blocks,
+                    |i| {
+                        let (r, d) = (i / dim, i % dim);
+                        (0..vocab).map(|j| s(r, j) as f64 * f(r, j) as f64 * tv(j, d) as f64).collect()
+                    },
+                    |i| {
+                        let (r, d) = (i / dim, i % dim);
+                        (0..vocab).map(|j| s(r, j) as f64 * rounded(f(r, j)) * rounded(tv(j, d))).collect()
+                    },
+                    |_| 0.0,
+                );
+                check_product(
+                    &what("dtable"),
+                    &p.dtable,
+                    rows,
+                    |i| {
+                        let (j, d) = (i / dim, i % dim);
+                        (0..rows).map(|r| f(r, j) as f64 * s(r, j) as f64 * hv(r, d) as f64).collect()
+                    },
+                    |i| {
+                        let (j, d) = (i / dim, i % dim);
+                        (0..rows).map(|r| rounded(f(r, j)) * rounded(s(r, j) * hv(r, d))).collect()
+                    },
+                    |i| dtable_old[i] as f64,
+                );
             }
         }
     }
