@@ -240,7 +240,10 @@ const TORCH_MODES: [(&str, &[&str]); 4] = [
     ("PyTorch eager", &[]),
     ("PyTorch eager + bf16 autocast", &["--autocast", "bf16"]),
     ("PyTorch compile", &["--compile"]),
-    ("PyTorch compile + bf16 autocast", &["--compile", "--autocast", "bf16"]),
+    (
+        "PyTorch compile + bf16 autocast",
+        &["--compile", "--autocast", "bf16"],
+    ),
 ];
 
 /// Training throughput, ours (f32, and bf16 where the CPU has it) vs

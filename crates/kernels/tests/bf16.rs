@@ -122,7 +122,13 @@ fn within(what: &str, got: &[f32], exact: &[f64], bound: &[f64]) {
 
 /// Random `h` `[rows, dim]` and table `[vocab, dim]` in `[-scale, scale)`
 /// and targets with about a third ignored (0).
-fn case(rows: usize, dim: usize, vocab: usize, scale: f32, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+fn case(
+    rows: usize,
+    dim: usize,
+    vocab: usize,
+    scale: f32,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
     let mut r = rng(seed);
     let h = uniform(&mut r, rows * dim, scale);
     let table = uniform(&mut r, vocab * dim, scale);
@@ -160,7 +166,12 @@ fn check(kernel: Bf16Kernel, rows: usize, dim: usize, vocab: usize, scale: f32, 
             &[reference.loss_bound],
         );
         let (dh, dtable): (CpuTensor, CpuTensor) = (ce.dh.unwrap(), ce.dtable.unwrap());
-        within(&format!("{what} dh"), dh.data(), &reference.dh, &reference.dh_bound);
+        within(
+            &format!("{what} dh"),
+            dh.data(),
+            &reference.dh,
+            &reference.dh_bound,
+        );
         within(
             &format!("{what} dtable"),
             dtable.data(),
@@ -172,7 +183,11 @@ fn check(kernel: Bf16Kernel, rows: usize, dim: usize, vocab: usize, scale: f32, 
     let no_grad = cross_entropy_chunked_bf16(&th, &ttable, &ids, false, chunk_rows, kernel);
     let with_grad = cross_entropy_chunked_bf16(&th, &ttable, &ids, true, chunk_rows, kernel);
     assert!(no_grad.dh.is_none() && no_grad.dtable.is_none());
-    assert_eq!(no_grad.loss.data(), with_grad.loss.data(), "{what}: loss without gradients");
+    assert_eq!(
+        no_grad.loss.data(),
+        with_grad.loss.data(),
+        "{what}: loss without gradients"
+    );
 }
 
 #[test]
@@ -218,11 +233,18 @@ fn bf16_cross_entropy_with_every_target_ignored_is_zero() {
 
 #[test]
 fn bf16_backend_is_refused_clearly_where_the_cpu_lacks_it() {
-    match (CpuBackend::with_precision(Precision::Bf16), Bf16Kernel::detect()) {
+    match (
+        CpuBackend::with_precision(Precision::Bf16),
+        Bf16Kernel::detect(),
+    ) {
         (Ok(backend), Some(kernel)) => {
             assert_eq!(backend.bf16_kernel(), Some(kernel));
             assert_eq!(backend.precision(), Precision::Bf16);
-            assert!(backend.name().contains(&kernel.to_string()), "{}", backend.name());
+            assert!(
+                backend.name().contains(&kernel.to_string()),
+                "{}",
+                backend.name()
+            );
         }
         (Err(err), None) => {
             assert!(err.to_string().contains("AVX512-BF16"), "{err}");
@@ -231,7 +253,10 @@ fn bf16_backend_is_refused_clearly_where_the_cpu_lacks_it() {
         (backend, kernel) => panic!("{backend:?} with detected kernel {kernel:?}"),
     }
     for kernel in Bf16Kernel::ALL {
-        assert_eq!(CpuBackend::with_bf16_kernel(kernel).is_ok(), kernel.supported());
+        assert_eq!(
+            CpuBackend::with_bf16_kernel(kernel).is_ok(),
+            kernel.supported()
+        );
     }
     // The default backend is f32.
     assert_eq!(CpuBackend.precision(), Precision::Fp32);

@@ -124,7 +124,9 @@ fn bf16_products_train_like_f32_on_every_cpu_kernel() {
         // Deterministic: the same run gives the same bits.
         let again = losses(&bf16, 0.1);
         assert!(
-            run.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()),
+            run.iter()
+                .zip(&again)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "{kernel}: two runs differ"
         );
     }

@@ -52,7 +52,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -203,12 +203,22 @@ struct Scratch {
     h_scaled_t: Vec<u16>,
     /// The same in pairs of rows: `[rows / 2][dim]` (AVX512-BF16).
     h_scaled_pairs: Vec<u32>,
-    /// One AMX output block, `[32][32]` f32.
-    tile: Vec<f32>,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// The chunk buffers of the last [`Bf16OutputLayer`] (tens of MiB at seed
+/// scale), kept for the next call (the next step): growing a new one would
+/// write zeros over all of it every step, which the kernels then overwrite.
+static CHUNK_BUFFERS: Mutex<Option<ChunkBuffers>> = Mutex::new(None);
+
+/// See [`Bf16OutputLayer`]'s fields of the same names.
+#[derive(Default)]
+struct ChunkBuffers {
+    z_pairs: Vec<u32>,
+    dh_part: Vec<f32>,
 }
 
 /// The fused cross-entropy's products with the item table in bf16, for one
@@ -230,10 +240,27 @@ pub(crate) struct Bf16OutputLayer {
     table_pairs: Vec<u32>,
     /// The chunk's rows of `h` in bf16, `[rows rounded to GROUP][dp]`.
     h: Vec<u16>,
-    /// The finished logits in bf16, two rows in each word: `[rows / 2][vp]`.
+    /// The finished logits in bf16, two rows in each word: `[rows / 2][vp]`
+    /// (with gradients; only the chunk's rows and columns are read).
     z_pairs: Vec<u32>,
     /// `bf16(z[row, block]) @ table[block]`: `[rows][blocks][dp]`.
     dh_part: Vec<f32>,
+    /// AMX: the products' part of `dtable`, transposed (`[dp][vp]`, the
+    /// tiles' layout), summed over the chunks and added by `finish`.
+    dtable_t: Vec<f32>,
+}
+
+impl Drop for Bf16OutputLayer {
+    fn drop(&mut self) {
+        if self.with_grad
+            && let Ok(mut kept) = CHUNK_BUFFERS.lock()
+        {
+            *kept = Some(ChunkBuffers {
+                z_pairs: std::mem::take(&mut self.z_pairs),
+                dh_part: std::mem::take(&mut self.dh_part),
+            });
+        }
+    }
 }
 
 impl Bf16OutputLayer {
@@ -245,7 +272,13 @@ impl Bf16OutputLayer {
         vocab: usize,
         with_grad: bool,
     ) -> Self {
-        assert!(kernel.supported(), "{}", Bf16Unsupported { kernel: Some(kernel) });
+        assert!(
+            kernel.supported(),
+            "{}",
+            Bf16Unsupported {
+                kernel: Some(kernel)
+            }
+        );
         assert_eq!(table.len(), vocab * dim, "bf16: table is not [vocab, dim]");
         let dp = dim.next_multiple_of(32).max(32);
         let vp = vocab.next_multiple_of(64).max(64);
@@ -276,7 +309,9 @@ impl Bf16OutputLayer {
                     *o = word(2 * pair, d) | word(2 * pair + 1, d) << 16;
                 }
             });
-        Bf16OutputLayer {
+        let amx_grad = with_grad && kernel == Bf16Kernel::Amx;
+        let mut layer = Bf16OutputLayer {
+            dtable_t: vec![0.0; if amx_grad { dp * vp } else { 0 }],
             kernel,
             dim,
             vocab,
@@ -289,7 +324,13 @@ impl Bf16OutputLayer {
             h: Vec::new(),
             z_pairs: Vec::new(),
             dh_part: Vec::new(),
+        };
+        if with_grad {
+            let kept = CHUNK_BUFFERS.lock().map(|mut b| b.take()).unwrap_or(None);
+            let kept = kept.unwrap_or_default();
+            (layer.z_pairs, layer.dh_part) = (kept.z_pairs, kept.dh_part);
         }
+        layer
     }
 
     /// `z = h @ table^T` for the chunk's `rows` rows of `h` (`[rows, dim]`),
@@ -380,8 +421,9 @@ impl Bf16OutputLayer {
 
     /// The chunk's gradients from the finished logits: `dh = (scale z) @
     /// table` (`[rows, dim]`, overwritten) and `dtable += (scale z)^T @ h`
-    /// (`[vocab, dim]`), `scales` `[rows, blocks]` multiplying every value
-    /// of a row's block (less the one-hot part, which the caller adds).
+    /// (`[vocab, dim]`; with AMX, once [`Bf16OutputLayer::finish`] ran),
+    /// `scales` `[rows, blocks]` multiplying every value of a row's block
+    /// (less the one-hot part, which the caller adds).
     pub(crate) fn backward(
         &mut self,
         rows: usize,
@@ -392,9 +434,17 @@ impl Bf16OutputLayer {
     ) {
         let (dim, dp, blocks) = (self.dim, self.dp, self.blocks);
         assert!(self.with_grad, "bf16: backward of a call without gradients");
-        assert_eq!(scales.len(), rows * blocks, "bf16: scales are not [rows, blocks]");
+        assert_eq!(
+            scales.len(),
+            rows * blocks,
+            "bf16: scales are not [rows, blocks]"
+        );
         assert_eq!(dh.len(), rows * dim, "bf16: dh is not [rows, dim]");
-        assert_eq!(dtable.len(), self.vocab * dim, "bf16: dtable is not [vocab, dim]");
+        assert_eq!(
+            dtable.len(),
+            self.vocab * dim,
+            "bf16: dtable is not [vocab, dim]"
+        );
         let dh_part = &self.dh_part;
         super::par::for_each_chunk(dh, dim.max(1), |r, out| {
             out.fill(0.0);
@@ -413,23 +463,65 @@ impl Bf16OutputLayer {
             }
         }
         let dtable_ptr = SharedMut(dtable.as_mut_ptr());
+        let dtable_t = SharedMut(self.dtable_t.as_mut_ptr());
         let this = &*self;
         (0..blocks).into_par_iter().for_each(|block| {
             let scale: Vec<f32> = (0..padded)
-                .map(|r| if r < rows { scales[r * blocks + block] } else { 0.0 })
+                .map(|r| {
+                    if r < rows {
+                        scales[r * blocks + block]
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let first = block * NC;
             let cols = NC.min(this.vocab - first);
-            // SAFETY: rows `first..first + cols` of `dtable`: this task's.
-            let dtable = unsafe {
-                std::slice::from_raw_parts_mut(dtable_ptr.offset(first * dim).0, cols * dim)
-            };
             SCRATCH.with(|s| {
                 let s = &mut *s.borrow_mut();
                 let _tiles = this.tiles();
-                // SAFETY: the block lies inside the packed operands.
-                unsafe { this.dtable_block(padded, first, cols, &scale, h, &h_t, s, dtable) };
+                // SAFETY (both): the block lies inside the packed operands;
+                // its rows of `dtable` (columns of `dtable_t`) are this task's.
+                #[cfg(target_arch = "x86_64")]
+                match this.kernel {
+                    Bf16Kernel::Amx => unsafe {
+                        this.dtable_block_amx(padded, first, cols, &scale, &h_t, s, dtable_t)
+                    },
+                    Bf16Kernel::Avx512Bf16 => unsafe {
+                        let dtable = std::slice::from_raw_parts_mut(
+                            dtable_ptr.offset(first * dim).0,
+                            cols * dim,
+                        );
+                        this.dtable_block_avx512(padded, first, cols, &scale, h, s, dtable)
+                    },
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    let _ = (s, dtable_ptr, dtable_t, h, &h_t, &scale, first, cols);
+                    unreachable!("bf16 kernels are x86-64 only")
+                }
             });
+        });
+    }
+
+    /// With AMX: adds the products' part of `dtable` that
+    /// [`Bf16OutputLayer::backward`] summed over the chunks (transposed, as
+    /// the tiles make it) to `dtable` `[vocab, dim]`. Call it once, after
+    /// the last chunk.
+    pub(crate) fn finish(&mut self, dtable: &mut [f32]) {
+        if self.dtable_t.is_empty() {
+            return;
+        }
+        let (dim, vp) = (self.dim, self.vp);
+        let dtable_t = &self.dtable_t;
+        // Items in blocks of 64: each row of `dtable_t` is read 256 bytes at a time.
+        super::par::for_each_chunk(dtable, 64 * dim.max(1), |b, out| {
+            for (i, row) in out.chunks_exact_mut(dim.max(1)).enumerate() {
+                let item = b * 64 + i;
+                for (d, o) in row.iter_mut().enumerate() {
+                    *o += dtable_t[d * vp + item];
+                }
+            }
         });
     }
 
@@ -469,6 +561,7 @@ impl Bf16OutputLayer {
                         b_next: dp / 2 * 64,
                         c: z[n..].as_mut_ptr().cast(),
                         c_stride: NC * 4,
+                        accumulate: false,
                     };
                     // SAFETY: the caller's promise; the guard loaded the tiles.
                     unsafe { amx::block(&block) };
@@ -527,6 +620,7 @@ impl Bf16OutputLayer {
                         b_next: 64,
                         c: out.wrapping_add(d).cast(),
                         c_stride: blocks * dp * 4,
+                        accumulate: false,
                     };
                     // SAFETY: the caller's promise; the guard loaded the tiles.
                     unsafe { amx::block(&block) };
@@ -560,96 +654,108 @@ impl Bf16OutputLayer {
         }
     }
 
-    /// `dtable[first..first + cols] += z_pairs[:, block]^T @ bf16(scale h)`
-    /// over `rows` rows (a multiple of GROUP, the last ones zero).
+    /// AMX: `dtable_t[:, first..first + cols] += bf16(scale h)^T @
+    /// z_pairs[:, block]` over `rows` rows (a multiple of GROUP, the last
+    /// ones zero); `h_t` is `h` transposed, `[dp][rows]`.
+    ///
+    /// # Safety
+    /// The block must lie inside the packed operands, and its columns of
+    /// `dtable_t` must be this task's to write; a tile guard must live.
+    #[allow(clippy::too_many_arguments)]
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dtable_block_amx(
+        &self,
+        rows: usize,
+        first: usize,
+        cols: usize,
+        scale: &[f32],
+        h_t: &[f32],
+        s: &mut Scratch,
+        dtable_t: SharedMut,
+    ) {
+        let (dp, vp) = (self.dp, self.vp);
+        let z = self.z_pairs[first..].as_ptr();
+        // bf16(scale h)^T, [dp][rows].
+        s.h_scaled_t.resize(dp * rows, 0);
+        let hs = &mut s.h_scaled_t;
+        for (out, row) in hs.chunks_exact_mut(rows).zip(h_t.chunks_exact(rows)) {
+            convert_product(row, scale, out);
+        }
+        for n in (0..cols).step_by(32) {
+            for d in (0..dp).step_by(32) {
+                let block = amx::Block {
+                    k_steps: rows / 32,
+                    a: hs[d * rows..].as_ptr().cast(),
+                    a_stride: rows * 2,
+                    b: z.wrapping_add(n).cast(),
+                    b_stride: vp * 4,
+                    b_step: 16 * vp * 4,
+                    b_next: 64,
+                    c: dtable_t.offset(d * vp + first + n).0.cast(),
+                    c_stride: vp * 4,
+                    accumulate: true,
+                };
+                // SAFETY: the caller's promise.
+                unsafe { amx::block(&block) };
+            }
+        }
+    }
+
+    /// AVX512-BF16: `dtable[first..first + cols] += z_pairs[:, block]^T @
+    /// bf16(scale h)` over `rows` rows (a multiple of GROUP, the last ones
+    /// zero); `dtable` holds the block's rows.
     ///
     /// # Safety
     /// The block must lie inside the packed operands.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn dtable_block(
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dtable_block_avx512(
         &self,
         rows: usize,
         first: usize,
         cols: usize,
         scale: &[f32],
         h: &[f32],
-        h_t: &[f32],
         s: &mut Scratch,
         dtable: &mut [f32],
     ) {
         let (dim, dp, vp) = (self.dim, self.dp, self.vp);
         let z = self.z_pairs[first..].as_ptr();
-        match self.kernel {
-            #[cfg(target_arch = "x86_64")]
-            Bf16Kernel::Amx => {
-                // bf16(scale h)^T, [dp][rows].
-                s.h_scaled_t.resize(dp * rows, 0);
-                let hs = &mut s.h_scaled_t;
-                for (out, row) in hs.chunks_exact_mut(rows).zip(h_t.chunks_exact(rows)) {
-                    convert_product(row, scale, out);
-                }
-                s.tile.resize(32 * 32, 0.0);
-                for n in (0..cols).step_by(32) {
-                    for d in (0..dp).step_by(32) {
-                        let block = amx::Block {
-                            k_steps: rows / 32,
-                            a: hs[d * rows..].as_ptr().cast(),
-                            a_stride: rows * 2,
-                            b: z.wrapping_add(n).cast(),
-                            b_stride: vp * 4,
-                            b_step: 16 * vp * 4,
-                            b_next: 64,
-                            c: s.tile.as_mut_ptr().cast(),
-                            c_stride: 32 * 4,
-                        };
-                        // SAFETY: the caller's promise; the guard loaded the tiles.
-                        unsafe { amx::block(&block) };
-                        // The tile is [dims][items]: add it transposed.
-                        for i in 0..32.min(cols - n) {
-                            let out = &mut dtable[(n + i) * dim..][..dim];
-                            for (dd, o) in out[d..(d + 32).min(dim)].iter_mut().enumerate() {
-                                *o += s.tile[dd * 32 + i];
-                            }
-                        }
-                    }
-                }
+        // bf16(scale h) in pairs of rows, [rows / 2][dp].
+        s.h_scaled_pairs.resize(rows / 2 * dp, 0);
+        let hs = &mut s.h_scaled_pairs;
+        let zeros = vec![0.0f32; dim];
+        let row = |r: usize| {
+            if r * dim < h.len() {
+                &h[r * dim..][..dim]
+            } else {
+                &zeros[..]
             }
-            #[cfg(target_arch = "x86_64")]
-            Bf16Kernel::Avx512Bf16 => {
-                let _ = h_t;
-                // bf16(scale h) in pairs of rows, [rows / 2][dp].
-                s.h_scaled_pairs.resize(rows / 2 * dp, 0);
-                let hs = &mut s.h_scaled_pairs;
-                let zeros = vec![0.0f32; dim];
-                let row = |r: usize| if r * dim < h.len() { &h[r * dim..][..dim] } else { &zeros[..] };
-                for (p, out) in hs.chunks_exact_mut(dp).enumerate() {
-                    let (lo, hi) = (2 * p, 2 * p + 1);
-                    pair_rows(row(lo), scale[lo], row(hi), scale[hi], &mut out[..dim]);
-                }
-                for i in (0..cols).step_by(6) {
-                    for d in (0..dim).step_by(64) {
-                        let tile = x86::DpTile {
-                            k: rows / 2,
-                            a: z.wrapping_add(i),
-                            rsa: 1,
-                            csa: vp,
-                            mr: 6.min(cols - i),
-                            b: hs[d..].as_ptr(),
-                            rsb: dp,
-                            vstride: 16,
-                            nr: 64.min(dim - d),
-                            c: dtable[i * dim + d..].as_mut_ptr(),
-                            ldc: dim,
-                            accumulate: true,
-                        };
-                        // SAFETY: the caller's promise; B reads stay inside
-                        // `dp`, a multiple of 32 (see `dp_tile`).
-                        unsafe { x86::dp_tile(&tile) };
-                    }
-                }
+        };
+        for (p, out) in hs.chunks_exact_mut(dp).enumerate() {
+            let (lo, hi) = (2 * p, 2 * p + 1);
+            pair_rows(row(lo), scale[lo], row(hi), scale[hi], &mut out[..dim]);
+        }
+        for i in (0..cols).step_by(6) {
+            for d in (0..dim).step_by(64) {
+                let tile = x86::DpTile {
+                    k: rows / 2,
+                    a: z.wrapping_add(i),
+                    rsa: 1,
+                    csa: vp,
+                    mr: 6.min(cols - i),
+                    b: hs[d..].as_ptr(),
+                    rsb: dp,
+                    vstride: 16,
+                    nr: 64.min(dim - d),
+                    c: dtable[i * dim + d..].as_mut_ptr(),
+                    ldc: dim,
+                    accumulate: true,
+                };
+                // SAFETY: the caller's promise; B reads stay inside `dp`,
+                // a multiple of 32 (see `dp_tile`).
+                unsafe { x86::dp_tile(&tile) };
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => unreachable!("bf16 kernels are x86-64 only"),
         }
     }
 }
@@ -737,7 +843,10 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub(super) unsafe fn pair_rows(lo: &[f32], s_lo: f32, hi: &[f32], s_hi: f32, dst: &mut [u32]) {
         let n = dst.len();
-        assert!(lo.len() == n && hi.len() == n, "bf16: pair_rows lengths differ");
+        assert!(
+            lo.len() == n && hi.len() == n,
+            "bf16: pair_rows lengths differ"
+        );
         // Word 2i of the 32 takes lo's i-th bf16 (word i of the
         // conversion), word 2i + 1 hi's (word 16 + i).
         let order: [i16; 32] = std::array::from_fn(|w| (w / 2 + 16 * (w % 2)) as i16);
@@ -760,14 +869,41 @@ mod x86 {
         }
     }
 
-    /// `dst[i] = lo[i] | hi[i] << 16`, compiled for AVX-512.
+    /// `dst[i] = lo[i] | hi[i] << 16`, 32 at a time.
     ///
     /// # Safety
     /// The CPU must support AVX-512F and BW.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn interleave(lo: &[u16], hi: &[u16], dst: &mut [u32]) {
-        for ((o, &a), &b) in dst.iter_mut().zip(lo).zip(hi) {
-            *o = a as u32 | (b as u32) << 16;
+        let n = dst.len();
+        assert!(
+            lo.len() == n && hi.len() == n,
+            "bf16: interleave lengths differ"
+        );
+        // Word 2i takes lo's word i (index i), word 2i + 1 hi's (32 + i):
+        // the first 16 pairs, then the next 16.
+        let first: [i16; 32] = std::array::from_fn(|w| (w / 2 + 32 * (w % 2)) as i16);
+        let second: [i16; 32] = std::array::from_fn(|w| (16 + w / 2 + 32 * (w % 2)) as i16);
+        // SAFETY: both arrays are 64 bytes.
+        let (first, second) = unsafe {
+            (
+                _mm512_loadu_si512(first.as_ptr().cast()),
+                _mm512_loadu_si512(second.as_ptr().cast()),
+            )
+        };
+        let full = n / 32 * 32;
+        for i in (0..full).step_by(32) {
+            // SAFETY: i + 32 <= n for every slice.
+            unsafe {
+                let a = _mm512_loadu_si512(lo.as_ptr().add(i).cast());
+                let b = _mm512_loadu_si512(hi.as_ptr().add(i).cast());
+                let out = dst.as_mut_ptr().add(i);
+                _mm512_storeu_si512(out.cast(), _mm512_permutex2var_epi16(a, first, b));
+                _mm512_storeu_si512(out.add(16).cast(), _mm512_permutex2var_epi16(a, second, b));
+            }
+        }
+        for i in full..n {
+            dst[i] = lo[i] as u32 | (hi[i] as u32) << 16;
         }
     }
 
@@ -826,7 +962,8 @@ mod x86 {
                     *x = _mm512_loadu_si512(b.add(v * t.vstride).cast());
                 }
                 for r in 0..MR {
-                    let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(rows[r]) as i32));
+                    let av: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(*a.add(rows[r]) as i32));
                     for v in 0..NV {
                         acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, std::mem::transmute(bv[v]));
                     }
@@ -841,7 +978,11 @@ mod x86 {
                         break;
                     }
                     let p = t.c.add(r * t.ldc + v * 16);
-                    let mask = if lanes == 16 { u16::MAX } else { (1u16 << lanes) - 1 };
+                    let mask = if lanes == 16 {
+                        u16::MAX
+                    } else {
+                        (1u16 << lanes) - 1
+                    };
                     let x = if t.accumulate {
                         _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), x)
                     } else {
@@ -904,7 +1045,13 @@ mod amx {
         const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
         const XFEATURE_XTILEDATA: libc::c_long = 18;
         // SAFETY: the request only changes which state this process may use.
-        unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+        unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            ) == 0
+        }
     }
 
     /// Other systems: not tried (untested here).
@@ -939,7 +1086,9 @@ mod amx {
         /// this thread while the guard lives.
         pub(super) unsafe fn load() -> TileGuard {
             // SAFETY: the caller's promise; the configuration is valid.
-            unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+            unsafe {
+                asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly))
+            };
             TileGuard(())
         }
     }
@@ -951,12 +1100,12 @@ mod amx {
         }
     }
 
-    /// A 32 x 32 f32 block `C = sum over k_steps of A_s @ B_s`: A two
+    /// A 32 x 32 f32 block `C (+)= sum over k_steps of A_s @ B_s`: A two
     /// tiles of 16 rows x 32 bf16 (rows `a_stride` bytes apart, the second
     /// tile 16 rows on, the next step 64 bytes on), B two tiles of 16
     /// pairs x 16 columns (rows `b_stride` apart, the second tile `b_next`
     /// bytes on, the next step `b_step` on), C stored as 32 rows of 32 f32
-    /// `c_stride` bytes apart.
+    /// `c_stride` bytes apart (added to what C held with `accumulate`).
     pub(super) struct Block {
         pub k_steps: usize,
         pub a: *const u8,
@@ -967,6 +1116,7 @@ mod amx {
         pub b_next: usize,
         pub c: *mut u8,
         pub c_stride: usize,
+        pub accumulate: bool,
     }
 
     /// # Safety
@@ -974,13 +1124,30 @@ mod amx {
     /// address the block describes must be readable (A, B) or writable (C).
     pub(super) unsafe fn block(t: &Block) {
         debug_assert!(t.k_steps >= 1);
-        // SAFETY: the caller's promise.
+        let c1 = t.c.wrapping_add(16 * t.c_stride);
+        // SAFETY (both): the caller's promise.
         unsafe {
+            if t.accumulate {
+                asm!(
+                    "tileloadd tmm0, [{c0} + {sc}*1]",
+                    "tileloadd tmm1, [{c0} + {sc}*1 + 64]",
+                    "tileloadd tmm2, [{c1} + {sc}*1]",
+                    "tileloadd tmm3, [{c1} + {sc}*1 + 64]",
+                    c0 = in(reg) t.c,
+                    c1 = in(reg) c1,
+                    sc = in(reg) t.c_stride,
+                    options(nostack, readonly),
+                );
+            } else {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+            }
             asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
                 "2:",
                 "tileloadd tmm4, [{a0} + {sa}*1]",
                 "tileloadd tmm5, [{a1} + {sa}*1]",
@@ -1009,7 +1176,7 @@ mod amx {
                 sb = in(reg) t.b_stride,
                 bstep = in(reg) t.b_step,
                 c0 = in(reg) t.c,
-                c1 = in(reg) t.c.wrapping_add(16 * t.c_stride),
+                c1 = in(reg) c1,
                 sc = in(reg) t.c_stride,
                 options(nostack),
             );
@@ -1042,7 +1209,10 @@ mod tests {
             .filter(|&k| {
                 let ok = k.supported();
                 if !ok {
-                    eprintln!("{test}: skipped the {k} kernel: {}", Bf16Unsupported { kernel: Some(k) });
+                    eprintln!(
+                        "{test}: skipped the {k} kernel: {}",
+                        Bf16Unsupported { kernel: Some(k) }
+                    );
                 }
                 ok
             })
@@ -1058,9 +1228,24 @@ mod tests {
         // Ties (both ways), carries into the exponent, overflow to inf,
         // subnormals, NaNs with and without the quiet bit, signs.
         let mut xs: Vec<f32> = [
-            0x3f80_8000u32, 0x3f81_8000, 0x3f80_8001, 0x3f80_7fff, 0x7f7f_ffff, 0x7f7f_8000,
-            0x0080_0000, 0x007f_ffff, 0x0000_0001, 0x8000_0001, 0x7f80_0001, 0xff80_0001,
-            0x7fc0_0000, 0x7f80_0000, 0xff80_0000, 0x0000_0000, 0x8000_0000, 0x3fff_ffff,
+            0x3f80_8000u32,
+            0x3f81_8000,
+            0x3f80_8001,
+            0x3f80_7fff,
+            0x7f7f_ffff,
+            0x7f7f_8000,
+            0x0080_0000,
+            0x007f_ffff,
+            0x0000_0001,
+            0x8000_0001,
+            0x7f80_0001,
+            0xff80_0001,
+            0x7fc0_0000,
+            0x7f80_0000,
+            0xff80_0000,
+            0x0000_0000,
+            0x8000_0000,
+            0x3fff_ffff,
         ]
         .map(f32::from_bits)
         .to_vec();
@@ -1068,7 +1253,11 @@ mod tests {
         xs.extend(values(10_000, 2, 1e-36));
         let expected: Vec<u16> = xs.iter().map(|&x| bf16_bits(x)).collect();
         assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80, "tie to even (down)");
-        assert_eq!(bf16_bits(f32::from_bits(0x3f81_8000)), 0x3f82, "tie to even (up)");
+        assert_eq!(
+            bf16_bits(f32::from_bits(0x3f81_8000)),
+            0x3f82,
+            "tie to even (up)"
+        );
         assert_eq!(bf16_value(bf16_bits(0.1)), 0.100_097_656);
         let Some(_) = kernels("scalar_rounding_is_the_cpus").first() else {
             return;
@@ -1121,6 +1310,7 @@ mod tests {
         });
         let (mut dh, mut dtable) = (vec![f32::NAN; rows * dim], dtable_old.to_vec());
         layer.backward(rows, scales, h, &mut dh, &mut dtable);
+        layer.finish(&mut dtable);
         Products {
             z: z.into_inner().unwrap(),
             sums,
@@ -1159,9 +1349,8 @@ mod tests {
                 "{what}[{i}] = {g}, exact for bf16 operands {}, bound {tight}",
                 sum(&tb)
             );
-            let loose = (2.0 * U_BF16 + U_BF16 * U_BF16 + sums) * abs(&t)
-                + U_F32 * sum(&t).abs()
-                + 1e-30;
+            let loose =
+                (2.0 * U_BF16 + U_BF16 * U_BF16 + sums) * abs(&t) + U_F32 * sum(&t).abs() + 1e-30;
             assert!(
                 (g - sum(&t)).abs() <= loose,
                 "{what}[{i}] = {g}, exact {}, bound {loose}",
@@ -1174,21 +1363,40 @@ mod tests {
     fn every_kernel_is_within_the_bf16_bound_of_the_f32_products() {
         // Odd sizes: rows not a multiple of 32 (nor even), dim not a
         // multiple of 32, three blocks of NC columns, the last partial.
-        for (rows, dim, vocab) in [(37, 40, 2 * NC + 77), (5, 64, 100), (64, 96, NC), (1, 3, 33)] {
+        for (rows, dim, vocab) in [
+            (37, 40, 2 * NC + 77),
+            (5, 64, 100),
+            (64, 96, NC),
+            (1, 3, 33),
+        ] {
             let blocks = vocab.div_ceil(NC);
             let (h, table) = (values(rows * dim, 1, 1.0), values(vocab * dim, 2, 1.0));
-            let scales: Vec<f32> = values(rows * blocks, 3, 1.0).iter().map(|s| 1.5 + s).collect();
+            let scales: Vec<f32> = values(rows * blocks, 3, 1.0)
+                .iter()
+                .map(|s| 1.5 + s)
+                .collect();
             let dtable_old = values(vocab * dim, 4, 1.0);
             for kernel in kernels("every_kernel_is_within_the_bf16_bound_of_the_f32_products") {
                 let what = |name: &str| format!("{kernel} {rows}x{dim}x{vocab}: {name}");
                 let p = run(kernel, rows, dim, vocab, &h, &table, &scales, &dtable_old);
-                let (hv, tv) = (|r: usize, d: usize| h[r * dim + d], |j: usize, d: usize| table[j * dim + d]);
+                let (hv, tv) = (
+                    |r: usize, d: usize| h[r * dim + d],
+                    |j: usize, d: usize| table[j * dim + d],
+                );
                 check_product(
                     &what("logits"),
                     &p.z,
                     dim,
-                    |i| (0..dim).map(|d| hv(i / vocab, d) as f64 * tv(i % vocab, d) as f64).collect(),
-                    |i| (0..dim).map(|d| rounded(hv(i / vocab, d)) * rounded(tv(i % vocab, d))).collect(),
+                    |i| {
+                        (0..dim)
+                            .map(|d| hv(i / vocab, d) as f64 * tv(i % vocab, d) as f64)
+                            .collect()
+                    },
+                    |i| {
+                        (0..dim)
+                            .map(|d| rounded(hv(i / vocab, d)) * rounded(tv(i % vocab, d)))
+                            .collect()
+                    },
                     |_| 0.0,
                 );
                 // `finish` ran once per row and block, on the kernel's values.
@@ -1209,11 +1417,15 @@ mod tests {
                     NC + blocks,
                     |i| {
                         let (r, d) = (i / dim, i % dim);
-                        (0..vocab).map(|j| s(r, j) as f64 * f(r, j) as f64 * tv(j, d) as f64).collect()
+                        (0..vocab)
+                            .map(|j| s(r, j) as f64 * f(r, j) as f64 * tv(j, d) as f64)
+                            .collect()
                     },
                     |i| {
                         let (r, d) = (i / dim, i % dim);
-                        (0..vocab).map(|j| s(r, j) as f64 * rounded(f(r, j)) * rounded(tv(j, d))).collect()
+                        (0..vocab)
+                            .map(|j| s(r, j) as f64 * rounded(f(r, j)) * rounded(tv(j, d)))
+                            .collect()
                     },
                     |_| 0.0,
                 );
@@ -1223,11 +1435,15 @@ mod tests {
                     rows,
                     |i| {
                         let (j, d) = (i / dim, i % dim);
-                        (0..rows).map(|r| f(r, j) as f64 * s(r, j) as f64 * hv(r, d) as f64).collect()
+                        (0..rows)
+                            .map(|r| f(r, j) as f64 * s(r, j) as f64 * hv(r, d) as f64)
+                            .collect()
                     },
                     |i| {
                         let (j, d) = (i / dim, i % dim);
-                        (0..rows).map(|r| rounded(f(r, j)) * rounded(s(r, j) * hv(r, d))).collect()
+                        (0..rows)
+                            .map(|r| rounded(f(r, j)) * rounded(s(r, j) * hv(r, d)))
+                            .collect()
                     },
                     |i| dtable_old[i] as f64,
                 );
@@ -1257,7 +1473,10 @@ mod tests {
             };
             let one = bits(on(1));
             for threads in [2, 3] {
-                assert!(one == bits(on(threads)), "{kernel}: 1 and {threads} threads differ");
+                assert!(
+                    one == bits(on(threads)),
+                    "{kernel}: 1 and {threads} threads differ"
+                );
             }
         }
     }

@@ -21,10 +21,10 @@
 //! Peak memory is one `[chunk, vocab]` buffer of at most [`CE_BUFFER_BYTES`]
 //! (or one row, if a row is larger) plus the outputs, never `rows x vocab`.
 
-use super::par::for_each_chunk2;
-use super::profile::Laps;
 use super::bf16::Bf16Kernel;
 use super::output_layer::OutputProducts;
+use super::par::for_each_chunk2;
+use super::profile::Laps;
 use super::sgemm::NC;
 use super::simd::simd_dispatch;
 use super::tensor::{CpuIds, CpuTensor};
@@ -298,6 +298,9 @@ fn fused(
         }
     }
 
+    if let Some(dtable) = dtable.as_mut() {
+        products.finish(dtable);
+    }
     let loss = if count == 0 {
         0.0
     } else {

@@ -92,4 +92,12 @@ impl OutputProducts {
             OutputProducts::Bf16(layer) => layer.backward(rows, scales, h, dh, dtable),
         }
     }
+
+    /// After the last chunk: adds to `dtable` what the products kept aside
+    /// (the AMX kernel's transposed sums; nothing otherwise).
+    pub(super) fn finish(&mut self, dtable: &mut [f32]) {
+        if let OutputProducts::Bf16(layer) = self {
+            layer.finish(dtable);
+        }
+    }
 }
