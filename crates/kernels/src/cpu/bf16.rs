@@ -203,6 +203,8 @@ struct Scratch {
     h_scaled_t: Vec<u16>,
     /// The same in pairs of rows: `[rows / 2][dim]` (AVX512-BF16).
     h_scaled_pairs: Vec<u32>,
+    /// One row of pairs before it goes to its tiles (AMX), `[NC]`.
+    pairs: Vec<u32>,
 }
 
 thread_local! {
@@ -240,8 +242,9 @@ pub(crate) struct Bf16OutputLayer {
     table_pairs: Vec<u32>,
     /// The chunk's rows of `h` in bf16, `[rows rounded to GROUP][dp]`.
     h: Vec<u16>,
-    /// The finished logits in bf16, two rows in each word: `[rows / 2][vp]`
-    /// (with gradients; only the chunk's rows and columns are read).
+    /// The finished logits in bf16, two rows in each word: `[rows / 2][vp]`,
+    /// or for AMX in tiles of 16 items, `[vp / 16][rows / 2][16]` (with
+    /// gradients; only the chunk's rows and columns are read).
     z_pairs: Vec<u32>,
     /// `bf16(z[row, block]) @ table[block]`: `[rows][blocks][dp]`.
     dh_part: Vec<f32>,
@@ -400,17 +403,38 @@ impl Bf16OutputLayer {
                             zb[..cols_padded].fill(0);
                         }
                     }
+                    let pairs = padded / 2;
                     for (p, two) in s.z_bf16.chunks_exact(2 * NC).enumerate() {
                         let (lo, hi) = two.split_at(NC);
-                        // SAFETY: row pair r0 / 2 + p, columns from `first`:
-                        // this task's part of `z_pairs` ([padded / 2][vp]).
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                z_pairs.offset((r0 / 2 + p) * vp + first).0,
-                                cols_padded,
-                            )
-                        };
-                        interleave(&lo[..cols_padded], &hi[..cols_padded], dst);
+                        let pair = r0 / 2 + p;
+                        if this.kernel == Bf16Kernel::Amx {
+                            // Tiles of 16 items, [vp / 16][pairs][16]: AMX
+                            // reads 16 pairs of a tile as 1 KiB in a row.
+                            s.pairs.resize(NC, 0);
+                            let row = &mut s.pairs[..cols_padded];
+                            interleave(&lo[..cols_padded], &hi[..cols_padded], row);
+                            for (t, piece) in row.chunks_exact(16).enumerate() {
+                                let at = ((first / 16 + t) * pairs + pair) * 16;
+                                // SAFETY: this task's columns of this pair.
+                                unsafe {
+                                    std::ptr::copy_nonoverlapping(
+                                        piece.as_ptr(),
+                                        z_pairs.offset(at).0,
+                                        16,
+                                    )
+                                };
+                            }
+                        } else {
+                            // SAFETY: row pair `pair`, columns from `first`:
+                            // this task's part of `z_pairs` ([pairs][vp]).
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    z_pairs.offset(pair * vp + first).0,
+                                    cols_padded,
+                                )
+                            };
+                            interleave(&lo[..cols_padded], &hi[..cols_padded], dst);
+                        }
                     }
                     // SAFETY: rows r0.. of `dh_part`, this block: this task's.
                     unsafe { this.dh_group(r0, block, cols_padded, &s.z_bf16, dh_part) };
@@ -673,8 +697,8 @@ impl Bf16OutputLayer {
         s: &mut Scratch,
         dtable_t: SharedMut,
     ) {
-        let (dp, vp) = (self.dp, self.vp);
-        let z = self.z_pairs[first..].as_ptr();
+        let (dp, vp, pairs) = (self.dp, self.vp, rows / 2);
+        let z = self.z_pairs[first * pairs..].as_ptr();
         // bf16(scale h)^T, [dp][rows].
         s.h_scaled_t.resize(dp * rows, 0);
         let hs = &mut s.h_scaled_t;
@@ -687,10 +711,10 @@ impl Bf16OutputLayer {
                     k_steps: rows / 32,
                     a: hs[d * rows..].as_ptr().cast(),
                     a_stride: rows * 2,
-                    b: z.wrapping_add(n).cast(),
-                    b_stride: vp * 4,
-                    b_step: 16 * vp * 4,
-                    b_next: 64,
+                    b: z.wrapping_add(n * pairs).cast(),
+                    b_stride: 64,
+                    b_step: 16 * 64,
+                    b_next: pairs * 64,
                     c: dtable_t.offset(d * vp + first + n).0.cast(),
                     c_stride: vp * 4,
                     accumulate: true,
@@ -965,7 +989,11 @@ mod x86 {
                     let av: __m512bh =
                         std::mem::transmute(_mm512_set1_epi32(*a.add(rows[r]) as i32));
                     for v in 0..NV {
-                        acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, std::mem::transmute(bv[v]));
+                        acc[r][v] = _mm512_dpbf16_ps(
+                            acc[r][v],
+                            av,
+                            std::mem::transmute::<__m512i, __m512bh>(bv[v]),
+                        );
                     }
                 }
                 a = a.wrapping_add(t.csa);
