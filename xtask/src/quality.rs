@@ -1,9 +1,9 @@
 //! `cargo xtask bench quality`: test NDCG@10 and HR@10 of every training
-//! loss (full softmax; sampled softmax with 256, 1,024 and 3,000 negatives;
-//! BCE and gBCE with 256) on MovieLens latest-small and on a small synthetic
-//! log, 3 seeds each, one protocol: leave-one-out, at most 100 epochs,
-//! early stopping after 10 epochs without a better validation NDCG@10, test
-//! numbers of the best checkpoint.
+//! loss (full softmax, in f32 and with bf16 products; sampled softmax with
+//! 256, 1,024 and 3,000 negatives; BCE and gBCE with 256) on MovieLens
+//! latest-small and on a small synthetic log, 3 seeds each, one protocol:
+//! leave-one-out, at most 100 epochs, early stopping after 10 epochs
+//! without a better validation NDCG@10, test numbers of the best checkpoint.
 //!
 //! A reduced grid for a smaller time budget, from the environment:
 //! `SASREC_QUALITY_EPOCHS`, `SASREC_QUALITY_PATIENCE`, `SASREC_QUALITY_SEEDS`
@@ -112,13 +112,18 @@ const SCOPES: [(&str, &[&str]); 4] = [
     ),
 ];
 
-/// Every setting: the full softmax, then each sampled loss with each way of
+/// Every setting: the full softmax (f32 and bf16 products), then each sampled loss with each way of
 /// drawing its negatives (`sampled-softmax-1024-sequence`, ...).
 fn settings() -> Vec<Setting> {
-    let mut all = vec![Setting {
-        name: "full".into(),
-        flags: vec!["--loss".into(), "full".into()],
-    }];
+    let setting = |name: &str, flags: &[&str]| Setting {
+        name: name.into(),
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+    };
+    let mut all = vec![
+        setting("full", &["--loss", "full"]),
+        // The full softmax with bf16 products (on CPUs with AMX or AVX512-BF16).
+        setting("full-bf16", &["--loss", "full", "--precision", "bf16"]),
+    ];
     for (loss, loss_flags) in SAMPLED {
         for (scope, scope_flags) in SCOPES {
             all.push(Setting {

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
 use sasrec_data::{Dataset, Dedup, FilterReport, Split, TemporalTargets, format_micros};
+use sasrec_kernels::cpu::Precision;
 use sasrec_kernels::gpu::WgpuBackend;
 use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::checkpoint::FileDigest;
@@ -129,6 +130,15 @@ pub enum LrScheduleArg {
     Constant,
     /// Cosine decay to 0 at the end of the epoch budget.
     Cosine,
+}
+
+/// Operand precision of the full softmax's products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// f32 everywhere.
+    Fp32,
+    /// bf16 operands, f32 sums (CPUs with AMX or AVX512-BF16).
+    Bf16,
 }
 
 /// `sasrec train` flags.
@@ -286,6 +296,11 @@ pub struct TrainArgs {
     /// gBCE's calibration t in [0, 1]: 0 is BCE (--loss gbce; default 0.75).
     #[arg(long, value_name = "T")]
     gbce_t: Option<f64>,
+    /// Operand precision of the full softmax's products on the CPU: bf16
+    /// rounds them to bf16 and sums in f32 (AMX or AVX512-BF16; weights,
+    /// Adam and the softmax stay f32). Refused on other CPUs and on the GPU.
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: PrecisionArg,
 
     #[command(flatten)]
     device: DeviceArgs,
@@ -433,6 +448,10 @@ impl TrainArgs {
                     defaults.label_smoothing
                 }),
                 grad_clip: self.grad_clip.unwrap_or(defaults.grad_clip),
+                precision: match self.precision {
+                    PrecisionArg::Fp32 => Precision::Fp32,
+                    PrecisionArg::Bf16 => Precision::Bf16,
+                },
             },
             data: DataSpec {
                 // Absolute: the run folder is read from anywhere.
@@ -558,7 +577,7 @@ pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
         eprintln!("{line}");
     }
 
-    let device = args.device.open()?;
+    let device = with_precision(args.device.open()?, config.train.precision)?;
     let run = match run {
         Some(run) => run,
         None => {
@@ -598,6 +617,22 @@ pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
                 .then(|| Box::new(KernelProfile(b.clone())) as Box<dyn EpochHook>);
             train_on(&b, &config, &split, run, args.resume, &stop, hook)
         }
+    }
+}
+
+/// The backend for the run's precision: bf16 products need a CPU that has
+/// them; the GPU backend computes in f32.
+fn with_precision(device: Device, precision: Precision) -> Result<Device> {
+    match (device, precision) {
+        (device, Precision::Fp32) => Ok(device),
+        (Device::Cpu(_), Precision::Bf16) => {
+            let cpu = CpuBackend::with_precision(precision).context("--precision bf16")?;
+            eprintln!("precision: {}", cpu.name());
+            Ok(Device::Cpu(cpu))
+        }
+        (Device::Gpu(_), Precision::Bf16) => bail!(
+            "--precision bf16 is for the CPU backend (the GPU backend computes in f32): add --device cpu"
+        ),
     }
 }
 

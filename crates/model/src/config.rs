@@ -1,5 +1,6 @@
 //! Model and training configuration (saved as `config.json` in a run folder).
 
+use sasrec_kernels::cpu::Precision;
 use serde::{Deserialize, Serialize};
 
 use crate::text::bounded;
@@ -520,6 +521,11 @@ pub struct TrainConfig {
     /// (`torch.nn.utils.clip_grad_norm_`); 0: no clipping.
     #[serde(default)]
     pub grad_clip: f64,
+    /// Operand precision of the full cross-entropy's products on the CPU
+    /// backend: "fp32" or "bf16" (config.json files from before it
+    /// existed: fp32).
+    #[serde(default, with = "precision_name")]
+    pub precision: Precision,
 }
 
 /// The learning rate after the warm-up, as a function of the step.
@@ -540,6 +546,21 @@ impl std::fmt::Display for LrSchedule {
             LrSchedule::Constant => "constant",
             LrSchedule::Cosine => "cosine",
         })
+    }
+}
+
+/// [`Precision`] in config.json: "fp32" or "bf16".
+mod precision_name {
+    use sasrec_kernels::cpu::Precision;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(p: &Precision, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(D::Error::custom)
     }
 }
 
@@ -629,6 +650,15 @@ impl TrainConfig {
                 "label_smoothing",
                 format!(
                     "smooths the full softmax; it needs --loss full (got --loss {})",
+                    self.loss
+                ),
+            ));
+        }
+        if self.precision == Precision::Bf16 && self.loss.is_sampled() {
+            return Err(InvalidSetting::new(
+                "precision",
+                format!(
+                    "bf16 is for the full softmax's products (loss full), not {}",
                     self.loss
                 ),
             ));
@@ -724,6 +754,7 @@ impl Default for TrainConfig {
             lr_schedule: LrSchedule::Constant,
             label_smoothing: 0.0,
             grad_clip: 0.0,
+            precision: Precision::Fp32,
         }
     }
 }

@@ -21,9 +21,11 @@
 //! Peak memory is one `[chunk, vocab]` buffer of at most [`CE_BUFFER_BYTES`]
 //! (or one row, if a row is larger) plus the outputs, never `rows x vocab`.
 
+use super::bf16::Bf16Kernel;
+use super::output_layer::OutputProducts;
 use super::par::{for_each_chunk, for_each_chunk2};
 use super::profile::Laps;
-use super::sgemm::{NC, PackedB, sgemm_both_sides, sgemm_packed_rows};
+use super::sgemm::NC;
 use super::simd::simd_dispatch;
 use super::tensor::{CpuIds, CpuTensor};
 use crate::{CrossEntropy, SoftmaxCrossEntropy, contract};
@@ -187,7 +189,7 @@ pub fn cross_entropy_chunked(
     with_grad: bool,
     chunk_rows: usize,
 ) -> CrossEntropy<CpuTensor> {
-    cross_entropy_smoothed_chunked(h, table, targets, 0.0, with_grad, chunk_rows)
+    fused(h, table, targets, 0.0, with_grad, chunk_rows, None)
 }
 
 /// [`cross_entropy_chunked`] with label smoothing (`Backend::cross_entropy_smoothed`).
@@ -205,6 +207,36 @@ pub fn cross_entropy_smoothed_chunked(
     with_grad: bool,
     chunk_rows: usize,
 ) -> CrossEntropy<CpuTensor> {
+    fused(h, table, targets, smoothing, with_grad, chunk_rows, None)
+}
+
+/// [`cross_entropy_chunked`] with its three products in bf16 on `kernel`
+/// (`Precision::Bf16`; see `bf16.rs`).
+///
+/// # Panics
+/// If this CPU cannot run `kernel` ([`Bf16Kernel::supported`]).
+pub fn cross_entropy_chunked_bf16(
+    h: &CpuTensor,
+    table: &CpuTensor,
+    targets: &CpuIds,
+    with_grad: bool,
+    chunk_rows: usize,
+    kernel: Bf16Kernel,
+) -> CrossEntropy<CpuTensor> {
+    fused(h, table, targets, 0.0, with_grad, chunk_rows, Some(kernel))
+}
+
+/// The fused cross-entropy with label smoothing `smoothing` (0: none), its
+/// products in f32 or, with `bf16`, in bf16 on that kernel.
+pub(super) fn fused(
+    h: &CpuTensor,
+    table: &CpuTensor,
+    targets: &CpuIds,
+    smoothing: f32,
+    with_grad: bool,
+    chunk_rows: usize,
+    bf16: Option<Bf16Kernel>,
+) -> CrossEntropy<CpuTensor> {
     let targets = targets.as_slice();
     let contract::CrossEntropyDims { rows, dim, vocab } =
         contract::cross_entropy_smoothed(h.shape(), table.shape(), targets, smoothing);
@@ -213,8 +245,6 @@ pub fn cross_entropy_smoothed_chunked(
 
     let mut laps = Laps::start();
     let (h, table) = (h.data(), table.data());
-    // The logits product reads the table transposed: pack it once for all chunks.
-    let table_t = PackedB::new(table, true, dim, vocab);
     let active: Vec<usize> = (0..rows).filter(|&r| targets[r] != 0).collect();
     let count = active.len();
     let mut dh = with_grad.then(|| vec![0.0f32; rows * dim]);
@@ -223,7 +253,8 @@ pub fn cross_entropy_smoothed_chunked(
     let chunk = chunk_rows.min(count);
     let blocks = vocab.div_ceil(NC);
     let g = 1.0 / count as f32;
-    let mut logits = vec![0.0f32; chunk * vocab];
+    // The logits product reads the table transposed: pack it once for all chunks.
+    let mut products = OutputProducts::new(bf16, table, dim, vocab, chunk, with_grad);
     let mut h_chunk = vec![0.0f32; chunk * dim];
     let mut dh_chunk = vec![0.0f32; if with_grad { chunk * dim } else { 0 }];
     let mut block_stats = vec![BlockStats::default(); chunk * blocks];
@@ -232,38 +263,29 @@ pub fn cross_entropy_smoothed_chunked(
     laps.lap("cross_entropy.setup");
     for part in active.chunks(chunk.max(1)) {
         let c = part.len();
-        let (hc, z) = (&mut h_chunk[..c * dim], &mut logits[..c * vocab]);
+        let hc = &mut h_chunk[..c * dim];
         let (block_stats, scales) = (&mut block_stats[..c * blocks], &mut scales[..c * blocks]);
         for (dst, &r) in hc.chunks_exact_mut(dim.max(1)).zip(part) {
             dst.copy_from_slice(&h[r * dim..(r + 1) * dim]);
         }
         // Logits, and the softmax's exp of each block of them while the
         // block is in cache: z = exp(z - block max).
-        sgemm_packed_rows(
-            c,
-            dim,
-            vocab,
-            hc,
-            &table_t,
-            z,
-            block_stats,
-            |i, block, z| {
-                let target = (targets[part[i]] as usize).checked_sub(block * NC);
-                let target = target.and_then(|t| z.get(t).copied());
-                let logit_sum = if smoothed {
-                    z.iter().map(|&v| v as f64).sum()
-                } else {
-                    0.0
-                };
-                let (max, sum) = exp_row(z);
-                BlockStats {
-                    max,
-                    sum,
-                    target,
-                    logit_sum,
-                }
-            },
-        );
+        products.logits(c, hc, block_stats, |i, block, z| {
+            let target = (targets[part[i]] as usize).checked_sub(block * NC);
+            let target = target.and_then(|t| z.get(t).copied());
+            let logit_sum = if smoothed {
+                z.iter().map(|&v| v as f64).sum()
+            } else {
+                0.0
+            };
+            let (max, sum) = exp_row(z);
+            BlockStats {
+                max,
+                sum,
+                target,
+                logit_sum,
+            }
+        });
         laps.lap("cross_entropy.logits");
 
         // Per row: max over blocks M, sum S = sum_b sum_b e^(max_b - M),
@@ -301,7 +323,7 @@ pub fn cross_entropy_smoothed_chunked(
             // scales * z, the one-hot part is one row of the table (for dh)
             // or of h (for dtable) per row.
             let dhc = &mut dh_chunk[..c * dim];
-            sgemm_both_sides(c, vocab, dim, z, scales, table, dhc, hc, dtable);
+            products.backward(c, scales, table, hc, dhc, dtable);
             // The target's weight: 1, or 1 - smoothing.
             let gt = g * (1.0 - smoothing);
             for (i, &r) in part.iter().enumerate() {
@@ -320,6 +342,9 @@ pub fn cross_entropy_smoothed_chunked(
         }
     }
 
+    if let Some(dtable) = dtable.as_mut() {
+        products.finish(dtable);
+    }
     if let (true, Some(dh), Some(dtable)) = (smoothed && count > 0, dh.as_mut(), dtable.as_mut()) {
         smoothing_gradients(h, table, &active, dim, g * smoothing, dh, dtable);
     }
