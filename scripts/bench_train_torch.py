@@ -6,12 +6,17 @@ timed over whole steps (copy to device, forward, backward, Adam, loss.item()).
 Prints one JSON line, with the process's peak resident memory.
 
     python3 scripts/bench_train_torch.py [--device cpu|cuda] [--data latest-small|FILE]
-        [--steps 20] [--warmup 3] [--threads N]
+        [--steps 20] [--warmup 3] [--threads N] [--compile] [--autocast bf16]
 
 --data latest-small (default): MovieLens latest-small, leave-one-out training
 sequences; found through $SASREC_DATASETS (else datasets/).
 --data FILE: a `user_id,item_id,timestamp` log (`cargo xtask data synth`),
 trained on the notebook's split: 10% of users held out at random.
+--compile: the forward pass and the loss through torch.compile (inductor's
+default mode; compiling happens in the warm-up, which gets one extra step).
+--autocast bf16: the forward pass and the loss under
+torch.autocast(dtype=torch.bfloat16) (matrix products in bf16, weights and
+Adam in f32: PyTorch's mixed precision on CPUs with AVX512-BF16 or AMX).
 Needs torch, pandas.
 """
 
@@ -38,6 +43,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--data", default="latest-small")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass and loss")
+    parser.add_argument("--autocast", choices=["bf16"], help="mixed precision: bf16 autocast")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,16 +85,26 @@ def main():
         idx = torch.from_numpy(rng.choice(len(pairs), size=batch_size, replace=False))
         return inputs[idx], targets[idx]
 
+    def forward_loss(x, y):
+        return criterion(model(x).view(-1, vocab), y.view(-1))
+
+    if args.compile:
+        forward_loss = torch.compile(forward_loss)
+
     def step():
         x, y = batch()
         x, y = x.to(device), y.to(device)
         optimizer.zero_grad()
-        loss = criterion(model(x).view(-1, vocab), y.view(-1))
+        if args.autocast:
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                loss = forward_loss(x, y)
+        else:
+            loss = forward_loss(x, y)
         loss.backward()
         optimizer.step()
         return loss.item()
 
-    for _ in range(args.warmup):
+    for _ in range(args.warmup + (1 if args.compile else 0)):
         step()
     started = time.perf_counter()
     cpu_started = time.process_time()
@@ -97,6 +114,8 @@ def main():
     cpu = time.process_time() - cpu_started
     print(json.dumps({
         "impl": "pytorch " + torch.__version__,
+        "mode": ("compile" if args.compile else "eager") + (" + bf16 autocast" if args.autocast else ""),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device": args.device,
         "threads": torch.get_num_threads(),
         "steps": args.steps,

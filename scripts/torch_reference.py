@@ -14,13 +14,25 @@ Two jobs:
 
   sampled   The sampled losses (sampled softmax with and without log-Q,
             BCE, gBCE) on the fixture's model and batch, with fixed
-            negatives (one equal to a target, one repeated): each loss, its
+            negatives shared by the batch, per sequence and per position
+            (some equal to a target, some repeated): each loss, its
             gradient with respect to the final hidden states and the item
             table's gradient. Reads the fixture's weights, so `fixture`'s
             file is never rewritten; writes a second file.
 
                 python3 scripts/torch_reference.py sampled \
                     --out crates/model/tests/fixtures/sampled_losses.safetensors
+
+  options   The model options and training options on a model of their
+            own (RMSNorm, SwiGLU feed-forward without biases, gated
+            residual branches, an untied output layer; label smoothing,
+            AdamW weight decay, warm-up and cosine learning rate, gradient
+            clipping): weights, inputs, logits, loss, every gradient, and 5
+            optimiser steps. A file of its own, so the notebook's fixture
+            stays as it is.
+
+                python3 scripts/torch_reference.py options \
+                    --out crates/model/tests/fixtures/torch_reference_options.safetensors
 
   load-run  Load a Rust run folder (config.json, vocab.json, model.safetensors)
             into the notebook's model with load_state_dict(strict=True) and
@@ -34,6 +46,7 @@ Needs: pip install torch safetensors
 
 import argparse
 import json
+import math
 
 import torch
 import torch.nn as nn
@@ -175,20 +188,27 @@ def hidden_states(model, input_seq):
 
 
 def sampled_loss(h, table, targets, negatives, kind, log_q=None, positive_weight=1.0):
-    """Mean over the rows whose target is not 0. A negative equal to a
-    row's target takes no part in that row."""
-    s_pos = (h * table[targets]).sum(-1)                   # [B, L]
-    s_neg = h @ table[negatives].T                          # [B, L, N]
-    hit = negatives[None, None, :] == targets[..., None]    # [B, L, N]
+    """Mean over the rows whose target is not 0. `negatives` is [G, N]: the
+    B * L rows split into G equal groups of consecutive rows (1: the batch,
+    B: each sequence, B * L: each position), each scored against its
+    group's N negatives. A negative equal to a row's target takes no part in
+    that row."""
+    dim = h.shape[-1]
+    groups, n = negatives.shape
+    rows = h.reshape(groups, -1, dim)                                 # [G, R, d]
+    tgt = targets.reshape(groups, -1)                                 # [G, R]
+    s_pos = (rows * table[tgt]).sum(-1)                               # [G, R]
+    s_neg = rows @ table[negatives].transpose(1, 2)                   # [G, R, N]
+    hit = negatives[:, None, :] == tgt[..., None]                     # [G, R, N]
     if kind == "softmax":
         if log_q is not None:
-            s_pos = s_pos - log_q[targets]
-            s_neg = s_neg - log_q[negatives]
+            s_pos = s_pos - log_q[tgt]
+            s_neg = s_neg - log_q[negatives][:, None, :]
         logits = torch.cat([s_pos[..., None], s_neg.masked_fill(hit, float("-inf"))], -1)
         row = torch.logsumexp(logits, -1) - s_pos
     else:
         row = positive_weight * F.softplus(-s_pos) + (F.softplus(s_neg) * ~hit).sum(-1)
-    return row[targets != 0].mean()
+    return row[tgt != 0].mean()
 
 
 def sampled(args):
@@ -205,36 +225,170 @@ def sampled(args):
         logits = hidden_states(model, inputs) @ model.item_embedding.weight.T
         assert torch.allclose(logits, ref["logits"], atol=1e-6), "not the fixture's model"
 
-    # 21 is a target of row 1 (masked there), 8 is repeated.
-    negatives = torch.tensor([8, 21, 44, 3, 8, 17, 50], dtype=torch.int64)
+    # Shared by the batch: 21 is a target of row 1 (masked there), 8 is
+    # repeated. Per sequence and per position: drawn from a fixed generator,
+    # with every row's target put among its own negatives once.
+    batch = inputs.shape[0]
+    shared = torch.tensor([[8, 21, 44, 3, 8, 17, 50]], dtype=torch.int64)
     assert (targets == 21).any()
+    gen = torch.Generator().manual_seed(7)
+    per_sequence = torch.randint(1, vocab, (batch, 7), generator=gen)
+    per_sequence[:, 2] = targets[:, -1]
+    per_position = torch.randint(1, vocab, (batch * max_len, 3), generator=gen)
+    per_position[:, 0] = torch.where(targets.reshape(-1) > 0, targets.reshape(-1), 1)
+    scopes = {"batch": shared, "sequence": per_sequence, "position": per_position}
     # Popularity counts of items 1..50 (all seen), for log Q.
     counts = torch.tensor([0] + [1 + (i * 7) % 13 for i in range(1, vocab)], dtype=torch.int64)
     log_q = (counts.double() / counts.sum()).log().float()
     log_q[0] = 0.0  # padding, never used
     t = 0.75
-    alpha = len(negatives) / (num_items - 1)
-    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
     losses = {
         "sampled_softmax": dict(kind="softmax"),
         "sampled_softmax_log_q": dict(kind="softmax", log_q=log_q),
         "bce": dict(kind="binary"),
-        "gbce": dict(kind="binary", positive_weight=beta),
+        "gbce": dict(kind="binary"),
     }
-    out = {"negatives": negatives, "counts": counts}
-    for name, kw in losses.items():
-        model.zero_grad()
-        h = hidden_states(model, inputs)
-        h.retain_grad()
-        loss = sampled_loss(h, model.item_embedding.weight, targets, negatives, **kw)
-        loss.backward()
-        out[f"{name}.loss"] = loss.detach().reshape(1)
-        out[f"{name}.dh"] = h.grad.detach().reshape(-1, dim).clone()
-        out[f"{name}.dtable"] = model.item_embedding.weight.grad.detach().clone()
-        print(f"{name}: loss {loss.item():.6f}")
+    out = {"counts": counts}
+    for scope, negatives in scopes.items():
+        out[f"{scope}.negatives"] = negatives
+        # gBCE's beta from the sampling rate of one row's negatives.
+        alpha = negatives.shape[1] / (num_items - 1)
+        losses["gbce"]["positive_weight"] = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+        for name, kw in losses.items():
+            model.zero_grad()
+            h = hidden_states(model, inputs)
+            h.retain_grad()
+            loss = sampled_loss(h, model.item_embedding.weight, targets, negatives, **kw)
+            loss.backward()
+            key = f"{scope}.{name}"
+            out[f"{key}.loss"] = loss.detach().reshape(1)
+            out[f"{key}.dh"] = h.grad.detach().reshape(-1, dim).clone()
+            out[f"{key}.dtable"] = model.item_embedding.weight.grad.detach().clone()
+            print(f"{key}: loss {loss.item():.6f}")
     out = {k: v.contiguous() for k, v in out.items()}
     save_file(out, args.out, metadata={"gbce_t": str(t), "torch_version": torch.__version__})
     print(f"wrote {args.out}")
+
+
+class OptionsLayer(nn.Module):
+    """One block with the options on: pre-RMSNorm, gated residual branches
+    x + sigmoid(gate(x)) * Drop(branch) (eSASRec's LiGR layer), SwiGLU
+    feed-forward W2 Drop(silu(W1 x) * W3 x) without biases. Parameter
+    names as the Rust model's state_dict."""
+
+    def __init__(self, dim, heads, ff_dim):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
+        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
+        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
+        self.linear1 = nn.Linear(dim, ff_dim, bias=False)
+        self.linear2 = nn.Linear(ff_dim, dim, bias=False)
+        self.linear3 = nn.Linear(dim, ff_dim, bias=False)
+        self.gate1 = nn.Linear(dim, dim)
+        self.gate2 = nn.Linear(dim, dim)
+
+    def forward(self, x, attn_mask, key_padding_mask):
+        h = self.norm1(x)
+        attn, _ = self.self_attn(h, h, h, attn_mask=attn_mask,
+                                 key_padding_mask=key_padding_mask, need_weights=False)
+        x = x + torch.sigmoid(self.gate1(x)) * attn
+        h = self.norm2(x)
+        ff = self.linear2(F.silu(self.linear1(h)) * self.linear3(h))
+        return x + torch.sigmoid(self.gate2(x)) * ff
+
+
+class OptionsModel(nn.Module):
+    def __init__(self, vocab, max_len, dim, heads, layers):
+        super().__init__()
+        self.item_embedding = nn.Embedding(vocab, dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_len, dim)
+        self.transformer_encoder = nn.Module()
+        self.transformer_encoder.layers = nn.ModuleList(
+            [OptionsLayer(dim, heads, 4 * dim) for _ in range(layers)])
+        self.layer_norm = nn.RMSNorm(dim, eps=1e-6)
+        self.output_embedding = nn.Embedding(vocab, dim)
+
+    def forward(self, input_seq):
+        seq_len = input_seq.size(1)
+        # Float masks, as nn.TransformerEncoder makes of the notebook's.
+        causal = nn.Transformer.generate_square_subsequent_mask(seq_len)
+        padding = torch.zeros(input_seq.shape).masked_fill(input_seq == 0, float("-inf"))
+        x = self.item_embedding(input_seq) + self.position_embedding(torch.arange(seq_len))
+        for layer in self.transformer_encoder.layers:
+            x = layer(x, causal, padding)
+        return self.layer_norm(x) @ self.output_embedding.weight.T
+
+
+def lr_at(step, lr, warmup, total):
+    """The Rust TrainConfig::lr_at: linear warm-up, then cosine to 0."""
+    if step <= warmup:
+        return lr * step / warmup
+    done = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return 0.5 * lr * (1.0 + math.cos(math.pi * done))
+
+
+def options(args):
+    torch.manual_seed(4321)
+    num_items, max_len, dim, heads, layers = 40, 6, 8, 2, 2
+    vocab = num_items + 1
+    model = OptionsModel(vocab, max_len, dim, heads, layers)
+    with torch.no_grad():
+        # Norm scales and gate biases away from their initial values, so a
+        # mix-up of them cannot pass.
+        for name, p in model.named_parameters():
+            if "norm" in name or "gate" in name:
+                p.add_(0.2 * torch.randn_like(p))
+    model.train()
+    sequences = [
+        list(range(1, 10)),          # longer than max_len + 1: truncated
+        [7, 3, 40, 21],              # left padding
+        [33],                        # all-padding input row (target only)
+        [5, 5, 8, 1, 39, 2, 30],     # exactly max_len + 1, a repeat
+    ]
+    pairs = [window(s, max_len) for s in sequences]
+    inputs = torch.tensor([p[0] for p in pairs], dtype=torch.int64)
+    targets = torch.tensor([p[1] for p in pairs], dtype=torch.int64)
+    smoothing, weight_decay, lr, warmup, steps, clip = 0.1, 0.1, 0.01, 2, 5, 0.5
+
+    out = {f"weight.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    out["inputs"], out["targets"] = inputs, targets
+    loss_of = lambda logits: F.cross_entropy(
+        logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=0, label_smoothing=smoothing)
+    logits = model(inputs)
+    loss = loss_of(logits)
+    loss.backward()
+    assert torch.isfinite(logits).all(), "PyTorch produced non-finite logits"
+    out["logits"] = logits.detach().clone()
+    out["loss"] = loss.detach().reshape(1)
+    for name, p in model.named_parameters():
+        out[f"grad.{name}"] = p.grad.detach().clone()
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    losses, norms = [], []
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        step_loss = loss_of(model(inputs))
+        step_loss.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), clip).item())
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, lr, warmup, steps)
+        optimizer.step()
+        losses.append(step_loss.item())
+    assert max(norms) > clip, "the clipping never acts"
+    out["adam.losses"] = torch.tensor(losses, dtype=torch.float32)
+    out["adam.grad_norms"] = torch.tensor(norms, dtype=torch.float32)
+    for name, p in model.state_dict().items():
+        out[f"adam.weight.{name}"] = p.detach().clone()
+    out = {k: v.contiguous() for k, v in out.items()}
+    meta = {
+        "num_items": str(num_items), "max_len": str(max_len), "dim": str(dim),
+        "heads": str(heads), "layers": str(layers), "label_smoothing": str(smoothing),
+        "weight_decay": str(weight_decay), "lr": str(lr), "warmup_steps": str(warmup),
+        "steps": str(steps), "grad_clip": str(clip), "torch_version": torch.__version__,
+    }
+    save_file(out, args.out, metadata=meta)
+    print(f"wrote {args.out}: loss {loss.item():.6f}, losses {[round(l, 6) for l in losses]}, "
+          f"grad norms {[round(n, 4) for n in norms]}")
 
 
 def load_run(args):
@@ -277,11 +431,14 @@ def main():
     f = sub.add_parser("sampled")
     f.add_argument("--fixture", default="crates/model/tests/fixtures/torch_reference.safetensors")
     f.add_argument("--out", default="crates/model/tests/fixtures/sampled_losses.safetensors")
+    f = sub.add_parser("options")
+    f.add_argument("--out", default="crates/model/tests/fixtures/torch_reference_options.safetensors")
     r = sub.add_parser("load-run")
     r.add_argument("run")
     r.add_argument("--items", required=True, help="movie ids, oldest first")
     args = parser.parse_args()
-    {"fixture": fixture, "sampled": sampled, "load-run": load_run}[args.command](args)
+    commands = {"fixture": fixture, "sampled": sampled, "options": options, "load-run": load_run}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

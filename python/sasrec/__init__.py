@@ -20,60 +20,39 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 
-from . import _sasrec
-from ._sasrec import SasrecError
+# Mesa's Vulkan device-select layer complains on machines without a
+# display ("XDG_RUNTIME_DIR is invalid"); sasrec picks adapters itself, so
+# it is switched off there, as the sasrec command does.
+if "XDG_RUNTIME_DIR" not in os.environ:
+    os.environ.setdefault("NODEVICE_SELECT", "1")
+
+from . import _sasrec  # noqa: E402
+from ._sasrec import SasrecError  # noqa: E402
 
 __all__ = ["train", "resume", "load_run", "Run", "Vocab", "SasrecError"]
 
 _UNSET: Any = object()
 
 
-def _arrow_data(data: Any) -> "tuple[Any, str]":
-    """An object with ``__arrow_c_stream__`` for ``data``, and its name for messages."""
+def _arrow_data(data: Any) -> Any:
+    """An object with ``__arrow_c_stream__`` for ``data``."""
     kind = f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
     if kind == "pandas.DataFrame":
         # Numeric columns are handed over without a copy; Python-object
         # (string) columns become Arrow strings once.
-        return pa.Table.from_pandas(data, preserve_index=False), kind
+        return pa.Table.from_pandas(data, preserve_index=False)
     if hasattr(data, "__arrow_c_stream__"):
-        return data, kind  # pyarrow Table / RecordBatchReader, Polars >= 1.3, ...
+        return data  # pyarrow Table / RecordBatchReader, Polars >= 1.3, ...
     if hasattr(data, "to_arrow"):
-        return data.to_arrow(), kind  # older Polars
+        return data.to_arrow()  # older Polars
     raise TypeError(
         f"data must be a path, a pandas or Polars DataFrame or a pyarrow Table, not {kind}"
     )
-
-
-def _progress_callback(callback: Optional[Callable[[dict], Any]]) -> Optional[Callable[[dict], Any]]:
-    if callback is None:
-        return None
-
-    def flat(record: dict) -> Any:
-        return callback(_epoch_dict(record))
-
-    return flat
-
-
-def _epoch_dict(record: dict) -> dict:
-    valid = record["valid"]
-    out = {
-        "epoch": record["epoch"],
-        "step": record["step"],
-        "train_loss": record["train_loss"],
-        "valid_loss": valid["loss"],
-    }
-    out.update(_ranking(valid.get("ranking")))
-    out.update(
-        seconds=record["seconds"],
-        tokens_per_s=record["tokens_per_s"],
-        best=record["best"],
-    )
-    return out
 
 
 def _ranking(ranking: Optional[dict]) -> dict:
@@ -104,98 +83,67 @@ def train(
     *,
     out: Union[str, os.PathLike],
     force: bool = False,
-    device: str = "auto",
-    adapter: Optional[str] = None,
-    threads: Optional[int] = None,
-    progress: bool = True,
-    callback: Optional[Callable[[dict], Any]] = None,
     **settings: Any,
 ) -> "Run":
     """Train a new run into the folder ``out`` and return it loaded.
 
     ``data`` is the interaction log: a path (CSV/TSV, MovieLens, RecBole
-    ``.inter``, Parquet file or folder), a pandas or Polars DataFrame, or a
-    pyarrow Table, with a user, an item and a time column (found by their
+    ``.inter``, Parquet file or folder), a pandas or Polars DataFrame or a
+    pyarrow Table with a user, an item and a time column (found by their
     usual names, or named by ``user_col``, ``item_col``, ``time_col``).
-    ``None`` takes the log from the ``ratings`` or ``dataset`` setting.
+    A DataFrame or table is written to ``out/interactions.parquet``, the
+    run's log. ``None`` takes the log from the ``dataset`` (or
+    ``ratings``) setting.
 
     ``settings`` are ``sasrec train``'s settings by their TOML keys (its
-    flags in snake_case): ``epochs``, ``patience``, ``max_len``, ``dim``,
-    ``layers``, ``dropout``, ``lr``, ``batch_size``, ``loss``,
-    ``negatives``, ``split``, ``k``, ``seed``, ``min_rating``, ... with the
-    command's defaults. A dict read from a TOML file works as it is:
-    ``sasrec.train(df, out=..., **tomllib.load(f))``.
+    flags in snake_case, as in a ``--config`` file): ``epochs``,
+    ``patience``, ``max_len``, ``dim``, ``layers``, ``dropout``, ``lr``,
+    ``batch_size``, ``loss``, ``negatives``, ``split``, ``k``, ``seed``,
+    ``preset``, ``device``, ``threads``, ... with the command's defaults,
+    so ``sasrec.train(df, out=..., **tomllib.load(f))`` trains what
+    ``sasrec train --config`` would. ``force`` replaces a run in ``out``.
 
-    ``progress`` shows the command's lines (data, epochs, the report) on
-    ``sys.stderr``/``sys.stdout``; ``callback(record)`` is called after
-    every epoch with a dict (``epoch``, ``train_loss``, ``valid_loss``,
-    ``ndcg@10``, ...). Ctrl-C (or an exception raised by the callback)
-    stops training after the current step with the run saved; the
-    exception is raised again, and :func:`resume` continues the run.
-
-    ``device`` is ``"auto"`` (a GPU when one is found, else the CPU),
-    ``"cpu"`` or ``"gpu"`` (``adapter`` picks one by index or name);
-    ``threads`` sizes the CPU thread pool (once per process).
+    Training runs as ``sasrec train`` does, printing its lines on stderr
+    and its report on stdout. Ctrl-C (KeyboardInterrupt) stops it after the
+    current step with the run saved, then raises KeyboardInterrupt;
+    :func:`resume` continues the run.
     """
-    source = ""
     stream = None
     if data is not None:
+        if "ratings" in settings or "dataset" in settings:
+            raise SasrecError("give the log as data or as the `ratings`/`dataset` setting, not both")
         if isinstance(data, (str, os.PathLike)):
-            if "ratings" in settings or "dataset" in settings:
-                raise SasrecError("give the log as data or as the `ratings`/`dataset` setting, not both")
-            settings["ratings"] = os.fspath(data)
+            settings["ratings"] = os.path.abspath(os.fspath(data))
         else:
-            stream, source = _arrow_data(data)
+            stream = _arrow_data(data)
     settings = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in settings.items()}
-    path = _sasrec.train(
-        stream,
-        source,
-        settings,
-        os.fspath(out),
-        force,
-        device,
-        adapter,
-        threads,
-        progress,
-        _progress_callback(callback),
-    )
-    return load_run(path, device=device, adapter=adapter)
+    settings["out"] = os.path.abspath(os.fspath(out))
+    settings["force"] = force
+    path = _sasrec.train(stream, settings)
+    return load_run(path, device=settings.get("device", "auto"))
 
 
 def resume(
     out: Union[str, os.PathLike],
     *,
     epochs: Optional[int] = None,
-    patience: Optional[int] = _UNSET,
+    patience: Optional[int] = None,
     allow_changed_data: bool = False,
-    device: str = "auto",
-    adapter: Optional[str] = None,
-    threads: Optional[int] = None,
-    progress: bool = True,
-    callback: Optional[Callable[[dict], Any]] = None,
+    device: Optional[str] = None,
 ) -> "Run":
-    """Continue the run in ``out`` from its last checkpoint and return it loaded.
-
-    The run keeps its settings and data; ``epochs`` (a larger budget
-    extends a finished run) and ``patience`` (``None``: no early stopping)
-    may change, as with ``sasrec train --resume``. A run trained on a path
-    reads that log again (a changed log is refused unless
-    ``allow_changed_data``); a run trained on a DataFrame goes on with the
-    data its folder keeps.
-    """
-    path = _sasrec.resume(
-        os.fspath(out),
-        epochs,
-        None if patience is _UNSET or patience is None else patience,
-        patience is None,
-        allow_changed_data,
-        device,
-        adapter,
-        threads,
-        progress,
-        _progress_callback(callback),
-    )
-    return load_run(path, device=device, adapter=adapter)
+    """Continue the run in ``out`` from its last checkpoint and return it
+    loaded, as ``sasrec train --resume`` does: the run keeps its settings
+    and data; ``epochs`` (a larger budget extends a finished run) and
+    ``patience`` may change; a changed log is refused unless
+    ``allow_changed_data``."""
+    settings: dict = {"out": os.path.abspath(os.fspath(out))}
+    for key, value in [("epochs", epochs), ("patience", patience), ("device", device)]:
+        if value is not None:
+            settings[key] = value
+    if allow_changed_data:
+        settings["allow_changed_data"] = True
+    path = _sasrec.train(None, settings, resume=True)
+    return load_run(path, device=device or "auto")
 
 
 def load_run(
@@ -203,19 +151,19 @@ def load_run(
     *,
     device: str = "auto",
     adapter: Optional[str] = None,
-    threads: Optional[int] = None,
 ) -> "Run":
-    """Load a trained run folder (written by :func:`train` or ``sasrec train``)."""
-    return Run(_sasrec.Run(os.fspath(path), device, adapter, threads))
+    """Load a trained run folder (written by :func:`train` or ``sasrec
+    train``) on ``device``: ``"auto"`` (a GPU when one is found, else the
+    CPU), ``"cpu"`` or ``"gpu"`` (``adapter`` picks one by index or name)."""
+    return Run(_sasrec.Run(os.fspath(path), device, adapter))
 
 
 class Vocab:
     """Raw ids and the model's indices: item index ``i`` (1..N) is
     ``items[i - 1]``; index 0 is padding."""
 
-    def __init__(self, items: list, users: list):
+    def __init__(self, items: list):
         self.items = items
-        self.users = users
         self._index = {item: i + 1 for i, item in enumerate(items)}
 
     @property
@@ -238,7 +186,7 @@ class Vocab:
 
 class Run:
     """A trained run: its best checkpoint, ids and users' histories, loaded
-    from the run folder (which keeps everything: the log is not needed)."""
+    from the run folder (which keeps them: the log is not read again)."""
 
     def __init__(self, native: "_sasrec.Run"):
         self._native = native
@@ -296,13 +244,13 @@ class Run:
         table = pa.table(native)
         return table.to_pandas() if output == "pandas" else table
 
-    def evaluate(self, part: str = "test", k: Union[int, Sequence[int]] = (10, 20), *, progress: bool = False) -> dict:
+    def evaluate(self, part: str = "test", k: Union[int, Sequence[int]] = (10, 20)) -> dict:
         """The best checkpoint on the run's ``"test"`` or ``"valid"`` users:
         ``loss``, ``hr@K``, ``ndcg@K``, ``mrr`` over all items (seen items
         removed), and the same for the most-popular baseline under
         ``most_popular``, as ``sasrec eval`` computes them."""
         ks = [k] if isinstance(k, int) else list(k)
-        result = json.loads(self._native.evaluate(part, ks, progress))
+        result = json.loads(self._native.evaluate(part, ks))
         model = result["model"]
         out = {"part": result["part"], "users": result["users"], "targets": model["targets"], "loss": model["loss"]}
         out.update(_ranking(model.get("ranking")))
@@ -318,17 +266,18 @@ class Run:
         return _vectors(pa.table(self._native.user_vectors(ids, strict)))
 
     def item_vectors(self) -> "tuple[np.ndarray, np.ndarray]":
-        """``(ids, vectors)``: every item's row of the tied item table
-        (``float32 [items, dim]``), in index order."""
+        """``(ids, vectors)``: every item's row of the output layer's table
+        (the item table unless the run's output layer is untied;
+        ``float32 [items, dim]``), in index order."""
         return _vectors(pa.table(self._native.item_vectors()))
 
     def vocab(self) -> Vocab:
-        """The run's raw item ids by index, and its users."""
-        return Vocab(self._native.item_ids(), self._native.user_ids())
+        """The run's raw item ids by index."""
+        return Vocab(self._native.item_ids())
 
     def to_torch(self) -> "tuple[Any, Vocab]":
-        """The model as a PyTorch ``nn.Module`` (the notebook's SASRec with
-        this run's sizes and weights, in eval mode) and its :class:`Vocab`.
+        """The model as a PyTorch ``nn.Module`` (SASRec with this run's
+        sizes, options and weights, in eval mode) and its :class:`Vocab`.
         ``module(inputs)[:, -1]`` are the logits :meth:`recommend` ranks,
         for ``inputs`` of indices left-padded to ``max_len``
         (:func:`sasrec.torch_model.window`)."""

@@ -1,7 +1,9 @@
-"""A trained run as a PyTorch module: the notebook's SASRec
-(``nn.TransformerEncoder``, pre-LayerNorm, tied output layer) with the
-run's sizes, feed-forward width included, and its weights, which load with
-``load_state_dict(strict=True)``: the Rust model keeps PyTorch's names.
+"""A trained run as a PyTorch module: SASRec with the run's sizes
+(feed-forward width included), its architecture options (LayerNorm or
+RMSNorm, ReLU or SwiGLU feed-forward, gated residuals, a tied or untied
+output layer) and its weights, which load with
+``load_state_dict(strict=True)``: the Rust model keeps PyTorch's names
+(those of ``nn.TransformerEncoder`` for the notebook's model).
 
 Needs PyTorch (``pip install torch``); the rest of the package does not.
 """
@@ -13,49 +15,95 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+# The Rust model's epsilons (PyTorch's LayerNorm default; LLaMA's RMSNorm).
+LAYER_NORM_EPS = 1e-5
+RMS_NORM_EPS = 1e-6
+
+
+def _norm(kind: str, dim: int) -> nn.Module:
+    if kind == "rms":
+        return nn.RMSNorm(dim, eps=RMS_NORM_EPS)
+    return nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+
+
+class Block(nn.Module):
+    """One pre-norm transformer block: ``x + attn(norm1(x))``, then
+    ``x + ff(norm2(x))``, each branch gated by ``sigmoid(gate(x))`` with
+    gated residuals."""
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, options: dict):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm1 = _norm(options["norm"], dim)
+        self.norm2 = _norm(options["norm"], dim)
+        self.swiglu = options["feed_forward"] == "swiglu"
+        self.linear1 = nn.Linear(dim, ff_dim, bias=not self.swiglu)
+        self.linear2 = nn.Linear(ff_dim, dim, bias=not self.swiglu)
+        if self.swiglu:
+            self.linear3 = nn.Linear(dim, ff_dim, bias=False)
+        self.gated = bool(options["gated_residual"])
+        if self.gated:
+            self.gate1 = nn.Linear(dim, dim)
+            self.gate2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, causal: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        attn, _ = self.self_attn(h, h, h, attn_mask=causal, key_padding_mask=padding, need_weights=False)
+        x = x + (torch.sigmoid(self.gate1(x)) * attn if self.gated else attn)
+        h = self.norm2(x)
+        if self.swiglu:
+            ff = self.linear2(F.silu(self.linear1(h)) * self.linear3(h))
+        else:
+            ff = self.linear2(F.relu(self.linear1(h)))
+        return x + (torch.sigmoid(self.gate2(x)) * ff if self.gated else ff)
 
 
 class SASRec(nn.Module):
-    """The notebook's model; ``num_items`` counts the item table's rows
-    (N + 1, row 0 is padding), ``ff_dim`` defaults to ``4 * embed_dim``."""
+    """SASRec as the run's config.json ``model`` section describes it
+    (``num_items`` real items: the item table has ``num_items + 1`` rows,
+    row 0 is padding). In eval mode; dropout is left out (inference)."""
 
-    def __init__(self, num_items, max_len, embed_dim=64, num_heads=2, num_layers=2, dropout=0.1, ff_dim=None):
+    def __init__(self, model: dict):
         super().__init__()
-        self.num_items = num_items
-        self.max_len = max_len
-        self.item_embedding = nn.Embedding(num_items, embed_dim, padding_idx=0)
-        self.position_embedding = nn.Embedding(max_len, embed_dim)
-        encoder_layer = nn.TransformerEncoderLayer(
-            d_model=embed_dim,
-            nhead=num_heads,
-            dim_feedforward=ff_dim or embed_dim * 4,
-            dropout=dropout,
-            batch_first=True,
-            norm_first=True,
+        options = {
+            "norm": model.get("norm", "layer"),
+            "feed_forward": model.get("feed_forward", "relu"),
+            "gated_residual": model.get("gated_residual", False),
+            "output_layer": model.get("output_layer", "tied"),
+        }
+        vocab, dim = model["num_items"] + 1, model["dim"]
+        self.max_len = model["max_len"]
+        self.item_embedding = nn.Embedding(vocab, dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(self.max_len, dim)
+        self.transformer_encoder = nn.Module()
+        self.transformer_encoder.layers = nn.ModuleList(
+            [Block(dim, model["heads"], model["ff_dim"], options) for _ in range(model["layers"])]
         )
-        self.transformer_encoder = nn.TransformerEncoder(encoder_layer, num_layers=num_layers)
-        self.layer_norm = nn.LayerNorm(embed_dim)
-        self.dropout = nn.Dropout(dropout)
-        nn.init.xavier_uniform_(self.item_embedding.weight)
-        nn.init.xavier_uniform_(self.position_embedding.weight)
+        self.layer_norm = _norm(options["norm"], dim)
+        self.untied = options["output_layer"] == "untied"
+        if self.untied:
+            self.output_embedding = nn.Embedding(vocab, dim)
+
+    def hidden(self, input_seq: torch.Tensor) -> torch.Tensor:
+        """The final hidden states ``[batch, len, dim]``: a user's vector is
+        the last position's."""
+        seq_len = input_seq.size(1)
+        causal = nn.Transformer.generate_square_subsequent_mask(seq_len, device=input_seq.device)
+        padding = torch.zeros(input_seq.shape, device=input_seq.device).masked_fill(
+            input_seq == 0, float("-inf")
+        )
+        positions = self.position_embedding(torch.arange(seq_len, device=input_seq.device))
+        x = self.item_embedding(input_seq) + positions
+        for layer in self.transformer_encoder.layers:
+            x = layer(x, causal, padding)
+        return self.layer_norm(x)
 
     def forward(self, input_seq: torch.Tensor) -> torch.Tensor:
-        """Logits ``[batch, len, num_items]`` of the next item at every position."""
-        seq_len = input_seq.size(1)
-        src_key_padding_mask = input_seq == 0
-        src_mask = nn.Transformer.generate_square_subsequent_mask(seq_len, device=input_seq.device)
-        positions = self.position_embedding(torch.arange(seq_len, device=input_seq.device))
-        x = self.dropout(self.item_embedding(input_seq) + positions)
-        # The encoder's inference fast path gives NaN for left-padded rows
-        # whose keys are all masked; the regular path is the trained model.
-        fastpath = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-        try:
-            out = self.transformer_encoder(x, mask=src_mask, src_key_padding_mask=src_key_padding_mask)
-        finally:
-            torch.backends.mha.set_fastpath_enabled(fastpath)
-        out = self.layer_norm(out)
-        return out @ self.item_embedding.weight.T
+        """Logits ``[batch, len, num_items + 1]`` of the next item at every position."""
+        table = self.output_embedding.weight if self.untied else self.item_embedding.weight
+        return self.hidden(input_seq) @ table.T
 
 
 def window(history: Sequence[int], max_len: int) -> "list[int]":
@@ -66,17 +114,9 @@ def window(history: Sequence[int], max_len: int) -> "list[int]":
 
 
 def from_weights(model: dict, weights: list) -> SASRec:
-    """A :class:`SASRec` of config.json's ``model`` sizes holding
+    """A :class:`SASRec` of config.json's ``model`` section holding
     ``weights`` (``(name, shape, float32 bytes)``), in eval mode."""
-    module = SASRec(
-        model["num_items"] + 1,
-        model["max_len"],
-        embed_dim=model["dim"],
-        num_heads=model["heads"],
-        num_layers=model["layers"],
-        dropout=model["dropout"],
-        ff_dim=model["ff_dim"],
-    )
+    module = SASRec(model)
     state = {
         name: torch.from_numpy(np.frombuffer(data, dtype="<f4").reshape(shape).copy())
         for name, shape, data in weights

@@ -1,18 +1,21 @@
-//! `sasrec._sasrec`: the native half of the `sasrec` Python package, over
-//! `sasrec-api` (the code `sasrec train`, `eval`, `recommend` and `export`
-//! run). The Python half (`python/sasrec/__init__.py`) turns DataFrames
-//! into Arrow streams and the results into pandas, numpy and PyTorch.
+//! `sasrec._sasrec`: the native half of the `sasrec` Python package. The
+//! Python half (`python/sasrec/__init__.py`) turns DataFrames into Arrow
+//! streams and the results into pandas, numpy and PyTorch.
+//!
+//! Training is `sasrec train` itself (`sasrec_cli::train_cmd`): the keyword
+//! arguments become its flags exactly as a `--config` file's keys do, so a
+//! run trained from Python and one trained by the CLI with the same
+//! settings are the same run, and errors carry the CLI's messages. Scoring
+//! goes through the library crates on a run loaded once.
 //!
 //! Arrow data comes in and goes out through the Arrow C stream interface
 //! (PyCapsules), so no interaction or recommendation passes through Python
-//! objects. The GIL is released while Rust reads, trains and scores; the
-//! training loop takes it back after every step for a moment, to let
-//! Ctrl-C (KeyboardInterrupt) stop it with its progress saved.
+//! objects. The GIL is released while Rust reads, trains and scores.
 
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arrow_array::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
 use arrow_array::{
@@ -20,21 +23,29 @@ use arrow_array::{
     RecordBatchReader,
 };
 use arrow_schema::{DataType, Field, Schema};
-use pyo3::exceptions::PyException;
+use clap::FromArgMatches;
+use parquet::arrow::ArrowWriter;
+use pyo3::exceptions::{PyException, PyKeyboardInterrupt};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyCapsule, PyDict, PyList, PyString};
-use sasrec_api::catalog::{LoadedRun, load_run};
-use sasrec_api::{Device, DeviceChoice, Part, TrainJob, Trained, evaluate_run, settings};
-use sasrec_data::{IdColumn, IdKind, Interactions, RawId, read_record_batches};
+use sasrec_cli::catalog::{Catalog, LoadedRun, load_run};
+use sasrec_cli::config_file::{self, Setting, clap_message};
+use sasrec_cli::device::{Device, DeviceArgs};
+use sasrec_cli::recs_file::IdColumn;
+use sasrec_cli::train_cmd::{self, TrainArgs};
+use sasrec_data::{IdKind, RawId};
 use sasrec_kernels::gpu::WgpuBackend;
 use sasrec_kernels::{Backend, CpuBackend};
+use sasrec_model::durable::AtomicFile;
+use sasrec_model::run_writer::INPUT_FILE;
 use sasrec_model::{
-    EpochHook, EpochRecord, Outcome, Query, RunDir, item_vectors, recommend_many, user_vectors,
+    Query, RunDir, RunWriter, evaluate_with_progress, item_vectors, popularity_baseline,
+    recommend_many, user_vectors,
 };
 use serde_json::Value;
 
 pyo3::create_exception!(
-    _sasrec,
+    sasrec,
     SasrecError,
     PyException,
     "A bad setting, file, id or run folder; the message is the sasrec CLI's."
@@ -46,26 +57,6 @@ const MAX_ERROR_CHARS: usize = 1000;
 /// An error of the library as a Python exception.
 fn error(err: anyhow::Error) -> PyErr {
     SasrecError::new_err(sasrec_model::bounded(&format!("{err:#}"), MAX_ERROR_CHARS))
-}
-
-/// A line of progress on Python's `sys.stderr` (a notebook shows it).
-fn say(line: &str) {
-    Python::attach(|py| {
-        let Ok(stderr) = py.import("sys").and_then(|sys| sys.getattr("stderr")) else {
-            return;
-        };
-        let _ = stderr.call_method1("write", (format!("{line}\n"),));
-        let _ = stderr.call_method0("flush");
-    });
-}
-
-/// Where the library's lines go: `sys.stderr`, or nowhere.
-fn logger(progress: bool) -> impl Fn(&str) {
-    move |line: &str| {
-        if progress {
-            say(line)
-        }
-    }
 }
 
 /// An object of the Arrow PyCapsule protocol (`__arrow_c_stream__`: a
@@ -87,15 +78,25 @@ fn arrow_batches(data: &Bound<'_, PyAny>) -> PyResult<(Arc<Schema>, Vec<RecordBa
     Ok((schema, batches))
 }
 
+/// Writes the interactions given in memory to `path` as Parquet, in one
+/// step (a file that is there is whole).
+fn write_parquet(path: &Path, schema: Arc<Schema>, batches: &[RecordBatch]) -> anyhow::Result<()> {
+    let file = AtomicFile::create(path)?;
+    let mut writer = ArrowWriter::try_new(file, schema, None)?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.into_inner()?.commit()
+}
+
 /// Python keyword arguments as the settings' JSON values.
-fn settings_of(settings: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Value)>> {
+fn settings_of(settings: &Bound<'_, PyDict>) -> PyResult<Vec<Setting>> {
     settings
         .iter()
         .map(|(key, value)| {
             let key: String = key.extract()?;
-            let value = json_value(&value).map_err(|what| {
-                SasrecError::new_err(format!("`{key}`: cannot take {what}"))
-            })?;
+            let value = json_value(&value)
+                .map_err(|what| SasrecError::new_err(format!("`{key}`: cannot take {what}")))?;
             Ok((key, value))
         })
         .collect()
@@ -128,187 +129,98 @@ fn json_value(value: &Bound<'_, PyAny>) -> Result<Value, String> {
     Err(format!("a value of type {kind}"))
 }
 
-/// What the training loop hands back to Python: every step it looks for
-/// Ctrl-C, every epoch it calls the callback; an exception raised by
-/// either stops the run (its progress saved) and is raised again when the
-/// run has stopped.
-struct PythonHook<'a> {
-    callback: Option<Py<PyAny>>,
-    stop: &'a AtomicBool,
-    raised: &'a Mutex<Option<PyErr>>,
+/// `sasrec train`'s arguments for `settings` (checked by its flags'
+/// parsers), with `--resume` and the log's path when given.
+fn train_args(
+    settings: &[Setting],
+    resume: bool,
+    ratings: Option<&Path>,
+) -> anyhow::Result<(TrainArgs, clap::ArgMatches)> {
+    let command = sasrec_cli::train_command();
+    let mut argv = vec!["train".into()];
+    argv.extend(config_file::to_args(settings, &command, "sasrec.train()")?);
+    if resume {
+        argv.push("--resume".into());
+    }
+    if let Some(path) = ratings {
+        argv.extend(["--ratings".into(), path.as_os_str().to_owned()]);
+    }
+    let matches = command
+        .try_get_matches_from(argv)
+        .map_err(|e| anyhow::anyhow!("sasrec.train(): {}", clap_message(&e)))?;
+    if !resume && !matches.contains_id("ratings") && !matches.contains_id("dataset") {
+        anyhow::bail!(
+            "no interactions: give data (a DataFrame, a pyarrow Table or a path) or the `dataset` setting"
+        );
+    }
+    let args = TrainArgs::from_arg_matches(&matches)?;
+    Ok((args, matches))
 }
 
-impl PythonHook<'_> {
-    fn stop_with(&self, err: PyErr) {
-        let mut raised = self.raised.lock().expect("not poisoned");
-        raised.get_or_insert(err);
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-impl EpochHook for PythonHook<'_> {
-    fn training_started(&mut self) {}
-
-    fn training_finished(&mut self, _steps: usize) {}
-
-    fn step_finished(&mut self) {
-        if let Err(err) = Python::attach(|py| py.check_signals()) {
-            self.stop_with(err);
-        }
-    }
-
-    fn epoch_finished(&mut self, record: &EpochRecord) {
-        let result = Python::attach(|py| -> PyResult<()> {
-            py.check_signals()?;
-            if let Some(callback) = &self.callback {
-                let text = serde_json::to_string(record).expect("records are JSON");
-                let record = py.import("json")?.call_method1("loads", (text,))?;
-                callback.call1(py, (record,))?;
-            }
-            Ok(())
-        });
-        if let Err(err) = result {
-            self.stop_with(err);
-        }
-    }
-}
-
-/// The device asked for by name (`cpu`, `gpu`, `auto`) and adapter.
-fn device_choice(device: &str, adapter: Option<String>) -> PyResult<DeviceChoice> {
-    Ok(DeviceChoice {
-        kind: device.parse().map_err(SasrecError::new_err)?,
-        adapter,
-        profiling: false,
-    })
-}
-
-fn set_threads(threads: Option<usize>) -> PyResult<()> {
-    match threads {
-        Some(threads) => sasrec_api::set_threads(threads).map_err(error),
-        None => Ok(()),
-    }
-}
-
-/// Trains `job` on the device asked for, the GIL released; raises what the
-/// hook caught, after saying how to go on.
-fn run_job(
-    py: Python<'_>,
-    job: impl FnOnce(&dyn Fn(&str)) -> anyhow::Result<TrainJob> + Send,
-    choice: DeviceChoice,
-    progress: bool,
-    callback: Option<Py<PyAny>>,
-) -> PyResult<String> {
-    let stop = AtomicBool::new(false);
-    let raised = Mutex::new(None);
-    let trained = py.detach(|| -> anyhow::Result<Trained> {
-        let log = logger(progress);
-        let job = job(&log)?;
-        let hook = |stop, raised| {
-            Box::new(PythonHook {
-                callback,
-                stop,
-                raised,
-            })
-        };
-        match Device::open(&choice, &log)? {
-            Device::Cpu(b) => job.train(&b, &stop, Some(hook(&stop, &raised)), &log),
-            Device::Gpu(b) => job.train(&b, &stop, Some(hook(&stop, &raised)), &log),
-        }
-    });
-    let trained = trained.map_err(error)?;
-    let out = trained.out.display().to_string();
-    if trained.outcome == Outcome::Interrupted && progress {
-        say(&format!("saved; continue with: sasrec.resume({out:?})"));
-    }
-    if let Some(err) = raised.into_inner().expect("not poisoned") {
-        return Err(err);
-    }
-    if let (Some(report), true) = (&trained.report, progress) {
-        let print = py.import("builtins")?.getattr("print")?;
-        for line in report.lines() {
-            print.call1((line,))?;
-        }
-    }
-    Ok(out)
-}
-
-/// Trains a new run into `out`; returns its folder. `data` is an Arrow
-/// stream (or None: the log is `settings["ratings"]`), `source` names it
-/// in messages.
+/// Trains (or with `resume`, continues) the run `settings["out"]` on
+/// `data` (an Arrow stream; None: the log of `settings["ratings"]` or
+/// `["dataset"]`), in a thread of its own while this one waits for Ctrl-C:
+/// KeyboardInterrupt stops training after the current step with the run
+/// saved, and is raised once it is. Returns the run folder.
 #[pyfunction]
-#[pyo3(signature = (data, source, settings, out, force, device, adapter, threads, progress, callback))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (data, settings, resume=false))]
 fn train(
     py: Python<'_>,
     data: Option<Bound<'_, PyAny>>,
-    source: String,
     settings: Bound<'_, PyDict>,
-    out: PathBuf,
-    force: bool,
-    device: &str,
-    adapter: Option<String>,
-    threads: Option<usize>,
-    progress: bool,
-    callback: Option<Py<PyAny>>,
+    resume: bool,
 ) -> PyResult<String> {
-    set_threads(threads)?;
-    let choice = device_choice(device, adapter)?;
     let settings = settings_of(&settings)?;
-    let config = settings::run_config(&settings, data.is_some()).map_err(error)?;
-    let batches = data.as_ref().map(arrow_batches).transpose()?;
-    let interactions: Option<Interactions> = match batches {
-        Some((schema, batches)) => Some(
-            py.detach(|| {
-                let batches = batches.into_iter().map(Ok::<_, Infallible>);
-                read_record_batches(&schema, batches, &config.data.input, Path::new(&source))
-            })
-            .map_err(|e| error(e.into()))?,
-        ),
-        None => None,
-    };
-    run_job(
-        py,
-        move |log| TrainJob::new(config, &out, force, interactions.as_ref(), log),
-        choice,
-        progress,
-        callback,
-    )
-}
-
-/// Continues the run in `out`; returns its folder.
-#[pyfunction]
-#[pyo3(signature = (out, epochs, patience, no_patience, allow_changed_data, device, adapter, threads, progress, callback))]
-#[allow(clippy::too_many_arguments)]
-fn resume(
-    py: Python<'_>,
-    out: PathBuf,
-    epochs: Option<usize>,
-    patience: Option<usize>,
-    no_patience: bool,
-    allow_changed_data: bool,
-    device: &str,
-    adapter: Option<String>,
-    threads: Option<usize>,
-    progress: bool,
-    callback: Option<Py<PyAny>>,
-) -> PyResult<String> {
-    set_threads(threads)?;
-    let choice = device_choice(device, adapter)?;
-    let patience = if no_patience { Some(None) } else { patience.map(Some) };
-    run_job(
-        py,
-        move |log| {
-            TrainJob::resume(
-                &out,
-                allow_changed_data,
-                |train, done| sasrec_api::train::new_budget(train, epochs, patience, done),
-                log,
-            )
-        },
-        choice,
-        progress,
-        callback,
-    )
+    let out = settings
+        .iter()
+        .find(|(key, _)| key == "out")
+        .and_then(|(_, value)| value.as_str())
+        .map(PathBuf::from)
+        .ok_or_else(|| SasrecError::new_err("`out`: the run folder is required"))?;
+    let input = out.join(INPUT_FILE);
+    // The settings are checked before the data is written.
+    let given = data.is_some().then_some(input.as_path());
+    let (args, matches) = train_args(&settings, resume, given).map_err(error)?;
+    if let Some(data) = &data {
+        let (schema, batches) = arrow_batches(data)?;
+        py.detach(|| -> anyhow::Result<()> {
+            RunWriter::check_new(&out, matches.get_flag("force"))?;
+            std::fs::create_dir_all(&out)?;
+            write_parquet(&input, schema, &batches)
+        })
+        .map_err(error)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut interrupt = None;
+    let result = std::thread::scope(|scope| {
+        let flag = stop.clone();
+        let training = scope.spawn(|| train_cmd::run_until(args, &matches, move || Ok(flag)));
+        while !training.is_finished() {
+            py.detach(|| std::thread::sleep(Duration::from_millis(50)));
+            if let Err(err) = py.check_signals() {
+                if interrupt.is_none() {
+                    eprintln!("\ninterrupted: saving the progress after this step");
+                }
+                stop.store(true, Ordering::SeqCst);
+                interrupt.get_or_insert(err);
+            }
+        }
+        training.join()
+    });
+    let result = result.map_err(|_| SasrecError::new_err("training stopped on a panic"))?;
+    result.map_err(error)?;
+    if let Some(err) = interrupt {
+        eprintln!(
+            "saved; continue with: sasrec.resume({:?})",
+            out.display().to_string()
+        );
+        return Err(if err.is_instance_of::<PyKeyboardInterrupt>(py) {
+            err
+        } else {
+            PyKeyboardInterrupt::new_err("training stopped")
+        });
+    }
+    Ok(out.display().to_string())
 }
 
 /// A record batch handed to Python through the Arrow C stream interface
@@ -336,7 +248,7 @@ impl ArrowTable {
     }
 }
 
-/// A record batch of `columns`, all non-null.
+/// A record batch of `columns`.
 fn table(columns: Vec<(&str, ArrayRef)>) -> PyResult<ArrowTable> {
     let fields: Vec<Field> = columns
         .iter()
@@ -403,10 +315,10 @@ struct Run {
 
 /// The users (raw ids as text) as indices; unknown ones are an error, or
 /// left out when not `strict`.
-fn user_indices(run_catalog: &sasrec_api::catalog::Catalog, users: &[String], strict: bool) -> PyResult<Vec<u32>> {
+fn user_indices(catalog: &Catalog, users: &[String], strict: bool) -> PyResult<Vec<u32>> {
     let mut indices = Vec::with_capacity(users.len());
     for user in users {
-        match run_catalog.user(user) {
+        match catalog.user(user) {
             Ok(u) => indices.push(u),
             Err(e) if strict => return Err(SasrecError::new_err(e)),
             Err(_) => {}
@@ -415,23 +327,31 @@ fn user_indices(run_catalog: &sasrec_api::catalog::Catalog, users: &[String], st
     Ok(indices)
 }
 
+fn check_k(k: usize) -> PyResult<()> {
+    if k == 0 {
+        return Err(SasrecError::new_err("k must be at least 1"));
+    }
+    Ok(())
+}
+
 #[pymethods]
 impl Run {
+    /// Loads the run folder `path` on `device` (`cpu`, `gpu` or `auto`).
     #[new]
-    #[pyo3(signature = (path, device="auto", adapter=None, threads=None))]
-    fn new(
-        py: Python<'_>,
-        path: PathBuf,
-        device: &str,
-        adapter: Option<String>,
-        threads: Option<usize>,
-    ) -> PyResult<Run> {
-        set_threads(threads)?;
-        let choice = device_choice(device, adapter)?;
+    #[pyo3(signature = (path, device="auto", adapter=None))]
+    fn new(py: Python<'_>, path: PathBuf, device: &str, adapter: Option<String>) -> PyResult<Run> {
+        let device = DeviceArgs {
+            device: clap::ValueEnum::from_str(device, false).map_err(|_| {
+                SasrecError::new_err(format!("device is cpu, gpu or auto, not {device:?}"))
+            })?,
+            adapter,
+            threads: None,
+            profile_kernels: false,
+            profile_ops: false,
+        };
         py.detach(|| -> anyhow::Result<Run> {
-            let log = logger(false);
-            let opened = Device::open(&choice, &log)?;
-            let device = opened.name();
+            let opened = device.open()?;
+            let name = opened.name();
             let loaded = match opened {
                 Device::Cpu(b) => {
                     let run = load_run(&b, &path, None, true)?;
@@ -444,7 +364,7 @@ impl Run {
             };
             Ok(Run {
                 path,
-                device,
+                device: name,
                 loaded,
             })
         })
@@ -480,18 +400,6 @@ impl Run {
         })
     }
 
-    /// The raw ids of the users with a history, in index order.
-    fn user_ids(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
-        on_backend!(&self.loaded, |_b, run| {
-            let catalog = &run.catalog;
-            let ids = catalog
-                .user_indices()
-                .map(|u| raw_to_py(py, &catalog.raw_user(u)))
-                .collect::<PyResult<Vec<_>>>()?;
-            Ok(PyList::new(py, ids)?.unbind())
-        })
-    }
-
     /// Top-k items of users (raw ids as text; all users when None):
     /// columns user, item, rank, logit.
     #[pyo3(signature = (users, k, exclude_seen, strict))]
@@ -503,9 +411,7 @@ impl Run {
         exclude_seen: bool,
         strict: bool,
     ) -> PyResult<ArrowTable> {
-        if k == 0 {
-            return Err(SasrecError::new_err("k must be at least 1"));
-        }
+        check_k(k)?;
         on_backend!(&self.loaded, |backend, run| {
             let catalog = &run.catalog;
             let indices = match &users {
@@ -557,9 +463,7 @@ impl Run {
         exclude_seen: bool,
         strict: bool,
     ) -> PyResult<ArrowTable> {
-        if k == 0 {
-            return Err(SasrecError::new_err("k must be at least 1"));
-        }
+        check_k(k)?;
         on_backend!(&self.loaded, |backend, run| {
             let catalog = &run.catalog;
             let (history, unknown) = catalog.items(&items);
@@ -581,9 +485,15 @@ impl Run {
                 let top = py
                     .detach(|| recommend_many(backend, &run.model, &[query]))
                     .map_err(error)?;
-                top[0].iter().map(|&(item, logit)| (item, Some(logit))).collect()
+                top[0]
+                    .iter()
+                    .map(|&(item, logit)| (item, Some(logit)))
+                    .collect()
             };
-            let ids: Vec<RawId> = top.iter().map(|&(item, _)| catalog.raw_item(item)).collect();
+            let ids: Vec<RawId> = top
+                .iter()
+                .map(|&(item, _)| catalog.raw_item(item))
+                .collect();
             table(vec![
                 ("item", id_array(&ids, catalog.item_kind())),
                 (
@@ -592,7 +502,11 @@ impl Run {
                 ),
                 (
                     "logit",
-                    Arc::new(top.iter().map(|&(_, logit)| logit).collect::<Float32Array>()),
+                    Arc::new(
+                        top.iter()
+                            .map(|&(_, logit)| logit)
+                            .collect::<Float32Array>(),
+                    ),
                 ),
             ])
         })
@@ -628,53 +542,37 @@ impl Run {
         })
     }
 
-    /// The item vectors (rows of the tied item table): columns item, vector.
-    fn item_vectors(&self) -> PyResult<ArrowTable> {
+    /// The item vectors (the rows of the output layer's table): columns
+    /// item, vector.
+    fn item_vectors(&self, py: Python<'_>) -> PyResult<ArrowTable> {
         on_backend!(&self.loaded, |backend, run| {
             let catalog = &run.catalog;
             let ids: Vec<RawId> = (1..=catalog.vocab.num_items() as u32)
                 .map(|i| catalog.raw_item(i))
                 .collect();
+            let vectors = py.detach(|| item_vectors(backend, &run.model));
             table(vec![
                 ("item", id_array(&ids, catalog.item_kind())),
-                (
-                    "vector",
-                    vector_array(item_vectors(backend, &run.model), run.model.config.dim)?,
-                ),
+                ("vector", vector_array(vectors, run.model.config.dim)?),
             ])
         })
     }
 
     /// The best checkpoint on a part of the split (`valid`, `test`) with
-    /// cut-offs `k`, as JSON text.
-    #[pyo3(signature = (part, k, progress))]
-    fn evaluate(&self, py: Python<'_>, part: &str, k: Vec<usize>, progress: bool) -> PyResult<String> {
-        let part: Part = part.parse().map_err(SasrecError::new_err)?;
+    /// cut-offs `k`, as JSON text: what `sasrec eval --json` prints.
+    #[pyo3(signature = (part, k))]
+    fn evaluate(&self, py: Python<'_>, part: &str, k: Vec<usize>) -> PyResult<String> {
+        if k.contains(&0) {
+            return Err(SasrecError::new_err("k values must be at least 1"));
+        }
         let dir = RunDir::new(&self.path);
-        let result = on_backend!(&self.loaded, |backend, _run| py.detach(|| evaluate_run(
-            backend,
-            &dir,
-            part,
-            &k,
-            None,
-            false,
-            &logger(progress)
-        )))
-        .map_err(error)?;
-        let json = serde_json::json!({
-            "part": part.name(),
-            "users": result.users,
-            "model": result.model,
-            "most_popular": result.most_popular,
-        });
-        Ok(json.to_string())
+        on_backend!(&self.loaded, |backend, run| py
+            .detach(|| evaluate_part(backend, &dir, run, part, &k)))
+        .map_err(error)
     }
 
     /// The model's weights: (name, shape, float32 bytes), PyTorch's names.
-    fn weights<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> Vec<(String, Vec<usize>, Bound<'py, PyBytes>)> {
+    fn weights<'py>(&self, py: Python<'py>) -> Vec<(String, Vec<usize>, Bound<'py, PyBytes>)> {
         on_backend!(&self.loaded, |backend, run| run
             .model
             .weights(backend)
@@ -687,11 +585,58 @@ impl Run {
     }
 }
 
+/// `sasrec eval --json` on the split the run folder keeps: the model and
+/// the most-popular baseline on the `valid` or `test` users.
+fn evaluate_part<B: Backend>(
+    backend: &B,
+    dir: &RunDir,
+    run: &LoadedRun<B>,
+    part: &str,
+    ks: &[usize],
+) -> anyhow::Result<String> {
+    let config = &run.config;
+    let held_out_last = config.data.held_out_last();
+    let data = dir.read_data(&run.catalog.vocab)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} keeps no split (it predates data.safetensors): evaluate it with `sasrec eval`",
+            dir.path().display()
+        )
+    })?;
+    let users = match part {
+        "valid" => &data.split.valid,
+        "test" if !held_out_last => anyhow::bail!(
+            "the run used --split random-users, which has no test users; use part=\"valid\""
+        ),
+        "test" => &data.split.test,
+        other => anyhow::bail!("part is \"valid\" or \"test\", not {other:?}"),
+    };
+    if users.is_empty() {
+        anyhow::bail!(
+            "the split has no {part} users: all {} users are too short to evaluate",
+            data.users.len()
+        );
+    }
+    let model = evaluate_with_progress(
+        backend,
+        &run.model,
+        users,
+        held_out_last,
+        ks,
+        config.train.batch_size,
+        &mut |_| {},
+    );
+    let popular = held_out_last
+        .then(|| popularity_baseline(&data.split.train, users, config.model.vocab(), ks));
+    let out = serde_json::json!({
+        "run": dir.path(), "part": part, "users": users.len(), "model": model, "most_popular": popular,
+    });
+    Ok(out.to_string())
+}
+
 /// The native module.
 #[pymodule]
 fn _sasrec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(train, m)?)?;
-    m.add_function(wrap_pyfunction!(resume, m)?)?;
     m.add_class::<Run>()?;
     m.add_class::<ArrowTable>()?;
     m.add("SasrecError", m.py().get_type::<SasrecError>())?;

@@ -22,7 +22,8 @@ pub enum Which {
     /// Training throughput (tokens/s) at the notebook's sizes: ours vs PyTorch.
     Train,
     /// `sasrec serve` under 1, 16 and 64 concurrent clients: requests/s,
-    /// p50/p99 latency and the batch sizes formed.
+    /// p50/p99 latency and the batch sizes formed; then 16 clients alone
+    /// and beside 600 connections held open by idle and slow clients.
     Serve,
     /// All of the above (not scale and quality, which take hours).
     All,
@@ -162,6 +163,7 @@ fn logs() -> Result<()> {
                 seed: 0,
                 out: file.clone(),
                 string_ids: true,
+                long_range: false,
             })?;
         }
     }
@@ -234,10 +236,25 @@ fn python(args: &[&str]) -> Result<()> {
         .context("python3 with pandas/torch is needed for the comparison (pip install torch pandas safetensors)")
 }
 
-/// Training throughput, ours vs PyTorch, alternating, 5 rounds, each run in
-/// its own process: on the CPU at 1 thread and at all threads (with the
+/// PyTorch's CPU modes the train bench runs: name and flags of
+/// `scripts/bench_train_torch.py`.
+const TORCH_MODES: [(&str, &[&str]); 4] = [
+    ("PyTorch eager", &[]),
+    ("PyTorch eager + bf16 autocast", &["--autocast", "bf16"]),
+    ("PyTorch compile", &["--compile"]),
+    (
+        "PyTorch compile + bf16 autocast",
+        &["--compile", "--autocast", "bf16"],
+    ),
+];
+
+/// Training throughput, ours (f32, and bf16 where the CPU has it) vs
+/// PyTorch's CPU modes (eager and torch.compile, each with and without
+/// bf16 autocast), alternating, 5 rounds (`SASREC_BENCH_ROUNDS`), each run
+/// in its own process: on the CPU at 1 thread and at all threads (with the
 /// sgemm rate at the step's shapes measured in the same rounds), then on
-/// the GPU when there is one. Medians of step time, tokens/s and peak RSS.
+/// the GPU when there is one. Medians of step time, tokens/s, CPU time per
+/// step and peak RSS.
 fn train(data: TrainData) -> Result<()> {
     check(cargo().args([
         "build",
@@ -259,25 +276,49 @@ fn train(data: TrainData) -> Result<()> {
     if cores > 1 {
         threads.push(cores);
     }
+    let rounds = env_number("SASREC_BENCH_ROUNDS", 5)?.max(1);
+    // Our bf16 products, where this CPU has them (else the reason, once).
+    let bf16 = match output(Command::new(&ours).args(["--precision", "bf16", "--probe"])) {
+        Ok(_) => true,
+        Err(why) => {
+            eprintln!("not running our bf16 step: {why:#}");
+            false
+        }
+    };
     for &count in &threads {
         let n = count.to_string();
-        let (mut a, mut b) = (Runs::default(), Runs::default());
+        let (mut a, mut a16) = (Runs::default(), Runs::default());
+        let mut torch = TORCH_MODES.map(|_| Runs::default());
         let (mut sgemm, mut peak) = (Vec::new(), Vec::new());
-        for round in 1..=5 {
+        for round in 1..=rounds {
             let line = output(
                 Command::new(&ours)
                     .args(["--device", "cpu", "--threads", &n])
                     .args(common),
             )?;
             a.push(&line)?;
-            let torch = output(
-                Command::new("python3")
-                    .args(["scripts/bench_train_torch.py", "--device", "cpu"])
-                    .args(["--threads", &n])
-                    .args(common)
-                    .current_dir(root()),
-            )?;
-            b.push(&torch)?;
+            eprintln!("round {round}, {n} threads:\n  {}", line.trim());
+            if bf16 {
+                let line = output(
+                    Command::new(&ours)
+                        .args(["--device", "cpu", "--precision", "bf16", "--threads", &n])
+                        .args(common),
+                )?;
+                a16.push(&line)?;
+                eprintln!("  {}", line.trim());
+            }
+            for ((_, flags), runs) in TORCH_MODES.iter().zip(&mut torch) {
+                let line = output(
+                    Command::new("python3")
+                        .args(["scripts/bench_train_torch.py", "--device", "cpu"])
+                        .args(["--threads", &n])
+                        .args(common)
+                        .args(*flags)
+                        .current_dir(root()),
+                )?;
+                runs.push(&line)?;
+                eprintln!("  {}", line.trim());
+            }
             let rate = output(
                 Command::new(&ours)
                     .args(["--sgemm", "--threads", &n])
@@ -293,24 +334,39 @@ fn train(data: TrainData) -> Result<()> {
             if let Ok(p) = json_number(&rate, "fma_peak_gflop_per_cpu_s") {
                 peak.push(p);
             }
-            eprintln!(
-                "round {round}, {n} threads:\n  {}\n  {}\n  {}",
-                line.trim(),
-                torch.trim(),
-                rate.trim()
-            );
+            eprintln!("  {}", rate.trim());
         }
         let sgemm = median(&mut sgemm);
         // The step's rate per CPU second, comparable with the sgemm's.
         let step_gflops = median(&mut a.gflop_per_cpu_s);
-        let torch_ms = median(&mut b.step_ms.clone());
-        println!("{data:?}, CPU, {n} thread(s), medians of 5:");
-        a.print("ours");
-        b.print("PyTorch");
+        // PyTorch eager, the reference of the earlier tables.
+        let torch_ms = median(&mut torch[0].step_ms.clone());
+        println!("{data:?}, CPU, {n} thread(s), medians of {rounds}:");
+        a.print("ours fp32");
+        if bf16 {
+            a16.print("ours bf16");
+        }
+        for ((name, _), runs) in TORCH_MODES.iter().zip(&mut torch) {
+            runs.print(name);
+        }
+        for (name, ours) in [("ours fp32", &a), ("ours bf16", &a16)] {
+            if ours.cpu_s.is_empty() {
+                continue;
+            }
+            let ratios: Vec<String> = TORCH_MODES
+                .iter()
+                .zip(&torch)
+                .map(|((mode, _), t)| {
+                    format!(
+                        "{:.2}x {mode}",
+                        median(&mut t.cpu_s.clone()) / median(&mut ours.cpu_s.clone())
+                    )
+                })
+                .collect();
+            println!("  {name} by CPU time per step: {}", ratios.join(", "));
+        }
         println!(
-            "  ratio {:.2}x PyTorch (CPU time: {:.2}x); step at {step_gflops:.1} GFLOP per CPU second = {:.0}% of the sgemm rate at the step's shapes ({sgemm:.1})",
-            torch_ms / median(&mut a.step_ms.clone()),
-            median(&mut b.cpu_s.clone()) / median(&mut a.cpu_s.clone()),
+            "  ours fp32 step at {step_gflops:.1} GFLOP per CPU second = {:.0}% of the sgemm rate at the step's shapes ({sgemm:.1})",
             100.0 * step_gflops / sgemm
         );
         if !peak.is_empty() {
@@ -362,6 +418,7 @@ fn seed_scale_log() -> Result<std::path::PathBuf> {
             seed: 0,
             out: file.clone(),
             string_ids: false,
+            long_range: false,
         })?;
     }
     Ok(file)
@@ -396,7 +453,7 @@ impl Runs {
 
     fn print(&mut self, name: &str) {
         println!(
-            "  {name:<8} {:>9.1} ms/step {:>10.0} tokens/s {:>8.3} CPU s/step {:>7.0} MiB peak RSS",
+            "  {name:<32} {:>9.1} ms/step {:>10.0} tokens/s {:>8.3} CPU s/step {:>7.0} MiB peak RSS",
             median(&mut self.step_ms),
             median(&mut self.tokens_per_s),
             median(&mut self.cpu_s),

@@ -104,6 +104,11 @@ struct SynthArgs {
     /// String ids (`U…`, `I…`) instead of integers.
     #[arg(long)]
     string_ids: bool,
+    /// The harder setting with longer-range structure: each user follows
+    /// the successors of the item 1 to 3 steps back and draws the rest
+    /// from their own taste group.
+    #[arg(long)]
+    long_range: bool,
 }
 
 fn main() {
@@ -265,6 +270,9 @@ fn generate(args: &SynthArgs, shop: bool) -> Result<()> {
     }
     if shop {
         cmd.arg("--shop");
+    }
+    if args.long_range {
+        cmd.arg("--long-range");
     }
     bench::check(&mut cmd)
 }

@@ -1,9 +1,9 @@
 //! `cargo xtask bench quality`: test NDCG@10 and HR@10 of every training
-//! loss (full softmax; sampled softmax with 256, 1,024 and 3,000 negatives;
-//! BCE and gBCE with 256) on MovieLens latest-small and on a small synthetic
-//! log, 3 seeds each, one protocol: leave-one-out, at most 100 epochs,
-//! early stopping after 10 epochs without a better validation NDCG@10, test
-//! numbers of the best checkpoint.
+//! loss (full softmax, in f32 and with bf16 products; sampled softmax with
+//! 256, 1,024 and 3,000 negatives; BCE and gBCE with 256) on MovieLens
+//! latest-small and on a small synthetic log, 3 seeds each, one protocol:
+//! leave-one-out, at most 100 epochs, early stopping after 10 epochs
+//! without a better validation NDCG@10, test numbers of the best checkpoint.
 //!
 //! A reduced grid for a smaller time budget, from the environment:
 //! `SASREC_QUALITY_EPOCHS`, `SASREC_QUALITY_PATIENCE`, `SASREC_QUALITY_SEEDS`
@@ -32,12 +32,13 @@ use serde_json::Value;
 use crate::bench::{bench_dir, check, env_number};
 use crate::{SynthArgs, cargo, fetch, release_dir};
 
-/// The protocol: most epochs a run trains, epochs without a better
-/// validation NDCG@10 before it stops, sequences per batch, seeds
-/// `first_seed..=seeds`.
+/// The protocol: most epochs a run trains, validations without a better
+/// NDCG@10 before it stops, epochs between validations, sequences per
+/// batch, seeds `first_seed..=seeds`.
 struct Protocol {
     epochs: u64,
     patience: u64,
+    eval_every: u64,
     batch: u64,
     first_seed: u64,
     seeds: u64,
@@ -48,6 +49,7 @@ impl Protocol {
         Ok(Protocol {
             epochs: env_number("SASREC_QUALITY_EPOCHS", 100)?,
             patience: env_number("SASREC_QUALITY_PATIENCE", 10)?,
+            eval_every: env_number("SASREC_QUALITY_EVAL_EVERY", 1)?.max(1),
             batch: env_number("SASREC_QUALITY_BATCH", 128)?,
             first_seed: env_number("SASREC_QUALITY_FIRST_SEED", 1)?.max(1),
             seeds: env_number("SASREC_QUALITY_SEEDS", 3)?.max(1),
@@ -74,49 +76,89 @@ fn chosen<'a>(var: &str, known: &[&'a str]) -> Result<Vec<&'a str>> {
 
 /// A training loss of the grid: its name and `sasrec train` flags.
 struct Setting {
-    name: &'static str,
-    flags: &'static [&'static str],
+    name: String,
+    flags: Vec<String>,
 }
 
-const SETTINGS: [Setting; 6] = [
-    Setting {
-        name: "full",
-        flags: &["--loss", "full"],
-    },
-    Setting {
-        name: "sampled-softmax-256",
-        flags: &["--loss", "sampled-softmax", "--negatives", "256"],
-    },
-    Setting {
-        name: "sampled-softmax-1024",
-        flags: &["--loss", "sampled-softmax", "--negatives", "1024"],
-    },
-    Setting {
-        name: "sampled-softmax-3000",
-        flags: &["--loss", "sampled-softmax", "--negatives", "3000"],
-    },
-    Setting {
-        name: "bce-256",
-        flags: &["--loss", "bce", "--negatives", "256"],
-    },
-    Setting {
-        name: "gbce-256",
-        flags: &["--loss", "gbce", "--negatives", "256", "--gbce-t", "0.75"],
-    },
+/// The sampled losses of the grid: (name, flags) before the scope.
+const SAMPLED: [(&str, &[&str]); 5] = [
+    (
+        "sampled-softmax-256",
+        &["--loss", "sampled-softmax", "--negatives", "256"],
+    ),
+    (
+        "sampled-softmax-1024",
+        &["--loss", "sampled-softmax", "--negatives", "1024"],
+    ),
+    (
+        "sampled-softmax-3000",
+        &["--loss", "sampled-softmax", "--negatives", "3000"],
+    ),
+    ("bce-256", &["--loss", "bce", "--negatives", "256"]),
+    (
+        "gbce-256",
+        &["--loss", "gbce", "--negatives", "256", "--gbce-t", "0.75"],
+    ),
 ];
 
-/// The synthetic log: 1,500 users, 4,000 items (more than 3,000 negatives
-/// need), 45,000 events, the generator's default signal.
-fn synthetic(dir: &Path) -> Result<PathBuf> {
-    let path = dir.join("quality-synth.csv");
+/// How the sampled losses' negatives are drawn: a name suffix and flags.
+const SCOPES: [(&str, &[&str]); 4] = [
+    ("batch", &["--negatives-scope", "batch"]),
+    ("sequence", &["--negatives-scope", "sequence"]),
+    ("position", &["--negatives-scope", "position"]),
+    (
+        "sequence-unseen",
+        &["--negatives-scope", "sequence", "--exclude-seen"],
+    ),
+];
+
+/// Every setting: the full softmax (f32 and bf16 products), then each sampled loss with each way of
+/// drawing its negatives (`sampled-softmax-1024-sequence`, ...).
+fn settings() -> Vec<Setting> {
+    let setting = |name: &str, flags: &[&str]| Setting {
+        name: name.into(),
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+    };
+    let mut all = vec![
+        setting("full", &["--loss", "full"]),
+        // The full softmax with bf16 products (on CPUs with AMX or AVX512-BF16).
+        setting("full-bf16", &["--loss", "full", "--precision", "bf16"]),
+    ];
+    for (loss, loss_flags) in SAMPLED {
+        for (scope, scope_flags) in SCOPES {
+            all.push(Setting {
+                name: format!("{loss}-{scope}"),
+                flags: loss_flags
+                    .iter()
+                    .chain(scope_flags)
+                    .map(|f| f.to_string())
+                    .collect(),
+            });
+        }
+    }
+    all
+}
+
+/// A synthetic log of the grid, written once into `dir`: `small` (1,500
+/// users, 4,000 items: more than 3,000 negatives need; 45,000 events) or
+/// `large` (10,000 users, 40,000 items, where the full softmax is slow;
+/// 500,000 events), the generator's default signal.
+fn synthetic(dir: &Path, large: bool) -> Result<PathBuf> {
+    let (name, users, items, rows) = if large {
+        ("quality-synth-40k.csv", 10_000, 40_000, 500_000)
+    } else {
+        ("quality-synth.csv", 1_500, 4_000, 45_000)
+    };
+    let path = dir.join(name);
     if !path.exists() {
         crate::synth(&SynthArgs {
-            users: 1_500,
-            items: 4_000,
-            rows: 45_000,
+            users,
+            items,
+            rows,
             seed: 0,
             out: path.clone(),
             string_ids: false,
+            long_range: false,
         })?;
     }
     Ok(path)
@@ -125,22 +167,27 @@ fn synthetic(dir: &Path) -> Result<PathBuf> {
 pub fn run() -> Result<()> {
     let protocol = Protocol::from_env()?;
     let dir = bench_dir().join("quality").join(format!(
-        "e{}-p{}-b{}",
-        protocol.epochs, protocol.patience, protocol.batch
+        "e{}-p{}-v{}-b{}",
+        protocol.epochs, protocol.patience, protocol.eval_every, protocol.batch
     ));
     std::fs::create_dir_all(&dir)?;
+    let all = settings();
     let settings: Vec<&Setting> = {
-        let names = chosen("SASREC_QUALITY_LOSSES", &SETTINGS.map(|s| s.name))?;
-        SETTINGS
-            .iter()
-            .filter(|s| names.contains(&s.name))
+        let known: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+        let names = chosen("SASREC_QUALITY_LOSSES", &known)?;
+        all.iter()
+            .filter(|s| names.contains(&s.name.as_str()))
             .collect()
     };
     let mut datasets = Vec::new();
-    for name in chosen("SASREC_QUALITY_DATA", &["latest-small", "synthetic"])? {
+    for name in chosen(
+        "SASREC_QUALITY_DATA",
+        &["latest-small", "synthetic", "synthetic-40k"],
+    )? {
         let ratings = match name {
             "latest-small" => fetch::ensure_dataset("latest-small")?,
-            _ => synthetic(&bench_dir())?,
+            "synthetic" => synthetic(&bench_dir(), false)?,
+            _ => synthetic(&bench_dir(), true)?,
         };
         datasets.push((name, ratings));
     }
@@ -171,6 +218,8 @@ pub fn run() -> Result<()> {
                             &protocol.epochs.to_string(),
                             "--patience",
                             &protocol.patience.to_string(),
+                            "--eval-every",
+                            &protocol.eval_every.to_string(),
                             "--batch-size",
                             &protocol.batch.to_string(),
                             "--select",
@@ -184,7 +233,7 @@ pub fn run() -> Result<()> {
                         ]
                         .map(String::from),
                     );
-                    args.extend(setting.flags.iter().map(|s| s.to_string()));
+                    args.extend(setting.flags.iter().cloned());
                 }
                 args.extend(["--out".into(), out.display().to_string()]);
                 eprintln!("[{done}/{total}] {data_name} {} seed {seed}", setting.name);
@@ -273,8 +322,13 @@ fn table(
     }
     writeln!(
         out,
-        "\nmean ± sample standard deviation over the finished seeds of {}..={}; at most {} epochs, patience {} on validation NDCG@10, batch {}",
-        protocol.first_seed, protocol.seeds, protocol.epochs, protocol.patience, protocol.batch
+        "\nmean ± sample standard deviation over the finished seeds of {}..={}; at most {} epochs, validation every {} epochs, patience {} validations on NDCG@10, batch {}",
+        protocol.first_seed,
+        protocol.seeds,
+        protocol.epochs,
+        protocol.eval_every,
+        protocol.patience,
+        protocol.batch
     )?;
     Ok(out)
 }

@@ -33,6 +33,7 @@ pub fn run() -> Result<()> {
             seed: 0,
             out: data.clone(),
             string_ids: true,
+            long_range: false,
         })?;
     }
     check(cargo().args(["build", "--release", "-p", "sasrec-cli"]))?;

@@ -11,10 +11,19 @@
 //! shipped (up to 64 requests, waiting up to 1 ms for more), batching of
 //! what is queued only (no wait), and no batching (one request per forward
 //! pass). The batch sizes come from the server's `GET /stats`.
+//!
+//! Then clients that hold connections without asking anything: 16 fast
+//! clients as above against the default server, alone and beside 600
+//! connections that are idle, send a header a byte at a time, or stop
+//! halfway through a body (each reopened when the server closes it at its
+//! timeout); the fast clients' p99 side by side, and how many connections
+//! the server cut.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -30,6 +39,15 @@ const SETTINGS: [(&str, usize, u64); 3] = [
     ("batched, wait 1 ms", 64, 1000),
     ("batched, no wait", 64, 0),
     ("one per pass", 1, 0),
+];
+
+/// Fast clients in the hostile comparison.
+const FAST_CLIENTS: usize = 16;
+/// Connections held beside them: idle, slow headers, half-sent bodies.
+const HELD: [(Holder, usize); 3] = [
+    (Holder::Idle, 400),
+    (Holder::SlowHeader, 100),
+    (Holder::HalfBody, 100),
 ];
 
 /// One level's figures.
@@ -88,6 +106,7 @@ pub fn serve() -> Result<()> {
             server.stop()?;
         }
     }
+    let hostile = hostile_rounds(&sasrec, &run, &bodies, seconds)?;
     println!("sasrec serve, CPU, medians of {ROUNDS} rounds of {seconds} s:");
     println!(
         "{:<20} {:>7} {:>9} {:>9} {:>9} {:>10} {:>8}",
@@ -108,7 +127,190 @@ pub fn serve() -> Result<()> {
             );
         }
     }
+    print_hostile(&hostile);
     Ok(())
+}
+
+/// The fast clients alone and beside the held connections, per round.
+struct HostileRound {
+    alone: Figures,
+    beside: Figures,
+    held: HoldReport,
+}
+
+/// Each round: a default server, [`FAST_CLIENTS`] clients alone, then the
+/// same beside the [`HELD`] connections.
+fn hostile_rounds(
+    sasrec: &Path,
+    run: &Path,
+    bodies: &[String],
+    seconds: f64,
+) -> Result<Vec<HostileRound>> {
+    let figures = |(qps, mut latencies): (f64, Vec<f64>)| Figures {
+        qps,
+        p50_ms: percentile(&mut latencies, 0.50),
+        p99_ms: percentile(&mut latencies, 0.99),
+        ..Figures::default()
+    };
+    let mut rounds = Vec::new();
+    for round in 1..=ROUNDS {
+        let server = Server::start(sasrec, run, 64, 0)?;
+        load(&server.base, bodies, FAST_CLIENTS, 2.0)?;
+        let alone = figures(load(&server.base, bodies, FAST_CLIENTS, seconds)?);
+        let addr: SocketAddr = server.base.trim_start_matches("http://").parse()?;
+        let stop = AtomicBool::new(false);
+        let (beside, held) = std::thread::scope(|s| -> Result<(Figures, HoldReport)> {
+            let holder = s.spawn(|| hold(addr, &stop));
+            // The held connections open, then the fast clients warm up.
+            std::thread::sleep(Duration::from_secs(1));
+            let measured = load(&server.base, bodies, FAST_CLIENTS, 2.0)
+                .and_then(|_| load(&server.base, bodies, FAST_CLIENTS, seconds));
+            stop.store(true, Ordering::Relaxed);
+            let held = holder.join().expect("holder thread")?;
+            Ok((figures(measured?), held))
+        })?;
+        eprintln!(
+            "round {round}, {FAST_CLIENTS} fast clients: alone {:.0} req/s, p99 {:.2} ms; beside {:.0} held connections {:.0} req/s, p99 {:.2} ms; cut {:?}",
+            alone.qps, alone.p99_ms, held.mean_open, beside.qps, beside.p99_ms, held.cut
+        );
+        server.stop()?;
+        rounds.push(HostileRound {
+            alone,
+            beside,
+            held,
+        });
+    }
+    Ok(rounds)
+}
+
+fn print_hostile(rounds: &[HostileRound]) {
+    let med = |get: &dyn Fn(&HostileRound) -> f64| {
+        median(&mut rounds.iter().map(get).collect::<Vec<_>>())
+    };
+    let counts: Vec<String> = HELD
+        .iter()
+        .map(|(kind, n)| format!("{n} {}", kind.name()))
+        .collect();
+    println!(
+        "\n{FAST_CLIENTS} fast clients beside held connections ({}; reopened when cut), default server, medians:",
+        counts.join(", ")
+    );
+    println!(
+        "{:<28} {:>9} {:>9} {:>9}",
+        "fast clients", "req/s", "p50 ms", "p99 ms"
+    );
+    for (name, get) in [
+        (
+            "alone",
+            (|r: &HostileRound| r.alone) as fn(&HostileRound) -> Figures,
+        ),
+        ("beside the held ones", |r: &HostileRound| r.beside),
+    ] {
+        println!(
+            "{name:<28} {:>9.0} {:>9.2} {:>9.2}",
+            med(&|r| get(r).qps),
+            med(&|r| get(r).p50_ms),
+            med(&|r| get(r).p99_ms)
+        );
+    }
+    let cut: Vec<String> = HELD
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, _))| format!("{} {:.0}", kind.name(), med(&|r| r.held.cut[i] as f64)))
+        .collect();
+    println!(
+        "held open on average: {:.0}; closed by the server's timeouts per round: {}",
+        med(&|r| r.held.mean_open),
+        cut.join(", ")
+    );
+}
+
+/// A connection that holds a server socket without asking anything.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Holder {
+    /// Connects and sends nothing.
+    Idle,
+    /// Sends a header a byte every 100 ms, never ending it.
+    SlowHeader,
+    /// Sends a header announcing 1000 bytes of body, then one.
+    HalfBody,
+}
+
+impl Holder {
+    fn name(self) -> &'static str {
+        match self {
+            Holder::Idle => "idle",
+            Holder::SlowHeader => "slow-header",
+            Holder::HalfBody => "half-sent-body",
+        }
+    }
+
+    /// What it sends on connecting.
+    fn opening(self) -> &'static [u8] {
+        match self {
+            Holder::Idle => b"",
+            Holder::SlowHeader => b"POST /recommend HTTP/1.1\r\nhost: bench\r\nx-slow: ",
+            Holder::HalfBody => {
+                b"POST /recommend HTTP/1.1\r\nhost: bench\r\ncontent-length: 1000\r\n\r\n{"
+            }
+        }
+    }
+}
+
+/// What [`hold`] saw.
+#[derive(Debug)]
+struct HoldReport {
+    /// Connections open, averaged over the ticks.
+    mean_open: f64,
+    /// Connections the server closed, per kind of [`HELD`].
+    cut: [usize; 3],
+}
+
+/// Holds the [`HELD`] connections to `addr` until `stop`, reopening each
+/// one the server closes; slow headers get a byte every tick (100 ms).
+fn hold(addr: SocketAddr, stop: &AtomicBool) -> Result<HoldReport> {
+    let open = |kind: Holder| -> Option<TcpStream> {
+        let mut stream = TcpStream::connect(addr).ok()?;
+        stream.write_all(kind.opening()).ok()?;
+        stream.set_nonblocking(true).ok()?;
+        Some(stream)
+    };
+    let mut held: Vec<(usize, Holder, Option<TcpStream>)> = HELD
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &(kind, n))| (0..n).map(move |_| (i, kind)))
+        .map(|(i, kind)| (i, kind, open(kind)))
+        .collect();
+    let (mut cut, mut ticks, mut open_sum) = ([0usize; 3], 0usize, 0usize);
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        for (i, kind, stream) in &mut held {
+            let alive = match stream {
+                None => false,
+                Some(s) => {
+                    let unread = match s.read(&mut buf) {
+                        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                        // Closed, or answered (408) before closing.
+                        Ok(_) => false,
+                    };
+                    unread && (*kind != Holder::SlowHeader || s.write_all(b"a").is_ok())
+                }
+            };
+            if !alive {
+                if stream.is_some() {
+                    cut[*i] += 1;
+                }
+                *stream = open(*kind);
+            }
+        }
+        ticks += 1;
+        open_sum += held.iter().filter(|h| h.2.is_some()).count();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(HoldReport {
+        mean_open: open_sum as f64 / ticks.max(1) as f64,
+        cut,
+    })
 }
 
 /// A 10-epoch latest-small run in target/bench/serve-run, trained once.

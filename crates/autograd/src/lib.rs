@@ -8,10 +8,11 @@
 //! order) and calls the backend's backward ops from one `match`.
 //!
 //! - Ops: `add`, `sub`, `mul`, `scale`, `sum`, `mean`, `relu`, `sigmoid`,
-//!   `dropout`, `embedding`, `layer_norm`, `matmul`, `linear`, `attention`;
+//!   `dropout`, `embedding`, `layer_norm`, `rms_norm`, `swiglu`, `matmul`,
+//!   `linear`, `attention`;
 //!   losses `softmax_cross_entropy` (over a logits matrix), `cross_entropy`
-//!   (fused with a tied output table), `sampled_loss` (sampled softmax, BCE
-//!   and gBCE over shared sampled negatives), `mse_loss`; and ops of your
+//!   (fused with an output table, label smoothing optional), `sampled_loss`
+//!   (sampled softmax, BCE and gBCE over sampled negatives), `mse_loss`; and ops of your
 //!   own with [`CustomOp`].
 //! - [`ParamStore`]: named parameters, and which of them (or of their
 //!   gradients) first holds a NaN or infinite value
@@ -43,6 +44,6 @@ pub mod optim;
 mod params;
 mod tape;
 
-pub use optim::{Adam, AdamW};
+pub use optim::{Adam, AdamW, clip_grad_norm};
 pub use params::{NonFinite, ParamId, ParamStore};
 pub use tape::{CustomOp, Gradients, Tape, Var};

@@ -1,5 +1,6 @@
 //! Optimisers over a [`ParamStore`], as `torch.optim` defines them: [`Adam`]
-//! (no weight decay, no amsgrad) and [`AdamW`] (decoupled weight decay).
+//! (no weight decay, no amsgrad) and [`AdamW`] (decoupled weight decay);
+//! and [`clip_grad_norm`], as `torch.nn.utils.clip_grad_norm_`.
 //!
 //! ```
 //! use sasrec_autograd::{Adam, ParamStore, Tape};
@@ -139,7 +140,12 @@ impl<B: Backend> AdamW<B> {
         vars: &[Var],
     ) {
         // PyTorch multiplies by the Python float 1 - lr * wd, which the
-        // float32 kernel rounds to f32 once.
+        // float32 kernel rounds to f32 once; by 1 without decay, which
+        // changes nothing and is skipped.
+        if self.weight_decay == 0.0 {
+            self.adam.step(backend, params, grads, vars);
+            return;
+        }
         let decay = backend.tensor(&[(1.0 - self.adam.lr * self.weight_decay) as f32], &[1]);
         for id in params.ids().collect::<Vec<_>>() {
             if grads.get(vars[id.index()]).is_some() {
@@ -149,4 +155,41 @@ impl<B: Backend> AdamW<B> {
         }
         self.adam.step(backend, params, grads, vars);
     }
+}
+
+/// Scales the gradients of `vars` (those that have one) so that their
+/// global L2 norm is at most `max_norm`, as `torch.nn.utils.clip_grad_norm_`:
+/// by `max_norm / (norm + 1e-6)` when that is below 1. Returns the norm
+/// before clipping. One read of one number from the device.
+pub fn clip_grad_norm<B: Backend>(
+    backend: &B,
+    grads: &mut Gradients<B>,
+    vars: &[Var],
+    max_norm: f64,
+) -> f64 {
+    let mut total: Option<B::Tensor> = None;
+    for &v in vars {
+        if let Some(g) = grads.get(v) {
+            let squares = backend.sum(&backend.mul(g, g));
+            total = Some(match total {
+                Some(mut t) => {
+                    backend.add_assign(&mut t, &squares);
+                    t
+                }
+                None => squares,
+            });
+        }
+    }
+    let Some(total) = total else { return 0.0 };
+    let norm = f64::from(backend.to_vec(&total)[0]).sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        let coef = backend.tensor(&[coef as f32], &[1]);
+        for &v in vars {
+            if let Some(g) = grads.get_mut(v) {
+                *g = backend.scale(g, &coef);
+            }
+        }
+    }
+    norm
 }

@@ -1,7 +1,7 @@
 //! The tape: forward ops that run at once and record what their backward
 //! needs, and [`Tape::backward`], one `match` over the recorded ops.
 
-use sasrec_kernels::{AttentionShape, Backend, Dropout, SampledLoss};
+use sasrec_kernels::{AttentionShape, Backend, Dropout, Negatives, SampledLoss};
 
 use crate::params::ParamStore;
 
@@ -98,6 +98,15 @@ enum Op<B: Backend> {
         beta: Var,
         stats: B::Tensor,
     },
+    RmsNorm {
+        x: Var,
+        gamma: Var,
+        rstd: B::Tensor,
+    },
+    Swiglu {
+        gate: Var,
+        up: Var,
+    },
     Matmul(Var, Var),
     Linear {
         x: Var,
@@ -152,6 +161,11 @@ impl<B: Backend> Gradients<B> {
     /// Moves the gradient of `v` out.
     pub fn take(&mut self, v: Var) -> Option<B::Tensor> {
         self.grads.get_mut(v.0).and_then(Option::take)
+    }
+
+    /// The gradient of `v` to change in place (e.g. to clip it).
+    pub fn get_mut(&mut self, v: Var) -> Option<&mut B::Tensor> {
+        self.grads.get_mut(v.0).and_then(Option::as_mut)
     }
 }
 
@@ -307,6 +321,18 @@ impl<'b, B: Backend> Tape<'b, B> {
         })
     }
 
+    /// RMSNorm over the last dimension of `[n, d]` (no centring, no bias).
+    pub fn rms_norm(&mut self, x: Var, gamma: Var, eps: f32) -> Var {
+        let (y, rstd) = self.backend.rms_norm(self.value(x), self.value(gamma), eps);
+        self.record(y, &[x, gamma], || Op::RmsNorm { x, gamma, rstd })
+    }
+
+    /// SwiGLU's gating `silu(gate) * up`, elementwise.
+    pub fn swiglu(&mut self, gate: Var, up: Var) -> Var {
+        let y = self.backend.swiglu(self.value(gate), self.value(up));
+        self.record(y, &[gate, up], || Op::Swiglu { gate, up })
+    }
+
     /// The matrix product `a @ b`: `[m, k]` x `[k, n]` -> `[m, n]`.
     pub fn matmul(&mut self, a: Var, b: Var) -> Var {
         let y = self
@@ -351,10 +377,26 @@ impl<'b, B: Backend> Tape<'b, B> {
     /// Mean softmax cross-entropy of `h @ table^T` against `targets`
     /// (0 = ignored); a `[1]` tensor. The logits are never held whole.
     pub fn cross_entropy(&mut self, h: Var, table: Var, targets: &B::Ids) -> Var {
+        self.cross_entropy_smoothed(h, table, targets, 0.0)
+    }
+
+    /// [`Tape::cross_entropy`] with label smoothing in `[0, 1]` (PyTorch's
+    /// `label_smoothing`; see [`Backend::cross_entropy_smoothed`]).
+    pub fn cross_entropy_smoothed(
+        &mut self,
+        h: Var,
+        table: Var,
+        targets: &B::Ids,
+        smoothing: f32,
+    ) -> Var {
         let with_grad = self.grad_enabled && (self.requires_grad(h) || self.requires_grad(table));
-        let out = self
-            .backend
-            .cross_entropy(self.value(h), self.value(table), targets, with_grad);
+        let out = self.backend.cross_entropy_smoothed(
+            self.value(h),
+            self.value(table),
+            targets,
+            smoothing,
+            with_grad,
+        );
         let grads = [(h, out.dh), (table, out.dtable)];
         self.record_fused_loss(out.loss, grads)
     }
@@ -393,32 +435,30 @@ impl<'b, B: Backend> Tape<'b, B> {
         self.record_fused_loss(out.loss, [(logits, out.dlogits)])
     }
 
-    /// Mean loss over sampled negatives shared by every row
-    /// ([`Backend::sampled_loss`]): `h` `[rows, dim]`, `pos` the rows of the
-    /// targets `[rows, dim]`, `neg` the rows of the `negatives` `[n, dim]`
-    /// (usually both gathered from an item table with
-    /// [`Tape::embedding`]); targets 0 are ignored, and a negative equal to a
-    /// row's target is masked out of that row. A `[1]` tensor.
+    /// Mean loss over sampled negatives ([`Backend::sampled_loss`]): `h`
+    /// `[rows, dim]` scored against `table` `[vocab, dim]`, row `r`'s
+    /// positive being `table[targets[r]]` and its negatives its group's
+    /// rows of `negatives`; targets 0 are ignored, and a negative equal to
+    /// a row's target is masked out of that row. Gradients flow to `h` and
+    /// to the table's rows it used. A `[1]` tensor.
     pub fn sampled_loss(
         &mut self,
         h: Var,
-        pos: Var,
-        neg: Var,
+        table: Var,
         targets: &B::Ids,
-        negatives: &B::Ids,
+        negatives: Negatives<'_, B::Ids>,
         loss: SampledLoss<'_, B::Tensor>,
     ) -> Var {
-        let with_grad = self.grad_enabled && [h, pos, neg].iter().any(|&v| self.requires_grad(v));
+        let with_grad = self.grad_enabled && [h, table].iter().any(|&v| self.requires_grad(v));
         let out = self.backend.sampled_loss(
             self.value(h),
-            self.value(pos),
-            self.value(neg),
+            self.value(table),
             targets,
             negatives,
             loss,
             with_grad,
         );
-        self.record_fused_loss(out.loss, [(h, out.dh), (pos, out.dpos), (neg, out.dneg)])
+        self.record_fused_loss(out.loss, [(h, out.dh), (table, out.dtable)])
     }
 
     /// Mean squared error `mean((prediction - target)^2)`, `[1]`.
@@ -525,6 +565,17 @@ impl<'b, B: Backend> Tape<'b, B> {
                     send(*x, dx);
                     send(*gamma, dgamma);
                     send(*beta, dbeta);
+                }
+                Op::RmsNorm { x, gamma, rstd } => {
+                    let (dx, dgamma) =
+                        b.rms_norm_backward(&dy, self.value(*x), self.value(*gamma), rstd);
+                    send(*x, dx);
+                    send(*gamma, dgamma);
+                }
+                Op::Swiglu { gate, up } => {
+                    let (dgate, dup) = b.swiglu_backward(&dy, self.value(*gate), self.value(*up));
+                    send(*gate, dgate);
+                    send(*up, dup);
                 }
                 Op::Matmul(x, y) => {
                     // d(x @ y) = dy @ y^T for x, x^T @ dy for y.

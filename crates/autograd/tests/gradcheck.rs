@@ -14,7 +14,7 @@
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sasrec_autograd::{CustomOp, Tape, Var};
-use sasrec_kernels::{AttentionShape, Backend, CpuBackend, Dropout, LogQ, SampledLoss};
+use sasrec_kernels::{AttentionShape, Backend, CpuBackend, Dropout, Negatives, SampledLoss};
 
 const EPS: f32 = 1e-2;
 const REL: f32 = 1e-2;
@@ -255,57 +255,58 @@ fn softmax_cross_entropy_with_and_without_ignore_index() {
 }
 
 #[test]
-fn sampled_loss_after_the_gathers_then_scale() {
+fn sampled_loss_after_a_lookup_then_scale() {
     let mut rng = ChaCha8Rng::seed_from_u64(18);
-    let (rows, dim, vocab) = (7, 4, 12);
-    // Row 1 is ignored; negative 2 is row 0's target, negative 4 repeats
-    // negative 0.
-    let targets = [3u32, 0, 5, 9, 3, 11, 1];
-    let negatives = [6u32, 2, 3, 8, 6];
+    let (rows, dim, vocab) = (8, 4, 12);
+    // Row 1 is ignored; in the shared set, negative 2 is row 0's target and
+    // negative 4 repeats negative 0.
+    let targets = [3u32, 0, 5, 9, 3, 11, 1, 6];
+    let shared = [6u32, 2, 3, 8, 6];
     let log_q: Vec<f32> = (0..vocab).map(|i| -2.0 - 0.3 * i as f32).collect();
     let inputs = [
         random(&mut rng, &[rows, dim], 1.0),
         random(&mut rng, &[vocab, dim], 1.0),
     ];
-    for name in [
-        "sampled softmax",
-        "sampled softmax with log Q",
-        "bce",
-        "gbce",
+    // The batch's negatives, two sequences' own, and each row's own.
+    let per_sequence: Vec<u32> = (0..2 * 5).map(|i| 1 + (i * 7 % 11) as u32).collect();
+    let per_row: Vec<u32> = (0..rows * 3).map(|i| 1 + (i * 5 % 11) as u32).collect();
+    for (scope, ids, per_group) in [
+        ("batch", &shared[..], 5),
+        ("sequence", &per_sequence[..], 5),
+        ("position", &per_row[..], 3),
     ] {
-        gradcheck(name, &inputs, |t, v| {
-            let b = t.backend();
-            let (target_ids, negative_ids) = (b.ids(&targets), b.ids(&negatives));
-            let lq_targets: Vec<f32> = targets.iter().map(|&i| log_q[i as usize]).collect();
-            let lq_negatives: Vec<f32> = negatives.iter().map(|&i| log_q[i as usize]).collect();
-            let lq = (
-                b.tensor(&lq_targets, &[rows]),
-                b.tensor(&lq_negatives, &[negatives.len()]),
-            );
-            let loss = match name {
-                "bce" => SampledLoss::Binary {
-                    positive_weight: 1.0,
-                },
-                "gbce" => SampledLoss::Binary {
-                    positive_weight: 0.4,
-                },
-                "sampled softmax" => SampledLoss::Softmax { log_q: None },
-                _ => SampledLoss::Softmax {
-                    log_q: Some(LogQ {
-                        targets: &lq.0,
-                        negatives: &lq.1,
-                    }),
-                },
-            };
-            // h depends on the table too (h = x + table rows), like SASRec's
-            // tied table: every path into the table is checked.
-            let looked_up = t.embedding(v[1], &target_ids, None);
-            let h = t.add(v[0], looked_up);
-            let pos = t.embedding(v[1], &target_ids, Some(0));
-            let neg = t.embedding(v[1], &negative_ids, None);
-            let l = t.sampled_loss(h, pos, neg, &target_ids, &negative_ids, loss);
-            t.scale(l, b.tensor(&[-0.7], &[1]))
-        });
+        for name in [
+            "sampled softmax",
+            "sampled softmax with log Q",
+            "bce",
+            "gbce",
+        ] {
+            gradcheck(&format!("{name} per {scope}"), &inputs, |t, v| {
+                let b = t.backend();
+                let (target_ids, negative_ids) = (b.ids(&targets), b.ids(ids));
+                let lq = b.tensor(&log_q, &[vocab]);
+                let loss = match name {
+                    "bce" => SampledLoss::Binary {
+                        positive_weight: 1.0,
+                    },
+                    "gbce" => SampledLoss::Binary {
+                        positive_weight: 0.4,
+                    },
+                    "sampled softmax" => SampledLoss::Softmax { log_q: None },
+                    _ => SampledLoss::Softmax { log_q: Some(&lq) },
+                };
+                // h depends on the table too (h = x + table rows), like
+                // SASRec's tied table: every path into the table is checked.
+                let looked_up = t.embedding(v[1], &target_ids, None);
+                let h = t.add(v[0], looked_up);
+                let negatives = Negatives {
+                    ids: &negative_ids,
+                    per_group,
+                };
+                let l = t.sampled_loss(h, v[1], &target_ids, negatives, loss);
+                t.scale(l, b.tensor(&[-0.7], &[1]))
+            });
+        }
     }
 }
 
@@ -580,4 +581,67 @@ fn inference_mode_records_nothing() {
     assert!(b.to_vec(tape.value(loss))[0].is_finite());
     let grads = tape.backward(loss);
     assert!(grads.get(x).is_none() && grads.get(table).is_none());
+}
+
+#[test]
+fn rms_norm() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let tail = Tail::new(&mut rng, 5, 7);
+    let inputs = [random(&mut rng, &[5, 7], 2.0), random(&mut rng, &[7], 1.0)];
+    gradcheck("rms_norm", &inputs, |t, v| {
+        let y = t.rms_norm(v[0], v[1], 1e-6);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn swiglu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    let tail = Tail::new(&mut rng, 6, 4);
+    let inputs = [
+        random(&mut rng, &[6, 4], 3.0),
+        random(&mut rng, &[6, 4], 1.0),
+    ];
+    gradcheck("swiglu", &inputs, |t, v| {
+        let y = t.swiglu(v[0], v[1]);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn gated_residual_composition() {
+    // x + sigmoid(W x + b) * branch, as the model writes it.
+    let mut rng = ChaCha8Rng::seed_from_u64(33);
+    let tail = Tail::new(&mut rng, 5, 4);
+    let inputs = [
+        random(&mut rng, &[5, 4], 1.0),
+        random(&mut rng, &[5, 4], 1.0),
+        random(&mut rng, &[4, 4], 1.0),
+        random(&mut rng, &[4], 1.0),
+    ];
+    gradcheck("gated residual", &inputs, |t, v| {
+        let g = t.linear(v[0], v[2], Some(v[3]));
+        let g = t.sigmoid(g);
+        let gated = t.mul(g, v[1]);
+        let y = t.add(v[0], gated);
+        tail.apply(t, y)
+    });
+}
+
+#[test]
+fn cross_entropy_with_label_smoothing_then_scale() {
+    let mut rng = ChaCha8Rng::seed_from_u64(34);
+    let (rows, dim, vocab) = (7, 3, 9);
+    let inputs = [
+        random(&mut rng, &[rows, dim], 1.0),
+        random(&mut rng, &[vocab, dim], 1.0),
+    ];
+    let ids = targets(&mut rng, rows, vocab);
+    for smoothing in [0.1, 0.5] {
+        gradcheck("cross_entropy_smoothed", &inputs, |t, v| {
+            let b = t.backend();
+            let loss = t.cross_entropy_smoothed(v[0], v[1], &b.ids(&ids), smoothing);
+            t.scale(loss, b.tensor(&[1.3], &[1]))
+        });
+    }
 }

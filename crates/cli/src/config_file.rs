@@ -8,7 +8,9 @@
 //! command-line arguments placed before the real ones, so a flag given on
 //! the command line overrides the file. Every value is checked by the
 //! flag's own parser, and an unknown key is an error naming the key and the
-//! file: a typo never goes unnoticed.
+//! file: a typo never goes unnoticed. A config.json is read with `preset =
+//! "notebook"` unless it names one: it records every setting of its run,
+//! and a setting it lacks (it predates the setting) had the notebook's value.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -17,6 +19,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Arg, ArgAction, Command};
 use sasrec_model::{Selection, bounded};
 use serde_json::Value;
+
+use crate::train_cmd::{DEFAULT_SPLIT_SEED, DEFAULT_VALID_FRACTION};
 
 /// config.json's sections.
 const SECTIONS: [&str; 3] = ["model", "train", "data"];
@@ -53,7 +57,15 @@ pub fn read(path: &Path) -> Result<Vec<Setting>> {
         parse_toml(&text)
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    settings(table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let mut settings = settings(table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if json && !settings.iter().any(|(key, _)| key == "preset") {
+        // A run's config.json records every setting it resolved, but one
+        // written before a setting existed lacks it, and such runs used
+        // the notebook's values: a setting missing from it is the
+        // notebook's, not the default preset's.
+        settings.insert(0, ("preset".to_string(), Value::from("notebook")));
+    }
+    Ok(settings)
 }
 
 /// A TOML document as JSON values (date-times become their text).
@@ -86,6 +98,9 @@ fn toml_to_json(value: toml::Value) -> Value {
     match value {
         toml::Value::String(s) => Value::String(s),
         toml::Value::Integer(i) => Value::from(i),
+        // JSON has no NaN or infinity (serde_json would make them null, read
+        // as "not set"): they go on as text, for the flag's checks to refuse.
+        toml::Value::Float(f) if !f.is_finite() => Value::String(f.to_string()),
         toml::Value::Float(f) => Value::from(f),
         toml::Value::Boolean(b) => Value::Bool(b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
@@ -134,13 +149,16 @@ pub fn to_args(settings: &[Setting], command: &Command, origin: &str) -> Result<
     // relations, e.g. --allow-changed-data needs --resume).
     let mut check = command.clone().mut_arg("out", |a| a.required(false));
     let mut args = Vec::new();
-    let loss = settings
-        .iter()
-        .find(|(key, _)| key == "loss")
-        .and_then(|(_, value)| value.as_str())
-        .unwrap_or("full");
+    let text_of = |wanted: &str, default| {
+        settings
+            .iter()
+            .find(|(key, _)| key == wanted)
+            .and_then(|(_, value)| value.as_str())
+            .unwrap_or(default)
+    };
+    let (loss, split) = (text_of("loss", "full"), text_of("split", "leave-one-out"));
     for (key, value) in settings {
-        if !applies(key, loss) {
+        if !applies(key, value, loss, split) {
             continue;
         }
         let arg = find_arg(command, key).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
@@ -154,6 +172,8 @@ pub fn to_args(settings: &[Setting], command: &Command, origin: &str) -> Result<
             }
         } else {
             match value_text(value, arg).map_err(bad)? {
+                // `--flag=-inf`: a value starting with `-` is not a flag.
+                Some(text) if text.starts_with('-') => vec![format!("{flag}={text}").into()],
                 Some(text) => vec![flag.into(), text.into()],
                 None => continue, // null: the flag's default
             }
@@ -167,14 +187,21 @@ pub fn to_args(settings: &[Setting], command: &Command, origin: &str) -> Result<
     Ok(args)
 }
 
-/// Whether a setting means anything with the file's `loss`: a run's
-/// config.json records the sampled losses' settings (their defaults) for a
-/// full-softmax run too, and a sweep's base may set them for a grid over
-/// losses; passed on, they would be refused as flags that do not apply.
-fn applies(key: &str, loss: &str) -> bool {
+/// Whether a setting means anything with the file's `loss` and `split`: a
+/// run's config.json records the sampled losses' settings (their defaults)
+/// for a full-softmax run too, and a sweep's base may set them for a grid
+/// over losses; passed on, they would be refused as flags that do not
+/// apply. The same goes for random-users' settings at the defaults every
+/// config.json records; other values are passed on (and refused with
+/// another split).
+fn applies(key: &str, value: &Value, loss: &str, split: &str) -> bool {
     match key {
-        "negatives" | "sampler" => loss != "full",
+        "negatives" | "sampler" | "negatives_scope" | "exclude_seen" => loss != "full",
         "gbce_t" => loss == "gbce",
+        "valid_fraction" => {
+            split == "random-users" || value.as_f64() != Some(DEFAULT_VALID_FRACTION)
+        }
+        "split_seed" => split == "random-users" || value.as_u64() != Some(DEFAULT_SPLIT_SEED),
         _ => true,
     }
 }
@@ -295,5 +322,26 @@ mod tests {
                 "popularity"
             ]
         );
+    }
+
+    #[test]
+    fn a_config_json_without_a_preset_is_the_notebooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("config.json");
+        std::fs::write(&json, r#"{"model": {"dim": 8}}"#).unwrap();
+        let keys = |path: &Path| -> Vec<String> {
+            read(path)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect()
+        };
+        assert_eq!(keys(&json), ["preset=\"notebook\"", "dim=8"]);
+        std::fs::write(&json, r#"{"preset": "recommended", "model": {"dim": 8}}"#).unwrap();
+        assert_eq!(keys(&json), ["preset=\"recommended\"", "dim=8"]);
+        // A TOML settings file takes the default preset unless it names one.
+        let toml = dir.path().join("run.toml");
+        std::fs::write(&toml, "dim = 8\n").unwrap();
+        assert_eq!(keys(&toml), ["dim=8"]);
     }
 }

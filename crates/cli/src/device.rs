@@ -1,11 +1,12 @@
 //! `--device cpu|gpu|auto`: which backend runs the model.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-pub use sasrec_api::Device;
-use sasrec_api::DeviceChoice;
-use sasrec_kernels::CpuBackend;
-use sasrec_kernels::gpu::WgpuBackend;
+use sasrec_kernels::gpu::{AdapterChoice, GpuError, GpuOptions, WgpuBackend};
+use sasrec_kernels::{Backend, CpuBackend};
+
+/// The most CPU threads `--threads` accepts.
+const MAX_THREADS: usize = 1024;
 
 /// Where to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -43,30 +44,81 @@ pub struct DeviceArgs {
     pub profile_ops: bool,
 }
 
+/// An opened backend.
+pub enum Device {
+    /// The CPU backend.
+    Cpu(CpuBackend),
+    /// The wgpu backend.
+    Gpu(WgpuBackend),
+}
+
 impl DeviceArgs {
     /// Sizes the CPU thread pools to `--threads` (all cores without it).
     /// Every command calls it first: rayon's pool can be sized only before
     /// its first use, and reading a log already uses it.
     pub fn set_threads(&self) -> Result<()> {
-        match self.threads {
-            Some(threads) => sasrec_api::set_threads(threads),
-            None => Ok(()),
+        let Some(threads) = self.threads else {
+            return Ok(());
+        };
+        if !(1..=MAX_THREADS).contains(&threads) {
+            anyhow::bail!("--threads must be between 1 and {MAX_THREADS}, got {threads}");
         }
+        // SAFETY: called first by the commands, before any other thread of
+        // this process exists; matrixmultiply reads the variable when its
+        // first product runs.
+        unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("setting the CPU thread count")
     }
 
     /// Opens the backend these flags ask for and says which one on stderr
     /// (after [`DeviceArgs::set_threads`]).
     pub fn open(&self) -> Result<Device> {
-        let choice = DeviceChoice {
-            kind: match self.device {
-                DeviceKind::Cpu => sasrec_api::DeviceKind::Cpu,
-                DeviceKind::Gpu => sasrec_api::DeviceKind::Gpu,
-                DeviceKind::Auto => sasrec_api::DeviceKind::Auto,
+        let options = GpuOptions {
+            adapter: match &self.adapter {
+                None => AdapterChoice::Best,
+                Some(a) => match a.parse::<usize>() {
+                    Ok(i) => AdapterChoice::Index(i),
+                    Err(_) => AdapterChoice::NameContains(a.clone()),
+                },
             },
-            adapter: self.adapter.clone(),
             profiling: self.profile_kernels,
+            ..GpuOptions::default()
         };
-        Device::open(&choice, &|line| eprintln!("{line}"))
+        let device = match self.device {
+            DeviceKind::Cpu => Device::Cpu(CpuBackend),
+            DeviceKind::Gpu => Device::Gpu(WgpuBackend::new(&options).context(
+                "opening the GPU (see `sasrec devices`; --adapter llvmpipe uses Mesa's CPU driver)",
+            )?),
+            DeviceKind::Auto => match WgpuBackend::new(&options) {
+                Ok(gpu) => Device::Gpu(gpu),
+                Err(GpuError::NoAdapter(why)) => {
+                    // Said only where a GPU was asked for (an adapter named);
+                    // the device line below says what runs.
+                    if self.adapter.is_some() {
+                        eprintln!("no GPU found ({why}); using the CPU");
+                    }
+                    Device::Cpu(CpuBackend)
+                }
+                Err(err) => {
+                    return Err(err).context("opening the GPU (use --device cpu to skip it)");
+                }
+            },
+        };
+        eprintln!("device: {}", device.name());
+        Ok(device)
+    }
+}
+
+impl Device {
+    /// The backend's name.
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu(b) => b.name(),
+            Device::Gpu(b) => b.name(),
+        }
     }
 }
 

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use crate::catalog::progress_bar;
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
-use sasrec_api::{Part, evaluate_run};
 use sasrec_kernels::Backend;
-use sasrec_model::RunDir;
+use sasrec_model::{RunConfig, RunDir, SasRec, evaluate_with_progress, popularity_baseline};
 
 use crate::device::{Device, DeviceArgs, print_kernel_times};
 
@@ -48,10 +48,22 @@ pub struct EvalArgs {
 /// Runs `sasrec eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     args.device.set_threads()?;
+    if args.k.contains(&0) {
+        bail!("--k values must be at least 1");
+    }
+    let run = RunDir::new(&args.run);
+    let mut config = run.read_config()?;
+    if let Some(ratings) = &args.ratings {
+        config.data.ratings = ratings.clone();
+    }
+    let held_out_last = config.data.held_out_last();
+    if args.split_part == SplitPart::Test && !held_out_last {
+        bail!("the run used --split random-users, which has no test users; use --split-part valid");
+    }
     match args.device.open()? {
-        Device::Cpu(b) => eval_on(&b, &args),
+        Device::Cpu(b) => eval_on(&b, &run, &config, &args),
         Device::Gpu(b) => {
-            eval_on(&b, &args)?;
+            eval_on(&b, &run, &config, &args)?;
             if args.device.profile_kernels {
                 print_kernel_times(&b, 1, "in all");
             }
@@ -60,43 +72,85 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
 }
 
-fn eval_on<B: Backend>(backend: &B, args: &EvalArgs) -> Result<()> {
-    let run = RunDir::new(&args.run);
-    let part = match args.split_part {
-        SplitPart::Valid => Part::Valid,
-        SplitPart::Test => Part::Test,
+fn eval_on<B: Backend>(
+    backend: &B,
+    run: &RunDir,
+    config: &RunConfig,
+    args: &EvalArgs,
+) -> Result<()> {
+    let vocab = run.read_vocab()?;
+    let stored = match args.ratings {
+        Some(_) => None,
+        None => run.read_data(&vocab)?,
     };
-    let result = evaluate_run(
+    // The split the run keeps; the log only for --ratings and older runs.
+    let (split, users) = match stored {
+        Some(data) => (data.split, data.users.len()),
+        None => {
+            if let Some(warning) = config.check_ratings(args.allow_changed_data)? {
+                eprintln!("warning: {warning}");
+            }
+            let (dataset, split) = config.data.load()?;
+            if !dataset.vocab.matches_saved(&vocab) {
+                bail!(
+                    "the items of {} do not match the run's vocab.json: not the data this run was trained on",
+                    config.data.ratings.display()
+                );
+            }
+            (split, dataset.users.len())
+        }
+    };
+    let (_, model): (_, SasRec<B>) = run.load_model(backend)?;
+    let held_out_last = config.data.held_out_last();
+    let all_users = users;
+    let users = match args.split_part {
+        SplitPart::Valid => &split.valid,
+        SplitPart::Test => &split.test,
+    };
+    if users.is_empty() {
+        bail!(
+            "the split has no {} users: all {all_users} users are too short to evaluate",
+            part_name(args.split_part),
+        );
+    }
+    let part = part_name(args.split_part);
+    let bar = progress_bar(users.len() as u64, part);
+    let result = evaluate_with_progress(
         backend,
-        &run,
-        part,
+        &model,
+        users,
+        held_out_last,
         &args.k,
-        args.ratings.as_deref(),
-        args.allow_changed_data,
-        &|line| eprintln!("{line}"),
-    )?;
-    let part = part.name();
+        config.train.batch_size,
+        &mut |n| bar.inc(n as u64),
+    );
+    bar.finish_and_clear();
+    let popular = held_out_last
+        .then(|| popularity_baseline(&split.train, users, config.model.vocab(), &args.k));
     if args.json {
-        let out = serde_json::json!({
-            "run": run.path(),
-            "part": part,
-            "model": result.model,
-            "most_popular": result.most_popular,
-        });
+        let out = serde_json::json!({ "run": run.path(), "part": part, "model": result, "most_popular": popular });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     println!("run           {}", run.path().display());
     println!(
         "{part} users   {}  ({} targets)",
-        result.users, result.model.targets
+        users.len(),
+        result.targets
     );
-    println!("loss          {:.4}", result.model.loss);
-    if let Some(m) = &result.model.ranking {
+    println!("loss          {:.4}", result.loss);
+    if let Some(m) = &result.ranking {
         println!("model         {}", m.summary());
     }
-    if let Some(p) = &result.most_popular {
+    if let Some(p) = &popular {
         println!("most popular  {}", p.summary());
     }
     Ok(())
+}
+
+fn part_name(part: SplitPart) -> &'static str {
+    match part {
+        SplitPart::Valid => "valid",
+        SplitPart::Test => "test",
+    }
 }

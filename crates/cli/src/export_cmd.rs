@@ -18,6 +18,11 @@
 //!   export.json     what these are: run, dim, counts, the score
 //! ```
 //!
+//! The folder is written whole in a temporary folder beside it, then put
+//! in place of the earlier export in one step (see `output.rs`): a reader
+//! never finds the files of two exports mixed, and a second `export` to the
+//! same folder is refused while one runs.
+//!
 //! Parquet keeps a vector as one fixed-size-list column rather than a
 //! column per dimension: the engines' clients take a vector per row (a list
 //! of floats for Qdrant and pgvector, an array for FAISS), which this
@@ -35,14 +40,28 @@ use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use clap::Args;
 use parquet::arrow::ArrowWriter;
-use sasrec_data::{IdColumn, IdKind, RawId};
+use sasrec_data::{IdKind, RawId};
 use sasrec_kernels::Backend;
 use sasrec_model::durable::{AtomicFile, write_atomic};
 use sasrec_model::{item_vectors, user_vectors, users_per_pass};
 use serde_json::json;
 
+use crate::catalog::{LoadedRun, load_run, progress_bar};
 use crate::device::{Device, DeviceArgs};
-use sasrec_api::catalog::{LoadedRun, load_run, progress_bar};
+use crate::output::Output;
+use crate::recs_file::IdColumn;
+
+/// The files of an export folder; a folder holding anything else is never
+/// replaced.
+const EXPORT_FILES: [&str; 7] = [
+    "items.parquet",
+    "items.npy",
+    "items.ids.json",
+    "users.parquet",
+    "users.npy",
+    "users.ids.json",
+    "export.json",
+];
 
 /// `sasrec export` flags.
 #[derive(Args, Debug)]
@@ -50,8 +69,8 @@ pub struct ExportArgs {
     /// Run folder written by `sasrec train`.
     #[arg(long, value_name = "DIR")]
     run: PathBuf,
-    /// Folder to write into (created if missing; files of an earlier export
-    /// are replaced).
+    /// Folder to write (replaced whole if it holds an earlier export; a
+    /// folder holding other files is refused).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Read the users' histories from this log instead of the run folder's
@@ -65,20 +84,45 @@ pub struct ExportArgs {
 /// Runs `sasrec export`.
 pub fn run(args: ExportArgs) -> Result<()> {
     args.device.set_threads()?;
-    if args.out.is_file() {
-        bail!("--out {} is a file; give a folder", args.out.display());
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
+    let output = Output::lock(&args.out, "export")?;
+    check_replaceable(&args.out)?;
     match args.device.open()? {
-        Device::Cpu(b) => export_on(&b, &args),
-        Device::Gpu(b) => export_on(&b, &args),
+        Device::Cpu(b) => export_on(&b, &args, &output),
+        Device::Gpu(b) => export_on(&b, &args, &output),
     }
 }
 
-fn export_on<B: Backend>(backend: &B, args: &ExportArgs) -> Result<()> {
+/// Refuses an --out that is not an earlier export (or an empty folder).
+fn check_replaceable(out: &Path) -> Result<()> {
+    if out.is_file() {
+        bail!("--out {} is a file; give a folder", out.display());
+    }
+    if !out.exists() {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(out).with_context(|| format!("listing {}", out.display()))?;
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !EXPORT_FILES.contains(&name.as_str()) {
+            bail!(
+                "--out {} holds {:?}, which is not a file of an export; an export replaces the whole folder: choose another --out",
+                out.display(),
+                sasrec_model::bounded(&name, 60)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn export_on<B: Backend>(backend: &B, args: &ExportArgs, output: &Output) -> Result<()> {
     let loaded = load_run(backend, &args.run, args.ratings.as_deref(), true)?;
     let LoadedRun { model, catalog, .. } = &loaded;
-    let out = &args.out;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let staging = output.staging_folder()?;
+    let out = staging.path();
     let started = Instant::now();
     let dim = model.config.dim;
 
@@ -116,10 +160,12 @@ fn export_on<B: Backend>(backend: &B, args: &ExportArgs) -> Result<()> {
         &out.join("export.json"),
         &serde_json::to_vec_pretty(&manifest)?,
     )?;
+    check_replaceable(&args.out)?;
+    output.publish_folder(staging)?;
     eprintln!(
         "exported {items} item vectors and {} user vectors (dim {dim}) to {} in {:.1} s",
         users.len(),
-        out.display(),
+        args.out.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -1,25 +1,14 @@
 //! `sasrec`: train, evaluate and recommend with SASRec.
 
-mod config_file;
-mod data_cmd;
-mod device;
-mod devices_cmd;
-mod eval_cmd;
-mod export_cmd;
-mod plot_cmd;
-mod recommend_cmd;
-mod recs_file;
-mod runs_cmd;
-mod serve_cmd;
-mod sweep_cmd;
-mod table;
-mod train_cmd;
-
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use sasrec_cli::{
+    config_file, data_cmd, devices_cmd, eval_cmd, export_cmd, plot_cmd, recommend_cmd, runs_cmd,
+    serve_cmd, sweep_cmd, train_cmd, train_command,
+};
 
 #[derive(Parser)]
 #[command(
@@ -130,16 +119,41 @@ fn parse() -> anyhow::Result<(Cli, ArgMatches)> {
         argv.splice(2..2, file_args);
     }
     let matches = Cli::command().get_matches_from(&argv);
+    require_log(&matches);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     Ok((cli, matches))
 }
 
-/// The `sasrec train` command, its flags as clap knows them.
-pub(crate) fn train_command() -> clap::Command {
-    Cli::command()
-        .find_subcommand("train")
+/// `train` (but for `--resume`, which reads the run's) and `data stats`
+/// need `--ratings` or `--dataset`: without either, a usage error like
+/// clap's own for a missing flag (status 2). Clap cannot require them
+/// itself: a settings file gives them as arguments checked one at a time.
+fn require_log(matches: &ArgMatches) {
+    let (path, args) = match matches.subcommand() {
+        Some(("train", args)) if !args.get_flag("resume") => (&["train"][..], args),
+        Some(("data", data)) => match data.subcommand() {
+            Some(("stats", args)) => (&["data", "stats"][..], args),
+            _ => return,
+        },
+        _ => return,
+    };
+    if args.contains_id("ratings") || args.contains_id("dataset") {
+        return;
+    }
+    // Built, so that the usage line names `sasrec train`.
+    let mut command = Cli::command();
+    command.build();
+    let mut command = path
+        .iter()
+        .try_fold(&command, |c, name| c.find_subcommand(name))
         .cloned()
-        .expect("train is a subcommand")
+        .expect("a subcommand of sasrec");
+    command
+        .error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "the following required arguments were not provided:\n  --ratings <PATH> (or --dataset <NAME>)",
+        )
+        .exit()
 }
 
 /// Mesa's Vulkan device-select layer, an implicit layer loaded into every

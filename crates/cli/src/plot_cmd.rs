@@ -88,7 +88,7 @@ fn redraw(dir: &Path) -> Result<()> {
     println!(
         "{} ({} epochs)",
         run.dir().curves().display(),
-        commit.epochs.len()
+        commit.epochs.last().map_or(0, |r| r.epoch)
     );
     Ok(())
 }

@@ -4,20 +4,20 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use sasrec_data::{RawId, Vocab};
 use sasrec_kernels::Backend;
 use sasrec_model::durable::write_atomic;
 use sasrec_model::{Query, RunConfig, recommend_many, users_per_pass};
 
+use crate::catalog::{Catalog, LoadedRun, Ranked, load_run, progress_bar};
 use crate::device::{Device, DeviceArgs, print_kernel_times};
 use crate::recs_file::{RecsFormat, RecsWriter};
-use sasrec_api::catalog::{Catalog, LoadedRun, Ranked, load_run, progress_bar};
 
 /// `sasrec recommend` flags.
 #[derive(Args, Debug)]
@@ -84,6 +84,19 @@ pub fn run(args: RecommendArgs) -> Result<()> {
     args.device.set_threads()?;
     if args.k == 0 {
         bail!("--k must be at least 1");
+    }
+    if args.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+        bail!("--user is empty: give a user id of the log");
+    }
+    if let Some(at) = args
+        .items
+        .as_ref()
+        .and_then(|items| items.iter().position(|i| i.trim().is_empty()))
+    {
+        bail!(
+            "--items: id {} of the list is empty; give item ids separated by commas, e.g. --items 101,102",
+            at + 1
+        );
     }
     if args.out.is_some() && !(args.all_users || args.users_file.is_some()) {
         bail!("--out writes the recommendations of --all-users or --users-file");
@@ -168,7 +181,8 @@ fn to_file<B: Backend>(
         bar.inc(pass.len() as u64);
     }
     bar.finish_and_clear();
-    writer.finish()?;
+    // Held while the list of unknown users is written beside the file.
+    let _output = writer.finish()?;
     eprintln!(
         "wrote {rows} recommendations for {} users to {} in {:.1} s",
         users.len(),
@@ -194,20 +208,13 @@ fn to_file<B: Backend>(
 /// The user indices listed in `path`, one raw id a line, and the ids the
 /// run does not know (skipped; with `strict`, the first is an error).
 fn read_users(path: &Path, catalog: &Catalog, strict: bool) -> Result<(Vec<u32>, Vec<String>)> {
-    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut users = Vec::new();
     let mut unknown = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let at = || format!("{}: line {}", path.display(), n + 1);
-        let line = line.with_context(at)?;
-        let id = line.trim();
-        if id.is_empty() {
-            continue;
-        }
-        match catalog.user(id) {
+    for (n, id) in sasrec_data::read_id_list(path)? {
+        match catalog.user(&id) {
             Ok(user) => users.push(user),
-            Err(e) if strict => bail!("{}: {e} (--strict)", at()),
-            Err(_) => unknown.push(id.to_string()),
+            Err(e) if strict => bail!("{}: line {n}: {e} (--strict)", path.display()),
+            Err(_) => unknown.push(id),
         }
     }
     if users.is_empty() && unknown.is_empty() {

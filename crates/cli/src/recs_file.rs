@@ -4,21 +4,23 @@
 //! Lines. Ids keep their kind:
 //! integer ids are Int64 columns (JSON numbers), string ids Utf8 columns
 //! (JSON strings). The file appears whole or not at all (temporary file,
-//! then rename).
+//! then rename), and has one writer at a time (see `output.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use arrow_array::builder::{Float32Builder, Int32Builder, StringBuilder};
+use arrow_array::builder::{Float32Builder, Int32Builder, Int64Builder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use sasrec_data::{IdColumn, IdKind, RawId};
+use sasrec_data::{IdKind, RawId};
 use sasrec_model::durable::AtomicFile;
 use serde::Serialize;
+
+use crate::output::Output;
 
 /// The formats, by the output's extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +56,8 @@ impl RecsFormat {
 pub struct RecsWriter {
     path: std::path::PathBuf,
     inner: Inner,
+    /// Held until the file is in place (and by the caller after that).
+    output: Output,
 }
 
 enum Inner {
@@ -79,6 +83,50 @@ struct Columns {
     names: Option<StringBuilder>,
 }
 
+/// A Parquet column of raw ids being built: Int64 or Utf8 by the ids' kind.
+pub enum IdColumn {
+    Int(Int64Builder),
+    Str(StringBuilder),
+}
+
+impl IdColumn {
+    /// An empty column for ids of `kind`.
+    pub fn new(kind: IdKind) -> IdColumn {
+        match kind {
+            IdKind::Int => IdColumn::Int(Int64Builder::new()),
+            IdKind::Str => IdColumn::Str(StringBuilder::new()),
+        }
+    }
+
+    /// The Arrow type of ids of `kind`.
+    pub fn data_type(kind: IdKind) -> DataType {
+        match kind {
+            IdKind::Int => DataType::Int64,
+            IdKind::Str => DataType::Utf8,
+        }
+    }
+
+    /// Appends an id (of the column's kind).
+    pub fn push(&mut self, id: &RawId) {
+        match (self, id) {
+            (IdColumn::Int(b), RawId::Int(v)) => b.append_value(*v),
+            (IdColumn::Str(b), RawId::Str(s)) => b.append_value(s),
+            // One vocabulary holds ids of one kind.
+            (IdColumn::Int(_), RawId::Str(_)) | (IdColumn::Str(_), RawId::Int(_)) => {
+                unreachable!("an id of the other kind")
+            }
+        }
+    }
+
+    /// The ids appended so far as an array; the column starts empty again.
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            IdColumn::Int(b) => Arc::new(b.finish()),
+            IdColumn::Str(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Row<'a> {
     user: &'a RawId,
@@ -92,7 +140,8 @@ struct Row<'a> {
 
 impl RecsWriter {
     /// Starts `path` (in a temporary file beside it) for users and items of
-    /// these kinds, with a `name` column when `with_names`.
+    /// these kinds, with a `name` column when `with_names`; refused while
+    /// another process writes `path`.
     pub fn create(
         path: &Path,
         format: RecsFormat,
@@ -100,6 +149,7 @@ impl RecsWriter {
         items: IdKind,
         with_names: bool,
     ) -> Result<RecsWriter> {
+        let output = Output::lock(path, "recommend")?;
         let file = AtomicFile::create(path)?;
         let inner = match format {
             RecsFormat::Parquet => {
@@ -137,6 +187,7 @@ impl RecsWriter {
         Ok(RecsWriter {
             path: path.to_path_buf(),
             inner,
+            output,
         })
     }
 
@@ -207,8 +258,9 @@ impl RecsWriter {
         Ok(())
     }
 
-    /// Writes what is left and puts the file in place.
-    pub fn finish(mut self) -> Result<()> {
+    /// Writes what is left and puts the file in place; the lock on the
+    /// output comes back, for the files written beside it.
+    pub fn finish(mut self) -> Result<Output> {
         self.end_block()?;
         let context = || format!("writing {}", self.path.display());
         let file = match self.inner {
@@ -219,6 +271,7 @@ impl RecsWriter {
                 .with_context(context)?,
             Inner::Jsonl(file) => file,
         };
-        file.commit()
+        file.commit()?;
+        Ok(self.output)
     }
 }

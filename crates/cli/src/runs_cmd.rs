@@ -343,7 +343,7 @@ pub fn compare(runs: &[RunSummary]) -> Table {
             let epochs = format!(
                 "{}/{}{}",
                 run.best().map_or("-".to_string(), |b| b.epoch.to_string()),
-                run.epochs.len(),
+                run.epochs.last().map_or(0, |r| r.epoch),
                 if run.finished { "" } else { "+" }
             );
             row.push(epochs);

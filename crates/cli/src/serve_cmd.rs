@@ -2,17 +2,19 @@
 //! requests batched into one forward pass.
 //!
 //! Threads: the main thread owns the backend and the model and runs the
-//! batching loop; one thread runs the HTTP server (axum on a single-threaded
-//! tokio runtime: parsing and answering requests is light, the model is the
-//! work). A request is checked and its ids looked up on the HTTP thread,
-//! then queued as a [`Job`]; the batching loop takes the jobs queued so far
+//! batching loop; one thread runs the HTTP server (hyper and an axum router
+//! on a single-threaded tokio runtime: parsing and answering requests is
+//! light, the model is the work; `http_server.rs` bounds the connections).
+//! A request is checked and its ids looked up on the HTTP thread, then
+//! queued as a [`Job`]; the batching loop takes the jobs queued so far
 //! (waiting up to `--batch-wait-us` for more, up to `--max-batch`), runs one
 //! forward pass over all their histories, and answers each through its own
 //! channel.
 //!
 //! Endpoints: `POST /recommend`, `GET /healthz`, `GET /model`, `GET /stats`.
 //! Errors are 4xx with a JSON body `{"error": "..."}`. SIGTERM or Ctrl-C
-//! stops accepting connections, finishes the requests in flight, and exits 0.
+//! stops accepting connections, finishes the requests in flight (for up to
+//! `--shutdown-timeout`), and exits 0.
 
 use std::future::Future;
 use std::io::Write as _;
@@ -39,8 +41,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use crate::catalog::{Catalog, LoadedRun, Ranked, Recommendations, load_run};
 use crate::device::{Device, DeviceArgs};
-use sasrec_api::catalog::{Catalog, LoadedRun, Ranked, Recommendations, load_run};
+use crate::http_server::{ConnectionArgs, Limits};
 
 /// The largest `k` a request may ask for.
 pub const MAX_K: i64 = 1000;
@@ -79,6 +82,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     ratings: Option<PathBuf>,
     #[command(flatten)]
+    connections: ConnectionArgs,
+    #[command(flatten)]
     device: DeviceArgs,
 }
 
@@ -97,13 +102,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
             args.batch_wait_us
         );
     }
+    let limits = args.connections.limits()?;
     match args.device.open()? {
-        Device::Cpu(b) => serve_on(&b, &args),
-        Device::Gpu(b) => serve_on(&b, &args),
+        Device::Cpu(b) => serve_on(&b, &args, limits),
+        Device::Gpu(b) => serve_on(&b, &args, limits),
     }
 }
 
-fn serve_on<B: Backend>(backend: &B, args: &ServeArgs) -> Result<()> {
+fn serve_on<B: Backend>(backend: &B, args: &ServeArgs, limits: Limits) -> Result<()> {
     let LoadedRun { model, catalog, .. } =
         load_run(backend, &args.run, args.ratings.as_deref(), true)?;
     let run = RunDir::new(&args.run);
@@ -123,6 +129,7 @@ fn serve_on<B: Backend>(backend: &B, args: &ServeArgs) -> Result<()> {
         "max_k": MAX_K,
         "max_batch": args.max_batch,
         "batch_wait_us": args.batch_wait_us,
+        "connections": limits.to_json(),
         "config": config,
         "test": test,
     });
@@ -136,8 +143,10 @@ fn serve_on<B: Backend>(backend: &B, args: &ServeArgs) -> Result<()> {
         jobs,
     });
 
+    // Timers: the connections' deadlines and the retries of `accept`.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
         .context("starting the HTTP runtime")?;
     // Signal handlers go in before the address is printed: from then on a
@@ -153,11 +162,12 @@ fn serve_on<B: Backend>(backend: &B, args: &ServeArgs) -> Result<()> {
     let http = std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
+            // The runtime ends with this thread, dropping the connections
+            // still open after the shutdown deadline.
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                axum::serve(listener, router(state))
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                crate::http_server::serve(listener, router(state), limits, shutdown).await;
+                Ok::<_, std::io::Error>(())
             })
         })
         .context("starting the HTTP thread")?;

@@ -10,10 +10,17 @@
 //! [grid]                      # every combination of these values
 //! lr = [0.001, 0.003]
 //! dropout = [0.1, 0.3]
+//!
+//! [variants]                  # or (and) named settings, one change at a time
+//! notebook = { preset = "notebook" }
+//! swiglu = { preset = "notebook", feed_forward = "swiglu" }
 //! ```
 //!
 //! A setting's name is made of the keys that vary, sorted by key
-//! (`dropout=0.1,lr=0.001`), so it does not depend on the file's order.
+//! (`dropout=0.1,lr=0.001`), so it does not depend on the file's order;
+//! with variants, the variant's name comes first (`swiglu,lr=0.001`), and
+//! variants run in the order of their names. A variant's settings replace
+//! the base's; the grid's replace both.
 //! Each run is `sasrec train` in a child process; a finished run is
 //! skipped, one that was cut short is resumed, and a run whose settings
 //! differ from the file's is an error (a larger `epochs` or `patience`
@@ -52,7 +59,7 @@ pub struct SweepArgs {
 }
 
 /// Keys of a sweep file.
-const SWEEP_KEYS: [&str; 4] = ["out", "seeds", "base", "grid"];
+const SWEEP_KEYS: [&str; 5] = ["out", "seeds", "base", "grid", "variants"];
 /// Settings a sweep sets itself, per run.
 const PER_RUN: [&str; 2] = ["seed", "out"];
 /// Settings a resumed run may take (a new budget).
@@ -75,6 +82,8 @@ struct Sweep {
     base: Vec<Setting>,
     /// (key, values), sorted by key.
     grid: Vec<(String, Vec<Value>)>,
+    /// (name, settings), sorted by name; empty without `[variants]`.
+    variants: Vec<(String, Vec<Setting>)>,
 }
 
 /// One run of the sweep.
@@ -158,7 +167,7 @@ fn read_sweep(path: &Path) -> Result<Sweep> {
     let bad = |why: String| anyhow::anyhow!("{origin}: {why}");
     if let Some(key) = table.keys().find(|k| !SWEEP_KEYS.contains(&k.as_str())) {
         return Err(bad(format!(
-            "unknown key `{}` (a sweep file has out, seeds, base and [grid])",
+            "unknown key `{}` (a sweep file has out, seeds, base, [grid] and [variants])",
             sasrec_model::bounded(key, 60)
         )));
     }
@@ -193,9 +202,29 @@ fn read_sweep(path: &Path) -> Result<Sweep> {
         Some(_) => return Err(bad("`grid` must be a table of lists".into())),
     };
     grid.sort_by(|a, b| a.0.cmp(&b.0));
+    let variants: Vec<(String, Vec<Setting>)> = match table.get("variants") {
+        None => Vec::new(),
+        Some(Value::Object(t)) if !t.is_empty() => t
+            .iter()
+            .map(|(name, v)| match v {
+                Value::Object(fields) => config_file::settings(fields.clone())
+                    .map(|settings| (name.clone(), settings))
+                    .map_err(|e| bad(format!("[variants] `{name}`: {e}"))),
+                _ => Err(bad(format!(
+                    "[variants] `{name}` must be a table of settings"
+                ))),
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(bad("`variants` must be a table of tables".into())),
+    };
     // The base's seed and folder give way to the sweep's (so a run's
-    // settings file serves as a base); the grid cannot set them.
-    for (key, _) in &grid {
+    // settings file serves as a base); the grid and variants cannot set them.
+    let set_keys = grid.iter().map(|(key, _)| key).chain(
+        variants
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|(key, _)| key)),
+    );
+    for key in set_keys {
         if PER_RUN.contains(&key.as_str()) {
             return Err(bad(format!(
                 "`{key}` is set by the sweep for each run (seeds = [...], out = \"...\")"
@@ -226,6 +255,7 @@ fn read_sweep(path: &Path) -> Result<Sweep> {
         seeds,
         base,
         grid,
+        variants,
     })
 }
 
@@ -245,29 +275,46 @@ fn plan(sweep: &Sweep, runtime: &[Setting]) -> Vec<Planned> {
             })
             .collect();
     }
+    // Without variants, one unnamed variant of no settings.
+    let no_variant = [(String::new(), Vec::new())];
+    let variants = if sweep.variants.is_empty() {
+        &no_variant[..]
+    } else {
+        &sweep.variants[..]
+    };
     let mut plan = Vec::new();
-    for combo in combos {
-        let varying: Vec<String> = combo
-            .iter()
-            .filter(|(key, _)| sweep.grid.iter().any(|(k, vs)| k == key && vs.len() > 1))
-            .map(|(key, value)| format!("{key}={}", name_part(value)))
+    for ((variant, variant_settings), combo) in variants
+        .iter()
+        .flat_map(|v| combos.iter().map(move |c| (v, c)))
+    {
+        let varying: Vec<String> = (!variant.is_empty())
+            .then(|| name_part(&Value::String(variant.clone())))
+            .into_iter()
+            .chain(
+                combo
+                    .iter()
+                    .filter(|(key, _)| sweep.grid.iter().any(|(k, vs)| k == key && vs.len() > 1))
+                    .map(|(key, value)| format!("{key}={}", name_part(value))),
+            )
             .collect();
         let setting = if varying.is_empty() {
             "run".to_string()
         } else {
             varying.join(",")
         };
+        // The variant's settings replace the base's, the grid's both.
+        let mut layered: Vec<Setting> = sweep.base.clone();
+        for layer in [variant_settings, combo] {
+            layered.retain(|(k, _)| !layer.iter().any(|(c, _)| c == k));
+            layered.extend(layer.iter().cloned());
+        }
         for &seed in &sweep.seeds {
             let dir = sweep.out.join(format!("{setting}-seed{seed}"));
-            let mut settings: Vec<Setting> = sweep
-                .base
+            let mut settings: Vec<Setting> = layered
                 .iter()
-                .filter(|(k, _)| {
-                    !combo.iter().any(|(c, _)| c == k) && !PER_RUN.contains(&k.as_str())
-                })
+                .filter(|(k, _)| !PER_RUN.contains(&k.as_str()))
                 .cloned()
                 .collect();
-            settings.extend(combo.iter().cloned());
             settings.retain(|(k, _)| !runtime.iter().any(|(r, _)| r == k));
             settings.extend(runtime.iter().cloned());
             settings.push(("seed".to_string(), Value::from(seed)));
@@ -453,6 +500,7 @@ mod tests {
                 ("lr".into(), vec![Value::from(0.001)]),
                 ("split".into(), vec![Value::from("a/b")]),
             ],
+            variants: Vec::new(),
         };
         let plan = plan(&sweep, &[]);
         let dirs: Vec<String> = plan.iter().map(|p| p.dir.display().to_string()).collect();
@@ -470,5 +518,57 @@ mod tests {
         assert_eq!(keys, ["dim", "lr", "split", "seed", "out"]);
         assert_eq!(plan[0].settings[1].1, Value::from(0.001));
         assert_eq!(name_part(&Value::from("a/b c")), "a_b_c");
+    }
+
+    #[test]
+    fn variants_are_named_first_and_replace_the_base() {
+        let sweep = Sweep {
+            out: "s".into(),
+            seeds: vec![1],
+            base: vec![
+                ("preset".into(), Value::from("recommended")),
+                ("lr".into(), Value::from(0.5)),
+            ],
+            grid: vec![("lr".into(), vec![Value::from(0.1), Value::from(0.2)])],
+            variants: vec![
+                (
+                    "notebook".into(),
+                    vec![("preset".into(), Value::from("notebook"))],
+                ),
+                (
+                    "swiglu".into(),
+                    vec![
+                        ("preset".into(), Value::from("notebook")),
+                        ("feed_forward".into(), Value::from("swiglu")),
+                    ],
+                ),
+            ],
+        };
+        let plan = plan(&sweep, &[]);
+        let dirs: Vec<String> = plan.iter().map(|p| p.dir.display().to_string()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "s/notebook,lr=0.1-seed1",
+                "s/notebook,lr=0.2-seed1",
+                "s/swiglu,lr=0.1-seed1",
+                "s/swiglu,lr=0.2-seed1"
+            ]
+        );
+        let settings: Vec<(&str, String)> = plan[3]
+            .settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_string()))
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                ("preset", "\"notebook\"".to_string()),
+                ("feed_forward", "\"swiglu\"".to_string()),
+                ("lr", "0.2".to_string()),
+                ("seed", "1".to_string()),
+                ("out", "\"s/swiglu,lr=0.2-seed1\"".to_string()),
+            ]
+        );
     }
 }

@@ -9,18 +9,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
-use sasrec_api::{Device, TrainJob};
-use sasrec_data::TemporalTargets;
-use sasrec_kernels::CpuBackend;
+use sasrec_data::{Dataset, Dedup, FilterReport, Split, TemporalTargets, format_micros};
+use sasrec_kernels::cpu::Precision;
 use sasrec_kernels::gpu::WgpuBackend;
+use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::checkpoint::FileDigest;
+use sasrec_model::config::human_bytes;
 use sasrec_model::{
-    DataSpec, EpochHook, InvalidSetting, Loss, ModelConfig, RunConfig, Sampler, Selection,
-    SplitMethod, TrainConfig,
+    DataSpec, EpochHook, FeedForward, InvalidSetting, Loss, LrSchedule, ModelConfig, ModelOptions,
+    NegativeSampler, NegativesScope, Norm, Outcome, OutputLayer, Preset, RunConfig, RunWriter,
+    Sampler, SasRec, Selection, SplitMethod, TrainConfig, Trainer, evaluate_with_progress,
+    popularity_baseline,
 };
 
-use crate::data_cmd::{FilterArgs, RatingsArgs};
-use crate::device::{DeviceArgs, print_kernel_times, print_op_times};
+use crate::catalog::progress_bar;
+use crate::data_cmd::{FilterArgs, RatingsArgs, event_counts, thousands, time_range};
+use crate::device::{Device, DeviceArgs, print_kernel_times, print_op_times};
 
 /// Which split to train and validate on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -68,6 +72,75 @@ pub enum SamplerArg {
     Popularity,
 }
 
+/// Which rows share a set of negatives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// One set for the whole batch.
+    Batch,
+    /// One set per sequence, shared by its positions.
+    Sequence,
+    /// One set per position.
+    Position,
+}
+
+/// `--valid-fraction` when none is given (random-users).
+pub const DEFAULT_VALID_FRACTION: f64 = 0.1;
+/// `--split-seed` when none is given (random-users).
+pub const DEFAULT_SPLIT_SEED: u64 = 42;
+/// The `--preset` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// The notebook's model and Adam.
+    Notebook,
+    /// What the sweeps support.
+    Recommended,
+}
+
+/// The `--norm` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NormArg {
+    /// LayerNorm.
+    Layer,
+    /// RMSNorm.
+    Rms,
+}
+
+/// The `--feed-forward` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FeedForwardArg {
+    /// Linear, ReLU, linear, with biases.
+    Relu,
+    /// SwiGLU without biases.
+    Swiglu,
+}
+
+/// The `--output-layer` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputLayerArg {
+    /// The item table.
+    Tied,
+    /// A table of its own.
+    Untied,
+}
+
+/// The `--lr-schedule` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LrScheduleArg {
+    /// The learning rate throughout.
+    Constant,
+    /// Cosine decay to 0 at the end of the epoch budget.
+    Cosine,
+}
+
+/// Operand precision of the full softmax's products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// f32 everywhere.
+    Fp32,
+    /// bf16 operands, f32 sums (CPUs with AMX or AVX512-BF16).
+    Bf16,
+}
+
 /// `sasrec train` flags.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -82,12 +155,12 @@ pub struct TrainArgs {
     /// Train/validation/test split.
     #[arg(long, value_enum, default_value = "leave-one-out")]
     split: SplitArg,
-    /// Share of users held out by --split random-users.
-    #[arg(long, default_value_t = 0.1, value_name = "F")]
-    valid_fraction: f64,
-    /// Seed of the --split random-users draw.
-    #[arg(long, default_value_t = 42, value_name = "S")]
-    split_seed: u64,
+    /// Share of users held out by --split random-users (default 0.1).
+    #[arg(long, value_name = "F")]
+    valid_fraction: Option<f64>,
+    /// Seed of the --split random-users draw (default 42).
+    #[arg(long, value_name = "S")]
+    split_seed: Option<u64>,
     /// --split temporal: start of the validation window, an ISO 8601
     /// date-time (2018-01-01, 2018-01-01T12:00:00Z) or a number in
     /// --time-unit (Unix seconds by default).
@@ -110,31 +183,67 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "first")]
     temporal_targets: TemporalTargetsArg,
 
-    /// Positions per sequence (the most recent items are kept).
-    #[arg(long, default_value_t = 50)]
-    max_len: usize,
-    /// Embedding width.
-    #[arg(long, default_value_t = 64)]
-    dim: usize,
-    /// Attention heads.
-    #[arg(long, default_value_t = 2)]
-    heads: usize,
-    /// Transformer layers.
-    #[arg(long, default_value_t = 2)]
-    layers: usize,
+    /// The defaults of the model and training settings below: `notebook`
+    /// (the notebook's model and Adam, exactly) or `recommended` (what the
+    /// sweeps in docs/benchmarks.md support: label smoothing 0.1); flags
+    /// given override it.
+    #[arg(long, value_enum, default_value = "notebook")]
+    preset: PresetArg,
+    /// Positions per sequence (the most recent items are kept; default 50).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// Embedding width (default 64).
+    #[arg(long)]
+    dim: Option<usize>,
+    /// Attention heads (default 2).
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Transformer layers (default 2).
+    #[arg(long)]
+    layers: Option<usize>,
     /// Feed-forward width (default 4 x dim).
     #[arg(long)]
     ff_dim: Option<usize>,
-    /// Dropout probability.
-    #[arg(long, default_value_t = 0.1)]
-    dropout: f32,
+    /// Dropout probability (default 0.1).
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Normalisation of the blocks and the final one (notebook: layer).
+    #[arg(long, value_enum)]
+    norm: Option<NormArg>,
+    /// Feed-forward block (notebook: relu).
+    #[arg(long, value_enum)]
+    feed_forward: Option<FeedForwardArg>,
+    /// Gate each residual branch by sigmoid(Linear(x)), as eSASRec's LiGR
+    /// layers (notebook: false).
+    #[arg(long, value_name = "BOOL")]
+    gated_residual: Option<bool>,
+    /// Output layer: the item table (tied) or a table of its own (notebook:
+    /// tied).
+    #[arg(long, value_enum)]
+    output_layer: Option<OutputLayerArg>,
 
-    /// Sequences per batch.
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
+    /// Sequences per batch (default 128).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Adam learning rate (default 0.001).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// AdamW's decoupled weight decay (notebook: 0, Adam).
+    #[arg(long, value_name = "WD")]
+    weight_decay: Option<f64>,
+    /// Optimiser steps of linear learning-rate warm-up (notebook: 0).
+    #[arg(long, value_name = "STEPS")]
+    warmup_steps: Option<u64>,
+    /// Learning rate after the warm-up: constant, or cosine decay to 0 at
+    /// the end of the epoch budget (notebook: constant).
+    #[arg(long, value_enum)]
+    lr_schedule: Option<LrScheduleArg>,
+    /// Label smoothing of the full softmax (notebook: 0).
+    #[arg(long, value_name = "E")]
+    label_smoothing: Option<f32>,
+    /// Clip the gradients' global L2 norm to this (0: off; notebook: 0).
+    #[arg(long, value_name = "NORM")]
+    grad_clip: Option<f64>,
     /// Adam's beta1 (decay of the mean of the gradients).
     #[arg(long, default_value_t = 0.9)]
     beta1: f64,
@@ -147,10 +256,14 @@ pub struct TrainArgs {
     /// Maximum epochs (with --resume: a new budget, to extend a run).
     #[arg(long, default_value_t = 10)]
     epochs: usize,
-    /// Stop after this many epochs without a better validation number
+    /// Stop after this many validations without a better validation number
     /// (with --resume: a new patience).
-    #[arg(long, value_name = "EPOCHS")]
+    #[arg(long, value_name = "N")]
     patience: Option<usize>,
+    /// Validate after every N epochs (and after the last); patience counts
+    /// validations.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    eval_every: usize,
     /// Validation number that picks the best checkpoint: loss, ndcg@K, hr@K or
     /// mrr (default: ndcg@10 for leave-one-out, loss for random-users).
     #[arg(long, value_name = "METRIC")]
@@ -164,16 +277,30 @@ pub struct TrainArgs {
     /// Training loss (validation always reports the full softmax loss).
     #[arg(long, value_enum, default_value = "full")]
     loss: LossArg,
-    /// Negatives per optimiser step, shared by the batch (sampled losses;
-    /// default 256).
+    /// Negatives drawn for each set of rows that shares them (sampled
+    /// losses; default 256).
     #[arg(long, value_name = "N")]
     negatives: Option<usize>,
+    /// Which rows share a set of negatives (sampled losses; default
+    /// sequence).
+    #[arg(long, value_enum)]
+    negatives_scope: Option<ScopeArg>,
+    /// Draw each sequence's or position's negatives among the items its user
+    /// never interacted with in training, without repeats (sampled losses,
+    /// uniform sampler).
+    #[arg(long)]
+    exclude_seen: bool,
     /// How negatives are drawn (sampled losses; default uniform).
     #[arg(long, value_enum)]
     sampler: Option<SamplerArg>,
     /// gBCE's calibration t in [0, 1]: 0 is BCE (--loss gbce; default 0.75).
     #[arg(long, value_name = "T")]
     gbce_t: Option<f64>,
+    /// Operand precision of the full softmax's products on the CPU: bf16
+    /// rounds them to bf16 and sums in f32 (AMX or AVX512-BF16; weights,
+    /// Adam and the softmax stay f32). Refused on other CPUs and on the GPU.
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: PrecisionArg,
 
     #[command(flatten)]
     device: DeviceArgs,
@@ -213,6 +340,8 @@ impl TrainArgs {
         if !loss.is_sampled() {
             for (flag, given) in [
                 ("--negatives", self.negatives.is_some()),
+                ("--negatives-scope", self.negatives_scope.is_some()),
+                ("--exclude-seen", self.exclude_seen),
                 ("--sampler", self.sampler.is_some()),
             ] {
                 if given {
@@ -225,35 +354,104 @@ impl TrainArgs {
         if self.gbce_t.is_some() && loss != Loss::Gbce {
             bail!("--gbce-t is gBCE's calibration; it needs --loss gbce (got --loss {loss})");
         }
-        let defaults = TrainConfig::default();
+        if self.split != SplitArg::RandomUsers {
+            for (flag, given) in [
+                ("--valid-fraction", self.valid_fraction.is_some()),
+                ("--split-seed", self.split_seed.is_some()),
+            ] {
+                if given {
+                    bail!(
+                        "{flag} is for --split random-users, which holds out whole users; --split {} does not use it",
+                        self.split
+                            .to_possible_value()
+                            .expect("no skipped values")
+                            .get_name()
+                    );
+                }
+            }
+        }
+        // The preset's values, unless a flag gives one.
+        let preset = match self.preset {
+            PresetArg::Notebook => Preset::Notebook,
+            PresetArg::Recommended => Preset::Recommended,
+        };
+        let (model, defaults) = (preset.model(1), preset.train());
+        let dim = self.dim.unwrap_or(model.dim);
+        let ff_dim = match (self.ff_dim, self.dim) {
+            (Some(f), _) => f,
+            (None, Some(d)) => d.saturating_mul(4),
+            (None, None) => model.ff_dim,
+        };
+        let o = model.options;
+        let options = ModelOptions {
+            norm: self.norm.map_or(o.norm, |n| match n {
+                NormArg::Layer => Norm::Layer,
+                NormArg::Rms => Norm::Rms,
+            }),
+            feed_forward: self.feed_forward.map_or(o.feed_forward, |f| match f {
+                FeedForwardArg::Relu => FeedForward::Relu,
+                FeedForwardArg::Swiglu => FeedForward::Swiglu,
+            }),
+            gated_residual: self.gated_residual.unwrap_or(o.gated_residual),
+            output_layer: self.output_layer.map_or(o.output_layer, |l| match l {
+                OutputLayerArg::Tied => OutputLayer::Tied,
+                OutputLayerArg::Untied => OutputLayer::Untied,
+            }),
+        };
         let config = RunConfig {
             model: ModelConfig {
                 num_items: 1,
-                max_len: self.max_len,
-                dim: self.dim,
-                heads: self.heads,
-                layers: self.layers,
-                ff_dim: self.ff_dim.unwrap_or(self.dim.saturating_mul(4)),
-                dropout: self.dropout,
+                max_len: self.max_len.unwrap_or(model.max_len),
+                dim,
+                heads: self.heads.unwrap_or(model.heads),
+                layers: self.layers.unwrap_or(model.layers),
+                ff_dim,
+                dropout: self.dropout.unwrap_or(model.dropout),
+                options,
             },
             train: TrainConfig {
-                batch_size: self.batch_size,
-                lr: self.lr,
+                batch_size: self.batch_size.unwrap_or(defaults.batch_size),
+                lr: self.lr.unwrap_or(defaults.lr),
                 beta1: self.beta1,
                 beta2: self.beta2,
                 eps: self.eps,
                 epochs: self.epochs,
                 patience: self.patience,
+                eval_every: self.eval_every,
                 selection,
                 seed: self.seed,
                 ks: self.k.clone(),
                 loss,
                 negatives: self.negatives.unwrap_or(defaults.negatives),
+                negatives_scope: match self.negatives_scope {
+                    None => defaults.negatives_scope,
+                    Some(ScopeArg::Batch) => NegativesScope::Batch,
+                    Some(ScopeArg::Sequence) => NegativesScope::Sequence,
+                    Some(ScopeArg::Position) => NegativesScope::Position,
+                },
+                exclude_seen: self.exclude_seen,
                 sampler: match self.sampler {
                     None | Some(SamplerArg::Uniform) => Sampler::Uniform,
                     Some(SamplerArg::Popularity) => Sampler::Popularity,
                 },
                 gbce_t: self.gbce_t.unwrap_or(defaults.gbce_t),
+                weight_decay: self.weight_decay.unwrap_or(defaults.weight_decay),
+                warmup_steps: self.warmup_steps.unwrap_or(defaults.warmup_steps),
+                lr_schedule: self.lr_schedule.map_or(defaults.lr_schedule, |l| match l {
+                    LrScheduleArg::Constant => LrSchedule::Constant,
+                    LrScheduleArg::Cosine => LrSchedule::Cosine,
+                }),
+                // The preset smooths the full softmax only.
+                label_smoothing: self.label_smoothing.unwrap_or(if loss.is_sampled() {
+                    0.0
+                } else {
+                    defaults.label_smoothing
+                }),
+                grad_clip: self.grad_clip.unwrap_or(defaults.grad_clip),
+                precision: match self.precision {
+                    PrecisionArg::Fp32 => Precision::Fp32,
+                    PrecisionArg::Bf16 => Precision::Bf16,
+                },
             },
             data: DataSpec {
                 // Absolute: the run folder is read from anywhere.
@@ -265,8 +463,8 @@ impl TrainArgs {
                     SplitArg::RandomUsers => SplitMethod::RandomUsers,
                     SplitArg::Temporal => SplitMethod::Temporal,
                 },
-                valid_fraction: self.valid_fraction,
-                split_seed: self.split_seed,
+                valid_fraction: self.valid_fraction.unwrap_or(DEFAULT_VALID_FRACTION),
+                split_seed: self.split_seed.unwrap_or(DEFAULT_SPLIT_SEED),
                 valid_time: self.valid_time.clone(),
                 test_time: self.test_time.clone(),
                 valid_time_fraction: self.valid_time_fraction,
@@ -301,24 +499,130 @@ const RESUME_FLAGS: [&str; 5] = ["out", "resume", "allow_changed_data", "epochs"
 /// (Ctrl-C, SIGTERM) and its progress saved. `matches` tells which flags
 /// the command line gave.
 pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
+    run_until(args, matches, ctrl_c_flag)
+}
+
+/// [`run`], stopped by the flag `stop_flag` gives once the run folder is
+/// ready to train (the CLI's is raised by Ctrl-C, the Python package's by
+/// KeyboardInterrupt).
+pub fn run_until(
+    args: TrainArgs,
+    matches: &ArgMatches,
+    stop_flag: impl FnOnce() -> Result<Arc<AtomicBool>>,
+) -> Result<ExitCode> {
     args.device.set_threads()?;
-    let log = |line: &str| eprintln!("{line}");
     // Everything that can be checked is checked before the run folder is
     // touched: a refused run leaves nothing behind.
-    let job = if args.resume {
+    let (run, config) = if args.resume {
         check_resume_flags(matches)?;
-        TrainJob::resume(
-            &args.out,
-            args.allow_changed_data,
-            |train, done| new_budget(train, &args, matches, done),
-            &log,
-        )?
+        let mut run = RunWriter::open(&args.out, "train")?;
+        note_previous_holder(&run);
+        let mut config = run.dir().read_config()?;
+        if let Some(warning) = config.check_ratings(args.allow_changed_data)? {
+            eprintln!("warning: {warning}");
+        }
+        let recovery = run.recover()?;
+        if !recovery.is_clean() {
+            eprintln!("note: repaired {}: {recovery}", args.out.display());
+        }
+        let done = run.committed().map_or(0, |c| c.progress.epoch);
+        let changes = new_budget(&mut config.train, &args, matches, done)?;
+        if !changes.is_empty() {
+            run.write_config(&config)?;
+            eprintln!("{} (recorded in config.json)", changes.join(", "));
+        }
+        (Some(run), config)
     } else {
         let config = args.run_config()?;
-        TrainJob::new(config, &args.out, args.force, None, &log).map_err(setting_to_flag)?
+        RunWriter::check_new(&args.out, args.force)?;
+        (None, config)
     };
+    eprintln!("reading {}", config.data.ratings.display());
+    let (dataset, split, filtered) = config.data.load_with_report()?;
+    if let Some(line) = filter_line(&config, &filtered) {
+        eprintln!("{line}");
+    }
+    let mut config = config;
+    match &run {
+        Some(run) => {
+            if !dataset.vocab.matches_saved(&run.dir().read_vocab()?) {
+                bail!(
+                    "the items of {} no longer match the run's vocab.json; the ratings file changed since training",
+                    config.data.ratings.display()
+                );
+            }
+        }
+        None => {
+            config.model.num_items = dataset.vocab.num_items();
+            config.model.validate().map_err(flag_error)?;
+            config
+                .train
+                .check_catalogue(config.model.num_items)
+                .map_err(flag_error)?;
+            NegativeSampler::check_unseen(&config.train, config.model.num_items, &split.train)
+                .map_err(flag_error)?;
+            config.ratings_digest = FileDigest::of_file(&config.data.ratings)?;
+        }
+    }
+    check_split(&config, &dataset, &split)?;
+    check_memory(&config, &split)?;
+    let stats = dataset.stats();
+    let cuts = split.cuts.map_or(String::new(), |(valid, test)| {
+        format!(
+            " (valid from {}, test from {})",
+            format_micros(valid),
+            format_micros(test)
+        )
+    });
+    eprintln!(
+        "{} users, {} items, {} interactions; split {}{cuts}: train {}, valid {}, test {} users",
+        stats.users,
+        stats.items,
+        stats.interactions,
+        config.data.split,
+        split.train.len(),
+        split.valid.len(),
+        split.test.len()
+    );
+    if let Some(line) = loss_line(&config, &split) {
+        eprintln!("{line}");
+    }
 
-    let device = args.device.open()?;
+    let device = with_precision(args.device.open()?, config.train.precision)?;
+    let run = match run {
+        Some(run) => run,
+        None => {
+            let run = RunWriter::create(&args.out, "train", args.force)?;
+            note_previous_holder(&run);
+            if args.force {
+                eprintln!("replaced the run in {} (--force)", args.out.display());
+            }
+            run.write_settings(&config, &dataset, &split)?;
+            run
+        }
+    };
+    let stop = stop_flag()?;
+
+    match device {
+        Device::Cpu(b) => {
+            let hook = args.device.profile_ops.then(|| {
+                b.enable_profiling();
+                Box::new(OpProfile(b)) as Box<dyn EpochHook>
+            });
+            train_on(&b, &config, &split, run, args.resume, &stop, hook)
+        }
+        Device::Gpu(b) => {
+            let hook = args
+                .device
+                .profile_kernels
+                .then(|| Box::new(KernelProfile(b.clone())) as Box<dyn EpochHook>);
+            train_on(&b, &config, &split, run, args.resume, &stop, hook)
+        }
+    }
+}
+
+/// A flag raised by Ctrl-C (or SIGTERM); a second one quits at once.
+fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -330,46 +634,22 @@ pub fn run(args: TrainArgs, matches: &ArgMatches) -> Result<ExitCode> {
         );
     })
     .context("installing the Ctrl-C handler")?;
-
-    let trained = match device {
-        Device::Cpu(b) => {
-            let hook = args.device.profile_ops.then(|| {
-                b.enable_profiling();
-                Box::new(OpProfile(b)) as Box<dyn EpochHook>
-            });
-            job.train(&b, &stop, hook, &log)?
-        }
-        Device::Gpu(b) => {
-            let hook = args
-                .device
-                .profile_kernels
-                .then(|| Box::new(KernelProfile(b.clone())) as Box<dyn EpochHook>);
-            job.train(&b, &stop, hook, &log)?
-        }
-    };
-    let Some(report) = &trained.report else {
-        eprintln!(
-            "saved; continue with: sasrec train --resume --out {}",
-            trained.out.display()
-        );
-        return Ok(ExitCode::from(130));
-    };
-    for line in report.lines() {
-        println!("{line}");
-    }
-    // Stopped while the report ran: the run is complete, but say it was cut.
-    Ok(if trained.stopped {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(stop)
 }
 
-/// A setting out of range found by the library, in terms of its flag.
-fn setting_to_flag(err: anyhow::Error) -> anyhow::Error {
-    match err.downcast::<InvalidSetting>() {
-        Ok(setting) => flag_error(setting),
-        Err(err) => err,
+/// The backend for the run's precision: bf16 products need a CPU that has
+/// them; the GPU backend computes in f32.
+fn with_precision(device: Device, precision: Precision) -> Result<Device> {
+    match (device, precision) {
+        (device, Precision::Fp32) => Ok(device),
+        (Device::Cpu(_), Precision::Bf16) => {
+            let cpu = CpuBackend::with_precision(precision).context("--precision bf16")?;
+            eprintln!("precision: {}", cpu.name());
+            Ok(Device::Cpu(cpu))
+        }
+        (Device::Gpu(_), Precision::Bf16) => bail!(
+            "--precision bf16 is for the CPU backend (the GPU backend computes in f32): add --device cpu"
+        ),
     }
 }
 
@@ -406,9 +686,333 @@ fn new_budget(
     done: usize,
 ) -> Result<Vec<String>> {
     let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-    let epochs = given("epochs").then_some(args.epochs);
-    let patience = given("patience").then_some(args.patience);
-    sasrec_api::train::new_budget(train, epochs, patience, done).map_err(setting_to_flag)
+    let mut changes = Vec::new();
+    if given("epochs") && args.epochs != train.epochs {
+        if args.epochs < done.max(1) {
+            bail!(
+                "--epochs {} is less than the {done} epochs this run has done",
+                args.epochs
+            );
+        }
+        changes.push(format!("epochs {} -> {}", train.epochs, args.epochs));
+        train.epochs = args.epochs;
+    }
+    if given("patience") && args.patience != train.patience {
+        let show = |p: Option<usize>| p.map_or("none".to_string(), |p| p.to_string());
+        changes.push(format!(
+            "patience {} -> {}",
+            show(train.patience),
+            show(args.patience)
+        ));
+        train.patience = args.patience;
+    }
+    train.validate().map_err(flag_error)?;
+    Ok(changes)
+}
+
+fn note_previous_holder(run: &RunWriter) {
+    if let Some(holder) = run.previous_holder() {
+        eprintln!("note: {holder} stopped without releasing the run folder; taking it over");
+    }
+}
+
+/// What a sampled loss trains on, e.g. "training loss gbce over 256
+/// uniform negatives per sequence (beta 0.2698)".
+fn loss_line(config: &RunConfig, split: &Split) -> Option<String> {
+    let train = &config.train;
+    let sampler = NegativeSampler::new(train, config.model.num_items, &split.train)?;
+    let beta = match (train.loss, sampler.positive_weight()) {
+        (Loss::Gbce, Some(beta)) => format!(" (t {}, beta {beta:.4})", train.gbce_t),
+        _ => String::new(),
+    };
+    let correction = if train.loss == Loss::SampledSoftmax && train.sampler == Sampler::Popularity {
+        ", log-Q corrected"
+    } else {
+        ""
+    };
+    let unseen = if train.exclude_seen { " unseen" } else { "" };
+    Some(format!(
+        "training loss {} over {} {}{unseen} negatives per {}{beta}{correction}; validation loss: full softmax",
+        train.loss, train.negatives, train.sampler, train.negatives_scope
+    ))
+}
+
+/// What the event and duplicate filters did, for the run's log: "dedup
+/// consecutive removed 57 repeated events; event types view 800, purchase
+/// 90 (targets purchase: 88 of the interactions)".
+fn filter_line(config: &RunConfig, report: &FilterReport) -> Option<String> {
+    let filter = &config.data.filter;
+    let mut parts = Vec::new();
+    if filter.dedup != Dedup::None {
+        parts.push(format!(
+            "dedup {} removed {} repeated events",
+            filter.dedup,
+            thousands(report.dropped_duplicates)
+        ));
+    }
+    if !report.events_read.is_empty() {
+        let mut line = format!("event types {}", event_counts(report));
+        if let Some(keep) = &filter.keep_events {
+            line.push_str(&format!(
+                " (kept {}: {} rows removed)",
+                keep.join(","),
+                thousands(report.dropped_by_event)
+            ));
+        }
+        if let Some(targets) = &filter.target_events {
+            line.push_str(&format!(
+                "; targets {}: {} of the interactions",
+                targets.join(","),
+                thousands(report.targets)
+            ));
+        }
+        parts.push(line);
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// The fewest users a temporal window should score before its numbers mean much.
+const FEW_USERS: usize = 100;
+
+/// Refuses a split that leaves nothing to train or validate on, saying why;
+/// warns when a temporal window scores fewer than [`FEW_USERS`] users.
+fn check_split(config: &RunConfig, dataset: &Dataset, split: &Split) -> Result<()> {
+    let users = dataset.users.len();
+    if let Some((valid_from, test_from)) = split.cuts {
+        let window = format!(
+            "between {} and {}",
+            format_micros(valid_from),
+            format_micros(test_from)
+        );
+        let range = dataset.time_range().map_or(String::new(), |r| {
+            format!(" (the interactions run from {})", time_range(r))
+        });
+        if split.valid.is_empty() {
+            bail!(
+                "no user is left to validate on: no user with an earlier interaction has one {window}{range}"
+            );
+        }
+        if split.test.is_empty() {
+            bail!(
+                "no user is left to test on: no user with an earlier interaction has one from {} on{range}",
+                format_micros(test_from)
+            );
+        }
+        let all = config.data.temporal_targets == TemporalTargets::All;
+        for (part, seqs) in [("validates", &split.valid), ("tests", &split.test)] {
+            let mut who: Vec<u32> = seqs.iter().map(|s| s.user).collect();
+            who.sort_unstable();
+            who.dedup();
+            if who.len() < FEW_USERS {
+                eprintln!(
+                    "warning: the temporal split {part} on only {} users ({} targets){range}; {}",
+                    who.len(),
+                    seqs.len(),
+                    if all {
+                        "move the cuts to widen the windows"
+                    } else {
+                        "--temporal-targets all scores every interaction in the window, or move the cuts"
+                    }
+                );
+            }
+        }
+    } else if config.data.leave_one_out() {
+        if split.valid.is_empty() {
+            bail!(
+                "no user is left to validate on: all {users} users have fewer than 3 interactions, and leave-one-out needs 3"
+            );
+        }
+    } else if split.valid.is_empty() {
+        if config.data.valid_fraction == 0.0 {
+            bail!(
+                "--valid-fraction 0 holds out no users, and random-users validates on held-out users"
+            );
+        }
+        bail!(
+            "no user is left to validate on: the {} held-out users all have a single interaction",
+            split.too_short_for_eval
+        );
+    }
+    if split.train.is_empty() {
+        bail!(
+            "no training sequences: none of the {users} users has enough interactions to train on"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a model and batch that cannot fit in the memory available.
+fn check_memory(config: &RunConfig, split: &Split) -> Result<()> {
+    let longest_part = split.train.len().max(split.valid.len());
+    let batch = config.train.batch_size.min(longest_part);
+    let need = config.model.training_memory(batch);
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    if need.total() > available as f64 {
+        bail!(
+            "this run needs about {} of memory (weights and Adam state {}, activations of a batch of {batch} {}), more than the {} available: lower --dim, --ff-dim, --max-len, --layers or --batch-size",
+            human_bytes(need.total()),
+            human_bytes(need.parameters),
+            human_bytes(need.activations),
+            human_bytes(available as f64)
+        );
+    }
+    Ok(())
+}
+
+/// Memory available to a new process: MemAvailable on Linux, the physical
+/// memory on other Unix systems.
+fn available_memory() -> Option<u64> {
+    if let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") {
+        let kib = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        if let Some(kib) = kib {
+            return Some(kib * 1024);
+        }
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system constants.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && page > 0 {
+            return Some(pages as u64 * page as u64);
+        }
+    }
+    None
+}
+
+fn train_on<B: Backend>(
+    backend: &B,
+    config: &RunConfig,
+    split: &Split,
+    run: RunWriter,
+    resume: bool,
+    stop: &AtomicBool,
+    hook: Option<Box<dyn EpochHook>>,
+) -> Result<ExitCode> {
+    let model = SasRec::new(backend, config.model.clone(), config.train.seed);
+    let out = run.dir().path().display().to_string();
+    let mut trainer = Trainer::new(
+        backend,
+        model,
+        config.train.clone(),
+        &split.train,
+        &split.valid,
+        config.data.held_out_last(),
+        run,
+    )?;
+    trainer.hook = hook;
+    if trainer.restore()? {
+        let generation = trainer.run_folder().committed().map_or(0, |c| c.generation);
+        let s = &trainer.state;
+        if s.finished {
+            let why = if s.epoch >= config.train.epochs {
+                format!("all {} epochs are done", config.train.epochs)
+            } else {
+                format!(
+                    "no better {} for {} epochs",
+                    config.train.selection, s.epochs_without_improvement
+                )
+            };
+            eprintln!("{out} is finished ({why}); a larger --epochs or --patience continues it");
+        } else {
+            eprintln!(
+                "continuing at epoch {}, step {} (checkpoint generation {generation})",
+                s.epoch + 1,
+                s.step
+            );
+        }
+    } else if resume {
+        eprintln!("{out} has no checkpoint yet: starting at step 0 with its saved settings");
+    }
+    let outcome = trainer.run(stop)?;
+    match outcome {
+        Outcome::Interrupted => {
+            eprintln!("saved; continue with: sasrec train --resume --out {out}");
+            return Ok(ExitCode::from(130));
+        }
+        Outcome::EarlyStopped => eprintln!(
+            "early stopping: no better {} for a while",
+            config.train.selection
+        ),
+        Outcome::Completed => {}
+    }
+    report(backend, config, split, trainer)?;
+    // Stopped while the report ran: the run is complete, but say it was cut.
+    Ok(if stop.load(Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints the best epoch, its validation numbers, and (leave-one-out) the
+/// test numbers of the best checkpoint beside the most-popular baseline.
+fn report<B: Backend>(
+    backend: &B,
+    config: &RunConfig,
+    split: &Split,
+    trainer: Trainer<'_, B>,
+) -> Result<()> {
+    let records = trainer.epochs().to_vec();
+    let run = trainer.into_run();
+    let Some(best) = records.iter().rev().find(|r| r.best) else {
+        bail!("the run has no validated epoch");
+    };
+    println!("run           {}", run.dir().path().display());
+    println!(
+        "best epoch    {} of {} (by valid {})",
+        best.epoch,
+        records.len(),
+        config.train.selection
+    );
+    print_line("valid", best.valid.loss, best.valid.ranking.as_ref());
+    if config.data.held_out_last() {
+        let (_, model) = run.dir().load_model(backend)?;
+        let bar = progress_bar(split.test.len() as u64, "test");
+        let test = evaluate_with_progress(
+            backend,
+            &model,
+            &split.test,
+            true,
+            &config.train.ks,
+            config.train.batch_size,
+            &mut |n| bar.inc(n as u64),
+        );
+        bar.finish_and_clear();
+        print_line("test", test.loss, test.ranking.as_ref());
+        let popular = popularity_baseline(
+            &split.train,
+            &split.test,
+            config.model.vocab(),
+            &config.train.ks,
+        );
+        println!("test popular  {}", popular.summary());
+        let json = serde_json::json!({
+            "best_epoch": best.epoch,
+            "valid": best.valid,
+            "test": test,
+            "most_popular_test": popular,
+        });
+        run.write_file("test.json", &serde_json::to_vec_pretty(&json)?)?;
+    }
+    println!("curves        {}", run.dir().curves().display());
+    Ok(())
+}
+
+fn print_line(part: &str, loss: f64, ranking: Option<&sasrec_model::RankingMetrics>) {
+    let ranking = ranking
+        .map(|m| format!("  {}", m.summary()))
+        .unwrap_or_default();
+    println!("{part:<13} loss {loss:.4}{ranking}");
 }
 
 /// Prints GPU time per kernel per step after every epoch's training.

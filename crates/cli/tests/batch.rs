@@ -2,7 +2,9 @@
 //! user checks after `sasrec recommend --all-users --out` and `sasrec
 //! export`. The three file formats hold the same rows, seen items are left
 //! out, ids keep their kind, and exact inner-product search over the
-//! exported vectors gives `recommend`'s top-k.
+//! exported vectors gives `recommend`'s top-k. Outputs have one writer at a
+//! time, killed writers' temporary files are cleared by the next, and an
+//! export killed midway leaves the earlier export whole.
 
 mod common;
 
@@ -14,8 +16,11 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int32Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use common::{assert_error, json, sasrec, temporary_files, text, trained_run};
+use common::{
+    SASREC, assert_error, assert_killed_by, json, sasrec, temporary_files, text, train, trained_run,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sasrec_model::lock::RunLock;
 use serde_json::Value;
 
 /// One row of a recommendations file: user, item, rank, logit.
@@ -263,6 +268,13 @@ fn bad_batch_requests_are_refused_and_leave_no_file() {
     assert!(temporary_files(dir.path()).is_empty());
     std::fs::write(&users, "\n\n").unwrap();
     assert_error(&recommend_all(&run, &out, &users_arg), "lists no users");
+    // A line far longer than an id is refused before it is read whole.
+    std::fs::write(&users, format!("5\n{}\n", "7".repeat(20 << 20))).unwrap();
+    assert_error(
+        &recommend_all(&run, &out, &users_arg),
+        "users.txt: line 2: field `id`: a line longer than an id may be (1024 bytes)",
+    );
+    assert!(!out.exists());
     // --all-users without --out, --json with --out: clap refuses (status 2).
     let run_arg = run.to_str().unwrap();
     let no_out = sasrec(&["recommend", "--run", run_arg, "--all-users"]);
@@ -417,4 +429,152 @@ fn string_ids_stay_strings_in_every_file() {
     assert_eq!(types[0], DataType::Utf8);
     let ids: Vec<String> = serde_json::from_value(json(&vectors.join("items.ids.json"))).unwrap();
     assert!(ids.iter().all(|id| id.starts_with('B')), "{ids:?}");
+}
+
+/// The names in a folder and the bytes of its files, sorted by name.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut all: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let bytes = if path.is_file() {
+                std::fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
+            (name, bytes)
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// The names in a folder, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    contents(dir).into_iter().map(|(name, _)| name).collect()
+}
+
+#[test]
+fn a_second_writer_of_an_output_is_refused_naming_the_first() {
+    let (dir, _, run) = trained_run("1");
+    let pid = std::process::id();
+    let recs = dir.path().join("recs.csv");
+    // What a `sasrec recommend` writing recs.csv holds.
+    let held = RunLock::beside(&recs, "recommend").unwrap();
+    let line = assert_error(&recommend_all(&run, &recs, &["--all-users"]), "recs.csv");
+    assert!(
+        line.contains(&format!("is in use by sasrec recommend (pid {pid})")),
+        "{line}"
+    );
+    assert!(!recs.exists());
+    drop(held);
+    let result = recommend_all(&run, &recs, &["--all-users"]);
+    assert!(result.status.success(), "{}", text(&result).1);
+
+    let vectors = dir.path().join("vectors");
+    let held = RunLock::beside(&vectors, "export").unwrap();
+    let line = assert_error(&export(&run, &vectors), "vectors");
+    assert!(
+        line.contains(&format!("is in use by sasrec export (pid {pid})")),
+        "{line}"
+    );
+    drop(held);
+    // Locks go with their writers.
+    assert_eq!(
+        names(dir.path()),
+        ["movies.csv", "ratings.csv", "recs.csv", "run"]
+    );
+}
+
+#[test]
+fn a_killed_writers_temporary_file_is_removed_and_named_by_the_next() {
+    let (dir, _, run) = trained_run("1");
+    let recs = dir.path().join("recs.csv");
+    // Killed right after the rows are written and flushed, before the rename.
+    let killed = std::process::Command::new(SASREC)
+        .args(["recommend", "--run", run.to_str().unwrap(), "--all-users"])
+        .args(["--out", recs.to_str().unwrap(), "--device", "cpu"])
+        .env("SASREC_FAIL_AT", "2")
+        .output()
+        .unwrap();
+    assert_killed_by(&killed, 6);
+    assert!(!recs.exists());
+    let left = temporary_files(dir.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    let tmp = left[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(std::fs::metadata(&left[0]).unwrap().len() > 1000);
+
+    let result = recommend_all(&run, &recs, &["--all-users"]);
+    let stderr = text(&result).1;
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("removed {tmp} ("))
+            && stderr.contains("left by sasrec recommend (pid"),
+        "{stderr}"
+    );
+    assert!(temporary_files(dir.path()).is_empty());
+    assert_eq!(
+        names(dir.path()),
+        ["movies.csv", "ratings.csv", "recs.csv", "run"]
+    );
+}
+
+#[test]
+fn an_export_killed_midway_leaves_the_earlier_export_whole() {
+    let (dir, ratings, run) = trained_run("1");
+    let vectors = dir.path().join("vectors");
+    let result = export(&run, &vectors);
+    assert!(result.status.success(), "{}", text(&result).1);
+    let before = contents(&vectors);
+    // Another run: other vectors of the same shapes.
+    let other = dir.path().join("other");
+    assert!(train(&ratings, &other, "2").status.success());
+    // Killed after the first files, after the item files, among the user
+    // files, and after export.json.
+    for fail_at in ["1", "8", "20", "26"] {
+        let killed = std::process::Command::new(SASREC)
+            .args(["export", "--run", other.to_str().unwrap()])
+            .args(["--out", vectors.to_str().unwrap(), "--device", "cpu"])
+            .env("SASREC_FAIL_AT", fail_at)
+            .output()
+            .unwrap();
+        assert_killed_by(&killed, 6);
+        assert!(
+            contents(&vectors) == before,
+            "killed at operation {fail_at}"
+        );
+    }
+    let result = export(&other, &vectors);
+    let stderr = text(&result).1;
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("removed .vectors.") && stderr.contains("left by sasrec export (pid"),
+        "{stderr}"
+    );
+    assert_eq!(
+        json(&vectors.join("export.json"))["run"],
+        other.to_str().unwrap()
+    );
+    let after = contents(&vectors);
+    assert_eq!(
+        names(&vectors),
+        before.iter().map(|f| f.0.clone()).collect::<Vec<_>>()
+    );
+    // The ids are the same; every file of vectors is the other run's.
+    for ((name, new), (_, old)) in after.iter().zip(&before) {
+        assert_eq!(new == old, name.ends_with(".ids.json"), "{name}");
+    }
+    assert_eq!(
+        names(dir.path()),
+        ["movies.csv", "other", "ratings.csv", "run", "vectors"]
+    );
+
+    // A folder of other files is never replaced.
+    std::fs::write(vectors.join("notes.txt"), "mine").unwrap();
+    assert_error(
+        &export(&run, &vectors),
+        "holds \"notes.txt\", which is not a file of an export",
+    );
+    assert!(vectors.join("notes.txt").exists());
 }

@@ -113,6 +113,99 @@ fn a_toml_file_trains_its_config_json_replays_and_flags_override() {
 }
 
 #[test]
+fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let ratings = write_data(dir.path());
+    let train = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let run = dir.path().join(name);
+        let mut args = train_args(&ratings, &run, "1");
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, _, stderr) = run_text(&args);
+        assert!(out.status.success(), "{name}: {stderr}");
+        json(&run.join("config.json"))
+    };
+    let options = |c: &serde_json::Value| {
+        let m = &c["model"];
+        let t = &c["train"];
+        [
+            m["norm"].clone(),
+            m["feed_forward"].clone(),
+            m["gated_residual"].clone(),
+            m["output_layer"].clone(),
+            t["warmup_steps"].clone(),
+            t["lr_schedule"].clone(),
+            t["label_smoothing"].clone(),
+        ]
+        .map(|v| v.to_string())
+    };
+    let notebook = train("notebook", &[]);
+    assert_eq!(
+        notebook,
+        train("notebook-named", &["--preset", "notebook"]),
+        "the default preset is the notebook's"
+    );
+    assert_eq!(
+        options(&notebook),
+        [
+            "\"layer\"",
+            "\"relu\"",
+            "false",
+            "\"tied\"",
+            "0",
+            "\"constant\"",
+            "0.0"
+        ]
+    );
+    // A preset, one of its values overridden by a flag; the small model's
+    // own flags (dim 16, lr 0.01, ...) override it too.
+    let recommended = train("recommended", &["--preset", "recommended"]);
+    let mixed = train(
+        "mixed",
+        &["--preset", "recommended", "--feed-forward", "swiglu"],
+    );
+    assert_eq!(mixed["model"]["feed_forward"], "swiglu");
+    assert_eq!(mixed["model"]["dim"], 16);
+    assert_eq!(mixed["train"]["lr"], 0.01);
+    let (mut a, mut b) = (options(&recommended), options(&mixed));
+    (a[1], b[1]) = (String::new(), String::new());
+    assert_eq!(a, b, "only the flag's setting differs");
+    assert_ne!(options(&recommended), options(&notebook));
+
+    // A config.json from before the options existed lacks them: its run
+    // was the notebook's, and so is its replay (config_file's unit tests
+    // check that this holds whatever the default preset).
+    let mut old = notebook.clone();
+    for key in ["norm", "feed_forward", "gated_residual", "output_layer"] {
+        old["model"].as_object_mut().unwrap().remove(key);
+    }
+    for key in [
+        "weight_decay",
+        "warmup_steps",
+        "lr_schedule",
+        "label_smoothing",
+        "grad_clip",
+    ] {
+        old["train"].as_object_mut().unwrap().remove(key);
+    }
+    let old_json = dir.path().join("old-config.json");
+    std::fs::write(&old_json, serde_json::to_vec(&old).unwrap()).unwrap();
+    let replay = dir.path().join("replay");
+    let (out, _, stderr) = run_text(&[
+        "train",
+        "--config",
+        old_json.to_str().unwrap(),
+        "--out",
+        replay.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    let replayed = json(&replay.join("config.json"));
+    assert_eq!(replayed["train"]["label_smoothing"], 0.0);
+    assert_eq!(replayed["model"], notebook["model"]);
+    assert_eq!(replayed["train"], notebook["train"]);
+}
+
+#[test]
 fn bad_settings_files_name_the_key_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let ratings = write_data(dir.path());

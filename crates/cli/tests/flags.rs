@@ -75,6 +75,14 @@ fn every_bad_training_flag_is_one_clear_line_and_writes_nothing() {
             &["--dim", "10", "--heads", "3"],
             "--dim 10 is not a multiple of heads 3",
         ),
+        (
+            &["--valid-fraction", "0.2"],
+            "--valid-fraction is for --split random-users, which holds out whole users; --split leave-one-out does not use it",
+        ),
+        (
+            &["--split", "temporal", "--split-seed", "7"],
+            "--split-seed is for --split random-users",
+        ),
         (&["--k", "5,0"], "--k values must be at least 1"),
         (
             &["--select", "bogus"],
@@ -186,4 +194,87 @@ fn commands_on_a_run_check_their_flags_and_a_closed_pipe_ends_quietly() {
     );
     // Ended by SIGPIPE, as `cat` or `grep` would be.
     assert_killed_by(&out, 13);
+}
+
+#[test]
+fn settings_files_are_checked_as_flags_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let ratings = write_data(dir.path());
+    let run = dir.path().join("run");
+    let settings = dir.path().join("run.toml");
+    // NaN and infinity are refused as on the command line (JSON, which
+    // the settings pass through, has neither).
+    // (The small model's flags, --lr among them, override the file's.)
+    let cases = [
+        ("eps = nan", "--eps must be a positive number, got NaN"),
+        ("eps = inf", "--eps must be a positive number, got inf"),
+        ("dropout = nan", "--dropout must be in [0, 1), got NaN"),
+        (
+            "[train]\nbeta1 = -inf",
+            "--beta1 must be in [0, 1), got -inf",
+        ),
+        (
+            "split = \"leave-one-out\"\nvalid_fraction = 0.3",
+            "--valid-fraction is for --split random-users",
+        ),
+    ];
+    for (toml, message) in cases {
+        std::fs::write(&settings, toml).unwrap();
+        let out = train_with(&ratings, &run, &["--config", settings.to_str().unwrap()]);
+        assert_error(&out, message);
+        assert!(!run.exists(), "{toml} left a run folder");
+    }
+    std::fs::write(&settings, "lr = nan").unwrap();
+    let out = sasrec(&[
+        "train",
+        "--config",
+        settings.to_str().unwrap(),
+        "--ratings",
+        ratings.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_error(&out, "--lr must be a positive number, got NaN");
+}
+
+#[test]
+fn missing_or_empty_ids_and_logs_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_arg = dir.path().join("run");
+    // No log: a missing flag, as clap says for its own (status 2).
+    for args in [
+        vec!["train", "--out", out_arg.to_str().unwrap()],
+        vec!["data", "stats"],
+    ] {
+        let out = sasrec(&args);
+        let stderr = text(&out).1;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("required arguments were not provided")
+                && stderr.contains("--ratings <PATH> (or --dataset <NAME>)"),
+            "{stderr}"
+        );
+    }
+    let (_dir, _, run) = trained_run("1");
+    let run_arg = run.to_str().unwrap();
+    let recommend = |flag, value| {
+        sasrec(&[
+            "recommend",
+            "--run",
+            run_arg,
+            flag,
+            value,
+            "--device",
+            "cpu",
+        ])
+    };
+    assert_error(
+        &recommend("--items", ""),
+        "--items: id 1 of the list is empty; give item ids separated by commas",
+    );
+    assert_error(
+        &recommend("--items", "101,,102"),
+        "--items: id 2 of the list is empty",
+    );
+    assert_error(&recommend("--user", " "), "--user is empty");
 }

@@ -1,13 +1,17 @@
 //! Own logs through the binary: string user and item ids, CSV / RecBole
 //! .inter / Parquet files and folders, item names from any table. The same
-//! interactions in every format train to the same losses.
+//! interactions in every format train to the same losses, and the same bad
+//! ids and headers are refused in every format.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Arc;
 
-use common::{SMALL, sasrec};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{Field, Schema};
+use common::{SMALL, assert_error, sasrec};
 
 /// The data crate's fixtures (scripts/write_parquet_fixtures.py): 40 users
 /// `U001x`.. walking 30 items `B0101Q`.. in cycles.
@@ -271,5 +275,109 @@ fn data_stats_says_what_it_detected() {
     assert!(
         stdout.contains("time          ISO 8601 date-times without zone (read as UTC); 2024-01-01 10:00:00 UTC to 2024-01-01 10:05:00 UTC"),
         "{stdout}"
+    );
+}
+
+/// A Parquet file of these columns (no nulls).
+fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, array)| Field::new(*name, array.data_type().clone(), false))
+        .collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns.into_iter().map(|(_, array)| array).collect(),
+    )
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn stats(log: &Path) -> Output {
+    sasrec(&["data", "stats", "--ratings", log.to_str().unwrap()])
+}
+
+#[test]
+fn bad_ids_and_headers_are_refused_in_every_format_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+
+    // A NUL byte inside an id far past the first bytes of the file.
+    let mut csv = String::from("user_id,item_id,timestamp\n");
+    for row in 0..2000 {
+        csv.push_str(&format!("u{},i{},{row}\n", row % 50, row % 30));
+    }
+    csv.push_str("u1,i\0x,99999\n");
+    std::fs::write(path("nul.csv"), csv).unwrap();
+    assert_error(
+        &stats(&path("nul.csv")),
+        "nul.csv: line 2002: field `item_id`: an id holding a NUL byte",
+    );
+
+    // Negative integer ids: text (any columns) and Parquet alike.
+    std::fs::write(path("negative.csv"), "user,item,time\n1,5,1\n2,-5,2\n").unwrap();
+    assert_error(
+        &stats(&path("negative.csv")),
+        "negative.csv: line 3: field `item`: a negative id (integer ids must be non-negative), found \"-5\"",
+    );
+    let ints = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
+    write_parquet(
+        &path("negative.parquet"),
+        vec![
+            ("userId", ints(vec![1, 2, 3])),
+            ("movieId", ints(vec![10, 11, -3])),
+            ("timestamp", ints(vec![1, 2, 3])),
+        ],
+    );
+    assert_error(
+        &stats(&path("negative.parquet")),
+        "negative.parquet: row group 0, row 2: field `movieId`: a negative id (integer ids must be non-negative), found \"-3\"",
+    );
+
+    // An id past the longest accepted, in text and in Parquet.
+    let long = "B".repeat(2000);
+    std::fs::write(path("long.csv"), format!("user,item,time\na,{long},1\n")).unwrap();
+    assert_error(
+        &stats(&path("long.csv")),
+        "long.csv: line 2: field `item`: an id longer than 1024 bytes",
+    );
+    let strings = |v: Vec<&str>| Arc::new(StringArray::from(v)) as ArrayRef;
+    write_parquet(
+        &path("long.parquet"),
+        vec![
+            ("user", strings(vec!["a", "b"])),
+            ("item", strings(vec!["x", &long])),
+            ("time", ints(vec![1, 2])),
+        ],
+    );
+    assert_error(
+        &stats(&path("long.parquet")),
+        "long.parquet: row group 0, row 1: field `item`: an id longer than 1024 bytes",
+    );
+
+    // A column named twice: which one is meant would be a guess.
+    std::fs::write(
+        path("twice.csv"),
+        "userId,movieId,userId,timestamp\n1,2,3,4\n",
+    )
+    .unwrap();
+    assert_error(
+        &stats(&path("twice.csv")),
+        "twice.csv: line 1: the header names column `userId` twice (columns 1 and 3); rename one",
+    );
+    write_parquet(
+        &path("twice.parquet"),
+        vec![
+            ("user", strings(vec!["a"])),
+            ("item", strings(vec!["x"])),
+            ("item", strings(vec!["y"])),
+            ("time", ints(vec![1])),
+        ],
+    );
+    assert_error(
+        &stats(&path("twice.parquet")),
+        "twice.parquet: the schema names column `item` twice (columns 2 and 3)",
     );
 }

@@ -350,6 +350,70 @@ fn edited_checkpoints_are_refused_and_resume_restores_them() {
     assert_error(&resume(&run), "does not match its checksum in state.json");
 }
 
+/// The files under a folder (relative paths) and their bytes.
+fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(files(&path));
+        } else {
+            all.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    all.sort();
+    all
+}
+
+#[test]
+fn a_damaged_best_checkpoint_or_a_lost_state_json_stops_a_resume_and_changes_nothing() {
+    let (_dir, _, run) = trained_run("2");
+    let state = json(&run.join("state.json"));
+    let best = run.join(state["best"]["file"].as_str().unwrap());
+
+    // A best checkpoint edited in place, the published copy intact.
+    let good = std::fs::read(&best).unwrap();
+    let mut edited = good.clone();
+    let at = tensor_offset(&edited, "item_embedding.weight");
+    edited[at] ^= 1;
+    std::fs::write(&best, &edited).unwrap();
+    let before = files(&run);
+    let line = assert_error(
+        &resume_with_epochs(&run, "3"),
+        "does not match its checksum in state.json",
+    );
+    assert!(
+        line.contains(state["best"]["file"].as_str().unwrap()),
+        "{line}"
+    );
+    assert_eq!(files(&run), before);
+    std::fs::write(&best, &good).unwrap();
+
+    // state.json gone: the checkpoints stay, and the error says what is there.
+    std::fs::remove_file(run.join("state.json")).unwrap();
+    let before = files(&run);
+    let line = assert_error(&resume_with_epochs(&run, "3"), "has no state.json");
+    assert!(
+        line.contains("checkpoints/last-2.safetensors") && line.contains("nothing was changed"),
+        "{line}"
+    );
+    assert_eq!(files(&run), before);
+}
+
+/// `sasrec train --resume --epochs N --out run` on the CPU.
+fn resume_with_epochs(run: &Path, epochs: &str) -> Output {
+    sasrec(&[
+        "train",
+        "--resume",
+        "--epochs",
+        epochs,
+        "--out",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ])
+}
+
 #[test]
 fn a_changed_ratings_file_is_refused_unless_allowed() {
     let (_dir, ratings, run) = trained_run("1");

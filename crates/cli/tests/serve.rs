@@ -1,11 +1,16 @@
 //! `sasrec serve` over real HTTP on an ephemeral port: the answers are
 //! `sasrec recommend`'s, bad requests get 4xx with a JSON error, concurrent
 //! requests share forward passes, and SIGTERM or Ctrl-C finish the requests
-//! in flight before the server exits 0.
+//! in flight before the server exits 0. Over raw sockets: clients that
+//! hold connections open (idle, half-sent) are cut at their timeouts and
+//! cannot keep the server from stopping, connections beyond the limit are
+//! refused with 503, and running out of file descriptors pauses accepting
+//! instead of ending the server.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,9 +29,32 @@ struct Server {
 
 impl Server {
     fn start(run: &Path, delay_ms: Option<u64>) -> Server {
-        let mut cmd = Command::new(SASREC);
+        Server::start_with(run, delay_ms, &[], None)
+    }
+
+    /// A server with more flags, and at most `max_files` file descriptors
+    /// (`ulimit -n`).
+    fn start_with(
+        run: &Path,
+        delay_ms: Option<u64>,
+        flags: &[&str],
+        max_files: Option<u32>,
+    ) -> Server {
+        let mut cmd = match max_files {
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args([
+                    "-c",
+                    &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                    SASREC,
+                ]);
+                sh
+            }
+            None => Command::new(SASREC),
+        };
         cmd.args(["serve", "--run", run.to_str().unwrap()])
             .args(["--addr", "127.0.0.1:0", "--device", "cpu"])
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(ms) = delay_ms {
@@ -55,6 +83,16 @@ impl Server {
 
     fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// Whether the process is still running.
+    fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// A raw TCP connection to the server.
+    fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.base.strip_prefix("http://").unwrap()).unwrap()
     }
 
     /// Status and JSON body of `POST /recommend` with `body`.
@@ -350,4 +388,191 @@ fn concurrent_requests_share_forward_passes_and_sigterm_drains() {
         "{stderr}"
     );
     assert!(ureq::get(format!("{base}/healthz")).call().is_err());
+}
+
+/// Reads what the server sends until it closes the connection, which it
+/// must do within `limit`.
+fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> String {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => {}
+        // A close with unread bytes may reach us as a reset.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "the connection is still open after {limit:?} ({e}); got {:?}",
+            String::from_utf8_lossy(&got)
+        ),
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// `GET /healthz` on a new connection, retried for a minute while the
+/// server is busy freeing connections.
+fn wait_healthy(server: &Server) {
+    let started = Instant::now();
+    loop {
+        let answer = server
+            .agent
+            .get(format!("{}/healthz", server.base))
+            .call()
+            .ok()
+            .map(|r| r.status().as_u16());
+        if answer == Some(200) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never healthy again: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn idle_slow_and_half_sent_connections_are_closed_at_their_timeouts() {
+    let (_dir, _, run) = trained_run("1");
+    let flags = [
+        "--idle-timeout",
+        "1",
+        "--header-timeout",
+        "1",
+        "--body-timeout",
+        "1",
+        "--keep-alive-timeout",
+        "1",
+    ];
+    let server = Server::start_with(&run, None, &flags, None);
+    let (_, model) = server.get("/model");
+    assert_eq!(model["connections"]["header_timeout_s"], 1.0, "{model}");
+
+    let idle = server.connect();
+    let mut half_header = server.connect();
+    half_header
+        .write_all(b"POST /recommend HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    let mut half_body = server.connect();
+    half_body
+        .write_all(b"POST /recommend HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"user\"")
+        .unwrap();
+    let mut kept_alive = server.connect();
+    kept_alive
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    // A header sent a byte at a time, never finished: busy, but past its
+    // header timeout all the same.
+    let mut dripping = server.connect();
+    let drip = std::thread::spawn(move || {
+        for &b in b"GET /healthz HTTP/1.1\r\nhost: a-very-slow-client\r\n" {
+            if dripping.write_all(&[b]).is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    });
+
+    let limit = Duration::from_secs(30);
+    for (name, mut stream) in [("idle", idle), ("half-sent header", half_header)] {
+        let got = read_until_closed(&mut stream, limit);
+        assert_eq!(got, "", "{name}");
+    }
+    let got = read_until_closed(&mut half_body, limit);
+    assert!(
+        got.starts_with("HTTP/1.1 408") && got.contains("--body-timeout"),
+        "{got}"
+    );
+    let got = read_until_closed(&mut kept_alive, limit);
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with(r#"{"status":"ok"}"#),
+        "{got}"
+    );
+    assert!(drip.join().unwrap(), "a dripping header was never cut");
+    // The server goes on.
+    assert_eq!(server.get("/healthz").0, 200);
+}
+
+#[test]
+fn a_connection_over_the_limit_gets_503_and_the_next_is_served() {
+    let (_dir, _, run) = trained_run("1");
+    let server = Server::start_with(&run, None, &["--max-connections", "2"], None);
+    let first = server.connect();
+    let _second = server.connect();
+    // Accepted after the two above (the queue is first in, first out).
+    let mut third = server.connect();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let got = read_until_closed(&mut third, Duration::from_secs(30));
+    assert!(
+        got.starts_with("HTTP/1.1 503")
+            && got.contains("application/json")
+            && got.contains("too many connections")
+            && got.contains("2 at once (--max-connections)"),
+        "{got}"
+    );
+    drop(first);
+    wait_healthy(&server);
+    signal(server.pid(), "TERM");
+    let (code, stderr) = server.wait_exit();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("refusing new ones with 503"), "{stderr}");
+}
+
+#[cfg(unix)]
+#[test]
+fn running_out_of_file_descriptors_pauses_accepting_and_the_server_goes_on() {
+    let (_dir, _, run) = trained_run("1");
+    let mut server = Server::start_with(&run, None, &[], Some(64));
+    // More connections than the server has descriptors for.
+    let held: Vec<TcpStream> = (0..100).map(|_| server.connect()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(server.alive(), "the server ended");
+    drop(held);
+    wait_healthy(&server);
+    assert!(server.alive());
+    signal(server.pid(), "TERM");
+    let (code, stderr) = server.wait_exit();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("cannot accept connections") && stderr.contains("ulimit -n"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_with_half_sent_requests_exits_at_the_shutdown_timeout() {
+    let (_dir, _, run) = trained_run("1");
+    let flags = [
+        "--idle-timeout",
+        "600",
+        "--header-timeout",
+        "600",
+        "--body-timeout",
+        "600",
+        "--shutdown-timeout",
+        "1",
+    ];
+    let server = Server::start_with(&run, None, &flags, None);
+    let mut half_header = server.connect();
+    half_header
+        .write_all(b"POST /recommend HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    let mut half_body = server.connect();
+    half_body
+        .write_all(b"POST /recommend HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+        .unwrap();
+    assert_eq!(server.get("/healthz").0, 200);
+    let started = Instant::now();
+    signal(server.pid(), "TERM");
+    let (code, stderr) = server.wait_exit();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60)
+            && stderr.contains("still open after --shutdown-timeout 1 s"),
+        "{stderr}"
+    );
+    for mut stream in [half_header, half_body] {
+        read_until_closed(&mut stream, Duration::from_secs(10));
+    }
 }

@@ -2,7 +2,7 @@
 //! (`sasrec_data::synthetic::Transitions`): CSV, or Parquet for `*.parquet`;
 //! with `--shop`, a shop's event log (views, carts, purchases, duplicates).
 //!
-//! `cargo run --release -p sasrec-data --example synth -- --users U --items I --rows R --seed S --out PATH [--string-ids] [--shop]`
+//! `cargo run --release -p sasrec-data --example synth -- --users U --items I --rows R --seed S --out PATH [--string-ids] [--shop] [--long-range]`
 //! (`cargo xtask data synth` and `cargo xtask data shop` run this.)
 
 use std::path::PathBuf;
@@ -20,7 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let number =
         |flag: &str| -> Result<usize, Box<dyn std::error::Error>> { Ok(value(flag)?.parse()?) };
-    let mut log = sasrec_data::synthetic::Transitions::new(
+    let setting = if args.iter().any(|a| a == "--long-range") {
+        sasrec_data::synthetic::Transitions::long_range
+    } else {
+        sasrec_data::synthetic::Transitions::new
+    };
+    let mut log = setting(
         number("--users")?,
         number("--items")?,
         number("--rows")?,

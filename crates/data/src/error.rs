@@ -73,6 +73,22 @@ pub enum DataError {
         columns: String,
     },
 
+    /// A header or Parquet schema that names a column twice: which of the
+    /// two a name means would be a guess.
+    #[error("{}: {header} names column `{column}` twice (columns {first} and {second}); rename one", path.display())]
+    DuplicateColumn {
+        /// The file.
+        path: PathBuf,
+        /// Where the names are: `line 1: the header` or `the schema`.
+        header: String,
+        /// The name (cut to 80 characters).
+        column: String,
+        /// The 1-based positions of its first two uses.
+        first: usize,
+        /// See `first`.
+        second: usize,
+    },
+
     /// A data line has fewer fields than the format needs.
     #[error(
         "{}: line {line}: field `{field}` is missing: expected {expected} fields separated by {delimiter:?}, found {found}",

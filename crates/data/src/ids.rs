@@ -9,11 +9,6 @@
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
-use std::sync::Arc;
-
-use arrow_array::ArrayRef;
-use arrow_array::builder::{Int64Builder, StringBuilder};
-use arrow_schema::DataType;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use serde::{Deserialize, Serialize};
 
@@ -366,6 +361,32 @@ impl Serialize for IdTable {
     }
 }
 
+/// The longest raw id accepted, in bytes. Ids are keys (a user, a product,
+/// a session); a longer one is a wrong column or a broken file, and would
+/// otherwise go whole into `vocab.json` and every message that shows it.
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// Why an integer id is refused: ids are 0 or more in every format (-1
+/// often marks a missing id).
+pub(crate) const NEGATIVE_ID: &str = "a negative id (integer ids must be non-negative)";
+
+/// What is wrong with the bytes of a string id, if anything: empty, longer
+/// than [`MAX_ID_BYTES`], or holding a NUL byte (text never has one; a
+/// binary file read as text does).
+#[inline]
+pub(crate) fn id_problem(text: &[u8]) -> Option<&'static str> {
+    const TOO_LONG: &str = "an id longer than 1024 bytes (the longest accepted)";
+    if text.is_empty() {
+        Some("expected an id, the field is empty")
+    } else if text.len() > MAX_ID_BYTES {
+        Some(TOO_LONG)
+    } else if memchr::memchr(0, text).is_some() {
+        Some("an id holding a NUL byte")
+    } else {
+        None
+    }
+}
+
 /// Reads `text` as a canonical integer: an optional `-`, then digits with
 /// no leading zero (`0` itself is fine), fitting in i64. Anything else (e.g.
 /// `007`, `+5`, `1.0`) is not an integer id, so reading a column as strings
@@ -444,56 +465,19 @@ impl Hasher for IntHasher {
     }
 }
 
-/// An Arrow column of raw ids being built: Int64 or Utf8 by the ids' kind
-/// (the recommendations and vectors `sasrec` writes, and hands to Python).
-pub enum IdColumn {
-    /// Integer ids.
-    Int(Int64Builder),
-    /// String ids.
-    Str(StringBuilder),
-}
-
-impl IdColumn {
-    /// An empty column for ids of `kind`.
-    pub fn new(kind: IdKind) -> IdColumn {
-        match kind {
-            IdKind::Int => IdColumn::Int(Int64Builder::new()),
-            IdKind::Str => IdColumn::Str(StringBuilder::new()),
-        }
-    }
-
-    /// The Arrow type of ids of `kind`.
-    pub fn data_type(kind: IdKind) -> DataType {
-        match kind {
-            IdKind::Int => DataType::Int64,
-            IdKind::Str => DataType::Utf8,
-        }
-    }
-
-    /// Appends an id (of the column's kind).
-    pub fn push(&mut self, id: &RawId) {
-        match (self, id) {
-            (IdColumn::Int(b), RawId::Int(v)) => b.append_value(*v),
-            (IdColumn::Str(b), RawId::Str(s)) => b.append_value(s),
-            // One vocabulary holds ids of one kind.
-            (IdColumn::Int(_), RawId::Str(_)) | (IdColumn::Str(_), RawId::Int(_)) => {
-                unreachable!("an id of the other kind")
-            }
-        }
-    }
-
-    /// The ids appended so far as an array; the column starts empty again.
-    pub fn finish(&mut self) -> ArrayRef {
-        match self {
-            IdColumn::Int(b) => Arc::new(b.finish()),
-            IdColumn::Str(b) => Arc::new(b.finish()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_ids_are_bounded_and_free_of_nul() {
+        assert_eq!(id_problem(b"B00X4WHP5E"), None);
+        assert_eq!(id_problem(&[b'a'; MAX_ID_BYTES]), None);
+        let long = id_problem(&[b'a'; MAX_ID_BYTES + 1]).unwrap();
+        assert!(long.contains(&MAX_ID_BYTES.to_string()), "{long}");
+        assert_eq!(id_problem(b"ab\0c"), Some("an id holding a NUL byte"));
+        assert!(id_problem(b"").is_some());
+    }
 
     #[test]
     fn canonical_integers_only() {

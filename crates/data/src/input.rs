@@ -212,13 +212,15 @@ impl InputSpec {
         }
     }
 
-    /// Finds the user, item, time and rating columns among `found`.
+    /// Finds the user, item, time and rating columns among `found`, which
+    /// must not name a column twice.
     pub(crate) fn resolve(
         &self,
         found: &[String],
         path: &Path,
         place: Place,
     ) -> Result<Resolved, DataError> {
+        check_unique_names(path, place, found)?;
         let missing = |role, wanted: &[&str], flag: &str| {
             missing_column(path, place, role, wanted, found, flag)
         };
@@ -270,6 +272,31 @@ impl InputSpec {
             || self.rating_col.is_some()
             || self.event_col.is_some()
     }
+}
+
+/// Refuses a header (or schema) that names a column twice. Empty names
+/// (a trailing delimiter) name nothing and may repeat.
+pub(crate) fn check_unique_names(
+    path: &Path,
+    place: Place,
+    found: &[String],
+) -> Result<(), DataError> {
+    let mut seen = std::collections::HashMap::with_capacity(found.len());
+    for (i, name) in found.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
+        if let Some(first) = seen.insert(name.as_str(), i) {
+            return Err(DataError::DuplicateColumn {
+                path: path.to_path_buf(),
+                header: match place {
+                    Place::Line(line) => format!("line {line}: the header"),
+                    Place::Row { .. } => "the schema".to_string(),
+                },
+                column: cut(name, 80),
+                first: first + 1,
+                second: i + 1,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The error for a column not among `found`: names the ones looked for

@@ -31,6 +31,7 @@
 mod batch;
 mod dataset;
 mod error;
+mod id_list;
 mod ids;
 mod input;
 mod interactions;
@@ -49,12 +50,12 @@ pub use dataset::{
     build_dataset_with_report,
 };
 pub use error::{DataError, Place};
-pub use ids::{IdColumn, IdKind, IdTable, RawId};
+pub use id_list::read_id_list;
+pub use ids::{IdKind, IdTable, MAX_ID_BYTES, RawId};
 pub use input::{Columns, Format, InputSpec};
 pub use interactions::{Interactions, Source};
 pub use location::{KnownDataset, dataset_ratings_path, datasets_dir, test_dataset};
 pub use names::read_item_names;
-pub use parquet::read_record_batches;
 pub use read::{input_files, parse_interactions, read_interactions};
 pub use split::{Split, SplitKind, TemporalTargets, TimeCut, split};
 pub use time::{TimeFormat, TimeUnit, check_time_unit, format_micros, parse_time};

@@ -10,7 +10,7 @@ use arrow_array::cast::AsArray;
 use parquet::arrow::ProjectionMask;
 
 use crate::ids::{cut, cut_bytes};
-use crate::input::{ITEM_NAMES, missing_column, sniff_binary};
+use crate::input::{ITEM_NAMES, check_unique_names, missing_column, sniff_binary};
 use crate::read::{CappedReader, MAX_LINE};
 use crate::{DataError, Format, IdKind, Place, RawId};
 
@@ -100,6 +100,7 @@ fn find_columns(
     name_col: Option<&str>,
     place: Place,
 ) -> Result<(usize, usize), DataError> {
+    check_unique_names(path, place, names)?;
     // The given column, else the first of the usual ones present.
     let find = |given: Option<&str>, usual: &[&str], role, flag| {
         let wanted: Vec<&str> = given.map_or_else(|| usual.to_vec(), |g| vec![g]);
@@ -135,8 +136,10 @@ fn read_parquet_names(
         .build()
         .map_err(|e| parquet_error(&e))?;
     let mut out = HashMap::new();
+    let mut first_row = 0u64;
     for batch in batches {
         let batch = batch.map_err(|e| parquet_error(&e))?;
+        let rows = batch.num_rows() as u64;
         let ids = batch.column_by_name(&names[id]).expect("projected");
         let titles = batch.column_by_name(&names[name]).expect("projected");
         let titles = arrow_cast_strings(titles.as_ref()).ok_or_else(|| DataError::ColumnType {
@@ -163,11 +166,25 @@ fn read_parquet_names(
                     .collect(),
             },
         };
-        for (id, title) in ids.into_iter().zip(titles) {
+        for (row, (id, title)) in ids.into_iter().zip(titles).enumerate() {
             if let (Some(id), Some(title)) = (id, title) {
+                // As long as a text line may be.
+                if title.len() > MAX_LINE {
+                    return Err(DataError::BadField {
+                        path: path.to_path_buf(),
+                        place: Place::Row {
+                            row_group: 0,
+                            row: first_row + row as u64,
+                        },
+                        field: names[name].clone(),
+                        value: cut(&title, 80),
+                        problem: format!("a name longer than {MAX_LINE} bytes"),
+                    });
+                }
                 out.insert(id, title);
             }
         }
+        first_row += rows;
     }
     Ok(out)
 }

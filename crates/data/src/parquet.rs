@@ -24,7 +24,7 @@ use arrow_schema::{DataType, TimeUnit as ArrowUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::ids::{cut, cut_bytes};
+use crate::ids::{NEGATIVE_ID, cut, cut_bytes, id_problem};
 use crate::input::Resolved;
 use crate::time::TimeParser;
 use crate::{DataError, Format, IdKind, IdTable, InputSpec, Interactions, Place, TimeFormat};
@@ -62,63 +62,6 @@ pub(crate) fn read_parquet(path: &Path, spec: &InputSpec) -> Result<Interactions
     out.source.format = Some(Format::Parquet);
     out.source.files = files.len();
     out.source.time_format = reader.time_format;
-    Ok(out)
-}
-
-/// Reads interactions from Arrow record batches of `schema` (a pyarrow
-/// Table, a pandas or Polars DataFrame, handed over through the Arrow C
-/// data interface without a copy), as `spec` describes, with the Parquet
-/// reader's column types (integer or string ids; numbers, timestamps, dates
-/// or ISO 8601 text for times). `source` names the data in error messages,
-/// which give the row. A delimiter or format in `spec` is refused: the
-/// batches have neither.
-pub fn read_record_batches<E: std::fmt::Display>(
-    schema: &arrow_schema::Schema,
-    batches: impl IntoIterator<Item = Result<RecordBatch, E>>,
-    spec: &InputSpec,
-    source: &Path,
-) -> Result<Interactions, DataError> {
-    if spec.delimiter.is_some() || spec.format.is_some() {
-        return Err(DataError::InvalidOption(format!(
-            "{}: a format or delimiter was given, but Arrow data has none",
-            source.display()
-        )));
-    }
-    let mut reader = PartsReader {
-        spec,
-        root: source,
-        out: Interactions::default(),
-        time_format: None,
-    };
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let types: Vec<DataType> = schema
-        .fields()
-        .iter()
-        .map(|f| f.data_type().clone())
-        .collect();
-    let cols = reader.columns(source, &names, &types)?;
-    let rows = Rows {
-        path: source,
-        group_starts: vec![0],
-    };
-    reader.batches(batches.into_iter(), &cols, &rows, |e| {
-        DataError::InvalidOption(format!(
-            "{}: reading the Arrow data: {}",
-            source.display(),
-            cut(&e.to_string(), 200)
-        ))
-    })?;
-    let mut out = reader.out;
-    if out.is_empty() {
-        return Err(DataError::Empty {
-            path: source.to_path_buf(),
-            line: None,
-            what: "no rows",
-        });
-    }
-    out.source.files = 1;
-    out.source.time_format = reader.time_format;
-    crate::check_time_unit(&out, source)?;
     Ok(out)
 }
 
@@ -250,42 +193,11 @@ impl PartsReader<'_> {
             group_starts.push(rows_so_far);
             rows_so_far += group.num_rows().max(0) as u64;
         }
-        let types: Vec<DataType> = builder
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
-        let cols = self.columns(path, &names, &types)?;
-        // Root columns of a flat schema are its Arrow fields, in order.
-        let wanted: Vec<usize> = [cols.user, cols.item, cols.time]
-            .into_iter()
-            .chain(cols.rating)
-            .chain(cols.event)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-        let batches = builder
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| parquet_error(&e))?;
-        let rows = Rows { path, group_starts };
-        self.batches(batches, &cols, &rows, |e| parquet_error(&e))
-    }
-
-    /// Finds the columns of a source (a file, or batches in memory) whose
-    /// columns are `names` of `types`, and checks their types.
-    fn columns(
-        &mut self,
-        path: &Path,
-        names: &[String],
-        types: &[DataType],
-    ) -> Result<Resolved, DataError> {
         let place = Place::Row {
             row_group: 0,
             row: 0,
         };
-        let cols = self.spec.resolve(names, path, place).map_err(|e| {
+        let cols = self.spec.resolve(&names, path, place).map_err(|e| {
             // A column named by a partition folder is not in the files.
             let keys = partition_keys(self.root, path);
             match e {
@@ -320,8 +232,21 @@ impl PartsReader<'_> {
         .chain(cols.rating.map(|r| (r, "rating")))
         .chain(cols.event.map(|e| (e, "event")))
         {
-            check_type(path, &names[col], &types[col], role)?;
+            let data_type = builder.schema().field(col).data_type().clone();
+            check_type(path, &names[col], &data_type, role)?;
         }
+        // Root columns of a flat schema are its Arrow fields, in order.
+        let wanted: Vec<usize> = [cols.user, cols.item, cols.time]
+            .into_iter()
+            .chain(cols.rating)
+            .chain(cols.event)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+        let batches = builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| parquet_error(&e))?;
         if self.out.is_empty() {
             self.out.source.columns = cols.names.clone();
             if cols.rating.is_some() {
@@ -341,23 +266,12 @@ impl PartsReader<'_> {
                 path.display()
             )));
         }
-        Ok(cols)
-    }
-
-    /// Appends the rows of `batches`; `error` turns a failed batch into
-    /// this source's error.
-    fn batches<E>(
-        &mut self,
-        batches: impl Iterator<Item = Result<RecordBatch, E>>,
-        cols: &Resolved,
-        rows: &Rows,
-        error: impl Fn(E) -> DataError,
-    ) -> Result<(), DataError> {
+        let rows = Rows { path, group_starts };
         let mut time = TimeColumn::new(self.spec, self.time_format.clone());
         let mut first_row = 0u64;
         for batch in batches {
-            let batch = batch.map_err(&error)?;
-            self.batch(&batch, cols, rows, first_row, &mut time)?;
+            let batch = batch.map_err(|e| parquet_error(&e))?;
+            self.batch(&batch, &cols, &rows, first_row, &mut time)?;
             first_row += batch.num_rows() as u64;
         }
         self.time_format = time.format();
@@ -607,6 +521,8 @@ fn for_each_str(a: &dyn Array, mut f: impl FnMut(usize, &str)) -> bool {
 }
 
 /// Appends the codes of an id column's values (no nulls) to `codes`.
+/// Integer ids must be 0 or more, string ids at most
+/// [`crate::MAX_ID_BYTES`] long without NUL bytes, as in text files.
 fn intern_ids(
     a: &dyn Array,
     table: &mut IdTable,
@@ -615,6 +531,13 @@ fn intern_ids(
     first_row: u64,
     name: &str,
 ) -> Result<(), DataError> {
+    let bad = |i: usize, value: String, problem: &str| DataError::BadField {
+        path: rows.path.to_path_buf(),
+        place: rows.place(first_row + i as u64),
+        field: name.to_string(),
+        value,
+        problem: problem.to_string(),
+    };
     if let Some(dict) = a.as_any_dictionary_opt() {
         // Intern each dictionary value once, at its first use, so codes
         // still follow first appearance in the rows.
@@ -624,14 +547,10 @@ fn intern_ids(
             return Ok(());
         }
         let mut value_codes = vec![u32::MAX; values.len()];
-        for key in dict.normalized_keys() {
+        for (row, key) in dict.normalized_keys().into_iter().enumerate() {
             if value_codes[key] == u32::MAX {
-                value_codes[key] = intern_one(table, values.as_ref(), key).ok_or_else(|| {
-                    DataError::InvalidOption(format!(
-                        "{}: column `{name}`: a dictionary value does not fit in a 64-bit signed integer",
-                        rows.path.display()
-                    ))
-                })?;
+                value_codes[key] = intern_one(table, values.as_ref(), key)
+                    .map_err(|(value, problem)| bad(row, value, problem))?;
             }
             codes.push(value_codes[key]);
         }
@@ -639,40 +558,68 @@ fn intern_ids(
     }
     match ints(a) {
         Some(Ok(values)) => {
+            if let Some(i) = values.iter().position(|&v| v < 0) {
+                return Err(bad(i, values[i].to_string(), NEGATIVE_ID));
+            }
             codes.extend(values.into_iter().map(|v| match table.kind() {
                 IdKind::Int => table.intern_int(v),
                 IdKind::Str => table.intern_str(&v.to_string()),
             }));
             Ok(())
         }
-        Some(Err(i)) => Err(DataError::BadField {
-            path: rows.path.to_path_buf(),
-            place: rows.place(first_row + i as u64),
-            field: name.to_string(),
-            value: a.as_primitive::<UInt64Type>().value(i).to_string(),
-            problem: "id too large (ids must fit in a 64-bit signed integer)".to_string(),
-        }),
+        Some(Err(i)) => Err(bad(
+            i,
+            a.as_primitive::<UInt64Type>().value(i).to_string(),
+            "id too large (ids must fit in a 64-bit signed integer)",
+        )),
         None => {
-            let is_str = for_each_str(a, |_, s| codes.push(table.intern_str(s)));
+            let mut refused = None;
+            let is_str = for_each_str(a, |i, s| {
+                if refused.is_some() {
+                    return;
+                }
+                match id_problem(s.as_bytes()) {
+                    None => codes.push(table.intern_str(s)),
+                    Some(problem) => refused = Some(bad(i, cut_bytes(s.as_bytes(), 80), problem)),
+                }
+            });
             assert!(is_str, "column types are checked before reading");
-            Ok(())
+            refused.map_or(Ok(()), Err)
         }
     }
 }
 
-/// Interns value `i` of an id array (integers or strings); `None` for an
-/// integer that does not fit in i64.
-fn intern_one(table: &mut IdTable, values: &dyn Array, i: usize) -> Option<u32> {
+/// Interns value `i` of an id array (integers or strings); the value (as
+/// text, cut) and the problem when it is not an id.
+fn intern_one(
+    table: &mut IdTable,
+    values: &dyn Array,
+    i: usize,
+) -> Result<u32, (String, &'static str)> {
     let value = values.slice(i, 1);
     if let Some(v) = ints(&value) {
-        let v = v.ok()?[0];
-        return Some(match table.kind() {
+        let v = v.map_err(|_| {
+            let big = value.as_primitive::<UInt64Type>().value(0);
+            (
+                big.to_string(),
+                "id too large (ids must fit in a 64-bit signed integer)",
+            )
+        })?[0];
+        if v < 0 {
+            return Err((v.to_string(), NEGATIVE_ID));
+        }
+        return Ok(match table.kind() {
             IdKind::Int => table.intern_int(v),
             IdKind::Str => table.intern_str(&v.to_string()),
         });
     }
-    let mut code = None;
-    for_each_str(&value, |_, s| code = Some(table.intern_str(s)));
+    let mut code = Err((String::new(), "not an id"));
+    for_each_str(&value, |_, s| {
+        code = match id_problem(s.as_bytes()) {
+            None => Ok(table.intern_str(s)),
+            Some(problem) => Err((cut_bytes(s.as_bytes(), 80), problem)),
+        }
+    });
     code
 }
 

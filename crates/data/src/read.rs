@@ -15,7 +15,7 @@ use std::io::{Cursor, Read};
 use std::path::Path;
 use std::rc::Rc;
 
-use crate::ids::{canonical_int, cut, cut_bytes};
+use crate::ids::{NEGATIVE_ID, canonical_int, cut, cut_bytes, id_problem};
 use crate::input::{Resolved, sniff_binary};
 use crate::time::TimeParser;
 use crate::{DataError, Format, IdKind, IdTable, InputSpec, Interactions, Place, Source};
@@ -969,9 +969,10 @@ impl LastId {
 /// for `known`).
 ///
 /// `strict`: a MovieLens layout, whose ids are non-negative integers.
-/// Otherwise ids are integers while every id so far is a canonical integer,
-/// and strings from the first one that is not (the integers read before
-/// become their decimal text, keeping their codes).
+/// Otherwise ids are integers while every id so far is a canonical integer
+/// (negative ones are refused), and strings from the first one that is not
+/// (the integers read before become their decimal text, keeping their
+/// codes), at most [`crate::MAX_ID_BYTES`] long, without NUL bytes.
 #[inline]
 fn intern_id(
     table: &mut IdTable,
@@ -985,10 +986,13 @@ fn intern_id(
     if table.kind() == IdKind::Int
         && let Some(v) = canonical_int(text)
     {
+        if v < 0 {
+            return Err(NEGATIVE_ID);
+        }
         return Ok(code_of_int(table, known, v));
     }
-    if text.is_empty() {
-        return Err("expected an id, the field is empty");
+    if let Some(problem) = id_problem(text) {
+        return Err(problem);
     }
     let s = std::str::from_utf8(text).map_err(|_| "an id that is not valid UTF-8")?;
     Ok(match known {
@@ -1019,7 +1023,7 @@ fn strict_id(s: &[u8]) -> Result<i64, &'static str> {
         return Err("expected an id, the field is empty");
     }
     if s[0] == b'-' {
-        return Err("expected a non-negative id");
+        return Err(NEGATIVE_ID);
     }
     let mut value: i64 = 0;
     for &b in s {

@@ -13,6 +13,12 @@
 //!   licensed data. Written as CSV or Parquet, with integer or string ids,
 //!   or as a shop's event log ([`Transitions::write_shop`]: views, carts,
 //!   purchases, duplicated events, ISO times).
+//!   [`Transitions::long_range`] is a harder setting whose signal reaches
+//!   further back than the last item: each user follows the successors of
+//!   the item a fixed number of steps back (their lag, 1 to
+//!   [`Transitions::max_lag`]), and draws the rest from their own taste
+//!   group of items ([`Transitions::taste_groups`]), so that a model must
+//!   read the whole history, not only its last item.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -110,6 +116,16 @@ pub struct Transitions {
     pub zipf: f64,
     /// Ids as strings (`U…` users, `I…` items, like marketplace ids) instead of integers.
     pub string_ids: bool,
+    /// Each user's lag is drawn uniformly from `1..=max_lag`: a followed
+    /// step goes to a successor of the item `lag` steps back (the current
+    /// one for lag 1; the first item while the history is shorter). 1 is
+    /// the first-order chain of [`Transitions::new`].
+    pub max_lag: usize,
+    /// Items are dealt into this many taste groups by popularity rank (rank
+    /// `r` in group `r % taste_groups`, so every group has popular and rare
+    /// items); each user belongs to one, drawn uniformly, and their draws by
+    /// popularity stay within it. 0: one group of all items.
+    pub taste_groups: usize,
 }
 
 impl Transitions {
@@ -125,6 +141,21 @@ impl Transitions {
             successors: 3,
             zipf: 1.0,
             string_ids: false,
+            max_lag: 1,
+            taste_groups: 0,
+        }
+    }
+
+    /// The harder setting with longer-range structure: the default signal
+    /// with lags of 1 to 3 steps and 10 taste groups. An item's successors
+    /// alone (first-order statistics) predict far less of it than a model
+    /// that also reads each user's lag and group from their history
+    /// (`tests/synthetic.rs` measures both).
+    pub fn long_range(users: usize, items: usize, rows: usize, seed: u64) -> Transitions {
+        Transitions {
+            max_lag: 3,
+            taste_groups: 10,
+            ..Transitions::new(users, items, rows, seed)
         }
     }
 
@@ -135,12 +166,14 @@ impl Transitions {
             && self.rows >= 2 * self.users
             && (0.0..=1.0).contains(&self.follow)
             && self.successors > 0
-            && self.zipf.is_finite();
+            && self.zipf.is_finite()
+            && self.max_lag >= 1
+            && self.taste_groups <= self.items;
         if ok {
             Ok(())
         } else {
             Err(DataError::InvalidOption(format!(
-                "synthetic log: need users >= 1, items >= 2, rows >= 2 x users, follow in [0, 1], successors >= 1; got {self:?}"
+                "synthetic log: need users >= 1, items >= 2, rows >= 2 x users, follow in [0, 1], successors >= 1, max_lag >= 1, taste_groups <= items; got {self:?}"
             )))
         }
     }
@@ -159,8 +192,25 @@ impl Transitions {
         // Popularity does not follow the item number: shuffle ranks to ids.
         let mut item_of_rank: Vec<u32> = (0..self.items as u32).collect();
         rand::seq::SliceRandom::shuffle(item_of_rank.as_mut_slice(), &mut rng);
+        // Per taste group, the cumulative popularity of its ranks (r, r + G, ...).
+        let groups = self.taste_groups.max(1);
+        let group_cdf = (0..groups)
+            .map(|g| {
+                let mut acc = 0.0;
+                let mut cdf: Vec<(f64, usize)> = (g..self.items)
+                    .step_by(groups)
+                    .map(|rank| {
+                        acc += (rank as f64 + 1.0).powf(-self.zipf);
+                        (acc, rank)
+                    })
+                    .collect();
+                cdf.iter_mut().for_each(|(c, _)| *c /= acc);
+                cdf
+            })
+            .collect();
         let mut model = Model {
             cdf,
+            group_cdf,
             item_of_rank,
             successors: Vec::with_capacity(self.items * self.successors),
             successor_cdf: Vec::new(),
@@ -212,14 +262,32 @@ impl Transitions {
         }
         for (user, &len) in lengths.iter().enumerate() {
             let mut time: i64 = rng.random_range(1_500_000_000..1_700_000_000);
-            let mut item = model.popular(&mut rng);
+            // Drawn only in the long-range setting, so that the default log
+            // keeps its draws (and bytes).
+            let lag = if self.max_lag > 1 {
+                rng.random_range(1..=self.max_lag)
+            } else {
+                1
+            };
+            let group = (self.taste_groups > 0).then(|| rng.random_range(0..self.taste_groups));
+            let draw = |rng: &mut ChaCha8Rng| match group {
+                Some(g) => model.popular_in(g, rng),
+                None => model.popular(rng),
+            };
+            let mut item = draw(&mut rng);
+            // The last `lag` items, oldest first.
+            let mut recent = std::collections::VecDeque::with_capacity(lag);
             for _ in 0..len {
                 event(user as u32, item, time);
+                if recent.len() == lag {
+                    recent.pop_front();
+                }
+                recent.push_back(item);
                 time += rng.random_range(1..3_600);
                 item = if rng.random_bool(self.follow) {
-                    model.successor(item, &mut rng)
+                    model.successor(recent[0], &mut rng)
                 } else {
-                    model.popular(&mut rng)
+                    draw(&mut rng)
                 };
             }
         }
@@ -383,6 +451,8 @@ impl Transitions {
 struct Model {
     /// Cumulative popularity by rank.
     cdf: Vec<f64>,
+    /// Per taste group: cumulative popularity within the group, and the rank.
+    group_cdf: Vec<Vec<(f64, usize)>>,
     item_of_rank: Vec<u32>,
     /// `successors[item * k..][..k]`.
     successors: Vec<u32>,
@@ -394,6 +464,13 @@ impl Model {
         let u: f64 = rng.random();
         let rank = self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1);
         self.item_of_rank[rank]
+    }
+
+    fn popular_in(&self, group: usize, rng: &mut impl Rng) -> u32 {
+        let cdf = &self.group_cdf[group];
+        let u: f64 = rng.random();
+        let at = cdf.partition_point(|&(c, _)| c < u).min(cdf.len() - 1);
+        self.item_of_rank[cdf[at].1]
     }
 
     fn successor(&self, item: u32, rng: &mut impl Rng) -> u32 {

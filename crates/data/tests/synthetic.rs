@@ -109,3 +109,45 @@ fn written_as_csv_or_parquet_with_either_kind_of_id() {
         assert_eq!(datasets[0], datasets[1], "CSV and Parquet give one dataset");
     }
 }
+
+#[test]
+fn long_range_log_needs_more_than_the_last_item() {
+    let t = Transitions::long_range(600, 500, 18_000, 2);
+    let all = events(&t);
+    assert_eq!(all.len(), 18_000);
+    assert_eq!(
+        events(&Transitions::new(600, 500, 18_000, 2)).len(),
+        18_000,
+        "the default setting is unchanged by the new fields"
+    );
+    let mut users: HashMap<u32, Vec<u32>> = HashMap::new();
+    for &(u, i, _) in &all {
+        users.entry(u).or_default().push(i);
+    }
+    // How often item t + 1 is a planted successor of item t + 1 - lag.
+    let follows = |items: &[u32], lag: usize, t_next: usize| {
+        t_next >= lag
+            && t.successors_of(items[t_next - lag])
+                .contains(&items[t_next])
+    };
+    let (mut last_item, mut lag_aware, mut counted) = (0, 0, 0);
+    for items in users.values().filter(|items| items.len() >= 8) {
+        let last = items.len() - 1;
+        // The user's lag, read from their history before the last item.
+        let lag = (1..=3)
+            .max_by_key(|&lag| (0..last).filter(|&n| follows(items, lag, n)).count())
+            .unwrap();
+        counted += 1;
+        last_item += usize::from(follows(items, 1, last));
+        lag_aware += usize::from(follows(items, lag, last));
+    }
+    assert!(counted > 300, "{counted} users with 8 events");
+    let (first_order, with_lag) = (
+        last_item as f64 / counted as f64,
+        lag_aware as f64 / counted as f64,
+    );
+    assert!(
+        with_lag > 1.8 * first_order && with_lag > 0.4,
+        "the last item's successors find {first_order:.3} of the next items, the lag's {with_lag:.3}"
+    );
+}

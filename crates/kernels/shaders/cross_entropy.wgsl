@@ -6,7 +6,11 @@
 // share of the row, the pairs are merged in workgroup memory, and
 // lse = max + log(sum). The row's loss lse - logit[target] goes to
 // loss_rows; with gradients the logits are overwritten in place by
-// dlogits = (softmax - onehot) / count. `mean_loss` then adds the per-row
+// dlogits = (softmax - onehot) / count. With label smoothing e the row's
+// loss is lse - (1 - e) logit[target] - e mean(logits) and dlogits =
+// (softmax - (1 - e) onehot - e / vocab) / count (PyTorch's
+// label_smoothing); the row's logit sum comes from the same pass as its
+// (max, sum of exp). `mean_loss` then adds the per-row
 // losses in a fixed order in one workgroup, so the loss is deterministic.
 //
 // Every logit is read and then overwritten by the same invocation (the one
@@ -28,6 +32,8 @@ struct Params {
     with_grad: u32,
     // element offset of the chunk's first logit inside the bound logits
     logits_off: u32,
+    // label smoothing in [0, 1]
+    smoothing: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -49,6 +55,7 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     var acc = vec2<f32>(-3.0e38, 0.0);
     var poisoned = 0.0;
+    var logit_sum = 0.0;
     for (var j = lid; j < p.vocab; j += WG) {
         let x = logits[base + j];
         if (is_nan(x) || bitcast<u32>(x) == 0x7f800000u) {
@@ -56,6 +63,7 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             poisoned = 1.0;
         } else {
             acc = add_exp(acc, x);
+            logit_sum += x;
         }
     }
     let row_poisoned = workgroup_max(poisoned, lid) > 0.0;
@@ -63,17 +71,29 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (row_poisoned) {
         lse = nan();
     }
+    let smoothed = p.smoothing != 0.0;
+    var mean_logit = 0.0;
+    if (smoothed) {
+        mean_logit = workgroup_sum(logit_sum, lid) / f32(p.vocab);
+    }
+    let target_weight = 1.0 - p.smoothing;
+    let uniform_share = p.smoothing / f32(p.vocab);
     let target_id = targets[p.row0 + r];
     let inv_count = 1.0 / f32(p.count);
     for (var j = lid; j < p.vocab; j += WG) {
         let x = logits[base + j];
         if (j == target_id) {
-            loss_rows[p.row0 + r] = lse - x;
+            if (smoothed) {
+                loss_rows[p.row0 + r] = lse - target_weight * x - p.smoothing * mean_logit;
+            } else {
+                loss_rows[p.row0 + r] = lse - x;
+            }
         }
         if (p.with_grad != 0u) {
-            let onehot = select(0.0, 1.0, j == target_id);
+            let onehot = select(0.0, target_weight, j == target_id);
             // lse is NaN in a poisoned row: its gradient is all NaN.
-            logits[base + j] = select((exp(x - lse) - onehot) * inv_count, lse, row_poisoned);
+            let g = (exp(x - lse) - onehot - uniform_share) * inv_count;
+            logits[base + j] = select(g, lse, row_poisoned);
         }
     }
 }

@@ -63,8 +63,9 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 // Deterministic scatter-add without float atomics. The host sorts the
 // positions by id (CSR): the positions holding id uniq[t] are
 // pos[row_ptr[t] .. row_ptr[t + 1]], in increasing order. One invocation per
-// (distinct id, column) adds its rows of dy in that order; rows of the output
-// that no id touches were cleared by the host.
+// (distinct id, column) adds its rows of dy in that order, then adds the sum
+// to the output (zeros for the embedding's backward; the sampled losses add
+// chunk after chunk into the table's gradient).
 @compute @workgroup_size(WG)
 fn scatter_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -78,5 +79,6 @@ fn scatter_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     for (var q = row_ptr[t]; q < row_ptr[t + 1u]; q++) {
         sum += dy[pos[q] * p.dim + col];
     }
-    dtable[p.table_off + (uniq[t] - p.v0) * p.dim + col] = sum;
+    let at = p.table_off + (uniq[t] - p.v0) * p.dim + col;
+    dtable[at] = dtable[at] + sum;
 }

@@ -126,11 +126,12 @@ pub struct SoftmaxCrossEntropy<T> {
 pub enum SampledLoss<'a, T> {
     /// Sampled softmax: `logsumexp(s+ - lq+, s_j - lq_j) - (s+ - lq+)`, where
     /// `lq` is the log-probability with which the sampler draws an item
-    /// (the log-Q correction); without [`LogQ`] no correction is applied
-    /// (a uniform sampler's `lq` is a constant, which cancels).
+    /// (the log-Q correction); without it no correction is applied (a
+    /// uniform sampler's `lq` is a constant, which cancels).
     Softmax {
-        /// The correction, for samplers that are not uniform.
-        log_q: Option<LogQ<'a, T>>,
+        /// `log Q(item)` of every item, `[vocab]` (padding's value is never
+        /// read), for samplers that are not uniform.
+        log_q: Option<&'a T>,
     },
     /// Binary cross-entropy of the positive against each negative:
     /// `positive_weight * softplus(-s+) + sum_j softplus(s_j)` (BCE with
@@ -149,23 +150,27 @@ impl<T> Clone for SampledLoss<'_, T> {
 
 impl<T> Copy for SampledLoss<'_, T> {}
 
-/// The log-Q correction of the sampled softmax: `log Q(item)` of every
-/// row's target and of every negative.
+/// The negatives of [`Backend::sampled_loss`]: the rows are split into
+/// `groups` equal runs of consecutive rows, and every row of group `g` is
+/// scored against the same `per_group` negatives,
+/// `ids[g * per_group..(g + 1) * per_group]`. One group shares the
+/// negatives across the batch, one group per sequence gives each sequence
+/// its own, one group per row each position its own.
 #[derive(Debug)]
-pub struct LogQ<'a, T> {
-    /// `[rows]`: `log Q(targets[r])` (any finite value for ignored rows).
-    pub targets: &'a T,
-    /// `[n]`: `log Q(negatives[j])`.
-    pub negatives: &'a T,
+pub struct Negatives<'a, I> {
+    /// `[groups * per_group]` item ids.
+    pub ids: &'a I,
+    /// Negatives per group (at least 1).
+    pub per_group: usize,
 }
 
-impl<T> Clone for LogQ<'_, T> {
+impl<I> Clone for Negatives<'_, I> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<T> Copy for LogQ<'_, T> {}
+impl<I> Copy for Negatives<'_, I> {}
 
 /// What [`Backend::sampled_loss`] returns.
 #[derive(Clone, Debug)]
@@ -177,10 +182,9 @@ pub struct SampledLossOutput<T> {
     pub count: usize,
     /// Gradient with respect to `h`, `[rows, dim]`, when asked for.
     pub dh: Option<T>,
-    /// Gradient with respect to `pos`, `[rows, dim]`, when asked for.
-    pub dpos: Option<T>,
-    /// Gradient with respect to `neg`, `[n, dim]`, when asked for.
-    pub dneg: Option<T>,
+    /// Gradient with respect to `table`, `[vocab, dim]` (through the
+    /// targets' and the negatives' rows), when asked for.
+    pub dtable: Option<T>,
 }
 
 /// A compute backend: owns device memory and runs the ops.
@@ -281,6 +285,39 @@ pub trait Backend: Clone + Send + Sync + 'static {
         stats: &Self::Tensor,
     ) -> (Self::Tensor, Self::Tensor, Self::Tensor);
 
+    // ----- rms norm -----------------------------------------------------
+
+    /// RMSNorm: `y = x * rstd * gamma` over each row, `rstd = 1 /
+    /// sqrt(mean(x^2) + eps)` (no centring, no bias). x `[n, d]`, gamma
+    /// `[d]`. Returns `y` and the saved `rstd` `[n]` for backward.
+    fn rms_norm(
+        &self,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        eps: f32,
+    ) -> (Self::Tensor, Self::Tensor);
+    /// Returns `(dx, dgamma)`.
+    fn rms_norm_backward(
+        &self,
+        dy: &Self::Tensor,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        rstd: &Self::Tensor,
+    ) -> (Self::Tensor, Self::Tensor);
+
+    // ----- swiglu -------------------------------------------------------
+
+    /// SwiGLU's gating: `silu(gate) * up` elementwise, `silu(a) = a *
+    /// sigmoid(a)`; gate and up of one shape.
+    fn swiglu(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Self::Tensor;
+    /// Returns `(dgate, dup)` for upstream `dy`, from the forward's inputs.
+    fn swiglu_backward(
+        &self,
+        dy: &Self::Tensor,
+        gate: &Self::Tensor,
+        up: &Self::Tensor,
+    ) -> (Self::Tensor, Self::Tensor);
+
     // ----- matmul -------------------------------------------------------
 
     /// `op(a) @ op(b)` where `op` transposes when asked: `op(a)` is `[m, k]`,
@@ -359,6 +396,23 @@ pub trait Backend: Clone + Send + Sync + 'static {
         table: &Self::Tensor,
         targets: &Self::Ids,
         with_grad: bool,
+    ) -> CrossEntropy<Self::Tensor> {
+        self.cross_entropy_smoothed(h, table, targets, 0.0, with_grad)
+    }
+    /// [`Backend::cross_entropy`] with label smoothing `smoothing` in
+    /// `[0, 1]`, as PyTorch's `F.cross_entropy(label_smoothing=...)`: the
+    /// target's share `1 - smoothing` plus `smoothing / vocab` on every
+    /// column, so a row's loss is `logsumexp(logits) - (1 - smoothing) *
+    /// logits[target] - smoothing * mean(logits)` and its gradient
+    /// `softmax - (1 - smoothing) * onehot - smoothing / vocab`. 0 is
+    /// [`Backend::cross_entropy`].
+    fn cross_entropy_smoothed(
+        &self,
+        h: &Self::Tensor,
+        table: &Self::Tensor,
+        targets: &Self::Ids,
+        smoothing: f32,
+        with_grad: bool,
     ) -> CrossEntropy<Self::Tensor>;
     /// Softmax cross-entropy over a logits matrix `[rows, classes]`: the
     /// mean over the rows whose target is not `ignore_index` of
@@ -372,27 +426,27 @@ pub trait Backend: Clone + Send + Sync + 'static {
         with_grad: bool,
     ) -> SoftmaxCrossEntropy<Self::Tensor>;
 
-    /// A loss over sampled negatives shared by all rows, fused like
-    /// [`Backend::cross_entropy`]: row `r`'s positive logit is
-    /// `s+ = h[r] . pos[r]` (`pos` = the target's table row), its negative
-    /// logits `s_j = h[r] . neg[j]` (`neg` = the negatives' rows), and the
-    /// loss of the row is `loss`'s formula. A negative whose id equals the
-    /// row's target is masked out of that row (no loss, gradient exactly 0).
-    /// The result is the mean over the rows whose target is not 0.
+    /// A loss over sampled negatives, fused like [`Backend::cross_entropy`]:
+    /// row `r`'s positive logit is `s+ = h[r] . table[targets[r]]`, its
+    /// negative logits `s_j = h[r] . table[id_j]` over its group's
+    /// [`Negatives`], and the loss of the row is `loss`'s formula. A
+    /// negative whose id equals the row's target is masked out of that row
+    /// (no loss, gradient exactly 0). The result is the mean over the rows
+    /// whose target is not 0.
     ///
-    /// h and pos `[rows, dim]`, neg `[n, dim]`, targets `[rows]`, negatives
-    /// `[n]` (the ids `neg` was gathered with). Works through the rows in
-    /// chunks and never holds more than `[chunk, n]` logits. With
-    /// `with_grad` it also returns the gradients with respect to `h`, `pos`
-    /// and `neg`.
-    #[allow(clippy::too_many_arguments)]
+    /// h `[rows, dim]`, table `[vocab, dim]`, targets `[rows]` (0 =
+    /// ignored), `rows` a multiple of the number of groups. Works through
+    /// the rows in chunks and never holds more than a bounded block of
+    /// logits and gathered negatives, whatever the batch (on a GPU one
+    /// group's `[n, dim]` negatives must fit one storage binding). With
+    /// `with_grad` it also returns the gradients with respect to `h` and
+    /// `table`.
     fn sampled_loss(
         &self,
         h: &Self::Tensor,
-        pos: &Self::Tensor,
-        neg: &Self::Tensor,
+        table: &Self::Tensor,
         targets: &Self::Ids,
-        negatives: &Self::Ids,
+        negatives: Negatives<'_, Self::Ids>,
         loss: SampledLoss<'_, Self::Tensor>,
         with_grad: bool,
     ) -> SampledLossOutput<Self::Tensor>;

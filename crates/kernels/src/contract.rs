@@ -110,6 +110,42 @@ pub fn layer_norm_backward(
     (n, d)
 }
 
+/// RMSNorm: x `[n, d]` with `d >= 1`, gamma `[d]`; returns `(n, d)`.
+pub fn rms_norm(x: &[usize], gamma: &[usize]) -> (usize, usize) {
+    let (n, d) = matrix("rms_norm", "x", x);
+    assert!(d > 0, "rms_norm: rows of x {x:?} are empty");
+    vector("rms_norm", "gamma", gamma, d);
+    (n, d)
+}
+
+/// RMSNorm backward: dy and x `[n, d]`, gamma `[d]`, rstd `[n]`; returns
+/// `(n, d)`.
+pub fn rms_norm_backward(
+    dy: &[usize],
+    x: &[usize],
+    gamma: &[usize],
+    rstd: &[usize],
+) -> (usize, usize) {
+    let (n, d) = matrix("rms_norm_backward", "x", x);
+    assert!(d > 0, "rms_norm_backward: rows of x {x:?} are empty");
+    assert_eq!(dy, x, "rms_norm_backward: dy {dy:?} and x {x:?} differ");
+    vector("rms_norm_backward", "gamma", gamma, d);
+    vector("rms_norm_backward", "rstd", rstd, n);
+    (n, d)
+}
+
+/// SwiGLU: gate and up of one shape; returns the number of elements.
+pub fn swiglu(gate: &[usize], up: &[usize]) -> usize {
+    same_shape("swiglu", gate, up)
+}
+
+/// SwiGLU backward: dy, gate and up of one shape; returns the number of
+/// elements.
+pub fn swiglu_backward(dy: &[usize], gate: &[usize], up: &[usize]) -> usize {
+    same_shape("swiglu_backward", gate, up);
+    same_shape("swiglu_backward", dy, gate)
+}
+
 fn vector(op: &str, what: &str, shape: &[usize], d: usize) {
     assert_eq!(
         shape,
@@ -235,6 +271,21 @@ pub struct CrossEntropyDims {
 /// The fused cross-entropy: h `[rows, dim]`, table `[vocab, dim]`, one target
 /// per row, every target that is not 0 (ignored) below `vocab`.
 pub fn cross_entropy(h: &[usize], table: &[usize], targets: &[u32]) -> CrossEntropyDims {
+    cross_entropy_smoothed(h, table, targets, 0.0)
+}
+
+/// The fused cross-entropy with label smoothing `smoothing` in `[0, 1]`
+/// (see [`cross_entropy`] for the shapes).
+pub fn cross_entropy_smoothed(
+    h: &[usize],
+    table: &[usize],
+    targets: &[u32],
+    smoothing: f32,
+) -> CrossEntropyDims {
+    assert!(
+        (0.0..=1.0).contains(&smoothing),
+        "cross_entropy: label smoothing must be in [0, 1], got {smoothing}"
+    );
     let (rows, dim) = matrix("cross_entropy", "h", h);
     let (vocab, table_dim) = matrix("cross_entropy", "the table", table);
     assert_eq!(
@@ -248,50 +299,68 @@ pub fn cross_entropy(h: &[usize], table: &[usize], targets: &[u32]) -> CrossEntr
 /// Sizes of the sampled loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SampledLossDims {
-    /// Rows of `h` and `pos` (one target each).
+    /// Rows of `h` (one target each).
     pub rows: usize,
-    /// Width of `h`, `pos` and `neg`.
+    /// Width of `h` and of the table.
     pub dim: usize,
-    /// Number of negatives: rows of `neg`.
+    /// Rows of the table.
+    pub vocab: usize,
+    /// Groups of rows that share their negatives.
+    pub groups: usize,
+    /// Negatives per group.
     pub n: usize,
 }
 
-/// The sampled loss: h and pos `[rows, dim]`, neg `[n, dim]`, one target
-/// per row, one id per negative; with the log-Q correction, its vectors
-/// `[rows]` and `[n]`. Targets and ids are not checked against a table
-/// (the op sees none): only compared with each other.
+impl SampledLossDims {
+    /// Consecutive rows per group.
+    pub fn rows_per_group(&self) -> usize {
+        self.rows / self.groups
+    }
+}
+
+/// The sampled loss: h `[rows, dim]`, the table `[vocab, dim]`, one target
+/// per row below `vocab` (0 ignored), `per_group >= 1` negatives per group,
+/// every id below `vocab`, the rows split evenly into the groups (a
+/// batch with no rows has no groups); with the log-Q correction, its vector
+/// `[vocab]`.
 pub fn sampled_loss(
     h: &[usize],
-    pos: &[usize],
-    neg: &[usize],
+    table: &[usize],
     targets: &[u32],
-    negatives: &[u32],
-    log_q: Option<(&[usize], &[usize])>,
+    ids: &[u32],
+    per_group: usize,
+    log_q: Option<&[usize]>,
 ) -> SampledLossDims {
     let (rows, dim) = matrix("sampled_loss", "h", h);
-    assert_eq!(pos, h, "sampled_loss: pos {pos:?} and h {h:?} differ");
-    let (n, neg_dim) = matrix("sampled_loss", "neg", neg);
+    let (vocab, table_dim) = matrix("sampled_loss", "the table", table);
     assert_eq!(
-        neg_dim, dim,
-        "sampled_loss: neg {neg:?} and h {h:?} differ in width"
+        dim, table_dim,
+        "sampled_loss: h {h:?} and table {table:?} differ in width"
     );
+    targets_below("sampled_loss", targets, rows, vocab, Some(0));
+    assert!(per_group > 0, "sampled_loss: no negatives per group");
     assert_eq!(
-        targets.len(),
-        rows,
-        "sampled_loss: {} targets for {rows} rows",
-        targets.len()
+        ids.len() % per_group,
+        0,
+        "sampled_loss: {} negative ids are not groups of {per_group}",
+        ids.len()
     );
-    assert_eq!(
-        negatives.len(),
-        n,
-        "sampled_loss: {} negative ids for {n} rows of neg",
-        negatives.len()
+    let groups = ids.len() / per_group;
+    assert!(
+        (rows == 0 && groups == 0) || (groups > 0 && rows % groups == 0),
+        "sampled_loss: {rows} rows do not split into {groups} groups of negatives"
     );
-    if let Some((lq_targets, lq_negatives)) = log_q {
-        vector("sampled_loss", "the targets' log Q", lq_targets, rows);
-        vector("sampled_loss", "the negatives' log Q", lq_negatives, n);
+    ids_below("sampled_loss", ids, vocab);
+    if let Some(lq) = log_q {
+        vector("sampled_loss", "log Q", lq, vocab);
     }
-    SampledLossDims { rows, dim, n }
+    SampledLossDims {
+        rows,
+        dim,
+        vocab,
+        groups,
+        n: per_group,
+    }
 }
 
 /// Softmax cross-entropy over logits `[rows, classes]`: one target per row,

@@ -25,7 +25,7 @@ pub mod gpu;
 pub mod testing;
 
 pub use backend::{
-    AdamStep, AttentionShape, Backend, CrossEntropy, LogQ, SampledLoss, SampledLossOutput,
+    AdamStep, AttentionShape, Backend, CrossEntropy, Negatives, SampledLoss, SampledLossOutput,
     SoftmaxCrossEntropy,
 };
 pub use cpu::CpuBackend;

@@ -124,6 +124,35 @@ fn both_backends_accept_and_reject_the_same_inputs() {
         vec![dx, dg, db]
     });
 
+    // RMSNorm: the same edges as LayerNorm.
+    case!(p, "rms_norm of empty rows", accepted: false, |b| {
+        let (y, rstd) = b.rms_norm(&b.zeros(&[3, 0]), &b.zeros(&[0]), 1e-6);
+        vec![y, rstd]
+    });
+    case!(p, "rms_norm of no rows", accepted: true, |b| {
+        let (y, rstd) = b.rms_norm(&b.zeros(&[0, 4]), &b.tensor(&[1.0; 4], &[4]), 1e-6);
+        vec![y, rstd]
+    });
+    case!(p, "rms_norm_backward with rstd of the wrong length", accepted: false, |b| {
+        let (dx, dg) =
+            b.rms_norm_backward(&b.zeros(&[2, 3]), &b.zeros(&[2, 3]), &b.zeros(&[3]), &b.zeros(&[3]));
+        vec![dx, dg]
+    });
+
+    // SwiGLU: one shape for both inputs; empty is fine.
+    case!(p, "swiglu of different shapes", accepted: false, |b| vec![
+        b.swiglu(&b.zeros(&[2, 3]), &b.zeros(&[3, 2]))
+    ]);
+    case!(p, "swiglu of nothing", accepted: true, |b| vec![
+        b.swiglu(&b.zeros(&[0, 3]), &b.zeros(&[0, 3]))
+    ]);
+
+    // Label smoothing outside [0, 1].
+    case!(p, "cross_entropy with label smoothing 1.5", accepted: false, |b| {
+        let ce = b.cross_entropy_smoothed(&b.zeros(&[1, 2]), &b.zeros(&[3, 2]), &b.ids(&[1]), 1.5, false);
+        vec![ce.loss]
+    });
+
     // Matmul: an empty inner size gives zeros.
     case!(p, "matmul with k = 0", accepted: true, |b| vec![
         b.matmul(&b.zeros(&[3, 0]), &b.zeros(&[0, 2]), false, false)

@@ -570,3 +570,132 @@ fn nan_and_infinite_logits_propagate_like_the_cpu() {
     assert_eq!(c.loss.data()[0], f32::INFINITY);
     p.check_with_non_finite("loss", &c.loss, &g.loss, tol);
 }
+
+// ----- label smoothing -----------------------------------------------------------
+
+/// PyTorch's `F.cross_entropy(h @ table^T, targets, ignore_index=0,
+/// label_smoothing=e)` in f64, and its gradients `(loss, dh, dtable)`.
+fn ref_smoothed(
+    h: &[f64],
+    table: &[f64],
+    targets: &[u32],
+    dim: usize,
+    e: f64,
+) -> (f64, Vec<f64>, Vec<f64>) {
+    let vocab = table.len() / dim;
+    let count = targets.iter().filter(|&&t| t != 0).count() as f64;
+    let (mut loss, mut dh, mut dtable) = (0.0, vec![0.0; h.len()], vec![0.0; table.len()]);
+    for (r, &t) in targets.iter().enumerate().filter(|(_, t)| **t != 0) {
+        let hr = &h[r * dim..(r + 1) * dim];
+        let z: Vec<f64> = (0..vocab)
+            .map(|j| dot64(hr, &table[j * dim..(j + 1) * dim]))
+            .collect();
+        let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + z.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        // (1 - e) * nll + e * mean over classes of -log softmax.
+        let smooth = z.iter().map(|v| lse - v).sum::<f64>() / vocab as f64;
+        loss += (1.0 - e) * (lse - z[t as usize]) + e * smooth;
+        for j in 0..vocab {
+            let target = if j == t as usize { 1.0 - e } else { 0.0 };
+            let g = ((z[j] - lse).exp() - target - e / vocab as f64) / count;
+            for c in 0..dim {
+                dh[r * dim + c] += g * table[j * dim + c];
+                dtable[j * dim + c] += g * hr[c];
+            }
+        }
+    }
+    (loss / count, dh, dtable)
+}
+
+#[test]
+fn label_smoothing_matches_reference_and_finite_differences() {
+    let mut r = rng(40);
+    let (rows, dim, vocab) = (23, 5, 300);
+    let h = uniform(&mut r, rows * dim, 1.0);
+    let table = uniform(&mut r, vocab * dim, 1.0);
+    let tg = targets(&mut r, rows, vocab, 0.3);
+    let (th, ttable, tids) = (t(&h, &[rows, dim]), t(&table, &[vocab, dim]), BE.ids(&tg));
+    for e in [0.1f32, 0.9] {
+        let (loss, dh, dtable) = ref_smoothed(&to64(&h), &to64(&table), &tg, dim, e as f64);
+        // The backend's chunking and chunks of 4 rows; 300 columns span
+        // several column blocks of the CPU's logits product.
+        for ce in [
+            BE.cross_entropy_smoothed(&th, &ttable, &tids, e, true),
+            sasrec_kernels::cpu::cross_entropy_smoothed_chunked(&th, &ttable, &tids, e, true, 4),
+        ] {
+            assert_close(
+                "smoothed loss",
+                ce.loss.data(),
+                &[loss],
+                Tol::new(1e-5, 1e-6),
+            );
+            assert_close(
+                "smoothed dh",
+                ce.dh.unwrap().data(),
+                &dh,
+                Tol::new(1e-4, 1e-6),
+            );
+            assert_close(
+                "smoothed dtable",
+                ce.dtable.unwrap().data(),
+                &dtable,
+                Tol::new(1e-4, 1e-6),
+            );
+        }
+    }
+    // Finite differences of the f32 kernel itself, small sizes.
+    let (rows, dim, vocab) = (6, 3, 7);
+    let h = uniform(&mut r, rows * dim, 1.0);
+    let table = uniform(&mut r, vocab * dim, 1.0);
+    let tg = targets(&mut r, rows, vocab, 0.3);
+    let tids = BE.ids(&tg);
+    let ce = BE.cross_entropy_smoothed(
+        &t(&h, &[rows, dim]),
+        &t(&table, &[vocab, dim]),
+        &tids,
+        0.2,
+        true,
+    );
+    let table64 = to64(&table);
+    check_grad("smoothed dh (fd)", &h, ce.dh.unwrap().data(), |h| {
+        ref_smoothed(h, &table64, &tg, dim, 0.2).0
+    });
+    // Smoothing 0 is the plain cross-entropy, bit for bit.
+    let (th, ttable) = (t(&h, &[rows, dim]), t(&table, &[vocab, dim]));
+    let plain = BE.cross_entropy(&th, &ttable, &tids, true);
+    let zero = BE.cross_entropy_smoothed(&th, &ttable, &tids, 0.0, true);
+    assert_eq!(plain.loss.data(), zero.loss.data());
+    assert_eq!(plain.dh.unwrap().data(), zero.dh.unwrap().data());
+}
+
+#[test]
+fn label_smoothing_gpu_matches_cpu() {
+    let Some(p) = BackendPair::new() else { return };
+    let mut r = rng(41);
+    // Vocabularies below and past the 256-wide workgroup.
+    for (rows, dim, vocab) in [(9, 4, 13), (70, 16, 1001)] {
+        let (ch, gh) = p.tensor(&uniform(&mut r, rows * dim, 1.0), &[rows, dim]);
+        let (ct, gt) = p.tensor(&uniform(&mut r, vocab * dim, 1.0), &[vocab, dim]);
+        let tg = targets(&mut r, rows, vocab, 0.25);
+        let (cids, gids) = (p.cpu.ids(&tg), p.gpu.ids(&tg));
+        for e in [0.0f32, 0.1, 0.6] {
+            let c = p.cpu.cross_entropy_smoothed(&ch, &ct, &cids, e, true);
+            let g = p.gpu.cross_entropy_smoothed(&gh, &gt, &gids, e, true);
+            let what = format!("smoothing {e} vocab {vocab}");
+            p.check(
+                &format!("{what} loss"),
+                &c.loss,
+                &g.loss,
+                Tol::new(1e-5, 1e-6),
+            );
+            let tol = Tol::new(1e-4, 1e-6);
+            p.check(&format!("{what} dh"), &c.dh.unwrap(), &g.dh.unwrap(), tol);
+            p.check(
+                &format!("{what} dtable"),
+                &c.dtable.unwrap(),
+                &g.dtable.unwrap(),
+                tol,
+            );
+        }
+    }
+}

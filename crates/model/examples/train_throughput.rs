@@ -18,11 +18,15 @@
 //! registers on every thread of the pool, the most any product can reach.
 //! `--validation` times one validation pass (ranking all items for every
 //! validation user) on the CPU, to compare with an epoch's training steps.
+//! `--precision bf16` runs the CPU backend's output-layer products in bf16
+//! on the fastest kernel the CPU has, or on `--bf16-kernel amx|avx512-bf16`;
+//! the JSON line's `device` names it.
 //!
 //! ```text
 //! cargo run --release -p sasrec-model --example train_throughput -- \
 //!     [--device cpu|gpu] [--data latest-small|FILE] [--steps 20] [--warmup 3] \
-//!     [--threads N] [--profile-ops] [--sgemm | --validation]
+//!     [--threads N] [--precision fp32|bf16] [--bf16-kernel amx|avx512-bf16] \
+//!     [--profile-ops] [--sgemm | --validation]
 //! ```
 
 use std::time::Instant;
@@ -33,7 +37,7 @@ use sasrec_data::{
     Batch, FilterConfig, InputSpec, Order, Split, SplitKind, UserSequence, batches, build_dataset,
     dataset_ratings_path, read_interactions, split,
 };
-use sasrec_kernels::cpu::{CpuTensor, ce_chunk_rows};
+use sasrec_kernels::cpu::{Bf16Kernel, CpuTensor, Precision, ce_chunk_rows};
 use sasrec_kernels::gpu::{GpuOptions, WgpuBackend};
 use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::{Adam, DeviceBatch, DropoutContext, ModelConfig, SasRec, evaluate};
@@ -63,6 +67,20 @@ fn main() -> Result<()> {
             .num_threads(threads)
             .build_global()?;
     }
+    let precision: Precision = flag("--precision")
+        .unwrap_or_else(|| "fp32".into())
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let cpu = match flag("--bf16-kernel").as_deref() {
+        None => CpuBackend::with_precision(precision)?,
+        Some("amx") => CpuBackend::with_bf16_kernel(Bf16Kernel::Amx)?,
+        Some("avx512-bf16") => CpuBackend::with_bf16_kernel(Bf16Kernel::Avx512Bf16)?,
+        Some(other) => bail!("unknown --bf16-kernel {other} (amx or avx512-bf16)"),
+    };
+    if device == "cpu" && has("--probe") {
+        println!("{}", cpu.name());
+        return Ok(());
+    }
     let (split, num_items) = training_sequences(&data)?;
     let config = ModelConfig::notebook(num_items);
     if has("--validation") {
@@ -82,9 +100,9 @@ fn main() -> Result<()> {
     match device.as_str() {
         "cpu" => {
             if has("--profile-ops") {
-                CpuBackend.enable_profiling();
+                cpu.enable_profiling();
             }
-            measure(&CpuBackend, config, &all, warmup)?;
+            measure(&cpu, config, &all, warmup)?;
             if has("--profile-ops") {
                 print_profile(steps);
             }

@@ -1,5 +1,6 @@
 //! Model and training configuration (saved as `config.json` in a run folder).
 
+use sasrec_kernels::cpu::Precision;
 use serde::{Deserialize, Serialize};
 
 use crate::text::bounded;
@@ -21,6 +22,89 @@ pub struct ModelConfig {
     pub ff_dim: usize,
     /// Dropout probability for embeddings, attention and residual branches.
     pub dropout: f32,
+    /// The block's architecture options (config.json files from before
+    /// they existed: the notebook's).
+    #[serde(flatten)]
+    pub options: ModelOptions,
+}
+
+/// Architecture options beyond the notebook's sizes; the default is the
+/// notebook's model. Saved in config.json's `model` section beside the sizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelOptions {
+    /// The normalisation of the blocks and the final one.
+    #[serde(default)]
+    pub norm: Norm,
+    /// The feed-forward block.
+    #[serde(default)]
+    pub feed_forward: FeedForward,
+    /// Residual branches gated by `sigmoid(Linear(x))` of the stream
+    /// (eSASRec's LiGR layers): `x + sigmoid(W x + b) * Drop(branch)`.
+    #[serde(default)]
+    pub gated_residual: bool,
+    /// Whether the output layer reuses the item table.
+    #[serde(default)]
+    pub output_layer: OutputLayer,
+}
+
+/// How the blocks normalise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Norm {
+    /// LayerNorm (centred, scale and bias; the notebook's).
+    #[default]
+    Layer,
+    /// RMSNorm (scale only, no centring).
+    Rms,
+}
+
+/// The feed-forward block of every layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeedForward {
+    /// `W2 Drop(relu(W1 x + b1)) + b2` (the notebook's).
+    #[default]
+    Relu,
+    /// `W2 Drop(silu(W1 x) * W3 x)`, no biases (eSASRec, LLaMA).
+    Swiglu,
+}
+
+/// Where the output layer's item vectors come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputLayer {
+    /// The input item table (the notebook's).
+    #[default]
+    Tied,
+    /// A table of its own, `output_embedding.weight` (gSASRec).
+    Untied,
+}
+
+impl std::fmt::Display for Norm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Norm::Layer => "layer",
+            Norm::Rms => "rms",
+        })
+    }
+}
+
+impl std::fmt::Display for FeedForward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FeedForward::Relu => "relu",
+            FeedForward::Swiglu => "swiglu",
+        })
+    }
+}
+
+impl std::fmt::Display for OutputLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputLayer::Tied => "tied",
+            OutputLayer::Untied => "untied",
+        })
+    }
 }
 
 impl ModelConfig {
@@ -35,6 +119,7 @@ impl ModelConfig {
             layers: 2,
             ff_dim: 256,
             dropout: 0.1,
+            options: ModelOptions::default(),
         }
     }
 
@@ -76,10 +161,33 @@ impl ModelConfig {
     /// The number of weights.
     pub fn parameters(&self) -> f64 {
         let (d, f) = (self.dim as f64, self.ff_dim as f64);
-        // Per layer: in-projection 3d x d + 3d, out-projection d x d + d,
-        // W1 f x d + f, W2 d x f + d, two LayerNorms 2 x 2d.
-        let layer = 4.0 * d * d + 4.0 * d + 2.0 * d * f + f + d + 4.0 * d;
-        self.vocab() as f64 * d + self.max_len as f64 * d + self.layers as f64 * layer + 2.0 * d
+        let o = &self.options;
+        // A norm: a scale, and a bias for LayerNorm.
+        let norm = match o.norm {
+            Norm::Layer => 2.0 * d,
+            Norm::Rms => d,
+        };
+        // W1 f x d + f, W2 d x f + d; or W1, W3 f x d and W2 d x f, no biases.
+        let feed_forward = match o.feed_forward {
+            FeedForward::Relu => 2.0 * d * f + f + d,
+            FeedForward::Swiglu => 3.0 * d * f,
+        };
+        let gates = if o.gated_residual {
+            2.0 * (d * d + d)
+        } else {
+            0.0
+        };
+        // In-projection 3d x d + 3d, out-projection d x d + d, two norms.
+        let layer = 4.0 * d * d + 4.0 * d + feed_forward + gates + 2.0 * norm;
+        let output = match o.output_layer {
+            OutputLayer::Tied => 0.0,
+            OutputLayer::Untied => self.vocab() as f64 * d,
+        };
+        self.vocab() as f64 * d
+            + self.max_len as f64 * d
+            + self.layers as f64 * layer
+            + norm
+            + output
     }
 
     /// A rough estimate of the memory training needs with batches of `batch`
@@ -96,7 +204,14 @@ impl ModelConfig {
         let (d, f) = (self.dim as f64, self.ff_dim as f64);
         let (len, heads) = (self.max_len as f64, self.heads as f64);
         let positions = batch as f64 * len;
-        let per_layer = 11.0 * d + 3.0 * f + heads * len;
+        let mut per_layer = 11.0 * d + 3.0 * f + heads * len;
+        if self.options.feed_forward == FeedForward::Swiglu {
+            // The gate, the up projection and their product.
+            per_layer += 2.0 * f;
+        }
+        if self.options.gated_residual {
+            per_layer += 4.0 * d;
+        }
         let activations = positions * (self.layers as f64 * per_layer + 6.0 * d);
         let scores = batch as f64 * self.vocab() as f64;
         MemoryEstimate {
@@ -295,8 +410,42 @@ impl std::fmt::Display for Sampler {
     }
 }
 
+/// Which rows of a batch share a set of sampled negatives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NegativesScope {
+    /// One set for the whole batch (each step pushes down only `negatives`
+    /// items).
+    Batch,
+    /// One set per sequence, shared by its positions (SASRec+, Klenitskiy &
+    /// Vasilev 2023).
+    #[default]
+    Sequence,
+    /// One set per position (gSASRec, RecTools).
+    Position,
+}
+
+impl std::fmt::Display for NegativesScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NegativesScope::Batch => "batch",
+            NegativesScope::Sequence => "sequence",
+            NegativesScope::Position => "position",
+        })
+    }
+}
+
+fn default_eval_every() -> usize {
+    1
+}
+
 fn default_negatives() -> usize {
     256
+}
+
+/// What config.json files written before the scope existed trained with.
+fn scope_before_it_existed() -> NegativesScope {
+    NegativesScope::Batch
 }
 
 fn default_gbce_t() -> f64 {
@@ -319,9 +468,13 @@ pub struct TrainConfig {
     pub eps: f64,
     /// Maximum number of epochs.
     pub epochs: usize,
-    /// Stop after this many epochs without a better validation number
-    /// (`None`: never stop early).
+    /// Stop after this many validations without a better validation
+    /// number (`None`: never stop early).
     pub patience: Option<usize>,
+    /// Validate (and select, and count patience) after every `eval_every`
+    /// epochs, and after the last.
+    #[serde(default = "default_eval_every")]
+    pub eval_every: usize,
     /// What "better" means.
     pub selection: Selection,
     /// Seeds initialisation, shuffling and dropout.
@@ -331,10 +484,19 @@ pub struct TrainConfig {
     /// The training loss (config.json files from before it existed: full).
     #[serde(default)]
     pub loss: Loss,
-    /// Negatives drawn per optimiser step, shared by the whole batch
-    /// (sampled losses only).
+    /// Negatives drawn for each group of rows that shares them (sampled
+    /// losses only).
     #[serde(default = "default_negatives")]
     pub negatives: usize,
+    /// Which rows share their negatives (config.json files from before it
+    /// existed: the batch).
+    #[serde(default = "scope_before_it_existed")]
+    pub negatives_scope: NegativesScope,
+    /// Draw each sequence's or position's negatives among the items its
+    /// user never interacted with in training, without repeats (uniform
+    /// sampler only).
+    #[serde(default)]
+    pub exclude_seen: bool,
     /// How negatives are drawn (sampled losses only).
     #[serde(default)]
     pub sampler: Sampler,
@@ -342,9 +504,86 @@ pub struct TrainConfig {
     /// (gSASRec recommends 0.75).
     #[serde(default = "default_gbce_t")]
     pub gbce_t: f64,
+    /// AdamW's decoupled weight decay (`torch.optim.AdamW`); 0 is Adam.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Optimiser steps over which the learning rate rises linearly from
+    /// `lr / warmup_steps` to `lr`.
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// How the learning rate changes after the warm-up.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Label smoothing of the full softmax (PyTorch's `label_smoothing`).
+    #[serde(default)]
+    pub label_smoothing: f32,
+    /// Clip the gradients' global L2 norm to this value
+    /// (`torch.nn.utils.clip_grad_norm_`); 0: no clipping.
+    #[serde(default)]
+    pub grad_clip: f64,
+    /// Operand precision of the full cross-entropy's products on the CPU
+    /// backend: "fp32" or "bf16" (config.json files from before it
+    /// existed: fp32).
+    #[serde(default, with = "precision_name")]
+    pub precision: Precision,
+}
+
+/// The learning rate after the warm-up, as a function of the step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// `lr` throughout (the notebook's).
+    #[default]
+    Constant,
+    /// Half a cosine from `lr` after the warm-up down to 0 at the last step
+    /// of the epoch budget.
+    Cosine,
+}
+
+impl std::fmt::Display for LrSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Cosine => "cosine",
+        })
+    }
+}
+
+/// [`Precision`] in config.json: "fp32" or "bf16".
+mod precision_name {
+    use sasrec_kernels::cpu::Precision;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(p: &Precision, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(D::Error::custom)
+    }
 }
 
 impl TrainConfig {
+    /// The learning rate of optimiser step `step` (1-based) in a run of
+    /// `total_steps` steps: the warm-up's linear rise, then the schedule.
+    /// A pure function of the step, so that a resumed run repeats the
+    /// uninterrupted one.
+    pub fn lr_at(&self, step: u64, total_steps: u64) -> f64 {
+        let warmup = self.warmup_steps;
+        if step <= warmup {
+            return self.lr * step as f64 / warmup as f64;
+        }
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => {
+                let span = total_steps.saturating_sub(warmup).max(1) as f64;
+                let done = ((step - warmup) as f64 / span).min(1.0);
+                0.5 * self.lr * (1.0 + (std::f64::consts::PI * done).cos())
+            }
+        }
+    }
+
     /// Checks that the settings make a training run.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let positive = |field, value: f64| {
@@ -375,6 +614,7 @@ impl TrainConfig {
             ("batch_size", self.batch_size),
             ("epochs", self.epochs),
             ("patience", self.patience.unwrap_or(1)),
+            ("eval_every", self.eval_every),
         ];
         for (field, value) in at_least_one {
             if value == 0 {
@@ -393,6 +633,45 @@ impl TrainConfig {
                 format!("must be in [0, 1], got {}", self.gbce_t),
             ));
         }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(InvalidSetting::new(
+                "weight_decay",
+                format!("must be 0 or more, got {}", self.weight_decay),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(InvalidSetting::new(
+                "label_smoothing",
+                format!("must be in [0, 1), got {}", self.label_smoothing),
+            ));
+        }
+        if self.label_smoothing > 0.0 && self.loss.is_sampled() {
+            return Err(InvalidSetting::new(
+                "label_smoothing",
+                format!(
+                    "smooths the full softmax; it needs --loss full (got --loss {})",
+                    self.loss
+                ),
+            ));
+        }
+        if self.precision == Precision::Bf16 && self.loss.is_sampled() {
+            return Err(InvalidSetting::new(
+                "precision",
+                format!(
+                    "bf16 is for the full softmax's products (loss full), not {}",
+                    self.loss
+                ),
+            ));
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            return Err(InvalidSetting::new(
+                "grad_clip",
+                format!(
+                    "must be 0 (off) or a positive number, got {}",
+                    self.grad_clip
+                ),
+            ));
+        }
         if self.loss.is_sampled() {
             if self.negatives == 0 {
                 return Err(InvalidSetting::new(
@@ -400,6 +679,26 @@ impl TrainConfig {
                     "must be at least 1, got 0",
                 ));
             }
+            if self.exclude_seen && self.sampler != Sampler::Uniform {
+                return Err(InvalidSetting::new(
+                    "exclude_seen",
+                    format!("needs the uniform sampler, not {}", self.sampler),
+                ));
+            }
+            if self.exclude_seen && self.negatives_scope == NegativesScope::Batch {
+                return Err(InvalidSetting::new(
+                    "exclude_seen",
+                    "needs negatives drawn per sequence or per position, not per batch",
+                ));
+            }
+        } else if self.exclude_seen {
+            return Err(InvalidSetting::new(
+                "exclude_seen",
+                format!(
+                    "applies to the sampled losses' negatives, not to {}",
+                    self.loss
+                ),
+            ));
         } else if self.sampler != Sampler::Uniform {
             return Err(InvalidSetting::new(
                 "sampler",
@@ -440,13 +739,67 @@ impl Default for TrainConfig {
             eps: 1e-8,
             epochs: 10,
             patience: None,
+            eval_every: default_eval_every(),
             selection: Selection::Loss,
             seed: 42,
             ks: vec![10],
             loss: Loss::Full,
             negatives: default_negatives(),
+            negatives_scope: NegativesScope::default(),
+            exclude_seen: false,
             sampler: Sampler::Uniform,
             gbce_t: default_gbce_t(),
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            lr_schedule: LrSchedule::Constant,
+            label_smoothing: 0.0,
+            grad_clip: 0.0,
+            precision: Precision::Fp32,
+        }
+    }
+}
+
+/// A named set of defaults for the model and its training: the settings a
+/// run takes unless a flag (or a settings file's key) gives them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// The notebook's model and Adam, exactly (PyTorch-parity tested); the
+    /// default while `Recommended` has not won on every data set of the
+    /// sweeps in docs/benchmarks.md.
+    #[default]
+    Notebook,
+    /// What the sweeps in docs/benchmarks.md support.
+    Recommended,
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Preset::Notebook => "notebook",
+            Preset::Recommended => "recommended",
+        })
+    }
+}
+
+impl Preset {
+    /// The preset's model for `num_items` items: the notebook's sizes and
+    /// blocks in both (the block options lost to them in the sweeps of
+    /// docs/benchmarks.md).
+    pub fn model(self, num_items: usize) -> ModelConfig {
+        ModelConfig::notebook(num_items)
+    }
+
+    /// The preset's training settings (the rest as [`TrainConfig::default`]):
+    /// `recommended` adds label smoothing 0.1 to the notebook's Adam.
+    pub fn train(self) -> TrainConfig {
+        let notebook = TrainConfig::default();
+        match self {
+            Preset::Notebook => notebook,
+            Preset::Recommended => TrainConfig {
+                label_smoothing: 0.1,
+                ..notebook
+            },
         }
     }
 }

@@ -19,11 +19,14 @@ use anyhow::{Context, Result};
 /// is left over from an interrupted write.
 pub const TMP_SUFFIX: &str = ".tmp";
 
+/// Temporary names made by this process so far (see [`unique_tmp_path`]).
+static TMP_NAMES: AtomicU64 = AtomicU64::new(0);
+
 /// Writes `bytes` to `path` so that, whatever instant the process dies at,
 /// `path` holds either its old content or the new, never a part: a temporary
 /// file beside it, flushed to disk, renamed over it, and the rename flushed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path)?;
+    let tmp = unique_tmp_path(path)?;
     let written = (|| -> io::Result<()> {
         let file = counted(|| {
             let mut file = File::create(&tmp)?;
@@ -68,7 +71,7 @@ pub fn write_growing(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// A file written in pieces (a stream of rows) that appears at its path only
 /// when complete, as [`write_atomic`] does for bytes at hand: the pieces go
-/// to `.NAME.tmp` beside it, and [`AtomicFile::commit`] flushes and renames
+/// to `.NAME.PID-N.tmp` beside it, and [`AtomicFile::commit`] flushes and renames
 /// it over `path`. Dropped without a commit (an error, a panic), the
 /// temporary file is removed and `path` keeps its old content.
 pub struct AtomicFile {
@@ -80,7 +83,7 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Starts writing `path`.
     pub fn create(path: &Path) -> Result<AtomicFile> {
-        let tmp = tmp_path(path)?;
+        let tmp = unique_tmp_path(path)?;
         let file = counted(|| File::create(&tmp))
             .with_context(|| format!("creating {}", tmp.display()))?;
         Ok(AtomicFile {
@@ -140,20 +143,42 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether a file name is that of a temporary file (ours are `.NAME.tmp`).
+/// Whether a file name is that of a temporary file (ours are
+/// `.NAME.PID-N.tmp`).
 pub fn is_tmp(name: &str) -> bool {
     name.ends_with(TMP_SUFFIX)
 }
 
-/// `.NAME.tmp` beside `path`.
-fn tmp_path(path: &Path) -> Result<PathBuf> {
+/// `.NAME.PID-N.tmp` beside `path`: this process's pid and a count, so that
+/// two writers of one path never share a temporary file, and what a killed
+/// writer left is known by its name (see [`tmp_writer`]).
+pub fn unique_tmp_path(path: &Path) -> Result<PathBuf> {
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
-    Ok(parent(path).join(format!(".{}{TMP_SUFFIX}", name.to_string_lossy())))
+    let n = TMP_NAMES.fetch_add(1, Ordering::Relaxed);
+    Ok(parent(path).join(format!(
+        ".{}.{}-{n}{TMP_SUFFIX}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
 }
 
-fn parent(path: &Path) -> &Path {
+/// The pid of the process that made the temporary file `name` for a path
+/// named `for_name` with [`unique_tmp_path`]; `None` for any other name.
+pub fn tmp_writer(name: &str, for_name: &str) -> Option<u32> {
+    let rest = name
+        .strip_prefix('.')?
+        .strip_prefix(for_name)?
+        .strip_prefix('.')?
+        .strip_suffix(TMP_SUFFIX)?;
+    let (pid, n) = rest.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(pid) && digits(n)).then(|| pid.parse().ok())?
+}
+
+/// The folder a path is in (`.` for a bare name).
+pub fn parent(path: &Path) -> &Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
@@ -215,6 +240,30 @@ mod tests {
             .collect();
         assert_eq!(names, ["a.json"]);
         assert!(is_tmp(".a.json.tmp") && !is_tmp("a.json"));
+    }
+
+    #[test]
+    fn temporary_names_are_unique_and_name_their_writer() {
+        let path = Path::new("out/recs.csv");
+        let (a, b) = (
+            unique_tmp_path(path).unwrap(),
+            unique_tmp_path(path).unwrap(),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), Some(Path::new("out")));
+        let name = a.file_name().unwrap().to_str().unwrap();
+        assert!(is_tmp(name));
+        assert_eq!(tmp_writer(name, "recs.csv"), Some(std::process::id()));
+        assert_eq!(tmp_writer(name, "recs"), None);
+        assert_eq!(tmp_writer(".recs.csv.12-0.tmp", "recs.csv"), Some(12));
+        for other in [
+            ".recs.csv.tmp",
+            ".recs.csv.x-0.tmp",
+            ".recs.csv.1-.tmp",
+            "recs.csv",
+        ] {
+            assert_eq!(tmp_writer(other, "recs.csv"), None, "{other}");
+        }
     }
 
     #[test]

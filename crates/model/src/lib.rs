@@ -30,7 +30,8 @@ pub mod text;
 pub mod train;
 
 pub use config::{
-    InvalidSetting, Loss, MemoryEstimate, ModelConfig, Sampler, Selection, TrainConfig,
+    FeedForward, InvalidSetting, Loss, LrSchedule, MemoryEstimate, ModelConfig, ModelOptions,
+    NegativesScope, Norm, OutputLayer, Preset, Sampler, Selection, TrainConfig,
 };
 pub use evaluate::{Evaluation, evaluate, evaluate_with_progress, popularity_baseline};
 pub use metrics::{RankingMetrics, rank_of_target};
@@ -43,4 +44,4 @@ pub use sampler::{NegativeSampler, StepNegatives};
 pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
 pub use sasrec_autograd::Adam;
 pub use text::{bounded, duration};
-pub use train::{EpochHook, Log, Outcome, TrainState, Trainer};
+pub use train::{EpochHook, Outcome, TrainState, Trainer};

@@ -124,10 +124,11 @@ pub fn user_vectors<B: Backend>(
     Ok(out)
 }
 
-/// The item vectors: rows 1..=N of the tied item table (without the padding
-/// row 0), `[N * dim]` row-major; row `i - 1` is item index `i`.
+/// The item vectors: rows 1..=N of the output table (the tied item table,
+/// or the untied output embedding; without the padding row 0), `[N * dim]`
+/// row-major; row `i - 1` is item index `i`.
 pub fn item_vectors<B: Backend>(backend: &B, model: &SasRec<B>) -> Vec<f32> {
-    let mut table = backend.to_vec(model.item_table());
+    let mut table = backend.to_vec(model.output_table());
     table.drain(..model.config.dim);
     table
 }

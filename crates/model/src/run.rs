@@ -113,18 +113,6 @@ pub struct DataSpec {
 }
 
 impl DataSpec {
-    /// The `ratings` of a run trained on interactions given in memory (a
-    /// DataFrame or an Arrow table from Python): no file holds them, so the
-    /// run folder's data.safetensors is the run's data, and
-    /// `ratings_digest` is that file's digest.
-    pub const IN_MEMORY: &str = "(in memory)";
-
-    /// Whether the run was trained on interactions given in memory (see
-    /// [`DataSpec::IN_MEMORY`]).
-    pub fn in_memory(&self) -> bool {
-        self.ratings.as_os_str() == Self::IN_MEMORY
-    }
-
     /// The data crate's split; fails on a temporal cut that is not a time.
     pub fn split_kind(&self) -> Result<SplitKind, InvalidSetting> {
         Ok(match self.split {

@@ -20,6 +20,10 @@
 //! temporary files and checkpoints no commit names, and rewrites published
 //! files that do not match the commit. A folder with config.json and no
 //! state.json is a run that committed nothing yet: it resumes from step 0.
+//! One that also holds what only a commit leaves (published files, or
+//! checkpoints after generation 1) lost its state.json some other way: it
+//! is refused, and nothing in it removed, since the checksums that would
+//! tell which checkpoints are whole went with state.json.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,8 +50,9 @@ pub const CHECKPOINTS: &str = "checkpoints";
 const STATE_FORMAT: u32 = 1;
 /// Files a run folder may hold besides temporary files: a folder holding
 /// anything else is not one, and is never cleared.
-const RUN_FILES: [&str; 11] = [
+const RUN_FILES: [&str; 12] = [
     LOCK_FILE,
+    INPUT_FILE,
     "config.json",
     "vocab.json",
     DATA_FILE,
@@ -59,6 +64,11 @@ const RUN_FILES: [&str; 11] = [
     EVENTS_FILE,
     "test.json",
 ];
+/// The log of a run trained on interactions given in memory (the Python
+/// package writes a DataFrame here before training, and the run's
+/// `ratings` names it): a run folder may hold it, and replacing the run
+/// keeps it, since it is the new run's data.
+pub const INPUT_FILE: &str = "interactions.parquet";
 /// Files published from the commit (removed when nothing is committed).
 const PUBLISHED: [&str; 5] = [
     "model.safetensors",
@@ -131,18 +141,25 @@ impl Commit {
                 );
             }
         }
+        // One record per validation, in order: after every epoch, or every
+        // few, never after the progress.
         let p = &self.progress;
-        let numbered = self
-            .epochs
-            .iter()
-            .enumerate()
-            .all(|(i, r)| r.epoch == i + 1);
-        if self.epochs.len() != p.epoch || !numbered {
-            bail!(
-                "progress is at epoch {} but {} epochs are recorded",
-                p.epoch + 1,
-                self.epochs.len()
-            );
+        let mut previous = 0;
+        for r in &self.epochs {
+            if r.epoch > p.epoch {
+                bail!(
+                    "progress is at epoch {} but a validation after epoch {} is recorded",
+                    p.epoch + 1,
+                    r.epoch
+                );
+            }
+            if r.epoch <= previous {
+                bail!(
+                    "the validation after epoch {} is recorded after the one after epoch {previous}",
+                    r.epoch
+                );
+            }
+            previous = r.epoch;
         }
         if self.best.is_none() != p.best.is_none() {
             bail!("a best epoch and a best checkpoint go together");
@@ -219,7 +236,8 @@ impl RunWriter {
         let mut ours = Self::check_new(path, replace)?;
         // config.json first: a clear cut short leaves no run behind.
         ours.sort_by_key(|n| n != "config.json");
-        for name in ours.iter().filter(|n| *n != LOCK_FILE && *n != CHECKPOINTS) {
+        let kept = [LOCK_FILE, CHECKPOINTS, INPUT_FILE];
+        for name in ours.iter().filter(|n| !kept.contains(&n.as_str())) {
             remove_file(&dir.file(name))?;
         }
         let checkpoints = dir.file(CHECKPOINTS);
@@ -338,6 +356,9 @@ impl RunWriter {
     /// checkpoint files the commit does not name, checks the best checkpoint
     /// and rewrites the published files that do not match the commit.
     pub fn recover(&mut self) -> Result<Recovery> {
+        if self.committed.is_none() {
+            self.check_nothing_committed()?;
+        }
         let mut recovery = Recovery::default();
         for name in file_names(self.dir.path())? {
             let stray =
@@ -350,9 +371,11 @@ impl RunWriter {
         recovery.removed.extend(self.remove_unreferenced()?);
         if let Some(commit) = &self.committed {
             if let Some(best) = &commit.best {
+                // Checked like the last checkpoint: a corrupt best-B is
+                // refused now, not when it is next needed.
+                let bytes = self.dir.read_checkpoint(best)?;
                 let published = FileDigest::of_file(&self.dir.model()).ok();
                 if published.as_ref() != Some(&best.digest) {
-                    let bytes = self.dir.read_checkpoint(best)?;
                     write_atomic(&self.dir.model(), &bytes)?;
                     recovery.rewritten.push("model.safetensors".into());
                 }
@@ -365,6 +388,44 @@ impl RunWriter {
             }
         }
         Ok(recovery)
+    }
+
+    /// Refuses a folder without state.json that holds what only a commit
+    /// leaves behind: published files, or checkpoints of a generation after
+    /// the first (whose files an interrupted first commit may leave).
+    fn check_nothing_committed(&self) -> Result<()> {
+        // The checkpoints first: they are what a resume would need.
+        let mut found = Vec::new();
+        let checkpoints = self.dir.file(CHECKPOINTS);
+        if checkpoints.is_dir() {
+            found.extend(
+                file_names(&checkpoints)?
+                    .into_iter()
+                    .filter(|n| !is_tmp(n))
+                    .map(|n| format!("{CHECKPOINTS}/{n}")),
+            );
+        }
+        found.extend(
+            file_names(self.dir.path())?
+                .into_iter()
+                .filter(|n| PUBLISHED.contains(&n.as_str())),
+        );
+        let first = [checkpoint_name("last", 1), checkpoint_name("best", 1)];
+        if found.iter().all(|n| first.contains(n)) {
+            return Ok(());
+        }
+        let mut shown: Vec<String> = found.iter().take(8).map(|n| bounded(n, 60)).collect();
+        if found.len() > 8 {
+            shown.push(format!("and {} more", found.len() - 8));
+        }
+        bail!(
+            "{} has no state.json, but holds what a saved checkpoint leaves ({}): state.json was \
+             removed or lost, and with it the checksums that tell which checkpoints are whole; \
+             nothing was changed. Put state.json back to continue, or start again with \
+             `sasrec train --force` (which deletes the run)",
+            self.dir.path().display(),
+            shown.join(", ")
+        )
     }
 
     /// Commits a new generation: `last` (weights and Adam moments), `best`
@@ -602,20 +663,58 @@ mod tests {
         assert_eq!(run.committed().unwrap().generation, 1);
     }
 
+    /// The error of recovering the run folder `dir`.
+    fn recovery_error(dir: &std::path::Path) -> String {
+        RunWriter::open(dir, "test")
+            .unwrap()
+            .recover()
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn a_corrupt_checkpoint_is_refused_naming_it() {
         let dir = one_generation();
         fs::write(dir.path().join("checkpoints/best-1.safetensors"), b"best X").unwrap();
         fs::write(dir.path().join("model.safetensors"), b"edited").unwrap();
-        let err = RunWriter::open(dir.path(), "test")
-            .unwrap()
-            .recover()
-            .unwrap_err()
-            .to_string();
+        let err = recovery_error(dir.path());
         assert!(
             err.contains("best-1.safetensors does not match its checksum in state.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_lost_state_json_is_refused_and_nothing_removed() {
+        let dir = one_generation();
+        let mut run = RunWriter::open(dir.path(), "test").unwrap();
+        run.commit(&progress(2), b"last 2", None, &[record(1), record(2)])
+            .unwrap();
+        drop(run);
+        fs::remove_file(dir.path().join("state.json")).unwrap();
+        // A config.json makes it a run folder.
+        fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        let before = names(dir.path());
+        let err = recovery_error(dir.path());
+        assert!(
+            err.contains("has no state.json, but holds what a saved checkpoint leaves (checkpoints/best-1.safetensors, checkpoints/last-2.safetensors, curves.svg")
+                && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(names(dir.path()), before);
+
+        // What a kill inside the first commit leaves is cleared as before.
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunWriter::create(dir.path(), "test", false).unwrap();
+        drop(run);
+        fs::create_dir(dir.path().join(CHECKPOINTS)).unwrap();
+        fs::write(dir.path().join("checkpoints/last-1.safetensors"), b"x").unwrap();
+        fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        let recovery = RunWriter::open(dir.path(), "test")
+            .unwrap()
+            .recover()
+            .unwrap();
+        assert_eq!(recovery.removed, ["checkpoints/last-1.safetensors"]);
     }
 
     #[test]
@@ -630,5 +729,16 @@ mod tests {
         let err = RunWriter::create(dir.path(), "test", true).unwrap_err();
         assert!(err.to_string().contains("(notes.txt)"), "{err}");
         assert!(dir.path().join("notes.txt").exists());
+    }
+
+    #[test]
+    fn replacing_a_run_keeps_the_interactions_given_for_the_new_one() {
+        let dir = one_generation();
+        fs::write(dir.path().join(INPUT_FILE), b"new data").unwrap();
+        RunWriter::create(dir.path(), "test", true).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            ["checkpoints", "interactions.parquet", "lock"]
+        );
     }
 }

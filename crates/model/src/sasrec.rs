@@ -1,5 +1,7 @@
 //! The SASRec model: the notebook's embeddings, pre-LayerNorm Transformer
-//! encoder and tied output layer, written over the autograd tape.
+//! encoder and tied output layer, written over the autograd tape, with
+//! options (`ModelOptions`): RMSNorm, a SwiGLU feed-forward block, gated
+//! residual branches (eSASRec's LiGR layers) and an untied output layer.
 
 use std::collections::HashMap;
 
@@ -7,27 +9,40 @@ use sasrec_autograd::init::{self, Init};
 use sasrec_autograd::{ParamId, ParamStore, Tape, Var};
 use sasrec_kernels::{AttentionShape, Backend, Dropout};
 
-use crate::config::ModelConfig;
+use crate::config::{FeedForward, ModelConfig, Norm, OutputLayer};
 use crate::sampler::StepNegatives;
 
 /// LayerNorm epsilon (PyTorch's default).
 pub const LAYER_NORM_EPS: f32 = 1e-5;
 
-/// Parameter ids of one encoder layer.
+/// RMSNorm epsilon (LLaMA's and RecBole's).
+pub const RMS_NORM_EPS: f32 = 1e-6;
+
+/// Parameter ids of a norm: a scale, and a bias for LayerNorm.
+#[derive(Clone, Copy, Debug)]
+struct NormParams {
+    weight: ParamId,
+    bias: Option<ParamId>,
+}
+
+/// Parameter ids of one encoder layer. The biases of the feed-forward block
+/// and the gates exist only with the options that have them.
 #[derive(Clone, Debug)]
 struct LayerParams {
-    norm1_weight: ParamId,
-    norm1_bias: ParamId,
+    norm1: NormParams,
     in_proj_weight: ParamId,
     in_proj_bias: ParamId,
     out_proj_weight: ParamId,
     out_proj_bias: ParamId,
-    norm2_weight: ParamId,
-    norm2_bias: ParamId,
+    norm2: NormParams,
     linear1_weight: ParamId,
-    linear1_bias: ParamId,
+    linear1_bias: Option<ParamId>,
     linear2_weight: ParamId,
-    linear2_bias: ParamId,
+    linear2_bias: Option<ParamId>,
+    /// SwiGLU's up projection.
+    linear3_weight: Option<ParamId>,
+    /// The gates of the attention and feed-forward branches, `(weight, bias)`.
+    gates: Option<[(ParamId, ParamId); 2]>,
 }
 
 /// Where dropout is applied, numbered so that every site draws its own mask.
@@ -112,13 +127,24 @@ pub struct SasRec<B: Backend> {
     item_embedding: ParamId,
     position_embedding: ParamId,
     layers: Vec<LayerParams>,
-    final_norm_weight: ParamId,
-    final_norm_bias: ParamId,
+    final_norm: NormParams,
+    /// The output layer's table: the item table, or one of its own.
+    output_embedding: ParamId,
 }
 
 /// The name and shape of every parameter, in `state_dict` order.
+///
+/// The notebook's model is `nn.TransformerEncoder`'s names. The options add
+/// or drop parameters under names of the same style: RMSNorm has no
+/// `.bias`; SwiGLU has `linear1` (gate), `linear3` (up) and `linear2`
+/// (down), without biases; the gated residual adds `gate1` (attention
+/// branch) and `gate2` (feed-forward branch); the untied output layer adds
+/// `output_embedding.weight` after the final norm.
 pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (d, f) = (config.dim, config.ff_dim);
+    let o = config.options;
+    let rms = o.norm == Norm::Rms;
+    let swiglu = o.feed_forward == FeedForward::Swiglu;
     let mut shapes = vec![
         ("item_embedding.weight".to_string(), vec![config.vocab(), d]),
         (
@@ -128,7 +154,7 @@ pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     ];
     for i in 0..config.layers {
         let p = format!("transformer_encoder.layers.{i}");
-        shapes.extend([
+        let mut layer = vec![
             (format!("{p}.self_attn.in_proj_weight"), vec![3 * d, d]),
             (format!("{p}.self_attn.in_proj_bias"), vec![3 * d]),
             (format!("{p}.self_attn.out_proj.weight"), vec![d, d]),
@@ -137,14 +163,38 @@ pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
             (format!("{p}.linear1.bias"), vec![f]),
             (format!("{p}.linear2.weight"), vec![d, f]),
             (format!("{p}.linear2.bias"), vec![d]),
+            (format!("{p}.linear3.weight"), vec![f, d]),
             (format!("{p}.norm1.weight"), vec![d]),
             (format!("{p}.norm1.bias"), vec![d]),
             (format!("{p}.norm2.weight"), vec![d]),
             (format!("{p}.norm2.bias"), vec![d]),
-        ]);
+            (format!("{p}.gate1.weight"), vec![d, d]),
+            (format!("{p}.gate1.bias"), vec![d]),
+            (format!("{p}.gate2.weight"), vec![d, d]),
+            (format!("{p}.gate2.bias"), vec![d]),
+        ];
+        layer.retain(|(name, _)| {
+            let within = &name[p.len() + 1..];
+            match within {
+                "linear1.bias" | "linear2.bias" => !swiglu,
+                "linear3.weight" => swiglu,
+                "norm1.bias" | "norm2.bias" => !rms,
+                _ if within.starts_with("gate") => o.gated_residual,
+                _ => true,
+            }
+        });
+        shapes.extend(layer);
     }
     shapes.push(("layer_norm.weight".to_string(), vec![d]));
-    shapes.push(("layer_norm.bias".to_string(), vec![d]));
+    if !rms {
+        shapes.push(("layer_norm.bias".to_string(), vec![d]));
+    }
+    if o.output_layer == OutputLayer::Untied {
+        shapes.push((
+            "output_embedding.weight".to_string(),
+            vec![config.vocab(), d],
+        ));
+    }
     shapes
 }
 
@@ -161,7 +211,10 @@ fn layer_prefix(i: usize) -> String {
 ///   default, kaiming-uniform with a = sqrt(5), i.e. U(±1/sqrt(fan_in)); the
 ///   biases of `linear1` and `linear2` U(±1/sqrt(fan_in)).
 /// - `in_proj_bias` and `out_proj.bias`: 0 (`nn.MultiheadAttention`).
-/// - LayerNorm weights 1, biases 0.
+/// - LayerNorm (and RMSNorm) weights 1, biases 0.
+/// - The options' parameters as their PyTorch modules: `linear3` and the
+///   gates `nn.Linear`'s default; `output_embedding` xavier-uniform like the
+///   item table.
 ///
 /// # Panics
 /// For a name that is not a parameter of the model.
@@ -170,11 +223,17 @@ fn init_of(name: &str, config: &ModelConfig) -> Init {
         .find_map(|i| name.strip_prefix(&layer_prefix(i)))
         .unwrap_or(name);
     match within_layer {
-        "item_embedding.weight" | "position_embedding.weight" | "self_attn.in_proj_weight" => {
-            Init::XavierUniform { gain: 1.0 }
-        }
-        "self_attn.out_proj.weight" | "linear1.weight" | "linear2.weight" => Init::LINEAR_WEIGHT,
-        "linear1.bias" => Init::linear_bias(config.dim),
+        "item_embedding.weight"
+        | "position_embedding.weight"
+        | "output_embedding.weight"
+        | "self_attn.in_proj_weight" => Init::XavierUniform { gain: 1.0 },
+        "self_attn.out_proj.weight"
+        | "linear1.weight"
+        | "linear2.weight"
+        | "linear3.weight"
+        | "gate1.weight"
+        | "gate2.weight" => Init::LINEAR_WEIGHT,
+        "linear1.bias" | "gate1.bias" | "gate2.bias" => Init::linear_bias(config.dim),
         "linear2.bias" => Init::linear_bias(config.ff_dim),
         "self_attn.in_proj_bias" | "self_attn.out_proj.bias" => Init::Zeros,
         "norm1.weight" | "norm2.weight" | "layer_norm.weight" => Init::Ones,
@@ -262,30 +321,44 @@ impl<B: Backend> SasRec<B> {
             ));
         }
         let id = |name: &str| params.find(name).expect("every parameter was just added");
+        let norm = |prefix: &str| NormParams {
+            weight: id(&format!("{prefix}.weight")),
+            bias: params.find(&format!("{prefix}.bias")),
+        };
         let layers = (0..config.layers)
             .map(|i| {
-                let p = |s: &str| id(&format!("transformer_encoder.layers.{i}.{s}"));
+                let name = |s: &str| format!("transformer_encoder.layers.{i}.{s}");
+                let p = |s: &str| id(&name(s));
+                let maybe = |s: &str| params.find(&name(s));
                 LayerParams {
-                    norm1_weight: p("norm1.weight"),
-                    norm1_bias: p("norm1.bias"),
+                    norm1: norm(&name("norm1")),
                     in_proj_weight: p("self_attn.in_proj_weight"),
                     in_proj_bias: p("self_attn.in_proj_bias"),
                     out_proj_weight: p("self_attn.out_proj.weight"),
                     out_proj_bias: p("self_attn.out_proj.bias"),
-                    norm2_weight: p("norm2.weight"),
-                    norm2_bias: p("norm2.bias"),
+                    norm2: norm(&name("norm2")),
                     linear1_weight: p("linear1.weight"),
-                    linear1_bias: p("linear1.bias"),
+                    linear1_bias: maybe("linear1.bias"),
                     linear2_weight: p("linear2.weight"),
-                    linear2_bias: p("linear2.bias"),
+                    linear2_bias: maybe("linear2.bias"),
+                    linear3_weight: maybe("linear3.weight"),
+                    gates: config.options.gated_residual.then(|| {
+                        [
+                            (p("gate1.weight"), p("gate1.bias")),
+                            (p("gate2.weight"), p("gate2.bias")),
+                        ]
+                    }),
                 }
             })
             .collect();
+        let item_embedding = id("item_embedding.weight");
         Ok(SasRec {
-            item_embedding: id("item_embedding.weight"),
+            item_embedding,
             position_embedding: id("position_embedding.weight"),
-            final_norm_weight: id("layer_norm.weight"),
-            final_norm_bias: id("layer_norm.bias"),
+            final_norm: norm("layer_norm"),
+            output_embedding: params
+                .find("output_embedding.weight")
+                .unwrap_or(item_embedding),
             layers,
             params,
             config,
@@ -349,14 +422,28 @@ impl<B: Backend> SasRec<B> {
         let mut x = tape.add(items, positions);
         x = tape.dropout(x, mask(SITE_EMBEDDING));
 
+        let norm = |tape: &mut Tape<'_, B>, x: Var, p: NormParams| match p.bias {
+            Some(bias) => tape.layer_norm(x, v(p.weight), v(bias), LAYER_NORM_EPS),
+            None => tape.rms_norm(x, v(p.weight), RMS_NORM_EPS),
+        };
+        // x + branch, or x + sigmoid(W x + b) * branch with a gate.
+        let residual =
+            |tape: &mut Tape<'_, B>, x: Var, branch: Var, gate: Option<(ParamId, ParamId)>| {
+                let branch = match gate {
+                    Some((w, b)) => {
+                        let g = tape.linear(x, v(w), Some(v(b)));
+                        let g = tape.sigmoid(g);
+                        tape.mul(g, branch)
+                    }
+                    None => branch,
+                };
+                tape.add(x, branch)
+            };
+
         for (i, layer) in self.layers.iter().enumerate() {
-            // x = x + Drop(MHA(LN1(x)))
-            let h = tape.layer_norm(
-                x,
-                v(layer.norm1_weight),
-                v(layer.norm1_bias),
-                LAYER_NORM_EPS,
-            );
+            let [gate1, gate2] = layer.gates.map_or([None, None], |g| g.map(Some));
+            // x = x + Drop(MHA(N1(x))), the branch gated when asked
+            let h = norm(tape, x, layer.norm1);
             let qkv = tape.linear(h, v(layer.in_proj_weight), Some(v(layer.in_proj_bias)));
             let mut ctx = tape.attention(
                 qkv,
@@ -370,28 +457,25 @@ impl<B: Backend> SasRec<B> {
             }
             let attn = tape.linear(ctx, v(layer.out_proj_weight), Some(v(layer.out_proj_bias)));
             let attn = tape.dropout(attn, mask(dropout_site(i, SITE_ATTENTION_OUT)));
-            x = tape.add(x, attn);
+            x = residual(tape, x, attn, gate1);
 
-            // x = x + Drop(W2 Drop(relu(W1 LN2(x) + b1)) + b2)
-            let h = tape.layer_norm(
-                x,
-                v(layer.norm2_weight),
-                v(layer.norm2_bias),
-                LAYER_NORM_EPS,
-            );
-            let hidden = tape.linear(h, v(layer.linear1_weight), Some(v(layer.linear1_bias)));
-            let hidden = tape.relu(hidden);
+            // x = x + Drop(W2 Drop(relu(W1 N2(x) + b1)) + b2), or with
+            // SwiGLU x + Drop(W2 Drop(silu(W1 N2(x)) * W3 N2(x)))
+            let h = norm(tape, x, layer.norm2);
+            let hidden = tape.linear(h, v(layer.linear1_weight), layer.linear1_bias.map(v));
+            let hidden = match layer.linear3_weight {
+                Some(w3) => {
+                    let up = tape.linear(h, v(w3), None);
+                    tape.swiglu(hidden, up)
+                }
+                None => tape.relu(hidden),
+            };
             let hidden = tape.dropout(hidden, mask(dropout_site(i, SITE_FF_HIDDEN)));
-            let ff = tape.linear(hidden, v(layer.linear2_weight), Some(v(layer.linear2_bias)));
+            let ff = tape.linear(hidden, v(layer.linear2_weight), layer.linear2_bias.map(v));
             let ff = tape.dropout(ff, mask(dropout_site(i, SITE_FF_OUT)));
-            x = tape.add(x, ff);
+            x = residual(tape, x, ff, gate2);
         }
-        tape.layer_norm(
-            x,
-            v(self.final_norm_weight),
-            v(self.final_norm_bias),
-            LAYER_NORM_EPS,
-        )
+        norm(tape, x, self.final_norm)
     }
 
     /// Mean next-item cross-entropy over the batch's non-zero targets, `[1]`.
@@ -402,14 +486,28 @@ impl<B: Backend> SasRec<B> {
         batch: &DeviceBatch<B>,
         dropout: Option<DropoutContext>,
     ) -> Var {
+        self.smoothed_loss(tape, vars, batch, dropout, 0.0)
+    }
+
+    /// [`SasRec::loss`] with label smoothing in `[0, 1)`.
+    pub fn smoothed_loss(
+        &self,
+        tape: &mut Tape<'_, B>,
+        vars: &[Var],
+        batch: &DeviceBatch<B>,
+        dropout: Option<DropoutContext>,
+        smoothing: f32,
+    ) -> Var {
         let h = self.hidden(tape, vars, batch, dropout);
-        tape.cross_entropy(h, vars[self.item_embedding.index()], &batch.targets)
+        let table = vars[self.output_embedding.index()];
+        tape.cross_entropy_smoothed(h, table, &batch.targets, smoothing)
     }
 
     /// Mean loss over sampled negatives (sampled softmax, BCE or gBCE) of
-    /// the batch's non-zero targets, `[1]`: the targets' and the negatives'
-    /// rows of the tied item table are gathered (so their gradients flow back
-    /// into it) and scored against the hidden states, never the whole table.
+    /// the batch's non-zero targets, `[1]`: the hidden states are scored
+    /// against the output table's rows of the targets and of each row's
+    /// negatives (so their gradients flow back into it), never the whole
+    /// table.
     pub fn sampled_loss(
         &self,
         tape: &mut Tape<'_, B>,
@@ -419,15 +517,12 @@ impl<B: Backend> SasRec<B> {
         negatives: &StepNegatives<B>,
     ) -> Var {
         let h = self.hidden(tape, vars, batch, dropout);
-        let table = vars[self.item_embedding.index()];
-        let pos = tape.embedding(table, &batch.targets, Some(0));
-        let neg = tape.embedding(table, &negatives.ids, None);
+        let table = vars[self.output_embedding.index()];
         tape.sampled_loss(
             h,
-            pos,
-            neg,
+            table,
             &batch.targets,
-            &negatives.ids,
+            negatives.negatives(),
             negatives.loss(),
         )
     }
@@ -438,7 +533,7 @@ impl<B: Backend> SasRec<B> {
     pub fn infer(&self, backend: &B, batch: &DeviceBatch<B>, with_scores: bool) -> Inference {
         let mut tape = Tape::new(backend, false);
         let vars = tape.params(&self.params);
-        let table = vars[self.item_embedding.index()];
+        let table = vars[self.output_embedding.index()];
         let h = self.hidden(&mut tape, &vars, batch, None);
         let loss = tape.cross_entropy(h, table, &batch.targets);
         let scores =
@@ -467,7 +562,7 @@ impl<B: Backend> SasRec<B> {
     /// The scores of every item (column 0 is padding) for hidden states
     /// `[rows, dim]` (e.g. [`SasRec::last_hidden`]): `[rows, vocab]`.
     pub fn scores(&self, backend: &B, hidden: &B::Tensor) -> B::Tensor {
-        backend.matmul(hidden, self.item_table(), false, true)
+        backend.matmul(hidden, self.output_table(), false, true)
     }
 
     /// Every weight on the host, `(name, shape, values)` in `state_dict` order.
@@ -478,8 +573,15 @@ impl<B: Backend> SasRec<B> {
             .collect()
     }
 
-    /// The item table `[vocab, dim]`.
+    /// The (input) item table `[vocab, dim]`.
     pub fn item_table(&self) -> &B::Tensor {
         self.params.get(self.item_embedding)
+    }
+
+    /// The output layer's table `[vocab, dim]`: the scores are hidden
+    /// states times its transpose. The item table unless the output layer
+    /// is untied.
+    pub fn output_table(&self) -> &B::Tensor {
+        self.params.get(self.output_embedding)
     }
 }

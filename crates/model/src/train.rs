@@ -1,4 +1,6 @@
-//! The training loop: seeded shuffling, Adam, validation every epoch, best
+//! The training loop: seeded shuffling, Adam (AdamW with weight decay;
+//! learning-rate warm-up and cosine decay as functions of the step; global
+//! gradient-norm clipping; label smoothing), validation every epoch, best
 //! checkpoint, early stopping, exact resume, NaN and infinity detection.
 
 use std::collections::HashMap;
@@ -8,8 +10,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sasrec_autograd::{Adam, Tape};
-use sasrec_data::{Order, UserSequence, batches};
+use sasrec_autograd::{AdamW, Tape, clip_grad_norm};
+use sasrec_data::{Batch, Order, UserSequence, batches};
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +33,8 @@ pub struct TrainState {
     pub batch: usize,
     /// Optimiser steps taken.
     pub step: u64,
-    /// Sum of `loss * targets` over the batches of `epoch` done so far.
+    /// Sum of `loss * targets` over the batches trained on since the last
+    /// validation (the epoch's, unless validation runs every few epochs).
     pub epoch_loss_sum: f64,
     /// Targets in those batches.
     pub epoch_targets: u64,
@@ -41,7 +44,7 @@ pub struct TrainState {
     pub epoch_tokens: u64,
     /// Best validation number so far and its epoch (1-based).
     pub best: Option<(f64, usize)>,
-    /// Epochs since the best one.
+    /// Validations since the best one (epochs, when every epoch validates).
     pub epochs_without_improvement: usize,
     /// Whether the run is over (epochs done or early stopping).
     pub finished: bool,
@@ -59,29 +62,21 @@ pub enum Outcome {
 }
 
 /// Called around the training part of every epoch (validation excluded),
-/// e.g. to reset and print per-kernel GPU timings, and after every step and
-/// every validated epoch, e.g. to report progress or to raise the stop flag.
+/// e.g. to reset and print per-kernel GPU timings.
 pub trait EpochHook {
     /// Before the first batch of an epoch.
     fn training_started(&mut self);
     /// After the last batch of an epoch, with the number of steps it took.
     fn training_finished(&mut self, steps: usize);
-    /// After every optimiser step, before the stop flag is looked at.
-    fn step_finished(&mut self) {}
-    /// After an epoch is validated and committed, before the stop flag is
-    /// looked at.
-    fn epoch_finished(&mut self, _record: &EpochRecord) {}
 }
-
-/// Where a line of progress goes (e.g. `&|line| eprintln!("{line}")`).
-pub type Log<'a> = &'a dyn Fn(&str);
 
 /// Trains a model, committing checkpoints and metrics into a run folder.
 pub struct Trainer<'a, B: Backend> {
     backend: &'a B,
     /// The model being trained.
     pub model: SasRec<B>,
-    adam: Adam<B>,
+    /// Adam, with decoupled weight decay when configured (AdamW).
+    adam: AdamW<B>,
     /// The negatives of a sampled loss (`None` for the full softmax).
     sampler: Option<NegativeSampler>,
     config: TrainConfig,
@@ -97,8 +92,6 @@ pub struct Trainer<'a, B: Backend> {
     pub progress: bool,
     /// Observes the training part of every epoch.
     pub hook: Option<Box<dyn EpochHook + 'a>>,
-    /// Where the epochs' lines go (stderr when `None`).
-    pub log: Option<Log<'a>>,
     /// When this call of [`Trainer::run`] started, and at which epoch: the
     /// pace for the estimate of the time left.
     started: Option<(Instant, usize)>,
@@ -120,6 +113,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
     ) -> Result<Self> {
         config.validate()?;
         config.check_catalogue(model.config.num_items)?;
+        NegativeSampler::check_unseen(&config, model.config.num_items, train)?;
         config.selection.check_split(held_out_last)?;
         if train.is_empty() {
             bail!("no training sequences (every user is too short for the split?)");
@@ -134,13 +128,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut run = run;
         run.set_baseline(baseline);
         let sampler = NegativeSampler::new(&config, model.config.num_items, train);
-        let adam = Adam::new(
+        let adam = AdamW::new(
             backend,
             &model.params,
             config.lr,
             config.beta1,
             config.beta2,
             config.eps,
+            config.weight_decay,
         );
         Ok(Trainer {
             backend,
@@ -156,7 +151,6 @@ impl<'a, B: Backend> Trainer<'a, B> {
             epochs: Vec::new(),
             progress: true,
             hook: None,
-            log: None,
             started: None,
         })
     }
@@ -201,10 +195,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let shape = self.backend.shape(self.model.params.get(id));
             let value = take(&name, &shape)?;
             self.model.params.set(id, value);
-            self.adam.exp_avg[i] = take(&format!("optimizer.exp_avg.{name}"), &shape)?;
-            self.adam.exp_avg_sq[i] = take(&format!("optimizer.exp_avg_sq.{name}"), &shape)?;
+            self.adam.adam.exp_avg[i] = take(&format!("optimizer.exp_avg.{name}"), &shape)?;
+            self.adam.adam.exp_avg_sq[i] = take(&format!("optimizer.exp_avg_sq.{name}"), &shape)?;
         }
-        self.adam.step = state.step;
+        self.adam.adam.step = state.step;
         self.state = state;
         self.epochs = epochs;
         // A finished run goes on when given more epochs or patience since.
@@ -274,7 +268,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     batch.batch_size,
                     max_len,
                 );
-                let (loss, targets) = self.step(&device)?;
+                let (loss, targets) = self.step(&batch, &device)?;
                 let s = &mut self.state;
                 s.batch += 1;
                 s.epoch_loss_sum += loss as f64 * targets as f64;
@@ -287,9 +281,6 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     s.epoch_tokens as f64 / s.epoch_seconds.max(1e-9)
                 ));
                 bar.inc(1);
-                if let Some(hook) = &mut self.hook {
-                    hook.step_finished();
-                }
                 if stop.load(Ordering::SeqCst) {
                     bar.abandon();
                     self.save(None)?;
@@ -299,6 +290,18 @@ impl<'a, B: Backend> Trainer<'a, B> {
             bar.finish_and_clear();
             if let Some(hook) = &mut self.hook {
                 hook.training_finished(self.state.batch - first_batch);
+            }
+            let epoch = self.state.epoch + 1;
+            if !epoch.is_multiple_of(self.config.eval_every) && epoch < self.config.epochs {
+                // No validation after this epoch: commit the progress, the
+                // training sums run on to the next validation.
+                self.state.epoch = epoch;
+                self.state.batch = 0;
+                self.save(None)?;
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(Outcome::Interrupted);
+                }
+                continue;
             }
             if self.end_epoch()? {
                 return Ok(Outcome::EarlyStopped);
@@ -316,8 +319,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
         Ok(Outcome::Completed)
     }
 
-    /// One optimiser step; returns the batch's mean loss and its target count.
-    fn step(&mut self, batch: &DeviceBatch<B>) -> Result<(f32, usize)> {
+    /// One optimiser step on `batch` (on the device: `device`); returns the
+    /// batch's mean loss and its target count.
+    fn step(&mut self, batch: &Batch, device: &DeviceBatch<B>) -> Result<(f32, usize)> {
         let step = self.state.step + 1;
         let mut tape = Tape::new(self.backend, true);
         let vars = tape.params(&self.model.params);
@@ -326,19 +330,24 @@ impl<'a, B: Backend> Trainer<'a, B> {
             step,
         };
         let loss = match &self.sampler {
-            None => self.model.loss(&mut tape, &vars, batch, Some(dropout)),
+            None => self.model.smoothed_loss(
+                &mut tape,
+                &vars,
+                device,
+                Some(dropout),
+                self.config.label_smoothing,
+            ),
             Some(sampler) => {
-                let targets = self.backend.ids_host(&batch.targets);
-                let negatives = sampler.step(self.backend, step, targets);
+                let negatives = sampler.step(self.backend, step, batch);
                 self.model
-                    .sampled_loss(&mut tape, &vars, batch, Some(dropout), &negatives)
+                    .sampled_loss(&mut tape, &vars, device, Some(dropout), &negatives)
             }
         };
         let value = self.backend.to_vec(tape.value(loss))[0];
         if !value.is_finite() {
             bail!(self.diverged(&format!("the training loss became {value}")));
         }
-        let grads = tape.backward(loss);
+        let mut grads = tape.backward(loss);
         drop(tape);
         // One device-side count for all gradients; only a bad one is read back.
         let params = &self.model.params;
@@ -351,16 +360,22 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 bad.name, bad.count, bad.len
             )));
         }
+        if self.config.grad_clip > 0.0 {
+            clip_grad_norm(self.backend, &mut grads, &vars, self.config.grad_clip);
+        }
+        // The schedule is a function of the step: a resumed run repeats it.
+        self.adam.adam.lr = self.config.lr_at(step, self.total_steps());
         self.adam
             .step(self.backend, &mut self.model.params, &grads, &vars);
         self.state.step = step;
-        let targets = self
-            .backend
-            .ids_host(&batch.targets)
-            .iter()
-            .filter(|&&t| t != 0)
-            .count();
+        let targets = batch.targets.iter().filter(|&&t| t != 0).count();
         Ok((value, targets))
+    }
+
+    /// Optimiser steps in the whole epoch budget (the cosine schedule's end).
+    fn total_steps(&self) -> u64 {
+        let per_epoch = self.train.len().div_ceil(self.config.batch_size);
+        (self.config.epochs * per_epoch) as u64
     }
 
     /// Why training stops at the step in progress, and what the run folder keeps.
@@ -458,15 +473,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
         s.finished = stop || s.epoch >= self.config.epochs;
 
         self.print_epoch(&record);
+        self.epochs.push(record);
         let best = improved.then(|| {
             let meta = HashMap::from([("epoch".to_string(), epoch.to_string())]);
             (self.model.weights(self.backend), meta)
         });
-        self.epochs.push(record);
         self.save(best)?;
-        if let (Some(hook), Some(record)) = (&mut self.hook, self.epochs.last()) {
-            hook.epoch_finished(record);
-        }
         Ok(stop)
     }
 
@@ -489,7 +501,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 }
                 _ => String::new(),
             };
-            let line = format!(
+            eprintln!(
                 "epoch {}  train loss {:.4}  valid loss {:.4}{ranking}  {:.0} tok/s{}{left}",
                 self.epoch_of_record(record.epoch),
                 record.train_loss,
@@ -497,13 +509,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 record.tokens_per_s,
                 if record.best { "  *best" } else { "" }
             );
-            match self.log {
-                Some(log) => log(&line),
-                None => {
-                    eprintln!("{line}");
-                    std::io::stderr().flush().ok();
-                }
-            }
+            std::io::stderr().flush().ok();
         }
     }
 
@@ -519,12 +525,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
             tensors.push((
                 format!("optimizer.exp_avg.{name}"),
                 shape.clone(),
-                b.to_vec(&self.adam.exp_avg[i]),
+                b.to_vec(&self.adam.adam.exp_avg[i]),
             ));
             tensors.push((
                 format!("optimizer.exp_avg_sq.{name}"),
                 shape,
-                b.to_vec(&self.adam.exp_avg_sq[i]),
+                b.to_vec(&self.adam.adam.exp_avg_sq[i]),
             ));
         }
         for (name, _, values) in &tensors {

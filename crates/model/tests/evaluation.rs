@@ -35,6 +35,7 @@ fn model<B: Backend>(b: &B) -> SasRec<B> {
         layers: 2,
         ff_dim: 32,
         dropout: 0.1,
+        options: Default::default(),
     };
     SasRec::new(b, config, 5)
 }

@@ -20,6 +20,7 @@ fn config(
         layers,
         ff_dim,
         dropout: 0.1,
+        options: Default::default(),
     }
 }
 

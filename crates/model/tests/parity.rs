@@ -4,9 +4,10 @@
 //! model on every backend.
 //!
 //! `scripts/torch_reference.py sampled` adds the sampled losses on the same
-//! model and batch (sampled softmax with and without log-Q, BCE, gBCE):
-//! each loss, its gradient with respect to the hidden states and the item
-//! table's gradient.
+//! model and batch (sampled softmax with and without log-Q, BCE, gBCE), with
+//! negatives shared by the batch, per sequence and per position: each loss,
+//! its gradient with respect to the hidden states and the item table's
+//! gradient.
 //!
 //! Tolerance: |ours - torch| <= 1e-5 + 1e-4 * |torch| elementwise. Both sides
 //! compute in f32 with different summation orders (PyTorch's GEMMs block
@@ -23,7 +24,8 @@ use sasrec_autograd::Tape;
 use sasrec_data::UserSequence;
 use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::{
-    Adam, DeviceBatch, Loss, ModelConfig, NegativeSampler, Sampler, SasRec, TrainConfig,
+    Adam, DeviceBatch, Loss, ModelConfig, NegativeSampler, NegativesScope, Sampler, SasRec,
+    TrainConfig,
 };
 
 const FIXTURE: &str = concat!(
@@ -97,6 +99,7 @@ fn load_fixture() -> Fixture {
         layers: num("layers"),
         ff_dim: 4 * num("dim"),
         dropout: 0.0,
+        options: Default::default(),
     };
     Fixture {
         floats,
@@ -227,13 +230,13 @@ fn gpu_matches_pytorch() {
 }
 
 /// Each sampled loss on the fixture's model and batch, with the fixture's
-/// negatives, against PyTorch: the loss, its gradient with respect to the
-/// final hidden states and the item table's gradient (through the lookup
-/// of the inputs and the gathers of the targets and negatives).
+/// negatives shared by the batch, per sequence and per position, against
+/// PyTorch: the loss, its gradient with respect to the final hidden states
+/// and the item table's gradient (through the lookup of the inputs and the
+/// loss's rows of the targets and negatives).
 fn check_sampled_parity<B: Backend>(backend: &B) {
     let f = load_fixture();
     let (reference, ints, meta) = read_tensors(SAMPLED_FIXTURE);
-    let negatives = ints["negatives"].1.clone();
     let counts = &ints["counts"].1;
     let model = SasRec::from_weights(backend, f.config.clone(), weights(&f, "weight.")).unwrap();
     let batch = DeviceBatch::upload(backend, &f.inputs, &f.targets, f.batch, f.config.max_len);
@@ -254,53 +257,58 @@ fn check_sampled_parity<B: Backend>(backend: &B) {
         ("bce", Loss::Bce, Sampler::Uniform),
         ("gbce", Loss::Gbce, Sampler::Uniform),
     ];
-    for (name, loss, sampler) in losses {
-        let config = TrainConfig {
-            loss,
-            sampler,
-            negatives: negatives.len(),
-            gbce_t,
-            ..TrainConfig::default()
-        };
-        let sampler = NegativeSampler::new(&config, f.config.num_items, &train).unwrap();
-        let step = sampler.with_ids(backend, negatives.clone(), &f.targets);
-        let mut tape = Tape::new(backend, true);
-        let vars = tape.params(&model.params);
-        let value = model.sampled_loss(&mut tape, &vars, &batch, None, &step);
-        assert_close(
-            &format!("{name} loss"),
-            &backend.to_vec(tape.value(value)),
-            &reference[&format!("{name}.loss")].1,
-        );
-        let grads = tape.backward(value);
-        assert_close(
-            &format!("{name} dtable"),
-            &backend.to_vec(grads.get(vars[0]).unwrap()),
-            &reference[&format!("{name}.dtable")].1,
-        );
-        drop(tape);
+    for scope in [
+        NegativesScope::Batch,
+        NegativesScope::Sequence,
+        NegativesScope::Position,
+    ] {
+        let (shape, negatives) = ints[&format!("{scope}.negatives")].clone();
+        for (name, loss, sampler) in losses {
+            let config = TrainConfig {
+                loss,
+                sampler,
+                negatives: shape[1],
+                negatives_scope: scope,
+                gbce_t,
+                ..TrainConfig::default()
+            };
+            let key = format!("{scope}.{name}");
+            let sampler = NegativeSampler::new(&config, f.config.num_items, &train).unwrap();
+            let step = sampler.with_ids(backend, negatives.clone());
+            let mut tape = Tape::new(backend, true);
+            let vars = tape.params(&model.params);
+            let value = model.sampled_loss(&mut tape, &vars, &batch, None, &step);
+            assert_close(
+                &format!("{key} loss"),
+                &backend.to_vec(tape.value(value)),
+                &reference[&format!("{key}.loss")].1,
+            );
+            let grads = tape.backward(value);
+            assert_close(
+                &format!("{key} dtable"),
+                &backend.to_vec(grads.get(vars[0]).unwrap()),
+                &reference[&format!("{key}.dtable")].1,
+            );
+            drop(tape);
 
-        // The gradient with respect to the hidden states, from the op itself.
-        let mut tape = Tape::new(backend, false);
-        let vars = tape.params(&model.params);
-        let h = model.hidden(&mut tape, &vars, &batch, None);
-        let table = model.item_table();
-        let pos = backend.embedding(table, &batch.targets);
-        let neg = backend.embedding(table, &step.ids);
-        let out = backend.sampled_loss(
-            tape.value(h),
-            &pos,
-            &neg,
-            &batch.targets,
-            &step.ids,
-            step.loss(),
-            true,
-        );
-        assert_close(
-            &format!("{name} dh"),
-            &backend.to_vec(out.dh.as_ref().unwrap()),
-            &reference[&format!("{name}.dh")].1,
-        );
+            // The gradient with respect to the hidden states, from the op itself.
+            let mut tape = Tape::new(backend, false);
+            let vars = tape.params(&model.params);
+            let h = model.hidden(&mut tape, &vars, &batch, None);
+            let out = backend.sampled_loss(
+                tape.value(h),
+                model.item_table(),
+                &batch.targets,
+                step.negatives(),
+                step.loss(),
+                true,
+            );
+            assert_close(
+                &format!("{key} dh"),
+                &backend.to_vec(out.dh.as_ref().unwrap()),
+                &reference[&format!("{key}.dh")].1,
+            );
+        }
     }
 }
 

@@ -19,6 +19,7 @@ fn model<B: Backend>(backend: &B) -> SasRec<B> {
         layers: 2,
         ff_dim: 32,
         dropout: 0.1,
+        options: Default::default(),
     };
     SasRec::new(backend, config, 3)
 }

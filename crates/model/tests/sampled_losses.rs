@@ -1,7 +1,8 @@
 //! Training SASRec with the sampled losses as a user relies on it: the CPU
-//! and the GPU train on the same negatives and give the same losses step
-//! after step, gBCE with t = 0 is BCE, every sampled loss trains, and
-//! config.json files from before the losses existed still load.
+//! and the GPU train on the same negatives (shared by the batch, drawn per
+//! sequence or per position) and give the same losses step after step,
+//! gBCE with t = 0 is BCE, every sampled loss trains, and config.json files
+//! from before the losses (or the scopes) existed still load.
 //!
 //! Tolerance across backends as in `tests/backends.rs`: 1e-4 relative per
 //! loss (each op differs by a few ulps between the backends; 20 Adam steps
@@ -14,8 +15,8 @@ use sasrec_autograd::Tape;
 use sasrec_data::{Order, UserSequence, batches};
 use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::{
-    Adam, DeviceBatch, DropoutContext, EpochRecord, Loss, ModelConfig, NegativeSampler, Outcome,
-    RunDir, RunWriter, Sampler, SasRec, Selection, TrainConfig, Trainer,
+    Adam, DeviceBatch, DropoutContext, EpochRecord, Loss, ModelConfig, NegativeSampler,
+    NegativesScope, Outcome, RunDir, RunWriter, Sampler, SasRec, Selection, TrainConfig, Trainer,
 };
 
 const ITEMS: usize = 1500;
@@ -43,6 +44,7 @@ fn losses<B: Backend>(backend: &B, config: &TrainConfig) -> Vec<f32> {
         layers: 2,
         ff_dim: 128,
         dropout: 0.1,
+        options: Default::default(),
     };
     let users = users();
     let sampler = NegativeSampler::new(config, ITEMS, &users).expect("a sampled loss");
@@ -66,7 +68,7 @@ fn losses<B: Backend>(backend: &B, config: &TrainConfig) -> Vec<f32> {
                 batch.batch_size,
                 model_config.max_len,
             );
-            let negatives = sampler.step(backend, step, &batch.targets);
+            let negatives = sampler.step(backend, step, &batch);
             let mut tape = Tape::new(backend, true);
             let vars = tape.params(&model.params);
             let dropout = DropoutContext { seed: 77, step };
@@ -90,27 +92,41 @@ fn config(loss: Loss, negatives: usize, sampler: Sampler) -> TrainConfig {
     }
 }
 
+fn scoped(scope: NegativesScope, exclude_seen: bool, c: TrainConfig) -> TrainConfig {
+    TrainConfig {
+        negatives_scope: scope,
+        exclude_seen,
+        ..c
+    }
+}
+
 #[test]
 fn cpu_and_gpu_train_alike_with_every_sampled_loss() {
     let Some(gpu) = sasrec_kernels::gpu::test_backend() else {
         return;
     };
+    use NegativesScope::{Batch, Position, Sequence};
     for config in [
-        // The example: sampled softmax with 1,024 negatives.
+        // Sampled softmax with 1,024 negatives, per sequence (the default).
         config(Loss::SampledSoftmax, 1024, Sampler::Uniform),
-        config(Loss::SampledSoftmax, 300, Sampler::Popularity),
-        config(Loss::Bce, 256, Sampler::Uniform),
-        config(Loss::Gbce, 256, Sampler::Uniform),
+        scoped(
+            Batch,
+            false,
+            config(Loss::SampledSoftmax, 300, Sampler::Popularity),
+        ),
+        scoped(Position, false, config(Loss::Bce, 64, Sampler::Uniform)),
+        scoped(Sequence, true, config(Loss::Gbce, 256, Sampler::Uniform)),
     ] {
         let cpu = losses(&CpuBackend, &config);
         let on_gpu = losses(&gpu, &config);
         for (step, (c, g)) in cpu.iter().zip(&on_gpu).enumerate() {
             assert!(
                 (c - g).abs() <= 1e-4 * c.abs(),
-                "{} with {} {} negatives, step {}: cpu loss {c}, gpu loss {g}",
+                "{} with {} {} negatives per {}, step {}: cpu loss {c}, gpu loss {g}",
                 config.loss,
                 config.negatives,
                 config.sampler,
+                config.negatives_scope,
                 step + 1
             );
         }
@@ -159,7 +175,14 @@ fn every_sampled_loss_trains() {
             UserSequence::new(s.user, items)
         })
         .collect();
-    for loss in [Loss::SampledSoftmax, Loss::Bce, Loss::Gbce] {
+    use NegativesScope::{Batch, Position, Sequence};
+    for (loss, scope, exclude_seen) in [
+        (Loss::SampledSoftmax, Sequence, false),
+        (Loss::SampledSoftmax, Batch, false),
+        (Loss::SampledSoftmax, Position, true),
+        (Loss::Bce, Sequence, false),
+        (Loss::Gbce, Sequence, true),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let model = SasRec::new(
             &b,
@@ -171,6 +194,7 @@ fn every_sampled_loss_trains() {
                 layers: 2,
                 ff_dim: 32,
                 dropout: 0.1,
+                options: Default::default(),
             },
             11,
         );
@@ -180,7 +204,7 @@ fn every_sampled_loss_trains() {
             epochs: 15,
             selection: Selection::Ndcg(10),
             seed: 3,
-            ..config(loss, 8, Sampler::Uniform)
+            ..scoped(scope, exclude_seen, config(loss, 8, Sampler::Uniform))
         };
         let run = RunWriter::create(dir.path(), "test", false).unwrap();
         let mut t = Trainer::new(&b, model, config, &train, &valid, true, run).unwrap();
@@ -192,9 +216,10 @@ fn every_sampled_loss_trains() {
             .unwrap()
             .epochs;
         let (first, last) = (&records[0], &records[14]);
+        let what = format!("{loss} per {scope} (exclude_seen {exclude_seen})");
         assert!(
             last.train_loss < 0.7 * first.train_loss,
-            "{loss}: train loss {} -> {}",
+            "{what}: train loss {} -> {}",
             first.train_loss,
             last.train_loss
         );
@@ -205,13 +230,13 @@ fn every_sampled_loss_trains() {
         if loss == Loss::SampledSoftmax {
             assert!(
                 ndcg(last) > ndcg(first) + 0.1,
-                "{loss}: NDCG@10 {} -> {}",
+                "{what}: NDCG@10 {} -> {}",
                 ndcg(first),
                 ndcg(last)
             );
         }
         // Validation reports the full softmax whatever the training loss.
-        assert!(last.valid.loss < first.valid.loss, "{loss}");
+        assert!(last.valid.loss < first.valid.loss, "{what}");
     }
 }
 
@@ -249,6 +274,36 @@ fn settings_are_checked_against_the_catalogue() {
         };
         assert_eq!(bad.validate().unwrap_err().field, "gbce_t");
     }
+    // Excluding a user's items: per sequence or position, uniform only.
+    for bad in [
+        scoped(
+            NegativesScope::Batch,
+            true,
+            config(Loss::Bce, 8, Sampler::Uniform),
+        ),
+        scoped(
+            NegativesScope::Sequence,
+            true,
+            config(Loss::Bce, 8, Sampler::Popularity),
+        ),
+        scoped(
+            NegativesScope::Sequence,
+            true,
+            config(Loss::Full, 8, Sampler::Uniform),
+        ),
+    ] {
+        assert_eq!(bad.validate().unwrap_err().field, "exclude_seen");
+    }
+    assert_eq!(
+        TrainConfig {
+            eval_every: 0,
+            ..TrainConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string(),
+        "eval_every must be at least 1, got 0"
+    );
 }
 
 #[test]
@@ -261,6 +316,20 @@ fn an_older_train_config_loads_with_the_full_softmax() {
     assert_eq!(
         (config.negatives, config.sampler, config.gbce_t),
         (256, Sampler::Uniform, 0.75)
+    );
+    // Runs from before the scopes shared their negatives across the batch,
+    // and validated every epoch.
+    assert_eq!(
+        (
+            config.negatives_scope,
+            config.exclude_seen,
+            config.eval_every
+        ),
+        (NegativesScope::Batch, false, 1)
+    );
+    assert_eq!(
+        TrainConfig::default().negatives_scope,
+        NegativesScope::Sequence
     );
     assert!(NegativeSampler::new(&config, 100, &[]).is_none());
     let written = serde_json::to_value(TrainConfig {

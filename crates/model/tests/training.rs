@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use sasrec_data::UserSequence;
 use sasrec_kernels::CpuBackend;
 use sasrec_model::{
-    DeviceBatch, EpochRecord, Loss, ModelConfig, Outcome, RunDir, RunWriter, Sampler, SasRec,
-    Selection, TrainConfig, Trainer, load_model, recommend,
+    DeviceBatch, EpochRecord, Loss, LrSchedule, ModelConfig, NegativesScope, Outcome, RunDir,
+    RunWriter, Sampler, SasRec, Selection, TrainConfig, Trainer, load_model, recommend,
 };
 
 const ITEMS: usize = 30;
@@ -34,6 +34,7 @@ fn small_model(dropout: f32) -> ModelConfig {
         layers: 2,
         ff_dim: 32,
         dropout,
+        options: Default::default(),
     }
 }
 
@@ -146,26 +147,123 @@ fn loss_falls_and_ranking_improves() {
     assert_eq!(metrics.lines().count(), 15);
 }
 
+/// Where a 3-epoch run of 3 steps per epoch, validated after every epoch,
+/// stops when interrupted after every step: after each step, and once more
+/// after validating each of the first two epochs.
+fn stops_validating_every_epoch() -> Vec<(usize, u64)> {
+    let mut stops: Vec<(usize, u64)> = (1..=9u64)
+        .map(|step| ((step as usize - 1) / 3, step))
+        .collect();
+    stops.insert(3, (1, 3));
+    stops.insert(7, (2, 6));
+    stops
+}
+
 #[test]
 fn interrupted_run_resumes_exactly() {
-    resumes_exactly(train_config(3));
+    let stops = resumes_exactly(train_config(3));
+    assert_eq!(stops, stops_validating_every_epoch());
 }
 
 #[test]
 fn interrupted_run_with_a_sampled_loss_resumes_exactly() {
-    // Popularity negatives with the log-Q correction: every step draws from
-    // the seed and the step alone.
-    resumes_exactly(TrainConfig {
+    // Popularity negatives with the log-Q correction shared by the batch,
+    // and the users' unseen items per position: every step draws from the
+    // seed, the step and the batch alone.
+    for config in [
+        TrainConfig {
+            loss: Loss::SampledSoftmax,
+            negatives: 12,
+            sampler: Sampler::Popularity,
+            negatives_scope: NegativesScope::Batch,
+            ..train_config(3)
+        },
+        TrainConfig {
+            loss: Loss::Gbce,
+            negatives: 5,
+            negatives_scope: NegativesScope::Position,
+            exclude_seen: true,
+            ..train_config(3)
+        },
+    ] {
+        let stops = resumes_exactly(config);
+        assert_eq!(stops, stops_validating_every_epoch());
+    }
+}
+
+#[test]
+fn validating_every_two_epochs_resumes_exactly() {
+    // Validation after epochs 2 and 3 (the last) only; an interruption at
+    // the end of epoch 1 commits it without validating.
+    let config = TrainConfig {
+        eval_every: 2,
         loss: Loss::SampledSoftmax,
-        negatives: 12,
-        sampler: Sampler::Popularity,
+        negatives: 6,
+        ..train_config(3)
+    };
+    let stops = resumes_exactly(config);
+    let mut expected: Vec<(usize, u64)> = (1..=9u64)
+        .map(|step| ((step as usize - 1) / 3, step))
+        .collect();
+    expected.insert(3, (1, 3));
+    expected.insert(7, (2, 6));
+    assert_eq!(stops, expected);
+}
+
+#[test]
+fn validation_every_few_epochs_and_patience_in_validations() {
+    let b = CpuBackend;
+    let train = cyclic_users(40);
+    let valid = valid_of(&train);
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        eval_every: 3,
+        ..train_config(7)
+    };
+    let mut t = trainer_with(&b, &train, &valid, dir.path(), 0.1, config, false);
+    assert_eq!(t.run(&AtomicBool::new(false)).unwrap(), Outcome::Completed);
+    let records = epochs(dir.path());
+    let at: Vec<(usize, u64)> = records.iter().map(|r| (r.epoch, r.step)).collect();
+    // 3 steps per epoch; validations after epochs 3, 6 and 7 (the last).
+    assert_eq!(at, [(3, 9), (6, 18), (7, 21)]);
+    // A lr of 0 never improves after the first validation: patience 2 stops
+    // after the third (epoch 9 of at most 30), not after epoch 3.
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        eval_every: 3,
+        patience: Some(2),
+        lr: 1e-30,
+        ..train_config(30)
+    };
+    let mut t = trainer_with(&b, &train, &valid, dir.path(), 0.1, config, false);
+    assert_eq!(
+        t.run(&AtomicBool::new(false)).unwrap(),
+        Outcome::EarlyStopped
+    );
+    let records = epochs(dir.path());
+    assert_eq!(
+        records.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        [3, 6, 9]
+    );
+}
+
+#[test]
+fn interrupted_run_with_the_training_options_resumes_exactly() {
+    // The learning rate is a function of the step (warm-up, then cosine
+    // decay), as are AdamW's decay and the clipping.
+    resumes_exactly(TrainConfig {
+        weight_decay: 0.05,
+        warmup_steps: 4,
+        lr_schedule: LrSchedule::Cosine,
+        label_smoothing: 0.1,
+        grad_clip: 0.5,
         ..train_config(3)
     });
 }
 
 /// Interrupts a 3-epoch run after every step and checks that it ends where
-/// an uninterrupted run does.
-fn resumes_exactly(config: TrainConfig) {
+/// an uninterrupted run does; returns where it stopped (epoch, step).
+fn resumes_exactly(config: TrainConfig) -> Vec<(usize, u64)> {
     assert_eq!(config.epochs, 3);
     let b = CpuBackend;
     let train = cyclic_users(40); // 3 batches of 16 per epoch
@@ -217,15 +315,9 @@ fn resumes_exactly(config: TrainConfig) {
         }
         assert!(
             stops.len() <= 11,
-            "more stops than 9 steps and 2 validations"
+            "more stops than 9 steps and 2 epoch ends"
         );
     }
-    let mut expected_stops: Vec<(usize, u64)> = (1..=9u64)
-        .map(|step| ((step as usize - 1) / 3, step))
-        .collect();
-    expected_stops.insert(3, (1, 3));
-    expected_stops.insert(7, (2, 6));
-    assert_eq!(stops, expected_stops);
     let strip = |dir: &std::path::Path| {
         epochs(dir)
             .into_iter()
@@ -233,6 +325,7 @@ fn resumes_exactly(config: TrainConfig) {
             .collect::<Vec<_>>()
     };
     assert_eq!(strip(interrupted.path()), strip(straight.path()));
+    stops
 }
 
 #[test]

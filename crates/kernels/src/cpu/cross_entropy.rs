@@ -21,9 +21,11 @@
 //! Peak memory is one `[chunk, vocab]` buffer of at most [`CE_BUFFER_BYTES`]
 //! (or one row, if a row is larger) plus the outputs, never `rows x vocab`.
 
-use super::par::for_each_chunk2;
+use super::bf16::Bf16Kernel;
+use super::output_layer::OutputProducts;
+use super::par::{for_each_chunk, for_each_chunk2};
 use super::profile::Laps;
-use super::sgemm::{NC, PackedB, sgemm_both_sides, sgemm_packed_rows};
+use super::sgemm::NC;
 use super::simd::simd_dispatch;
 use super::tensor::{CpuIds, CpuTensor};
 use crate::{CrossEntropy, SoftmaxCrossEntropy, contract};
@@ -165,12 +167,14 @@ struct RowStats {
 
 /// What the logits product leaves for one row and one block of
 /// [`NC`] columns: the block's largest logit, the sum of `exp(z - max)`
-/// over it, and the target's logit if the target is in the block.
+/// over it, the target's logit if the target is in the block, and (with
+/// label smoothing) the sum of the block's logits.
 #[derive(Clone, Copy, Default)]
 struct BlockStats {
     max: f32,
     sum: f32,
     target: Option<f32>,
+    logit_sum: f64,
 }
 
 /// The fused cross-entropy of `Backend::cross_entropy`, working through the
@@ -185,15 +189,62 @@ pub fn cross_entropy_chunked(
     with_grad: bool,
     chunk_rows: usize,
 ) -> CrossEntropy<CpuTensor> {
+    fused(h, table, targets, 0.0, with_grad, chunk_rows, None)
+}
+
+/// [`cross_entropy_chunked`] with label smoothing (`Backend::cross_entropy_smoothed`).
+///
+/// The smoothing's share of the gradient, `-smoothing / vocab` on every
+/// logit, is added outside the products: `dh` gets `-g smoothing
+/// mean(table rows)` per row and `dtable` gets `-g smoothing / vocab
+/// sum(h rows)` on every row (`g` = 1 / count), rank-one terms that cost no
+/// pass over the logits.
+pub fn cross_entropy_smoothed_chunked(
+    h: &CpuTensor,
+    table: &CpuTensor,
+    targets: &CpuIds,
+    smoothing: f32,
+    with_grad: bool,
+    chunk_rows: usize,
+) -> CrossEntropy<CpuTensor> {
+    fused(h, table, targets, smoothing, with_grad, chunk_rows, None)
+}
+
+/// [`cross_entropy_chunked`] with its three products in bf16 on `kernel`
+/// (`Precision::Bf16`; see `bf16.rs`).
+///
+/// # Panics
+/// If this CPU cannot run `kernel` ([`Bf16Kernel::supported`]).
+pub fn cross_entropy_chunked_bf16(
+    h: &CpuTensor,
+    table: &CpuTensor,
+    targets: &CpuIds,
+    with_grad: bool,
+    chunk_rows: usize,
+    kernel: Bf16Kernel,
+) -> CrossEntropy<CpuTensor> {
+    fused(h, table, targets, 0.0, with_grad, chunk_rows, Some(kernel))
+}
+
+/// The fused cross-entropy with label smoothing `smoothing` (0: none), its
+/// products in f32 or, with `bf16`, in bf16 on that kernel.
+pub(super) fn fused(
+    h: &CpuTensor,
+    table: &CpuTensor,
+    targets: &CpuIds,
+    smoothing: f32,
+    with_grad: bool,
+    chunk_rows: usize,
+    bf16: Option<Bf16Kernel>,
+) -> CrossEntropy<CpuTensor> {
     let targets = targets.as_slice();
     let contract::CrossEntropyDims { rows, dim, vocab } =
-        contract::cross_entropy(h.shape(), table.shape(), targets);
+        contract::cross_entropy_smoothed(h.shape(), table.shape(), targets, smoothing);
     assert!(chunk_rows > 0, "cross_entropy: chunk_rows must be positive");
+    let smoothed = smoothing > 0.0;
 
     let mut laps = Laps::start();
     let (h, table) = (h.data(), table.data());
-    // The logits product reads the table transposed: pack it once for all chunks.
-    let table_t = PackedB::new(table, true, dim, vocab);
     let active: Vec<usize> = (0..rows).filter(|&r| targets[r] != 0).collect();
     let count = active.len();
     let mut dh = with_grad.then(|| vec![0.0f32; rows * dim]);
@@ -202,7 +253,8 @@ pub fn cross_entropy_chunked(
     let chunk = chunk_rows.min(count);
     let blocks = vocab.div_ceil(NC);
     let g = 1.0 / count as f32;
-    let mut logits = vec![0.0f32; chunk * vocab];
+    // The logits product reads the table transposed: pack it once for all chunks.
+    let mut products = OutputProducts::new(bf16, table, dim, vocab, chunk, with_grad);
     let mut h_chunk = vec![0.0f32; chunk * dim];
     let mut dh_chunk = vec![0.0f32; if with_grad { chunk * dim } else { 0 }];
     let mut block_stats = vec![BlockStats::default(); chunk * blocks];
@@ -211,28 +263,29 @@ pub fn cross_entropy_chunked(
     laps.lap("cross_entropy.setup");
     for part in active.chunks(chunk.max(1)) {
         let c = part.len();
-        let (hc, z) = (&mut h_chunk[..c * dim], &mut logits[..c * vocab]);
+        let hc = &mut h_chunk[..c * dim];
         let (block_stats, scales) = (&mut block_stats[..c * blocks], &mut scales[..c * blocks]);
         for (dst, &r) in hc.chunks_exact_mut(dim.max(1)).zip(part) {
             dst.copy_from_slice(&h[r * dim..(r + 1) * dim]);
         }
         // Logits, and the softmax's exp of each block of them while the
         // block is in cache: z = exp(z - block max).
-        sgemm_packed_rows(
-            c,
-            dim,
-            vocab,
-            hc,
-            &table_t,
-            z,
-            block_stats,
-            |i, block, z| {
-                let target = (targets[part[i]] as usize).checked_sub(block * NC);
-                let target = target.and_then(|t| z.get(t).copied());
-                let (max, sum) = exp_row(z);
-                BlockStats { max, sum, target }
-            },
-        );
+        products.logits(c, hc, block_stats, |i, block, z| {
+            let target = (targets[part[i]] as usize).checked_sub(block * NC);
+            let target = target.and_then(|t| z.get(t).copied());
+            let logit_sum = if smoothed {
+                z.iter().map(|&v| v as f64).sum()
+            } else {
+                0.0
+            };
+            let (max, sum) = exp_row(z);
+            BlockStats {
+                max,
+                sum,
+                target,
+                logit_sum,
+            }
+        });
         laps.lap("cross_entropy.logits");
 
         // Per row: max over blocks M, sum S = sum_b sum_b e^(max_b - M),
@@ -250,7 +303,15 @@ pub fn cross_entropy_chunked(
                 .iter()
                 .find_map(|b| b.target)
                 .expect("the target is in a block");
-            loss_sum += (sum as f64).ln() + (max as f64 - z_target as f64);
+            let lse = (sum as f64).ln() + max as f64;
+            loss_sum += if smoothed {
+                // PyTorch's label smoothing: (1 - e) nll + e mean(-log softmax).
+                let mean = stats.iter().map(|b| b.logit_sum).sum::<f64>() / vocab as f64;
+                let e = smoothing as f64;
+                lse - (1.0 - e) * z_target as f64 - e * mean
+            } else {
+                (sum as f64).ln() + (max as f64 - z_target as f64)
+            };
             for (s, f) in scales.iter_mut().zip(&shifts) {
                 *s = g * f / sum;
             }
@@ -262,21 +323,30 @@ pub fn cross_entropy_chunked(
             // scales * z, the one-hot part is one row of the table (for dh)
             // or of h (for dtable) per row.
             let dhc = &mut dh_chunk[..c * dim];
-            sgemm_both_sides(c, vocab, dim, z, scales, table, dhc, hc, dtable);
+            products.backward(c, scales, table, hc, dhc, dtable);
+            // The target's weight: 1, or 1 - smoothing.
+            let gt = g * (1.0 - smoothing);
             for (i, &r) in part.iter().enumerate() {
                 let t = targets[r] as usize;
                 let t_row = &table[t * dim..(t + 1) * dim];
                 let out = &mut dh[r * dim..(r + 1) * dim];
                 for ((o, &e), &w) in out.iter_mut().zip(&dhc[i * dim..(i + 1) * dim]).zip(t_row) {
-                    *o = e - g * w;
+                    *o = e - gt * w;
                 }
                 let dt_row = &mut dtable[t * dim..(t + 1) * dim];
                 for (o, &x) in dt_row.iter_mut().zip(&hc[i * dim..(i + 1) * dim]) {
-                    *o -= g * x;
+                    *o -= gt * x;
                 }
             }
             laps.lap("cross_entropy.backward");
         }
+    }
+
+    if let Some(dtable) = dtable.as_mut() {
+        products.finish(dtable);
+    }
+    if let (true, Some(dh), Some(dtable)) = (smoothed && count > 0, dh.as_mut(), dtable.as_mut()) {
+        smoothing_gradients(h, table, &active, dim, g * smoothing, dh, dtable);
     }
 
     let loss = if count == 0 {
@@ -290,6 +360,48 @@ pub fn cross_entropy_chunked(
         dh: dh.map(|d| CpuTensor::new(d, &[rows, dim])),
         dtable: dtable.map(|d| CpuTensor::new(d, &[vocab, dim])),
     }
+}
+
+/// The uniform part of label smoothing's gradient, `-ge / vocab` on every
+/// logit of the `active` rows (`ge` = smoothing / count): `dh[r] -= ge *
+/// mean(table rows)` and `dtable[j] -= ge / vocab * sum(h[active])`.
+fn smoothing_gradients(
+    h: &[f32],
+    table: &[f32],
+    active: &[usize],
+    dim: usize,
+    ge: f32,
+    dh: &mut [f32],
+    dtable: &mut [f32],
+) {
+    let vocab = table.len() / dim.max(1);
+    let mut table_mean = vec![0.0f64; dim];
+    for row in table.chunks_exact(dim.max(1)) {
+        table_mean
+            .iter_mut()
+            .zip(row)
+            .for_each(|(m, &v)| *m += v as f64);
+    }
+    let table_mean: Vec<f32> = table_mean
+        .iter()
+        .map(|&m| (m / vocab as f64) as f32)
+        .collect();
+    let mut h_sum = vec![0.0f64; dim];
+    for &r in active {
+        let out = &mut dh[r * dim..(r + 1) * dim];
+        out.iter_mut()
+            .zip(&table_mean)
+            .for_each(|(o, &m)| *o -= ge * m);
+        let row = &h[r * dim..(r + 1) * dim];
+        h_sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+    }
+    let h_term: Vec<f32> = h_sum
+        .iter()
+        .map(|&s| (s / vocab as f64) as f32 * ge)
+        .collect();
+    for_each_chunk(dtable, dim.max(1), |_, row| {
+        row.iter_mut().zip(&h_term).for_each(|(o, &t)| *o -= t);
+    });
 }
 
 /// Softmax cross-entropy of `logits` `[rows, classes]` against `targets`,

@@ -11,9 +11,14 @@
 //! value in all three).
 //!
 //! One file per op family, each a forward/backward pair with explicit shapes.
+//!
+//! [`CpuBackend::with_precision`] gives a backend whose fused cross-entropy
+//! multiplies bf16 operands into f32 sums (`bf16.rs`); every other op, and
+//! the default backend, stay f32.
 
 mod adam;
 mod attention;
+mod bf16;
 mod cross_entropy;
 mod elementwise;
 mod embedding;
@@ -21,35 +26,91 @@ mod layer_norm;
 mod matmul;
 mod memory;
 mod non_finite;
+mod output_layer;
 mod par;
 mod profile;
+mod rms_norm;
 mod sampled_loss;
 mod sgemm;
 mod simd;
 mod sum_rows;
+mod swiglu;
 mod tensor;
 
-pub use cross_entropy::{CE_BUFFER_BYTES, CE_CHUNK_ROWS, ce_chunk_rows, cross_entropy_chunked};
+pub use bf16::{Bf16Kernel, Bf16Unsupported, Precision};
+pub use cross_entropy::{
+    CE_BUFFER_BYTES, CE_CHUNK_ROWS, ce_chunk_rows, cross_entropy_chunked,
+    cross_entropy_chunked_bf16, cross_entropy_smoothed_chunked,
+};
 pub use memory::retain_freed_memory;
 pub use profile::OpTime;
-pub use sampled_loss::sampled_loss_chunked;
+pub use sampled_loss::{SampledChunks, sampled_loss_chunked};
 pub use tensor::{CpuIds, CpuTensor};
 
 use crate::{
-    AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, SampledLoss, SampledLossOutput,
-    SoftmaxCrossEntropy,
+    AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, Negatives, SampledLoss,
+    SampledLossOutput, SoftmaxCrossEntropy,
 };
 
 /// The CPU backend. Threads: rayon's global pool, for the row-parallel ops
 /// and the matrix products (`sgemm.rs`; matrixmultiply's own pool, sized by
 /// `MATMUL_NUM_THREADS`, on CPUs without AVX2 + FMA).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CpuBackend;
+///
+/// `CpuBackend` is also the name of the f32 backend's value (a constant),
+/// so `&CpuBackend` reads as it would for a unit struct; the bf16 one comes
+/// from [`CpuBackend::with_precision`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuBackend {
+    /// The kernel of the fused cross-entropy's bf16 products; `None`: f32.
+    bf16: Option<Bf16Kernel>,
+}
+
+/// The f32 CPU backend (the default).
+#[allow(non_upper_case_globals)]
+pub const CpuBackend: CpuBackend = CpuBackend { bf16: None };
 
 impl CpuBackend {
-    /// The CPU backend (stateless; same as `CpuBackend`).
+    /// The f32 CPU backend (same as `CpuBackend`).
     pub fn new() -> Self {
         CpuBackend
+    }
+
+    /// The backend whose fused cross-entropy multiplies operands of this
+    /// precision: bf16 runs on the fastest kernel this CPU has
+    /// ([`Bf16Kernel::detect`]: AMX, else AVX512-BF16), and is refused on
+    /// CPUs with neither.
+    pub fn with_precision(precision: Precision) -> Result<Self, Bf16Unsupported> {
+        match precision {
+            Precision::Fp32 => Ok(CpuBackend),
+            Precision::Bf16 => Bf16Kernel::detect()
+                .map(|kernel| CpuBackend { bf16: Some(kernel) })
+                .ok_or(Bf16Unsupported { kernel: None }),
+        }
+    }
+
+    /// The bf16 backend on a given kernel (to compare the kernels on one
+    /// machine), refused where the CPU cannot run it.
+    pub fn with_bf16_kernel(kernel: Bf16Kernel) -> Result<Self, Bf16Unsupported> {
+        if kernel.supported() {
+            Ok(CpuBackend { bf16: Some(kernel) })
+        } else {
+            Err(Bf16Unsupported {
+                kernel: Some(kernel),
+            })
+        }
+    }
+
+    /// The precision of the fused cross-entropy's products.
+    pub fn precision(&self) -> Precision {
+        match self.bf16 {
+            None => Precision::Fp32,
+            Some(_) => Precision::Bf16,
+        }
+    }
+
+    /// The kernel of the bf16 products (`None` with f32).
+    pub fn bf16_kernel(&self) -> Option<Bf16Kernel> {
+        self.bf16
     }
 
     /// Starts timing every op (wall time per call, summed per op name; see
@@ -80,9 +141,13 @@ impl Backend for CpuBackend {
     type Ids = CpuIds;
 
     fn name(&self) -> String {
-        match rayon::current_num_threads() {
-            1 => "cpu (1 thread)".to_string(),
-            n => format!("cpu ({n} threads)"),
+        let threads = match rayon::current_num_threads() {
+            1 => "1 thread".to_string(),
+            n => format!("{n} threads"),
+        };
+        match self.bf16 {
+            None => format!("cpu ({threads})"),
+            Some(kernel) => format!("cpu ({threads}, bf16 products on {kernel})"),
         }
     }
 
@@ -207,6 +272,37 @@ impl Backend for CpuBackend {
         layer_norm::layer_norm_backward(dy, x, gamma, stats)
     }
 
+    fn rms_norm(&self, x: &CpuTensor, gamma: &CpuTensor, eps: f32) -> (CpuTensor, CpuTensor) {
+        let _t = profile::time("rms_norm.forward");
+        rms_norm::rms_norm(x, gamma, eps)
+    }
+
+    fn rms_norm_backward(
+        &self,
+        dy: &CpuTensor,
+        x: &CpuTensor,
+        gamma: &CpuTensor,
+        rstd: &CpuTensor,
+    ) -> (CpuTensor, CpuTensor) {
+        let _t = profile::time("rms_norm.backward");
+        rms_norm::rms_norm_backward(dy, x, gamma, rstd)
+    }
+
+    fn swiglu(&self, gate: &CpuTensor, up: &CpuTensor) -> CpuTensor {
+        let _t = profile::time("swiglu.forward");
+        swiglu::swiglu(gate, up)
+    }
+
+    fn swiglu_backward(
+        &self,
+        dy: &CpuTensor,
+        gate: &CpuTensor,
+        up: &CpuTensor,
+    ) -> (CpuTensor, CpuTensor) {
+        let _t = profile::time("swiglu.backward");
+        swiglu::swiglu_backward(dy, gate, up)
+    }
+
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> CpuTensor {
         let _t = profile::time("matmul.matmul");
         matmul::matmul(a, b, trans_a, trans_b)
@@ -250,15 +346,24 @@ impl Backend for CpuBackend {
         attention::attention_backward(dctx, qkv, probs, shape, dropout)
     }
 
-    fn cross_entropy(
+    fn cross_entropy_smoothed(
         &self,
         h: &CpuTensor,
         table: &CpuTensor,
         targets: &CpuIds,
+        smoothing: f32,
         with_grad: bool,
     ) -> CrossEntropy<CpuTensor> {
         let vocab = table.shape().first().copied().unwrap_or(0);
-        cross_entropy_chunked(h, table, targets, with_grad, ce_chunk_rows(vocab))
+        cross_entropy::fused(
+            h,
+            table,
+            targets,
+            smoothing,
+            with_grad,
+            ce_chunk_rows(vocab),
+            self.bf16,
+        )
     }
 
     fn softmax_cross_entropy(
@@ -275,14 +380,14 @@ impl Backend for CpuBackend {
     fn sampled_loss(
         &self,
         h: &CpuTensor,
-        pos: &CpuTensor,
-        neg: &CpuTensor,
+        table: &CpuTensor,
         targets: &CpuIds,
-        negatives: &CpuIds,
+        negatives: Negatives<'_, CpuIds>,
         loss: SampledLoss<'_, CpuTensor>,
         with_grad: bool,
     ) -> SampledLossOutput<CpuTensor> {
-        sampled_loss::sampled_loss(h, pos, neg, targets, negatives, loss, with_grad)
+        let _t = profile::time("sampled_loss.sampled_loss");
+        sampled_loss::sampled_loss(h, table, targets, negatives, loss, with_grad)
     }
 
     fn count_non_finite(&self, tensors: &[&CpuTensor]) -> Vec<usize> {

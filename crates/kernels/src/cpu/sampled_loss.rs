@@ -1,30 +1,39 @@
-//! Losses over sampled negatives shared by every row (`sampled_loss`):
-//! sampled softmax (with an optional log-Q correction) and binary
-//! cross-entropy with a weighted positive (BCE, gBCE).
+//! Losses over sampled negatives (`sampled_loss`): sampled softmax (with an
+//! optional log-Q correction) and binary cross-entropy with a weighted
+//! positive (BCE, gBCE).
 //!
-//! Fused like the cross-entropy, for each chunk of rows whose target is not
-//! 0 (ignored rows cost nothing):
+//! The rows are split into groups of consecutive rows that share their
+//! negatives (the whole batch, a sequence, or a single position). The work
+//! is cut into pieces, a piece being up to [`sampled_chunk_rows`] rows of
+//! one group whose target is not 0 (ignored rows cost nothing), and pieces
+//! are taken in blocks whose logits and gathered negatives stay within
+//! [`SampledChunks`]. For each block:
 //!
 //! ```text
-//! z       = h_chunk @ neg^T                 [chunk, n]  (reused buffer)
-//! s+      = rowwise h . pos                 [chunk]
-//! loss   += row loss of (s+, z)             (f64)
-//! z, ds+  = d row loss / d (z, s+) / count  (z in place: dz)
-//! dh_chunk = dz @ neg + ds+ * pos           [chunk, dim]
-//! dpos_chunk = ds+ * h                      [chunk, dim]
-//! dneg   += dz^T @ h_chunk                  [n, dim]
+//! neg      = table[the block's negative ids]        [groups in block * n, dim]
+//! per piece (in parallel), with its group's neg_g  [n, dim]:
+//!   z      = h_piece @ neg_g^T                      [piece rows, n]
+//!   s+     = rowwise h . table[target] (- log Q)    [piece rows]
+//!   loss  += row loss of (s+, z)                    (f64)
+//!   z, ds+ = d row loss / d (z, s+) / count         (z in place: dz)
+//!   dh     = dz @ neg_g + ds+ * table[target]       [piece rows, dim]
+//!   dneg_p = dz^T @ h_piece                         [n, dim]
+//! then in piece order: dtable[id_j] += dneg_p[j], dtable[target] += ds+ * h
 //! ```
 //!
 //! A negative whose id is the row's target takes no part in that row: no
-//! loss, and a gradient of exactly 0 (NaN rows included). Peak memory is one
-//! `[chunk, n]` buffer of about [`SAMPLED_BUFFER_BYTES`] plus the outputs.
+//! loss, and a gradient of exactly 0 (NaN rows included). Every partition
+//! is fixed by the sizes and every sum runs in a fixed order, so the result
+//! does not depend on the thread count.
 
 use super::cross_entropy::{exp_nonpositive, exp_shifted_sum, max_of};
 use super::matmul::gemm;
-use super::par::for_each_chunk2;
+use rayon::prelude::*;
+
+use super::par::{for_each_chunk, for_each_chunk2};
 use super::simd::simd_dispatch;
 use super::tensor::{CpuIds, CpuTensor};
-use crate::{SampledLoss, SampledLossOutput, contract};
+use crate::{Negatives, SampledLoss, SampledLossOutput, contract};
 
 /// `ln(1 + y)` for `0 <= y <= 1` within a few ulp, in plain float ops so
 /// that loops over it vectorise (`f32::ln_1p` is a libm call per element).
@@ -198,113 +207,284 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Byte budget of the `[chunk, n]` logits buffer.
-const SAMPLED_BUFFER_BYTES: usize = 8 << 20;
+/// How much [`sampled_loss_chunked`] holds at once, in floats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampledChunks {
+    /// Logits `[rows, n]` of one block (at least one row's).
+    pub logits: usize,
+    /// Gathered negatives `[groups, n, dim]` of one block (at least one
+    /// group's); their gradients take as much again.
+    pub negatives: usize,
+}
 
-/// Rows per chunk with `n` negatives: as many as fit
-/// [`SAMPLED_BUFFER_BYTES`] (at least 1), rounded down to a multiple of 128
-/// when there are that many (sgemm's 64-row blocks split evenly over 2 or 4
-/// threads). With hundreds of negatives that is thousands of rows, so the
-/// `dneg` product (inner size = chunk rows) is never thin.
-fn sampled_chunk_rows(n: usize) -> usize {
-    let rows = (SAMPLED_BUFFER_BYTES / (size_of::<f32>() * n.max(1))).max(1);
+impl SampledChunks {
+    /// The backend's budgets: 8 MiB of logits, 16 MiB of negatives.
+    pub const DEFAULT: SampledChunks = SampledChunks {
+        logits: (8 << 20) / size_of::<f32>(),
+        negatives: (16 << 20) / size_of::<f32>(),
+    };
+}
+
+/// Rows per piece with `n` negatives: as many as `logits` floats hold (at
+/// least 1), rounded down to a multiple of 128 when there are that many
+/// (sgemm's 64-row blocks split evenly over 2 or 4 threads). With hundreds
+/// of negatives that is thousands of rows, so the `dneg` product of a batch
+/// that shares its negatives (inner size = piece rows) is never thin.
+fn sampled_chunk_rows(logits: usize, n: usize) -> usize {
+    let rows = (logits / n.max(1)).max(1);
     if rows >= 128 { rows / 128 * 128 } else { rows }
 }
 
-/// The sampled loss of `Backend::sampled_loss`, working through the
-/// non-ignored rows `chunk_rows` at a time (the backend uses
-/// [`sampled_chunk_rows`]`(n)`; tests pass small values to exercise chunk
-/// edges).
+/// Rows of one group whose target is not 0, computed together.
+struct Piece<'a> {
+    group: usize,
+    rows: &'a [usize],
+}
+
+/// What a piece writes: its rows' logits (then their gradients), its rows'
+/// (loss, positive logit then its gradient), its rows of `dh`, and its
+/// part of the negatives' gradient.
+struct PieceOut<'a> {
+    z: &'a mut [f32],
+    row_out: &'a mut [(f64, f32)],
+    dh: &'a mut [f32],
+    dneg: &'a mut [f32],
+}
+
+/// The inputs every piece reads.
+struct Shared<'a> {
+    h: &'a [f32],
+    table: &'a [f32],
+    targets: &'a [u32],
+    /// The block's gathered negatives, their ids (and log Q): `n` rows for
+    /// each group of the block that has a piece, in order.
+    neg: &'a [f32],
+    ids: &'a [u32],
+    neg_log_q: Option<&'a [f32]>,
+    log_q: Option<&'a [f32]>,
+    loss: SampledLoss<'a, CpuTensor>,
+    grad_scale: Option<f32>,
+    dim: usize,
+    n: usize,
+}
+
+/// One piece, whose group is the block's `g`-th: its logits, row losses
+/// and, with gradients, its rows of `dh` and its part of `dneg`.
+fn run_piece(s: &Shared<'_>, piece: &Piece<'_>, g: usize, out: PieceOut<'_>) {
+    let (dim, n) = (s.dim, s.n);
+    let c = piece.rows.len();
+    let neg = &s.neg[g * n * dim..(g + 1) * n * dim];
+    let ids = &s.ids[g * n..(g + 1) * n];
+    let neg_log_q = s.neg_log_q.map(|q| &q[g * n..(g + 1) * n]);
+    let mut hc = vec![0.0f32; c * dim];
+    for ((dst, o), &r) in hc
+        .chunks_exact_mut(dim.max(1))
+        .zip(out.row_out.iter_mut())
+        .zip(piece.rows)
+    {
+        let hr = &s.h[r * dim..(r + 1) * dim];
+        dst.copy_from_slice(hr);
+        let t = s.targets[r] as usize;
+        let lq = s.log_q.map_or(0.0, |q| q[t]);
+        o.1 = dot(hr, &s.table[t * dim..(t + 1) * dim]) - lq;
+    }
+    gemm(c, dim, n, &hc, false, neg, true, 0.0, out.z);
+    for_each_chunk2(out.z, n.max(1), out.row_out, 1, |i, z, o| {
+        let target = s.targets[piece.rows[i]];
+        o[0] = match s.loss {
+            SampledLoss::Softmax { .. } => {
+                softmax_row(z, o[0].1, ids, target, neg_log_q, s.grad_scale)
+            }
+            SampledLoss::Binary { positive_weight } => {
+                binary_row(z, o[0].1, ids, target, positive_weight, s.grad_scale)
+            }
+        };
+    });
+    if s.grad_scale.is_some() {
+        gemm(c, n, dim, out.z, false, neg, false, 0.0, out.dh);
+        for ((d, o), &r) in out
+            .dh
+            .chunks_exact_mut(dim.max(1))
+            .zip(out.row_out.iter())
+            .zip(piece.rows)
+        {
+            let t = s.targets[r] as usize;
+            for (d, &p) in d.iter_mut().zip(&s.table[t * dim..(t + 1) * dim]) {
+                *d += o.1 * p;
+            }
+        }
+        gemm(n, c, dim, out.z, true, &hc, false, 0.0, out.dneg);
+    }
+}
+
+/// The sampled loss of `Backend::sampled_loss`, holding at most `chunks`
+/// at once (the backend uses [`SampledChunks::DEFAULT`]; tests pass small
+/// budgets to exercise the block edges).
 ///
-/// h and pos `[rows, dim]`, neg `[n, dim]`, targets `[rows]` (0 = ignored),
-/// negatives `[n]`.
-#[allow(clippy::too_many_arguments)]
+/// h `[rows, dim]`, table `[vocab, dim]`, targets `[rows]` (0 = ignored),
+/// the negatives' ids `[groups * n]`.
 pub fn sampled_loss_chunked(
     h: &CpuTensor,
-    pos: &CpuTensor,
-    neg: &CpuTensor,
+    table: &CpuTensor,
     targets: &CpuIds,
-    negatives: &CpuIds,
+    negatives: Negatives<'_, CpuIds>,
     loss: SampledLoss<'_, CpuTensor>,
     with_grad: bool,
-    chunk_rows: usize,
+    chunks: SampledChunks,
 ) -> SampledLossOutput<CpuTensor> {
-    let (targets, negatives) = (targets.as_slice(), negatives.as_slice());
+    let (targets, ids) = (targets.as_slice(), negatives.ids.as_slice());
     let log_q = match loss {
         SampledLoss::Softmax { log_q } => log_q,
         SampledLoss::Binary { .. } => None,
     };
-    let contract::SampledLossDims { rows, dim, n } = contract::sampled_loss(
+    let dims = contract::sampled_loss(
         h.shape(),
-        pos.shape(),
-        neg.shape(),
+        table.shape(),
         targets,
-        negatives,
-        log_q.map(|q| (q.targets.shape(), q.negatives.shape())),
+        ids,
+        negatives.per_group,
+        log_q.map(|q| q.shape()),
     );
-    assert!(chunk_rows > 0, "sampled_loss: chunk_rows must be positive");
-    let (h, pos, neg) = (h.data(), pos.data(), neg.data());
-    let (pos_log_q, neg_log_q) = match log_q {
-        Some(q) => (Some(q.targets.data()), Some(q.negatives.data())),
-        None => (None, None),
-    };
+    let contract::SampledLossDims {
+        rows,
+        dim,
+        vocab,
+        n,
+        ..
+    } = dims;
+    let log_q = log_q.map(|q| q.data());
+    let (h, table) = (h.data(), table.data());
 
-    let active: Vec<usize> = (0..rows).filter(|&r| targets[r] != 0).collect();
-    let count = active.len();
+    let kept: Vec<usize> = (0..rows).filter(|&r| targets[r] != 0).collect();
+    let count = kept.len();
     let mut dh = with_grad.then(|| vec![0.0f32; rows * dim]);
-    let mut dpos = with_grad.then(|| vec![0.0f32; rows * dim]);
-    let mut dneg = with_grad.then(|| vec![0.0f32; n * dim]);
+    let mut dtable = with_grad.then(|| vec![0.0f32; vocab * dim]);
 
-    let chunk = chunk_rows.min(count);
-    let grad_scale = with_grad.then(|| 1.0 / count as f32);
-    let mut z = vec![0.0f32; chunk * n];
-    let mut h_chunk = vec![0.0f32; chunk * dim];
-    let mut dh_chunk = vec![0.0f32; if with_grad { chunk * dim } else { 0 }];
-    // Per row: (loss, positive logit in, its gradient out).
-    let mut row_out = vec![(0.0f64, 0.0f32); chunk];
-    let mut loss_sum = 0.0f64;
-    for part in active.chunks(chunk.max(1)) {
-        let c = part.len();
-        let (hc, zc, out) = (&mut h_chunk[..c * dim], &mut z[..c * n], &mut row_out[..c]);
-        for ((dst, o), &r) in hc
-            .chunks_exact_mut(dim.max(1))
-            .zip(out.iter_mut())
-            .zip(part)
-        {
-            let hr = &h[r * dim..(r + 1) * dim];
-            dst.copy_from_slice(hr);
-            let lq = pos_log_q.map_or(0.0, |q| q[r]);
-            o.1 = dot(hr, &pos[r * dim..(r + 1) * dim]) - lq;
+    // Pieces: each group's kept rows, cut into runs of at most `chunk` rows.
+    let chunk = sampled_chunk_rows(chunks.logits, n);
+    let rows_per_group = dims.rows_per_group().max(1);
+    let mut pieces = Vec::new();
+    for group_rows in kept.chunk_by(|&a, &b| a / rows_per_group == b / rows_per_group) {
+        for part in group_rows.chunks(chunk) {
+            pieces.push(Piece {
+                group: part[0] / rows_per_group,
+                rows: part,
+            });
         }
-        gemm(c, dim, n, hc, false, neg, true, 0.0, zc);
-        for_each_chunk2(zc, n.max(1), out, 1, |i, z, o| {
-            let target = targets[part[i]];
-            o[0] = match loss {
-                SampledLoss::Softmax { .. } => {
-                    softmax_row(z, o[0].1, negatives, target, neg_log_q, grad_scale)
-                }
-                SampledLoss::Binary { positive_weight } => {
-                    binary_row(z, o[0].1, negatives, target, positive_weight, grad_scale)
-                }
-            };
-        });
-        // Sequential f64 sum in row order: deterministic and accurate.
-        loss_sum += out.iter().map(|o| o.0).sum::<f64>();
+    }
+    // Blocks: consecutive pieces within both budgets (at least one piece).
+    let mut blocks: Vec<&[Piece<'_>]> = Vec::new();
+    let mut rest = &pieces[..];
+    while !rest.is_empty() {
+        let (mut len, mut block_rows, mut block_groups) = (0, 0, 0);
+        for (i, p) in rest.iter().enumerate() {
+            let new_group = i == 0 || p.group != rest[i - 1].group;
+            let groups = block_groups + usize::from(new_group);
+            let fits = (block_rows + p.rows.len()) * n <= chunks.logits
+                && groups * n * dim <= chunks.negatives;
+            if len > 0 && !fits {
+                break;
+            }
+            (len, block_rows, block_groups) = (i + 1, block_rows + p.rows.len(), groups);
+        }
+        blocks.push(&rest[..len]);
+        rest = &rest[len..];
+    }
 
-        if let (Some(dh), Some(dpos), Some(dneg)) = (dh.as_mut(), dpos.as_mut(), dneg.as_mut()) {
-            let dhc = &mut dh_chunk[..c * dim];
-            gemm(c, n, dim, zc, false, neg, false, 0.0, dhc);
-            for ((src, o), &r) in dhc.chunks_exact(dim.max(1)).zip(out.iter()).zip(part) {
-                let g = o.1;
-                let row = r * dim..(r + 1) * dim;
-                for ((d, &s), &p) in dh[row.clone()].iter_mut().zip(src).zip(&pos[row.clone()]) {
-                    *d = s + g * p;
-                }
-                for (d, &x) in dpos[row.clone()].iter_mut().zip(&h[row]) {
-                    *d = g * x;
+    let grad_scale = with_grad.then(|| 1.0 / count as f32);
+    let mut loss_sum = 0.0f64;
+    for block in blocks {
+        // The block's groups in order, and each piece's index among them.
+        let mut slots = Vec::with_capacity(block.len());
+        let mut block_ids: Vec<u32> = Vec::new();
+        for (i, p) in block.iter().enumerate() {
+            if i == 0 || p.group != block[i - 1].group {
+                block_ids.extend_from_slice(&ids[p.group * n..(p.group + 1) * n]);
+            }
+            slots.push(block_ids.len() / n - 1);
+        }
+        let mut neg = vec![0.0f32; block_ids.len() * dim];
+        for_each_chunk(&mut neg, dim.max(1), |j, row| {
+            let id = block_ids[j] as usize;
+            row.copy_from_slice(&table[id * dim..(id + 1) * dim]);
+        });
+        let neg_log_q: Option<Vec<f32>> =
+            log_q.map(|q| block_ids.iter().map(|&id| q[id as usize]).collect());
+        let block_rows: usize = block.iter().map(|p| p.rows.len()).sum();
+        let mut z = vec![0.0f32; block_rows * n];
+        let mut row_out = vec![(0.0f64, 0.0f32); block_rows];
+        let mut dh_block = vec![0.0f32; if with_grad { block_rows * dim } else { 0 }];
+        let mut dneg = vec![0.0f32; if with_grad { block.len() * n * dim } else { 0 }];
+        let shared = Shared {
+            h,
+            table,
+            targets,
+            neg: &neg,
+            ids: &block_ids,
+            neg_log_q: neg_log_q.as_deref(),
+            log_q,
+            loss,
+            grad_scale,
+            dim,
+            n,
+        };
+        // Each piece's own slices of the block's buffers.
+        let mut outs = Vec::with_capacity(block.len());
+        let (mut z_rest, mut out_rest) = (&mut z[..], &mut row_out[..]);
+        let (mut dh_rest, mut dneg_rest) = (&mut dh_block[..], &mut dneg[..]);
+        for (p, &slot) in block.iter().zip(&slots) {
+            let c = p.rows.len();
+            let (z_p, zr) = z_rest.split_at_mut(c * n);
+            let (o_p, or) = out_rest.split_at_mut(c);
+            let grad_len = |len: usize| if with_grad { len } else { 0 };
+            let (dh_p, dhr) = dh_rest.split_at_mut(grad_len(c * dim));
+            let (dneg_p, dnr) = dneg_rest.split_at_mut(grad_len(n * dim));
+            (z_rest, out_rest, dh_rest, dneg_rest) = (zr, or, dhr, dnr);
+            outs.push((
+                p,
+                slot,
+                PieceOut {
+                    z: z_p,
+                    row_out: o_p,
+                    dh: dh_p,
+                    dneg: dneg_p,
+                },
+            ));
+        }
+        if outs.len() > 1 {
+            outs.into_par_iter()
+                .for_each(|(p, slot, out)| run_piece(&shared, p, slot, out));
+        } else {
+            outs.into_iter()
+                .for_each(|(p, slot, out)| run_piece(&shared, p, slot, out));
+        }
+        // Sequential sums in row and piece order: deterministic.
+        loss_sum += row_out.iter().map(|o| o.0).sum::<f64>();
+        if let (Some(dh), Some(dtable)) = (dh.as_mut(), dtable.as_mut()) {
+            let block_kept = block.iter().flat_map(|p| p.rows.iter().copied());
+            for ((&(_, ds), src), r) in row_out
+                .iter()
+                .zip(dh_block.chunks_exact(dim.max(1)))
+                .zip(block_kept)
+            {
+                dh[r * dim..(r + 1) * dim].copy_from_slice(src);
+                let t = targets[r] as usize;
+                let dst = &mut dtable[t * dim..(t + 1) * dim];
+                for (d, &x) in dst.iter_mut().zip(&h[r * dim..(r + 1) * dim]) {
+                    *d += ds * x;
                 }
             }
-            gemm(n, c, dim, zc, true, hc, false, 1.0, dneg);
+            for (&g, part) in slots.iter().zip(dneg.chunks_exact(n * dim.max(1))) {
+                for (&id, src) in block_ids[g * n..(g + 1) * n]
+                    .iter()
+                    .zip(part.chunks_exact(dim.max(1)))
+                {
+                    let id = id as usize;
+                    for (d, &v) in dtable[id * dim..(id + 1) * dim].iter_mut().zip(src) {
+                        *d += v;
+                    }
+                }
+            }
         }
     }
 
@@ -317,32 +497,27 @@ pub fn sampled_loss_chunked(
         loss: CpuTensor::new(vec![mean], &[1]),
         count,
         dh: dh.map(|d| CpuTensor::new(d, &[rows, dim])),
-        dpos: dpos.map(|d| CpuTensor::new(d, &[rows, dim])),
-        dneg: dneg.map(|d| CpuTensor::new(d, &[n, dim])),
+        dtable: dtable.map(|d| CpuTensor::new(d, &[vocab, dim])),
     }
 }
 
-/// [`sampled_loss_chunked`] with the backend's chunk size.
-#[allow(clippy::too_many_arguments)]
+/// [`sampled_loss_chunked`] with the backend's budgets.
 pub(super) fn sampled_loss(
     h: &CpuTensor,
-    pos: &CpuTensor,
-    neg: &CpuTensor,
+    table: &CpuTensor,
     targets: &CpuIds,
-    negatives: &CpuIds,
+    negatives: Negatives<'_, CpuIds>,
     loss: SampledLoss<'_, CpuTensor>,
     with_grad: bool,
 ) -> SampledLossOutput<CpuTensor> {
-    let n = neg.shape().first().copied().unwrap_or(0);
     sampled_loss_chunked(
         h,
-        pos,
-        neg,
+        table,
         targets,
         negatives,
         loss,
         with_grad,
-        sampled_chunk_rows(n),
+        SampledChunks::DEFAULT,
     )
 }
 

@@ -477,7 +477,7 @@ impl Plan {
 }
 
 /// A raw pointer that tasks writing disjoint parts of one buffer share.
-struct SharedMut<T = f32>(*mut T);
+pub(super) struct SharedMut<T = f32>(pub(super) *mut T);
 // SAFETY: every task writes only the elements of its own rows x columns
 // (or its own part's buffer), so no two threads touch the same element.
 unsafe impl<T: Send> Send for SharedMut<T> {}
@@ -493,7 +493,7 @@ impl<T> Copy for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
     /// The pointer `offset` elements further.
-    fn offset(self, offset: usize) -> SharedMut<T> {
+    pub(super) fn offset(self, offset: usize) -> SharedMut<T> {
         SharedMut(self.0.wrapping_add(offset))
     }
 }

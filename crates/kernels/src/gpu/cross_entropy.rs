@@ -32,6 +32,7 @@ struct Params {
     count: u32,
     with_grad: u32,
     logits_off: u32,
+    smoothing: f32,
 }
 
 static SHADER: Shader<Params> = Shader::new(
@@ -91,6 +92,7 @@ struct Rows<'a> {
     b: &'a WgpuBackend,
     count: usize,
     vocab: usize,
+    smoothing: f32,
     with_grad: bool,
     targets: BufferRange<'a>,
     loss_rows: BufferRange<'a>,
@@ -111,6 +113,7 @@ impl Rows<'_> {
                 count: u32_of(self.count),
                 with_grad: u32::from(self.with_grad),
                 logits_off,
+                smoothing: self.smoothing,
             },
             [logits, self.targets, self.loss_rows],
             b.grid(rows),
@@ -143,10 +146,11 @@ pub(super) fn cross_entropy(
     h: &GpuTensor,
     table: &GpuTensor,
     targets: &GpuIds,
+    smoothing: f32,
     with_grad: bool,
 ) -> CrossEntropy<GpuTensor> {
     let contract::CrossEntropyDims { rows, dim, vocab } =
-        contract::cross_entropy(&h.shape, &table.shape, &targets.host);
+        contract::cross_entropy_smoothed(&h.shape, &table.shape, &targets.host, smoothing);
     let c = compact(&targets.host, Some(0));
     let count = c.kept.len();
     if count == 0 {
@@ -176,6 +180,7 @@ pub(super) fn cross_entropy(
         b,
         count,
         vocab,
+        smoothing,
         with_grad,
         targets: b.whole(targets_buf.buffer(), count, "cross_entropy targets"),
         loss_rows: b.whole(loss_rows.buffer(), count, "cross_entropy losses"),
@@ -277,6 +282,7 @@ pub(super) fn softmax_cross_entropy(
         b,
         count,
         vocab: classes,
+        smoothing: 0.0,
         with_grad,
         targets: b.whole(targets_buf.buffer(), count, "softmax_cross_entropy targets"),
         loss_rows: b.whole(loss_rows.buffer(), count, "softmax_cross_entropy losses"),

@@ -1,7 +1,8 @@
 //! Launchers of `shaders/embedding.wgsl`: the row gather (also used to pick
 //! and to put back rows of any matrix) and its deterministic scatter-add
-//! backward. A table, and a gathered output, larger than one storage
-//! binding are bound a block of rows at a time.
+//! backward (also the sampled losses' table gradient). A table, and a
+//! gathered output, larger than one storage binding are bound a block of
+//! rows at a time.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -120,10 +121,24 @@ pub(super) fn embedding_backward(
     vocab: usize,
     padding_idx: Option<u32>,
 ) -> GpuTensor {
-    let host = &ids.host;
-    let dim = contract::embedding_backward(&dy.shape, host, vocab);
+    let dim = contract::embedding_backward(&dy.shape, &ids.host, vocab);
     let out = b.zeros(&[vocab, dim]);
+    scatter_add_rows(b, dy.buffer(), &ids.host, padding_idx, &out);
+    out
+}
 
+/// `dtable[ids[i]] += dy[i]` for every `i` whose id is not `padding_idx`:
+/// dy `[ids.len(), dim]`, dtable `[vocab, dim]` (sizes checked by the
+/// caller). Each distinct id's rows are added in increasing `i` by one
+/// invocation per element, so the result is deterministic.
+pub(super) fn scatter_add_rows(
+    b: &WgpuBackend,
+    dy: &wgpu::Buffer,
+    host: &[u32],
+    padding_idx: Option<u32>,
+    dtable: &GpuTensor,
+) {
+    let (vocab, dim) = (dtable.shape[0], dtable.shape[1]);
     // CSR on the host: positions sorted by id (stably, so each id's
     // positions stay in increasing order), then one entry per distinct id.
     let mut positions: Vec<u32> = (0..u32_of(host.len()))
@@ -141,13 +156,13 @@ pub(super) fn embedding_backward(
     }
     row_ptr.push(u32_of(positions.len()));
     if distinct.is_empty() || dim == 0 {
-        return out;
+        return;
     }
 
     let distinct_buf = b.upload_u32(&distinct);
     let row_ptr_buf = b.upload_u32(&row_ptr);
     let positions_buf = b.upload_u32(&positions);
-    let dy_range = b.whole(dy.buffer(), host.len() * dim, "embedding_backward dy");
+    let dy_range = b.whole(dy, host.len() * dim, "embedding_backward dy");
     let distinct_range = b.whole(distinct_buf.buffer(), distinct.len(), "distinct ids");
     let row_ptr_range = b.whole(row_ptr_buf.buffer(), row_ptr.len(), "row_ptr");
     let positions_range = b.whole(positions_buf.buffer(), positions.len(), "positions");
@@ -160,7 +175,7 @@ pub(super) fn embedding_backward(
         if t0 == t1 {
             continue;
         }
-        let (out_range, table_off) = b.range(out.buffer(), v0 * dim, (v1 - v0) * dim);
+        let (out_range, table_off) = b.range(dtable.buffer(), v0 * dim, (v1 - v0) * dim);
         b.run(
             &SCATTER_ADD,
             &Params {
@@ -183,5 +198,4 @@ pub(super) fn embedding_backward(
             b.grid(((t1 - t0) * dim).div_ceil(WG as usize)),
         );
     }
-    out
 }

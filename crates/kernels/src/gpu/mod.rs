@@ -7,7 +7,8 @@
 //!   the host reads a tensor back ([`Backend::to_vec`]) or a batch of passes
 //!   has accumulated.
 //! - One file per op family holds its launchers (`elementwise.rs`,
-//!   `embedding.rs`, `layer_norm.rs`, `matmul.rs`, `sum_rows.rs`,
+//!   `embedding.rs`, `layer_norm.rs`, `rms_norm.rs`, `swiglu.rs`,
+//!   `matmul.rs`, `sum_rows.rs`,
 //!   `attention.rs`, `cross_entropy.rs`, `sampled_loss.rs`, `adam.rs`,
 //!   `non_finite.rs`), each
 //!   beside its shader
@@ -35,8 +36,10 @@ mod matmul;
 mod memory;
 mod non_finite;
 mod recorder;
+mod rms_norm;
 mod sampled_loss;
 mod sum_rows;
+mod swiglu;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -47,8 +50,8 @@ pub use memory::{GpuIds, GpuTensor};
 pub use wgpu;
 
 use crate::{
-    AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, SampledLoss, SampledLossOutput,
-    SoftmaxCrossEntropy,
+    AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, Negatives, SampledLoss,
+    SampledLossOutput, SoftmaxCrossEntropy,
 };
 use kernel::{KernelDesc, Pipelines};
 use memory::BufferPool;
@@ -60,6 +63,8 @@ fn all_kernels() -> Vec<KernelDesc<'static>> {
         elementwise::kernels(),
         embedding::kernels(),
         layer_norm::kernels(),
+        rms_norm::kernels(),
+        swiglu::kernels(),
         matmul::kernels(),
         sum_rows::kernels(),
         attention::kernels(),
@@ -476,6 +481,33 @@ impl Backend for WgpuBackend {
         layer_norm::layer_norm_backward(self, dy, x, gamma, stats)
     }
 
+    fn rms_norm(&self, x: &GpuTensor, gamma: &GpuTensor, eps: f32) -> (GpuTensor, GpuTensor) {
+        rms_norm::rms_norm(self, x, gamma, eps)
+    }
+
+    fn rms_norm_backward(
+        &self,
+        dy: &GpuTensor,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        rstd: &GpuTensor,
+    ) -> (GpuTensor, GpuTensor) {
+        rms_norm::rms_norm_backward(self, dy, x, gamma, rstd)
+    }
+
+    fn swiglu(&self, gate: &GpuTensor, up: &GpuTensor) -> GpuTensor {
+        swiglu::swiglu(self, gate, up)
+    }
+
+    fn swiglu_backward(
+        &self,
+        dy: &GpuTensor,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+    ) -> (GpuTensor, GpuTensor) {
+        swiglu::swiglu_backward(self, dy, gate, up)
+    }
+
     fn matmul(&self, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool) -> GpuTensor {
         matmul::matmul(self, a, b, trans_a, trans_b)
     }
@@ -513,14 +545,15 @@ impl Backend for WgpuBackend {
         attention::attention_backward(self, dctx, qkv, probs, shape, dropout)
     }
 
-    fn cross_entropy(
+    fn cross_entropy_smoothed(
         &self,
         h: &GpuTensor,
         table: &GpuTensor,
         targets: &GpuIds,
+        smoothing: f32,
         with_grad: bool,
     ) -> CrossEntropy<GpuTensor> {
-        cross_entropy::cross_entropy(self, h, table, targets, with_grad)
+        cross_entropy::cross_entropy(self, h, table, targets, smoothing, with_grad)
     }
 
     fn softmax_cross_entropy(
@@ -536,14 +569,13 @@ impl Backend for WgpuBackend {
     fn sampled_loss(
         &self,
         h: &GpuTensor,
-        pos: &GpuTensor,
-        neg: &GpuTensor,
+        table: &GpuTensor,
         targets: &GpuIds,
-        negatives: &GpuIds,
+        negatives: Negatives<'_, GpuIds>,
         loss: SampledLoss<'_, GpuTensor>,
         with_grad: bool,
     ) -> SampledLossOutput<GpuTensor> {
-        sampled_loss::sampled_loss(self, h, pos, neg, targets, negatives, loss, with_grad)
+        sampled_loss::sampled_loss(self, h, table, targets, negatives, loss, with_grad)
     }
 
     fn count_non_finite(&self, tensors: &[&GpuTensor]) -> Vec<usize> {
