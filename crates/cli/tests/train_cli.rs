@@ -239,6 +239,6 @@ fn eval_every_validates_every_nth_epoch_and_the_last() {
         .collect();
     assert_eq!(epochs, [2, 4, 5]);
     assert!(stdout.contains(" of 5 (by valid"), "{stdout}");
-    assert!(stdout.contains("negatives per sequence"), "{stdout}");
+    assert!(stderr.contains("negatives per sequence"), "{stderr}");
     assert_eq!(json(&run.join("state.json"))["progress"]["epoch"], 5);
 }
