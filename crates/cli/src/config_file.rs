@@ -58,7 +58,11 @@ pub fn read(path: &Path) -> Result<Vec<Setting>> {
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut settings = settings(table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if json && !settings.iter().any(|(key, _)| key == "preset") {
+    // The preset first: it supplies the defaults the other keys override.
+    if let Some(at) = settings.iter().position(|(key, _)| key == "preset") {
+        let preset = settings.remove(at);
+        settings.insert(0, preset);
+    } else if json {
         // A run's config.json records every setting it resolved, but one
         // written before a setting existed lacks it, and such runs used
         // the notebook's values: a setting missing from it is the

@@ -968,11 +968,12 @@ fn report<B: Backend>(
         bail!("the run has no validated epoch");
     };
     println!("run           {}", run.dir().path().display());
+    // The last record is the last epoch trained (with --eval-every N the
+    // records are every Nth epoch, and the last epoch is always validated).
+    let trained = records.last().map_or(best.epoch, |r| r.epoch);
     println!(
         "best epoch    {} of {} (by valid {})",
-        best.epoch,
-        records.len(),
-        config.train.selection
+        best.epoch, trained, config.train.selection
     );
     print_line("valid", best.valid.loss, best.valid.ranking.as_ref());
     if config.data.held_out_last() {

@@ -206,3 +206,39 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     ]);
     assert_error(&out, "holds no run (no config.json");
 }
+
+#[test]
+fn eval_every_validates_every_nth_epoch_and_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let ratings = write_data(dir.path());
+    let run = dir.path().join("run");
+    let mut args = train_args(&ratings, &run, "5");
+    args.extend(
+        [
+            "--eval-every",
+            "2",
+            "--loss",
+            "sampled-softmax",
+            "--negatives",
+            "8",
+        ]
+        .map(String::from),
+    );
+    let out = sasrec(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "train failed:\n{stderr}");
+    // Validated after epochs 2 and 4, and after the last, 5.
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(epochs, [2, 4, 5]);
+    assert!(stdout.contains(" of 5 (by valid"), "{stdout}");
+    assert!(stderr.contains("negatives per sequence"), "{stderr}");
+    assert_eq!(json(&run.join("state.json"))["progress"]["epoch"], 5);
+}
