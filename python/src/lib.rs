@@ -3,7 +3,7 @@
 //! streams and the results into pandas, numpy and PyTorch.
 //!
 //! Training is `sasrec train` itself (`sasrec_cli::train_cmd`): the keyword
-//! arguments become its flags exactly as a `--config` file's keys do, so a
+//! arguments become its flags as a `--config` file's keys do, so a
 //! run trained from Python and one trained by the CLI with the same
 //! settings are the same run, and errors carry the CLI's messages. Scoring
 //! goes through the library crates on a run loaded once.
@@ -130,7 +130,8 @@ fn json_value(value: &Bound<'_, PyAny>) -> Result<Value, String> {
 }
 
 /// `sasrec train`'s arguments for `settings` (checked by its flags'
-/// parsers), with `--resume` and the log's path when given.
+/// parsers; unlike a file's, a setting the run would not use is refused),
+/// with `--resume` and the log's path when given.
 fn train_args(
     settings: &[Setting],
     resume: bool,
@@ -138,7 +139,7 @@ fn train_args(
 ) -> anyhow::Result<(TrainArgs, clap::ArgMatches)> {
     let command = sasrec_cli::train_command();
     let mut argv = vec!["train".into()];
-    argv.extend(config_file::to_args(settings, &command, "sasrec.train()")?);
+    argv.extend(config_file::to_flags(settings, &command, "sasrec.train()")?);
     if resume {
         argv.push("--resume".into());
     }

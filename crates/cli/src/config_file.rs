@@ -148,11 +148,9 @@ pub fn settings(table: serde_json::Map<String, Value>) -> Result<Vec<Setting>> {
 
 /// The arguments of `command` that `settings` stand for, each value checked
 /// by its flag's parser; errors name the key and `origin` (the file).
+/// Settings that mean nothing with the file's loss and split are left out
+/// (see [`applies`]).
 pub fn to_args(settings: &[Setting], command: &Command, origin: &str) -> Result<Vec<OsString>> {
-    // Each setting alone must parse: clap checks the value (and the flag's
-    // relations, e.g. --allow-changed-data needs --resume).
-    let mut check = command.clone().mut_arg("out", |a| a.required(false));
-    let mut args = Vec::new();
     let text_of = |wanted: &str, default| {
         settings
             .iter()
@@ -161,10 +159,23 @@ pub fn to_args(settings: &[Setting], command: &Command, origin: &str) -> Result<
             .unwrap_or(default)
     };
     let (loss, split) = (text_of("loss", "full"), text_of("split", "leave-one-out"));
+    let used: Vec<Setting> = settings
+        .iter()
+        .filter(|(key, value)| applies(key, value, loss, split))
+        .cloned()
+        .collect();
+    to_flags(&used, command, origin)
+}
+
+/// The arguments of `command` for every one of `settings`, each value
+/// checked by its flag's parser: keyword arguments of the Python package,
+/// where a setting the run would not use is refused, as its flag is.
+pub fn to_flags(settings: &[Setting], command: &Command, origin: &str) -> Result<Vec<OsString>> {
+    // Each setting alone must parse: clap checks the value (and the flag's
+    // relations, e.g. --allow-changed-data needs --resume).
+    let mut check = command.clone().mut_arg("out", |a| a.required(false));
+    let mut args = Vec::new();
     for (key, value) in settings {
-        if !applies(key, value, loss, split) {
-            continue;
-        }
         let arg = find_arg(command, key).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         let flag = format!("--{}", arg.get_long().expect("found by its long name"));
         let bad = |why: String| anyhow::anyhow!("{origin}: `{key}`: {why}");
