@@ -79,9 +79,10 @@ def _id_text(id_: Any) -> str:
 
 
 def train(
-    data: Any,
+    data: Any = None,
     *,
-    out: Union[str, os.PathLike],
+    out: Optional[Union[str, os.PathLike]] = None,
+    config: Optional[Union[str, os.PathLike]] = None,
     force: bool = False,
     **settings: Any,
 ) -> "Run":
@@ -100,8 +101,10 @@ def train(
     ``patience``, ``max_len``, ``dim``, ``layers``, ``dropout``, ``lr``,
     ``batch_size``, ``loss``, ``negatives``, ``split``, ``k``, ``seed``,
     ``preset``, ``device``, ``threads``, ... with the command's defaults,
-    so ``sasrec.train(df, out=..., **tomllib.load(f))`` trains what
-    ``sasrec train --config`` would. ``force`` replaces a run in ``out``.
+    and ``config`` names a settings file (TOML, or a run's config.json) as
+    ``sasrec train --config`` reads it, whose settings the keyword
+    arguments override (``data`` replaces its log). ``out`` is the run
+    folder (required, here or in the file); ``force`` replaces a run in it.
 
     Training runs as ``sasrec train`` does, printing its lines on stderr
     and its report on stdout. Ctrl-C (KeyboardInterrupt) stops it after the
@@ -117,9 +120,10 @@ def train(
         else:
             stream = _arrow_data(data)
     settings = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in settings.items()}
-    settings["out"] = os.path.abspath(os.fspath(out))
+    if out is not None:
+        settings["out"] = os.path.abspath(os.fspath(out))
     settings["force"] = force
-    path = _sasrec.train(stream, settings)
+    path = _sasrec.train(stream, settings, config=None if config is None else os.fspath(config))
     return load_run(path, device=settings.get("device", "auto"))
 
 

@@ -6,10 +6,13 @@ from typing import Any, Optional
 class SasrecError(Exception):
     """A bad setting, file, id or run folder; the message is the sasrec CLI's."""
 
-def train(data: Optional[Any], settings: dict[str, Any], resume: bool = False) -> str:
+def train(
+    data: Optional[Any], settings: dict[str, Any], resume: bool = False, config: Optional[str] = None
+) -> str:
     """Trains (or with ``resume``, continues) the run ``settings["out"]`` on
-    ``data`` (an object with ``__arrow_c_stream__``, or None); returns the
-    run folder. KeyboardInterrupt stops it with the run saved."""
+    ``data`` (an object with ``__arrow_c_stream__``, or None), with the
+    settings file ``config`` under ``settings``; returns the run folder.
+    KeyboardInterrupt stops it with the run saved."""
 
 class ArrowTable:
     """A record batch handed over through the Arrow C stream interface."""

@@ -129,16 +129,27 @@ fn json_value(value: &Bound<'_, PyAny>) -> Result<Value, String> {
     Err(format!("a value of type {kind}"))
 }
 
-/// `sasrec train`'s arguments for `settings` (checked by its flags'
-/// parsers; unlike a file's, a setting the run would not use is refused),
-/// with `--resume` and the log's path when given.
+/// `sasrec train`'s arguments for the settings of a `config` file (as
+/// `--config` reads it, less its log when `ratings` is given) followed by
+/// `settings` (which override the file's; unlike a file's, one the run
+/// would not use is refused), with `--resume` and the log's path when
+/// given. Each value is checked by its flag's parser.
 fn train_args(
+    config: &[Setting],
+    config_path: &Path,
     settings: &[Setting],
     resume: bool,
     ratings: Option<&Path>,
 ) -> anyhow::Result<(TrainArgs, clap::ArgMatches)> {
     let command = sasrec_cli::train_command();
     let mut argv = vec!["train".into()];
+    let file: Vec<Setting> = config
+        .iter()
+        .filter(|(key, _)| ratings.is_none() || !matches!(key.as_str(), "ratings" | "dataset"))
+        .cloned()
+        .collect();
+    let origin = config_path.display().to_string();
+    argv.extend(config_file::to_args(&file, &command, &origin)?);
     argv.extend(config_file::to_flags(settings, &command, "sasrec.train()")?);
     if resume {
         argv.push("--resume".into());
@@ -162,18 +173,27 @@ fn train_args(
 /// `data` (an Arrow stream; None: the log of `settings["ratings"]` or
 /// `["dataset"]`), in a thread of its own while this one waits for Ctrl-C:
 /// KeyboardInterrupt stops training after the current step with the run
-/// saved, and is raised once it is. Returns the run folder.
+/// saved, and is raised once it is. `config` is a settings file that
+/// `settings` override. Returns the run folder.
 #[pyfunction]
-#[pyo3(signature = (data, settings, resume=false))]
+#[pyo3(signature = (data, settings, resume=false, config=None))]
 fn train(
     py: Python<'_>,
     data: Option<Bound<'_, PyAny>>,
     settings: Bound<'_, PyDict>,
     resume: bool,
+    config: Option<PathBuf>,
 ) -> PyResult<String> {
     let settings = settings_of(&settings)?;
+    let config_path = config.unwrap_or_default();
+    let file = if config_path.as_os_str().is_empty() {
+        Vec::new()
+    } else {
+        config_file::read(&config_path).map_err(error)?
+    };
     let out = settings
         .iter()
+        .chain(&file)
         .find(|(key, _)| key == "out")
         .and_then(|(_, value)| value.as_str())
         .map(PathBuf::from)
@@ -181,7 +201,8 @@ fn train(
     let input = out.join(INPUT_FILE);
     // The settings are checked before the data is written.
     let given = data.is_some().then_some(input.as_path());
-    let (args, matches) = train_args(&settings, resume, given).map_err(error)?;
+    let (args, matches) =
+        train_args(&file, &config_path, &settings, resume, given).map_err(error)?;
     if let Some(data) = &data {
         let (schema, batches) = arrow_batches(data)?;
         py.detach(|| -> anyhow::Result<()> {

@@ -98,6 +98,17 @@ def test_a_dataframe_and_a_path_train_what_the_cli_trains(tmp_path, ratings_csv,
     assert set(got) >= {"hr@10", "hr@20", "ndcg@20", "users", "most_popular"}
 
 
+def test_a_settings_file_is_read_as_the_cli_reads_it(tmp_path, ratings, frame_run):
+    config = tmp_path / "run.toml"
+    config.write_text(
+        'dataset = "latest-small"\nout = "elsewhere"\nepochs = 1\n[model]\ndim = 16\nmax_len = 20\n'
+    )
+    # The DataFrame replaces the file's log, the keywords override it.
+    run = sasrec.train(ratings, config=config, out=tmp_path / "run", device="cpu", user_fraction=0.3)
+    assert run.config["model"]["dim"] == 16 and run.config["model"]["max_len"] == 20
+    assert first_epoch(run.path) == first_epoch(frame_run.path)
+
+
 def test_recommendations_keep_string_ids(string_run, string_ratings):
     recs = string_run.recommend(k=5)
     assert list(recs.columns) == ["user", "item", "rank", "logit"]
