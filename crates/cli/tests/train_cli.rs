@@ -245,6 +245,9 @@ fn eval_every_validates_every_nth_epoch_and_the_last() {
         stderr.contains("8 uniform unseen negatives per sequence"),
         "{stderr}"
     );
-    assert_eq!(json(&run.join("config.json"))["train"]["exclude_seen"], true);
+    assert_eq!(
+        json(&run.join("config.json"))["train"]["exclude_seen"],
+        true
+    );
     assert_eq!(json(&run.join("state.json"))["progress"]["epoch"], 5);
 }
