@@ -104,11 +104,17 @@ const SAMPLED: [(&str, &[&str]); 5] = [
 /// How the sampled losses' negatives are drawn: a name suffix and flags.
 const SCOPES: [(&str, &[&str]); 4] = [
     ("batch", &["--negatives-scope", "batch"]),
-    ("sequence", &["--negatives-scope", "sequence"]),
-    ("position", &["--negatives-scope", "position"]),
+    (
+        "sequence",
+        &["--negatives-scope", "sequence", "--exclude-seen", "false"],
+    ),
+    (
+        "position",
+        &["--negatives-scope", "position", "--exclude-seen", "false"],
+    ),
     (
         "sequence-unseen",
-        &["--negatives-scope", "sequence", "--exclude-seen"],
+        &["--negatives-scope", "sequence", "--exclude-seen", "true"],
     ),
 ];
 

@@ -286,10 +286,10 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     negatives_scope: Option<ScopeArg>,
     /// Draw each sequence's or position's negatives among the items its user
-    /// never interacted with in training, without repeats (sampled losses,
-    /// uniform sampler).
-    #[arg(long)]
-    exclude_seen: bool,
+    /// never interacted with in training, without repeats (sampled losses;
+    /// default true with the uniform sampler per sequence or position).
+    #[arg(long, value_name = "BOOL")]
+    exclude_seen: Option<bool>,
     /// How negatives are drawn (sampled losses; default uniform).
     #[arg(long, value_enum)]
     sampler: Option<SamplerArg>,
@@ -341,7 +341,7 @@ impl TrainArgs {
             for (flag, given) in [
                 ("--negatives", self.negatives.is_some()),
                 ("--negatives-scope", self.negatives_scope.is_some()),
-                ("--exclude-seen", self.exclude_seen),
+                ("--exclude-seen", self.exclude_seen.is_some()),
                 ("--sampler", self.sampler.is_some()),
             ] {
                 if given {
@@ -398,84 +398,89 @@ impl TrainArgs {
                 OutputLayerArg::Untied => OutputLayer::Untied,
             }),
         };
-        let config = RunConfig {
-            model: ModelConfig {
-                num_items: 1,
-                max_len: self.max_len.unwrap_or(model.max_len),
-                dim,
-                heads: self.heads.unwrap_or(model.heads),
-                layers: self.layers.unwrap_or(model.layers),
-                ff_dim,
-                dropout: self.dropout.unwrap_or(model.dropout),
-                options,
-            },
-            train: TrainConfig {
-                batch_size: self.batch_size.unwrap_or(defaults.batch_size),
-                lr: self.lr.unwrap_or(defaults.lr),
-                beta1: self.beta1,
-                beta2: self.beta2,
-                eps: self.eps,
-                epochs: self.epochs,
-                patience: self.patience,
-                eval_every: self.eval_every,
-                selection,
-                seed: self.seed,
-                ks: self.k.clone(),
-                loss,
-                negatives: self.negatives.unwrap_or(defaults.negatives),
-                negatives_scope: match self.negatives_scope {
-                    None => defaults.negatives_scope,
-                    Some(ScopeArg::Batch) => NegativesScope::Batch,
-                    Some(ScopeArg::Sequence) => NegativesScope::Sequence,
-                    Some(ScopeArg::Position) => NegativesScope::Position,
-                },
-                exclude_seen: self.exclude_seen,
-                sampler: match self.sampler {
-                    None | Some(SamplerArg::Uniform) => Sampler::Uniform,
-                    Some(SamplerArg::Popularity) => Sampler::Popularity,
-                },
-                gbce_t: self.gbce_t.unwrap_or(defaults.gbce_t),
-                weight_decay: self.weight_decay.unwrap_or(defaults.weight_decay),
-                warmup_steps: self.warmup_steps.unwrap_or(defaults.warmup_steps),
-                lr_schedule: self.lr_schedule.map_or(defaults.lr_schedule, |l| match l {
-                    LrScheduleArg::Constant => LrSchedule::Constant,
-                    LrScheduleArg::Cosine => LrSchedule::Cosine,
-                }),
-                // The preset smooths the full softmax only.
-                label_smoothing: self.label_smoothing.unwrap_or(if loss.is_sampled() {
-                    0.0
-                } else {
-                    defaults.label_smoothing
-                }),
-                grad_clip: self.grad_clip.unwrap_or(defaults.grad_clip),
-                precision: match self.precision {
-                    PrecisionArg::Fp32 => Precision::Fp32,
-                    PrecisionArg::Bf16 => Precision::Bf16,
-                },
-            },
-            data: DataSpec {
-                // Absolute: the run folder is read from anywhere.
-                ratings: std::path::absolute(self.ratings.path()?)?,
-                input: self.ratings.spec(),
-                filter: self.filter.to_config(),
-                split: match self.split {
-                    SplitArg::LeaveOneOut => SplitMethod::LeaveOneOut,
-                    SplitArg::RandomUsers => SplitMethod::RandomUsers,
-                    SplitArg::Temporal => SplitMethod::Temporal,
-                },
-                valid_fraction: self.valid_fraction.unwrap_or(DEFAULT_VALID_FRACTION),
-                split_seed: self.split_seed.unwrap_or(DEFAULT_SPLIT_SEED),
-                valid_time: self.valid_time.clone(),
-                test_time: self.test_time.clone(),
-                valid_time_fraction: self.valid_time_fraction,
-                test_time_fraction: self.test_time_fraction,
-                temporal_targets: match self.temporal_targets {
-                    TemporalTargetsArg::First => TemporalTargets::First,
-                    TemporalTargetsArg::All => TemporalTargets::All,
-                },
-            },
-            ratings_digest: FileDigest::of_bytes(&[]),
+        let negatives_scope = match self.negatives_scope {
+            None => defaults.negatives_scope,
+            Some(ScopeArg::Batch) => NegativesScope::Batch,
+            Some(ScopeArg::Sequence) => NegativesScope::Sequence,
+            Some(ScopeArg::Position) => NegativesScope::Position,
         };
+        let sampler = match self.sampler {
+            None | Some(SamplerArg::Uniform) => Sampler::Uniform,
+            Some(SamplerArg::Popularity) => Sampler::Popularity,
+        };
+        let config =
+            RunConfig {
+                model: ModelConfig {
+                    num_items: 1,
+                    max_len: self.max_len.unwrap_or(model.max_len),
+                    dim,
+                    heads: self.heads.unwrap_or(model.heads),
+                    layers: self.layers.unwrap_or(model.layers),
+                    ff_dim,
+                    dropout: self.dropout.unwrap_or(model.dropout),
+                    options,
+                },
+                train: TrainConfig {
+                    batch_size: self.batch_size.unwrap_or(defaults.batch_size),
+                    lr: self.lr.unwrap_or(defaults.lr),
+                    beta1: self.beta1,
+                    beta2: self.beta2,
+                    eps: self.eps,
+                    epochs: self.epochs,
+                    patience: self.patience,
+                    eval_every: self.eval_every,
+                    selection,
+                    seed: self.seed,
+                    ks: self.k.clone(),
+                    loss,
+                    negatives: self.negatives.unwrap_or(defaults.negatives),
+                    negatives_scope,
+                    exclude_seen: self.exclude_seen.unwrap_or(
+                        TrainConfig::exclude_seen_by_default(loss, sampler, negatives_scope),
+                    ),
+                    sampler,
+                    gbce_t: self.gbce_t.unwrap_or(defaults.gbce_t),
+                    weight_decay: self.weight_decay.unwrap_or(defaults.weight_decay),
+                    warmup_steps: self.warmup_steps.unwrap_or(defaults.warmup_steps),
+                    lr_schedule: self.lr_schedule.map_or(defaults.lr_schedule, |l| match l {
+                        LrScheduleArg::Constant => LrSchedule::Constant,
+                        LrScheduleArg::Cosine => LrSchedule::Cosine,
+                    }),
+                    // The preset smooths the full softmax only.
+                    label_smoothing: self.label_smoothing.unwrap_or(if loss.is_sampled() {
+                        0.0
+                    } else {
+                        defaults.label_smoothing
+                    }),
+                    grad_clip: self.grad_clip.unwrap_or(defaults.grad_clip),
+                    precision: match self.precision {
+                        PrecisionArg::Fp32 => Precision::Fp32,
+                        PrecisionArg::Bf16 => Precision::Bf16,
+                    },
+                },
+                data: DataSpec {
+                    // Absolute: the run folder is read from anywhere.
+                    ratings: std::path::absolute(self.ratings.path()?)?,
+                    input: self.ratings.spec(),
+                    filter: self.filter.to_config(),
+                    split: match self.split {
+                        SplitArg::LeaveOneOut => SplitMethod::LeaveOneOut,
+                        SplitArg::RandomUsers => SplitMethod::RandomUsers,
+                        SplitArg::Temporal => SplitMethod::Temporal,
+                    },
+                    valid_fraction: self.valid_fraction.unwrap_or(DEFAULT_VALID_FRACTION),
+                    split_seed: self.split_seed.unwrap_or(DEFAULT_SPLIT_SEED),
+                    valid_time: self.valid_time.clone(),
+                    test_time: self.test_time.clone(),
+                    valid_time_fraction: self.valid_time_fraction,
+                    test_time_fraction: self.test_time_fraction,
+                    temporal_targets: match self.temporal_targets {
+                        TemporalTargetsArg::First => TemporalTargets::First,
+                        TemporalTargetsArg::All => TemporalTargets::All,
+                    },
+                },
+                ratings_digest: FileDigest::of_bytes(&[]),
+            };
         config.validate().map_err(flag_error)?;
         Ok(config)
     }

@@ -239,6 +239,15 @@ fn eval_every_validates_every_nth_epoch_and_the_last() {
         .collect();
     assert_eq!(epochs, [2, 4, 5]);
     assert!(stdout.contains(" of 5 (by valid"), "{stdout}");
-    assert!(stderr.contains("negatives per sequence"), "{stderr}");
+    // A sampled loss draws uniform negatives per sequence among the user's
+    // unseen items unless told otherwise.
+    assert!(
+        stderr.contains("8 uniform unseen negatives per sequence"),
+        "{stderr}"
+    );
+    assert_eq!(
+        json(&run.join("config.json"))["train"]["exclude_seen"],
+        true
+    );
     assert_eq!(json(&run.join("state.json"))["progress"]["epoch"], 5);
 }

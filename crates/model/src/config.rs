@@ -565,6 +565,16 @@ mod precision_name {
 }
 
 impl TrainConfig {
+    /// Whether a new run's negatives skip each user's own training items
+    /// when no setting says: yes for a sampled loss with the uniform
+    /// sampler per sequence or position (the items a sequence holds are
+    /// its other positions' targets; docs/benchmarks.md measures the gain),
+    /// no otherwise. [`TrainConfig::default`] keeps `false` (its loss is the
+    /// full softmax), as do config.json files from before the setting.
+    pub fn exclude_seen_by_default(loss: Loss, sampler: Sampler, scope: NegativesScope) -> bool {
+        loss.is_sampled() && sampler == Sampler::Uniform && scope != NegativesScope::Batch
+    }
+
     /// The learning rate of optimiser step `step` (1-based) in a run of
     /// `total_steps` steps: the warm-up's linear rise, then the schedule.
     /// A pure function of the step, so that a resumed run repeats the

@@ -182,7 +182,7 @@ impl NegativeSampler {
                 return Err(InvalidSetting::new(
                     "negatives",
                     format!(
-                        "must be at most {left} with exclude_seen: user index {} has interacted with {} of the {num_items} items, got {}",
+                        "must be at most {left} with exclude_seen (or exclude_seen false): user index {} has interacted with {} of the {num_items} items, got {}",
                         seq.user,
                         items.len(),
                         config.negatives
