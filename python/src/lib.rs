@@ -130,7 +130,8 @@ fn json_value(value: &Bound<'_, PyAny>) -> Result<Value, String> {
 }
 
 /// `sasrec train`'s arguments for the settings of a `config` file (as
-/// `--config` reads it, less its log when `ratings` is given) followed by
+/// `--config` reads it, less its log when `ratings` or `settings` give
+/// one) followed by
 /// `settings` (which override the file's; unlike a file's, one the run
 /// would not use is refused), with `--resume` and the log's path when
 /// given. Each value is checked by its flag's parser.
@@ -143,9 +144,11 @@ fn train_args(
 ) -> anyhow::Result<(TrainArgs, clap::ArgMatches)> {
     let command = sasrec_cli::train_command();
     let mut argv = vec!["train".into()];
+    let is_log = |key: &str| matches!(key, "ratings" | "dataset");
+    let log_given = ratings.is_some() || settings.iter().any(|(key, _)| is_log(key));
     let file: Vec<Setting> = config
         .iter()
-        .filter(|(key, _)| ratings.is_none() || !matches!(key.as_str(), "ratings" | "dataset"))
+        .filter(|(key, _)| !(log_given && is_log(key)))
         .cloned()
         .collect();
     let origin = config_path.display().to_string();

@@ -98,7 +98,7 @@ def test_a_dataframe_and_a_path_train_what_the_cli_trains(tmp_path, ratings_csv,
     assert set(got) >= {"hr@10", "hr@20", "ndcg@20", "users", "most_popular"}
 
 
-def test_a_settings_file_is_read_as_the_cli_reads_it(tmp_path, ratings, frame_run):
+def test_a_settings_file_is_read_as_the_cli_reads_it(tmp_path, ratings, ratings_csv, frame_run):
     config = tmp_path / "run.toml"
     config.write_text(
         'dataset = "latest-small"\nout = "elsewhere"\nepochs = 1\n[model]\ndim = 16\nmax_len = 20\n'
@@ -107,6 +107,9 @@ def test_a_settings_file_is_read_as_the_cli_reads_it(tmp_path, ratings, frame_ru
     run = sasrec.train(ratings, config=config, out=tmp_path / "run", device="cpu", user_fraction=0.3)
     assert run.config["model"]["dim"] == 16 and run.config["model"]["max_len"] == 20
     assert first_epoch(run.path) == first_epoch(frame_run.path)
+    from_path = sasrec.train(ratings_csv, config=config, out=tmp_path / "path", device="cpu", user_fraction=0.3)
+    assert from_path.config["data"]["ratings"] == str(ratings_csv)
+    assert first_epoch(from_path.path) == first_epoch(frame_run.path)
 
 
 def test_recommendations_keep_string_ids(string_run, string_ratings):
