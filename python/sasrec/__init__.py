@@ -10,8 +10,8 @@ through wgpu. This package hands them your data and brings back results::
     run.recommend(users=[1, 2], k=10)    # pandas DataFrame: user, item, rank, logit
     module, vocab = run.to_torch()       # the same model in PyTorch
 
-Data goes to Rust through the Arrow C data interface, without a copy of
-the columns; ids stay as the data has them (integers stay integers,
+Data goes to Rust through the Arrow C data interface, no row passing
+through Python objects; ids stay as the data has them (integers stay integers,
 strings stay strings). The GIL is released while Rust works. Errors are
 :class:`SasrecError` with the ``sasrec`` command's messages.
 """
