@@ -98,6 +98,15 @@ def test_a_dataframe_and_a_path_train_what_the_cli_trains(tmp_path, ratings_csv,
     assert set(got) >= {"hr@10", "hr@20", "ndcg@20", "users", "most_popular"}
 
 
+def test_a_polars_frame_and_an_arrow_table_train_what_pandas_trains(tmp_path, ratings, cli_run):
+    pl = pytest.importorskip("polars")
+    cli = first_epoch(cli_run)
+    polars_run = sasrec.train(pl.from_pandas(ratings), out=tmp_path / "polars", **SMALL)
+    assert first_epoch(polars_run.path) == cli
+    arrow_run = sasrec.train(pa.Table.from_pandas(ratings), out=tmp_path / "arrow", **SMALL)
+    assert first_epoch(arrow_run.path) == cli
+
+
 def test_a_settings_file_is_read_as_the_cli_reads_it(tmp_path, ratings, ratings_csv, frame_run):
     config = tmp_path / "run.toml"
     config.write_text(
