@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -172,19 +173,28 @@ def test_to_torch_gives_the_same_scores(which, request):
 
 def test_ctrl_c_stops_training_with_the_run_resumable(tmp_path, ratings):
     out = tmp_path / "run"
-    settings = dict(SMALL, epochs=3)
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            sasrec.train(ratings, out=out, **settings)
-    finally:
-        timer.cancel()
-    with open(out / "metrics.jsonl") as f:
-        assert len(f.readlines()) < 3
-    run = sasrec.resume(out)
-    with open(out / "metrics.jsonl") as f:
-        assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
+    metrics = out / "metrics.jsonl"
+
+    def interrupt_once_an_epoch_is_recorded():
+        # Far from the end of the budget, however fast the machine is.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if metrics.exists() and metrics.read_text().count("\n") >= 1:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=interrupt_once_an_epoch_is_recorded, daemon=True)
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt):
+        sasrec.train(ratings, out=out, **dict(SMALL, epochs=1000))
+    watcher.join()
+    done = len(metrics.read_text().splitlines())
+    assert 1 <= done < 1000
+    run = sasrec.resume(out, epochs=done + 1)
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == list(
+        range(1, done + 2)
+    )
     assert run.evaluate("valid")["users"] > 0
 
 
