@@ -338,9 +338,12 @@ struct Run {
     loaded: Loaded,
 }
 
-/// The users (raw ids as text) as indices; unknown ones are an error, or
-/// left out when not `strict`.
-fn user_indices(catalog: &Catalog, users: &[String], strict: bool) -> PyResult<Vec<u32>> {
+/// The users (raw ids as text) as indices, every user when `None`; unknown
+/// ones are an error, or left out when not `strict`.
+fn user_indices(catalog: &Catalog, users: Option<&[String]>, strict: bool) -> PyResult<Vec<u32>> {
+    let Some(users) = users else {
+        return Ok(catalog.user_indices().collect());
+    };
     let mut indices = Vec::with_capacity(users.len());
     for user in users {
         match catalog.user(user) {
@@ -439,10 +442,7 @@ impl Run {
         check_k(k)?;
         on_backend!(&self.loaded, |backend, run| {
             let catalog = &run.catalog;
-            let indices = match &users {
-                Some(users) => user_indices(catalog, users, strict)?,
-                None => catalog.user_indices().collect(),
-            };
+            let indices = user_indices(catalog, users.as_deref(), strict)?;
             let tops = py
                 .detach(|| {
                     let queries: Vec<Query> = indices
@@ -548,10 +548,7 @@ impl Run {
     ) -> PyResult<ArrowTable> {
         on_backend!(&self.loaded, |backend, run| {
             let catalog = &run.catalog;
-            let indices = match &users {
-                Some(users) => user_indices(catalog, users, strict)?,
-                None => catalog.user_indices().collect(),
-            };
+            let indices = user_indices(catalog, users.as_deref(), strict)?;
             let vectors = py
                 .detach(|| {
                     let histories: Vec<&[u32]> =
