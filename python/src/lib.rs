@@ -36,12 +36,12 @@ use sasrec_cli::train_cmd::{self, TrainArgs};
 use sasrec_data::{IdKind, RawId};
 use sasrec_kernels::gpu::WgpuBackend;
 use sasrec_kernels::{Backend, CpuBackend};
-use sasrec_model::durable::AtomicFile;
-use sasrec_model::run_writer::INPUT_FILE;
 use sasrec_model::{
-    Query, RunDir, RunWriter, evaluate_with_progress, item_vectors, popularity_baseline,
-    recommend_many, user_vectors,
+    Query, evaluate_with_progress, item_vectors, popularity_baseline, recommend_many, user_vectors,
 };
+use sasrec_run::durable::AtomicFile;
+use sasrec_run::writer::INPUT_FILE;
+use sasrec_run::{RunDir, RunWriter};
 use serde_json::Value;
 
 pyo3::create_exception!(

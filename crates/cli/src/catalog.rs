@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sasrec_data::popularity;
 use sasrec_data::{IdKind, RawId, Vocab};
 use sasrec_kernels::Backend;
-use sasrec_model::run_data::popularity;
-use sasrec_model::{RunConfig, RunDir, SasRec};
+use sasrec_model::SasRec;
+use sasrec_run::{RunConfig, RunDir};
 use serde::Serialize;
 
 /// The ids of a run: raw item and user ids <-> indices, item popularity,

@@ -6,7 +6,8 @@ use crate::catalog::progress_bar;
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use sasrec_kernels::Backend;
-use sasrec_model::{RunConfig, RunDir, SasRec, evaluate_with_progress, popularity_baseline};
+use sasrec_model::{SasRec, evaluate_with_progress, popularity_baseline};
+use sasrec_run::{RunConfig, RunDir};
 
 use crate::device::{Device, DeviceArgs, print_kernel_times};
 

@@ -42,8 +42,8 @@ use clap::Args;
 use parquet::arrow::ArrowWriter;
 use sasrec_data::{IdKind, RawId};
 use sasrec_kernels::Backend;
-use sasrec_model::durable::{AtomicFile, write_atomic};
 use sasrec_model::{item_vectors, user_vectors, users_per_pass};
+use sasrec_run::durable::{AtomicFile, write_atomic};
 use serde_json::json;
 
 use crate::catalog::{LoadedRun, load_run, progress_bar};

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use sasrec_model::config::human_bytes;
-use sasrec_model::durable::{parent, sync_dir, tmp_writer, unique_tmp_path};
-use sasrec_model::lock::RunLock;
+use sasrec_run::durable::{parent, sync_dir, tmp_writer, unique_tmp_path};
+use sasrec_run::lock::RunLock;
 
 /// An output file or folder locked for writing.
 pub struct Output {

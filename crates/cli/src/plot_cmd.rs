@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use sasrec_model::RunWriter;
-use sasrec_model::plot::{ImageFormat, RunCurves, render_as, render_overlay_as};
+use sasrec_run::RunWriter;
+use sasrec_run::plot::{ImageFormat, RunCurves, render_as, render_overlay_as};
 
 use crate::runs_cmd::{RunSummary, find_runs, run_names};
 

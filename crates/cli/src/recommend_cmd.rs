@@ -12,8 +12,9 @@ use anyhow::{Result, bail};
 use clap::Args;
 use sasrec_data::{RawId, Vocab};
 use sasrec_kernels::Backend;
-use sasrec_model::durable::write_atomic;
-use sasrec_model::{Query, RunConfig, recommend_many, users_per_pass};
+use sasrec_model::{Query, recommend_many, users_per_pass};
+use sasrec_run::RunConfig;
+use sasrec_run::durable::write_atomic;
 
 use crate::catalog::{Catalog, LoadedRun, Ranked, load_run, progress_bar};
 use crate::device::{Device, DeviceArgs, print_kernel_times};

@@ -17,7 +17,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use sasrec_data::{IdKind, RawId};
-use sasrec_model::durable::AtomicFile;
+use sasrec_run::durable::AtomicFile;
 use serde::Serialize;
 
 use crate::output::Output;

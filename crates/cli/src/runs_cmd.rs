@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use sasrec_model::records::EpochRecord;
-use sasrec_model::{Evaluation, RankingMetrics, RunDir, bounded, duration};
+use sasrec_model::{Evaluation, RankingMetrics, bounded, duration};
+use sasrec_run::RunDir;
 use serde_json::Value;
 
 use crate::config_file;
@@ -69,7 +70,7 @@ impl RunSummary {
         let commit = dir.read_commit()?;
         let test = dir.file("test.json");
         let test = if test.exists() {
-            let json: Value = sasrec_model::run::read_json(&test)?;
+            let json: Value = sasrec_run::read_json(&test)?;
             Some(serde_json::from_value(json["test"].clone()).map_err(|e| {
                 anyhow::anyhow!(
                     "{}: `test`: {}",

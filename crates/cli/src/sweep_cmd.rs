@@ -356,7 +356,7 @@ fn train_args(
     origin: &str,
 ) -> Result<Option<Vec<OsString>>> {
     let mut args: Vec<OsString> = vec!["train".into()];
-    if !sasrec_model::RunDir::new(&run.dir).holds_run() {
+    if !sasrec_run::RunDir::new(&run.dir).holds_run() {
         args.extend(config_file::to_args(&run.settings, command, origin)?);
         return Ok(Some(args));
     }

@@ -13,14 +13,13 @@ use sasrec_data::{Dataset, Dedup, FilterReport, Split, TemporalTargets, format_m
 use sasrec_kernels::cpu::Precision;
 use sasrec_kernels::gpu::WgpuBackend;
 use sasrec_kernels::{Backend, CpuBackend};
-use sasrec_model::checkpoint::FileDigest;
 use sasrec_model::config::human_bytes;
 use sasrec_model::{
-    DataSpec, EpochHook, FeedForward, InvalidSetting, Loss, LrSchedule, ModelConfig, ModelOptions,
-    NegativeSampler, NegativesScope, Norm, Outcome, OutputLayer, Preset, RunConfig, RunWriter,
-    Sampler, SasRec, Selection, SplitMethod, TrainConfig, Trainer, evaluate_with_progress,
-    popularity_baseline,
+    EpochHook, EpochRecord, FeedForward, InvalidSetting, Loss, LrSchedule, ModelConfig,
+    ModelOptions, NegativeSampler, NegativesScope, Norm, Outcome, OutputLayer, Preset, Sampler,
+    SasRec, Selection, TrainConfig, Trainer, evaluate_with_progress, popularity_baseline,
 };
+use sasrec_run::{DataSpec, FileDigest, RunConfig, RunWriter, SplitMethod};
 
 use crate::catalog::progress_bar;
 use crate::data_cmd::{FilterArgs, RatingsArgs, event_counts, thousands, time_range};
@@ -898,7 +897,7 @@ fn train_on<B: Backend>(
     backend: &B,
     config: &RunConfig,
     split: &Split,
-    run: RunWriter,
+    mut run: RunWriter,
     resume: bool,
     stop: &AtomicBool,
     hook: Option<Box<dyn EpochHook>>,
@@ -912,11 +911,10 @@ fn train_on<B: Backend>(
         &split.train,
         &split.valid,
         config.data.held_out_last(),
-        run,
     )?;
     trainer.hook = hook;
-    if trainer.restore()? {
-        let generation = trainer.run_folder().committed().map_or(0, |c| c.generation);
+    if trainer.restore(&run)? {
+        let generation = run.committed().map_or(0, |c| c.generation);
         let s = &trainer.state;
         if s.finished {
             let why = if s.epoch >= config.train.epochs {
@@ -938,7 +936,7 @@ fn train_on<B: Backend>(
     } else if resume {
         eprintln!("{out} has no checkpoint yet: starting at step 0 with its saved settings");
     }
-    let outcome = trainer.run(stop)?;
+    let outcome = trainer.run(&mut run, stop)?;
     match outcome {
         Outcome::Interrupted => {
             eprintln!("saved; continue with: sasrec train --resume --out {out}");
@@ -950,7 +948,7 @@ fn train_on<B: Backend>(
         ),
         Outcome::Completed => {}
     }
-    report(backend, config, split, trainer)?;
+    report(backend, config, split, trainer.epochs(), &run)?;
     // Stopped while the report ran: the run is complete, but say it was cut.
     Ok(if stop.load(Ordering::SeqCst) {
         ExitCode::from(130)
@@ -965,10 +963,9 @@ fn report<B: Backend>(
     backend: &B,
     config: &RunConfig,
     split: &Split,
-    trainer: Trainer<'_, B>,
+    records: &[EpochRecord],
+    run: &RunWriter,
 ) -> Result<()> {
-    let records = trainer.epochs().to_vec();
-    let run = trainer.into_run();
     let Some(best) = records.iter().rev().find(|r| r.best) else {
         bail!("the run has no validated epoch");
     };

@@ -20,7 +20,7 @@ use common::{
     SASREC, assert_error, assert_killed_by, json, sasrec, temporary_files, text, train, trained_run,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sasrec_model::lock::RunLock;
+use sasrec_run::lock::RunLock;
 use serde_json::Value;
 
 /// One row of a recommendations file: user, item, rank, logit.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::{SMALL, assert_error, json, sasrec, text, train_args, write_data};
-use sasrec_model::tensorboard::read_events;
+use sasrec_run::tensorboard::read_events;
 
 /// The small model's flags as TOML lines (`max_len = 10`, ...).
 fn small_toml() -> String {

@@ -12,7 +12,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use sasrec_kernels::CpuBackend;
 use sasrec_model::checkpoint::from_safetensors;
-use sasrec_model::{RunDir, RunWriter, load_model};
+use sasrec_model::load_model;
+use sasrec_run::{RunDir, RunWriter};
 
 use common::{text, train, write_data};
 

@@ -61,7 +61,7 @@ fn outcome(run: &Path) -> Outcome {
         test: read("test.json"),
         state,
         metrics,
-        events: sasrec_model::tensorboard::read_events(&read("events.out.tfevents.sasrec"))
+        events: sasrec_run::tensorboard::read_events(&read("events.out.tfevents.sasrec"))
             .unwrap()
             .into_iter()
             .flat_map(|e| {

@@ -583,3 +583,16 @@ fn drop_rows(keep: &mut [bool], drop: impl Fn(usize) -> bool) -> usize {
     }
     dropped
 }
+
+/// Target events of each item index in `users` (`[num_items + 1]`).
+pub fn popularity(users: &[UserSequence], num_items: usize) -> Vec<u32> {
+    let mut counts = vec![0u32; num_items + 1];
+    for user in users {
+        for (j, &item) in user.items.iter().enumerate() {
+            if user.is_target(j) {
+                counts[item as usize] += 1;
+            }
+        }
+    }
+    counts
+}

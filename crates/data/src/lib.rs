@@ -47,7 +47,7 @@ mod vocab;
 pub use batch::{Batch, Batches, Order, batches, permutation, window};
 pub use dataset::{
     Dataset, Dedup, FilterConfig, FilterReport, Stats, UserSequence, build_dataset,
-    build_dataset_with_report,
+    build_dataset_with_report, popularity,
 };
 pub use error::{DataError, Place};
 pub use id_list::read_id_list;

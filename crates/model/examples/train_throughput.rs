@@ -1,7 +1,7 @@
 //! Training throughput at the notebook's sizes, for `cargo xtask bench train`:
 //! batch 128, max_len 50, dim 64, 2 heads, 2 layers, dropout 0.1, Adam lr
-//! 1e-3, timed over whole steps (upload, forward, backward, Adam, loss read
-//! back). Prints one JSON line; `scripts/bench_train_torch.py` prints the
+//! 1e-3, timed over whole steps of the trainer (`Trainer::step`: upload,
+//! forward, backward, gradient checks, Adam, loss read back). Prints one JSON line; `scripts/bench_train_torch.py` prints the
 //! same for PyTorch.
 //!
 //! Data: `--data latest-small` (default: MovieLens latest-small,
@@ -32,7 +32,6 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use sasrec_autograd::Tape;
 use sasrec_data::{
     Batch, FilterConfig, InputSpec, Order, Split, SplitKind, UserSequence, batches, build_dataset,
     dataset_ratings_path, read_interactions, split,
@@ -40,7 +39,7 @@ use sasrec_data::{
 use sasrec_kernels::cpu::{Bf16Kernel, CpuTensor, Precision, ce_chunk_rows};
 use sasrec_kernels::gpu::{GpuOptions, WgpuBackend};
 use sasrec_kernels::{Backend, CpuBackend};
-use sasrec_model::{Adam, DeviceBatch, DropoutContext, ModelConfig, SasRec, evaluate};
+use sasrec_model::{ModelConfig, SasRec, TrainConfig, Trainer, evaluate};
 
 const BATCH: usize = 128;
 
@@ -102,7 +101,7 @@ fn main() -> Result<()> {
             if has("--profile-ops") {
                 cpu.enable_profiling();
             }
-            measure(&cpu, config, &all, warmup)?;
+            measure(&cpu, config, &split, &all, warmup)?;
             if has("--profile-ops") {
                 print_profile(steps);
             }
@@ -114,7 +113,7 @@ fn main() -> Result<()> {
                 println!("{}", gpu.name());
                 return Ok(());
             }
-            measure(&gpu, config, &all, warmup)
+            measure(&gpu, config, &split, &all, warmup)
         }
         other => bail!("unknown --device {other} (cpu or gpu)"),
     }
@@ -177,15 +176,22 @@ fn step_flops(config: &ModelConfig, batch: &Batch) -> f64 {
     encoder + output
 }
 
+/// Times `Trainer::step`, the trainer's own step, over `all` after `warmup`
+/// untimed steps.
 fn measure<B: Backend>(
     backend: &B,
     config: ModelConfig,
+    split: &Split,
     all: &[Batch],
     warmup: usize,
 ) -> Result<()> {
     let max_len = config.max_len;
-    let mut model = SasRec::new(backend, config.clone(), 0);
-    let mut adam = Adam::new(backend, &model.params, 1e-3, 0.9, 0.999, 1e-8);
+    let model = SasRec::new(backend, config.clone(), 0);
+    let train = TrainConfig {
+        seed: 0,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(backend, model, train, &split.train, &split.train, false)?;
     let mut started = Instant::now();
     let mut cpu_started = cpu_seconds();
     for (i, batch) in all.iter().enumerate() {
@@ -195,23 +201,7 @@ fn measure<B: Backend>(
             started = Instant::now();
             cpu_started = cpu_seconds();
         }
-        let device = DeviceBatch::upload(backend, &batch.inputs, &batch.targets, BATCH, max_len);
-        let mut tape = Tape::new(backend, true);
-        let vars = tape.params(&model.params);
-        let loss = model.loss(
-            &mut tape,
-            &vars,
-            &device,
-            Some(DropoutContext {
-                seed: 0,
-                step: i as u64 + 1,
-            }),
-        );
-        let value = backend.to_vec(tape.value(loss))[0];
-        assert!(value.is_finite(), "loss {value} at step {}", i + 1);
-        let grads = tape.backward(loss);
-        drop(tape);
-        adam.step(backend, &mut model.params, &grads, &vars);
+        trainer.step(batch)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_started;

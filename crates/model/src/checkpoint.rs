@@ -1,4 +1,4 @@
-//! Safetensors files and checksums.
+//! Safetensors files: checkpoints and weights.
 //!
 //! Tensor names are the notebook's PyTorch `state_dict` names, so
 //! `model.load_state_dict(safetensors.torch.load_file(path))` loads our
@@ -7,16 +7,15 @@
 //! weight file must never turn into a recommendation.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::hash::Hasher;
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use serde::{Deserialize, Serialize};
-use twox_hash::XxHash3_64;
 
+use sasrec_kernels::Backend;
+
+use crate::config::ModelConfig;
+use crate::sasrec::SasRec;
 use crate::text::bounded;
 
 /// A named f32 tensor on the host: `(name, shape, values)`.
@@ -92,78 +91,43 @@ pub fn load_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, HashMap<String
     from_safetensors(&bytes, path)
 }
 
+/// Loads SASRec weights from a safetensors file written by us or by
+/// `safetensors.torch.save_file(model.state_dict(), path)`.
+pub fn load_model<B: Backend>(backend: &B, path: &Path, config: ModelConfig) -> Result<SasRec<B>> {
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    let (tensors, _) = load_safetensors(path)?;
+    model_from_tensors(backend, tensors, config, path)
+}
+
+/// A model of `config` from `tensors` (the `optimizer.` ones of a `last`
+/// checkpoint are left out); errors name `path`.
+pub fn model_from_tensors<B: Backend>(
+    backend: &B,
+    tensors: Vec<NamedTensor>,
+    config: ModelConfig,
+    path: &Path,
+) -> Result<SasRec<B>> {
+    // Optimiser state lives in the same file for the `last` checkpoints.
+    let weights = tensors
+        .into_iter()
+        .filter(|(name, _, _)| !name.starts_with("optimizer."));
+    SasRec::from_weights(backend, config, weights).map_err(|e| {
+        anyhow::anyhow!(
+            "{} does not fit the run's config.json: {}",
+            path.display(),
+            bounded(&e, 200)
+        )
+    })
+}
+
 /// The first NaN or infinity in `values`, with its index.
 pub fn first_non_finite(values: &[f32]) -> Option<(usize, f32)> {
     values
         .iter()
         .position(|v| !v.is_finite())
         .map(|i| (i, values[i]))
-}
-
-/// The size and xxh3 hash of a file: enough to notice that it changed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileDigest {
-    /// Length in bytes.
-    pub bytes: u64,
-    /// XXH3-64 of the content, 16 hex digits.
-    pub xxh3: String,
-}
-
-impl FileDigest {
-    /// The digest of `bytes`.
-    pub fn of_bytes(bytes: &[u8]) -> FileDigest {
-        FileDigest {
-            bytes: bytes.len() as u64,
-            xxh3: format!("{:016x}", XxHash3_64::oneshot(bytes)),
-        }
-    }
-
-    /// The digest of an interaction log, read in pieces (it may be large):
-    /// a file, or a folder of Parquet parts (their contents in the order the
-    /// reader reads them, each preceded by its file name).
-    pub fn of_file(path: &Path) -> Result<FileDigest> {
-        let files = sasrec_data::input_files(path)?;
-        let mut hasher = XxHash3_64::default();
-        let mut buffer = vec![0u8; 1 << 20];
-        let mut bytes = 0u64;
-        for file_path in &files {
-            if path.is_dir() {
-                let name = file_path.file_name().unwrap_or_default();
-                hasher.write(name.as_encoded_bytes());
-            }
-            let mut read = || -> std::io::Result<()> {
-                let mut file = File::open(file_path)?;
-                loop {
-                    let n = file.read(&mut buffer)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    hasher.write(&buffer[..n]);
-                    bytes += n as u64;
-                }
-            };
-            read().with_context(|| format!("reading {}", file_path.display()))?;
-        }
-        Ok(FileDigest {
-            bytes,
-            xxh3: format!("{:016x}", hasher.finish()),
-        })
-    }
-
-    /// How `self` (as saved) differs from `now`, in words; `None` if equal.
-    pub fn change(&self, now: &FileDigest) -> Option<String> {
-        if self.bytes != now.bytes {
-            Some(format!("{} bytes then, {} now", self.bytes, now.bytes))
-        } else if self.xxh3 != now.xxh3 {
-            Some(format!(
-                "same size, different content: xxh3 {} then, {} now",
-                bounded(&self.xxh3, 16),
-                now.xxh3
-            ))
-        } else {
-            None
-        }
-    }
 }
 
 /// The little-endian bytes of `data` (safetensors stores little-endian).
@@ -222,21 +186,5 @@ mod tests {
                 "{err}"
             );
         }
-    }
-
-    #[test]
-    fn digest_sees_size_and_content_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.csv");
-        std::fs::write(&path, b"1,2,3\n").unwrap();
-        let saved = FileDigest::of_file(&path).unwrap();
-        assert_eq!(saved, FileDigest::of_bytes(b"1,2,3\n"));
-        assert_eq!(saved.change(&saved), None);
-        std::fs::write(&path, b"1,2,4\n").unwrap();
-        let now = FileDigest::of_file(&path).unwrap();
-        assert!(saved.change(&now).unwrap().starts_with("same size"));
-        std::fs::write(&path, b"1,2,3\n4\n").unwrap();
-        let now = FileDigest::of_file(&path).unwrap();
-        assert_eq!(saved.change(&now).unwrap(), "6 bytes then, 8 now");
     }
 }

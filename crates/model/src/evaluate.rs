@@ -153,7 +153,7 @@ pub fn popularity_baseline(
     vocab: usize,
     ks: &[usize],
 ) -> RankingMetrics {
-    let counts: Vec<f32> = crate::run_data::popularity(train, vocab - 1)
+    let counts: Vec<f32> = sasrec_data::popularity(train, vocab - 1)
         .into_iter()
         .map(|c| c as f32)
         .collect();

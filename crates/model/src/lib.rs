@@ -4,31 +4,27 @@
 //!
 //! The building blocks are public so research code can use them one by one:
 //! [`SasRec`] (forward on an autograd tape), [`NegativeSampler`] (the
-//! sampled losses' negatives), [`Trainer`], [`evaluate()`],
+//! sampled losses' negatives), [`Trainer`] (whose [`Trainer::step`] is one
+//! optimiser step, with the configured loss or the caller's), [`evaluate()`],
 //! [`recommend()`] and [`recommend_many()`] (top-k for many histories at
-//! once; [`user_vectors()`] and [`item_vectors()`] for ANN engines), and
-//! the run folder ([`RunDir`] to read it, [`RunWriter`] to write it). The
-//! optimiser is `sasrec-autograd`'s [`Adam`], re-exported
-//! here.
+//! once; [`user_vectors()`] and [`item_vectors()`] for ANN engines). The
+//! trainer commits its progress through the [`RunStore`] trait: the run
+//! folder on disk is `sasrec-run`'s, [`MemoryStore`] keeps it in memory.
+//! The optimiser is `sasrec-autograd`'s [`Adam`], re-exported here.
 
 pub mod checkpoint;
 pub mod config;
-pub mod durable;
 pub mod evaluate;
-pub mod lock;
 pub mod metrics;
-pub mod plot;
 pub mod recommend;
 pub mod records;
-pub mod run;
-pub mod run_data;
-pub mod run_writer;
 pub mod sampler;
 pub mod sasrec;
-pub mod tensorboard;
+pub mod store;
 pub mod text;
 pub mod train;
 
+pub use checkpoint::load_model;
 pub use config::{
     FeedForward, InvalidSetting, Loss, LrSchedule, MemoryEstimate, ModelConfig, ModelOptions,
     NegativesScope, Norm, OutputLayer, Preset, Sampler, Selection, TrainConfig,
@@ -37,11 +33,9 @@ pub use evaluate::{Evaluation, evaluate, evaluate_with_progress, popularity_base
 pub use metrics::{RankingMetrics, rank_of_target};
 pub use recommend::{Query, item_vectors, recommend, recommend_many, user_vectors, users_per_pass};
 pub use records::EpochRecord;
-pub use run::{DataSpec, RunConfig, RunDir, SplitMethod, load_model};
-pub use run_data::RunData;
-pub use run_writer::{Commit, Recovery, RunWriter};
 pub use sampler::{NegativeSampler, StepNegatives};
 pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
 pub use sasrec_autograd::Adam;
+pub use store::{Committed, Generation, MemoryStore, RunStore};
 pub use text::{bounded, duration};
-pub use train::{EpochHook, Outcome, TrainState, Trainer};
+pub use train::{EpochHook, Outcome, StepInputs, StepReport, TrainState, Trainer};

@@ -1,7 +1,6 @@
 //! The per-epoch records of a run (`metrics.jsonl`), which the trainer
 //! writes and the plot reads.
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::evaluate::Evaluation;
@@ -30,21 +29,4 @@ pub struct EpochRecord {
     pub ended_at: f64,
     /// Whether this epoch is the best so far.
     pub best: bool,
-}
-
-/// Reads `metrics.jsonl` (empty when absent).
-pub fn read_records(path: &std::path::Path) -> Result<Vec<EpochRecord>> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{}:{}: bad metrics line", path.display(), i + 1))
-        })
-        .collect()
 }

@@ -584,4 +584,11 @@ impl<B: Backend> SasRec<B> {
     pub fn output_table(&self) -> &B::Tensor {
         self.params.get(self.output_embedding)
     }
+
+    /// The output layer's table among `vars`, the parameters on a tape
+    /// ([`Tape::params`]): what a loss of one's own scores hidden states
+    /// against.
+    pub fn output_table_var(&self, vars: &[Var]) -> Var {
+        vars[self.output_embedding.index()]
+    }
 }

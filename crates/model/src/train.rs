@@ -2,6 +2,11 @@
 //! learning-rate warm-up and cosine decay as functions of the step; global
 //! gradient-norm clipping; label smoothing), validation every epoch, best
 //! checkpoint, early stopping, exact resume, NaN and infinity detection.
+//!
+//! [`Trainer::step`] is one optimiser step (forward, loss, backward, Adam),
+//! the same one [`Trainer::run`]'s epochs take; [`Trainer::step_with_loss`]
+//! takes the loss from the caller. The trainer commits its progress to a
+//! [`RunStore`]: a run folder (`sasrec-run`) or [`MemoryStore`](crate::MemoryStore).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,7 +15,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sasrec_autograd::{AdamW, Tape, clip_grad_norm};
+use sasrec_autograd::{AdamW, Tape, Var, clip_grad_norm};
 use sasrec_data::{Batch, Order, UserSequence, batches};
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
@@ -18,10 +23,11 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{NamedTensor, first_non_finite, from_safetensors, to_safetensors};
 use crate::config::{Selection, TrainConfig};
 use crate::evaluate::{Evaluation, evaluate_with_progress, popularity_baseline};
+use crate::metrics::RankingMetrics;
 use crate::records::EpochRecord;
-use crate::run_writer::RunWriter;
 use crate::sampler::NegativeSampler;
 use crate::sasrec::{DeviceBatch, DropoutContext, SasRec};
+use crate::store::{Generation, RunStore};
 use crate::text::duration;
 
 /// Where training stands; saved in `state.json` with each checkpoint.
@@ -70,7 +76,31 @@ pub trait EpochHook {
     fn training_finished(&mut self, steps: usize);
 }
 
-/// Trains a model, committing checkpoints and metrics into a run folder.
+/// What one training step's loss sees: the model, its parameters on the
+/// tape, the batch (on the host and on the device) and the step's dropout.
+pub struct StepInputs<'s, B: Backend> {
+    /// The model being trained.
+    pub model: &'s SasRec<B>,
+    /// The model's parameters on the step's tape ([`Tape::params`]).
+    pub vars: &'s [Var],
+    /// The batch on the host: item ids, targets (0 = none).
+    pub batch: &'s Batch,
+    /// The same batch on the device.
+    pub device: &'s DeviceBatch<B>,
+    /// The step's dropout masks (training mode).
+    pub dropout: DropoutContext,
+}
+
+/// What one training step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// The batch's mean loss.
+    pub loss: f32,
+    /// The batch's targets (positions with a next item).
+    pub targets: usize,
+}
+
+/// Trains a model, committing checkpoints and metrics to a [`RunStore`].
 pub struct Trainer<'a, B: Backend> {
     backend: &'a B,
     /// The model being trained.
@@ -83,7 +113,10 @@ pub struct Trainer<'a, B: Backend> {
     train: &'a [UserSequence],
     valid: &'a [UserSequence],
     held_out_last: bool,
-    run: RunWriter,
+    /// The most-popular baseline on the validation users (leave-one-out).
+    baseline: Option<RankingMetrics>,
+    /// The progress (epoch, step) of the last commit, for error messages.
+    committed_at: Option<(usize, u64)>,
     /// Progress so far.
     pub state: TrainState,
     /// The finished epochs.
@@ -109,7 +142,6 @@ impl<'a, B: Backend> Trainer<'a, B> {
         train: &'a [UserSequence],
         valid: &'a [UserSequence],
         held_out_last: bool,
-        run: RunWriter,
     ) -> Result<Self> {
         config.validate()?;
         config.check_catalogue(model.config.num_items)?;
@@ -125,8 +157,6 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let baseline = held_out_last.then(|| {
             popularity_baseline(train, valid, model.config.vocab(), &validation_ks(&config))
         });
-        let mut run = run;
-        run.set_baseline(baseline);
         let sampler = NegativeSampler::new(&config, model.config.num_items, train);
         let adam = AdamW::new(
             backend,
@@ -146,7 +176,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             train,
             valid,
             held_out_last,
-            run,
+            baseline,
+            committed_at: None,
             state: TrainState::default(),
             epochs: Vec::new(),
             progress: true,
@@ -155,18 +186,17 @@ impl<'a, B: Backend> Trainer<'a, B> {
         })
     }
 
-    /// Restores the model, Adam state and progress of the run folder's
-    /// committed generation (its `last` checkpoint, checksum verified);
-    /// returns false, leaving the trainer at step 0, when nothing is committed.
-    pub fn restore(&mut self) -> Result<bool> {
-        let Some(commit) = self.run.committed() else {
+    /// Restores the model, Adam state and progress of the store's last
+    /// commit; returns false, leaving the trainer at step 0, when nothing is
+    /// committed.
+    pub fn restore<S: RunStore + ?Sized>(&mut self, store: &S) -> Result<bool> {
+        let Some(commit) = store.last_commit()? else {
             return Ok(false);
         };
-        let path = self.run.dir().file(&commit.last.file);
-        let bytes = self.run.dir().read_checkpoint(&commit.last)?;
-        let (tensors, meta) = from_safetensors(&bytes, &path)?;
-        let state = commit.progress.clone();
-        let epochs = commit.epochs.clone();
+        let path = std::path::Path::new(&commit.source);
+        let (tensors, meta) = from_safetensors(&commit.checkpoint, path)?;
+        let state = commit.progress;
+        let epochs = commit.epochs;
         let saved_step = meta.get("step").and_then(|s| s.parse::<u64>().ok());
         if saved_step != Some(state.step) {
             bail!(
@@ -199,6 +229,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             self.adam.adam.exp_avg_sq[i] = take(&format!("optimizer.exp_avg_sq.{name}"), &shape)?;
         }
         self.adam.adam.step = state.step;
+        self.committed_at = Some((state.epoch, state.step));
         self.state = state;
         self.epochs = epochs;
         // A finished run goes on when given more epochs or patience since.
@@ -221,23 +252,18 @@ impl<'a, B: Backend> Trainer<'a, B> {
         &self.epochs
     }
 
-    /// The run folder being written.
-    pub fn run_folder(&self) -> &RunWriter {
-        &self.run
-    }
-
-    /// Gives the run folder (still locked) back, e.g. to write a report into it.
-    pub fn into_run(self) -> RunWriter {
-        self.run
-    }
-
     /// Trains until the epochs run out, early stopping triggers, or `stop`
     /// is raised (checked after every step and every validation; the
-    /// progress is then committed).
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<Outcome> {
+    /// progress is then committed to `store`).
+    pub fn run<S: RunStore + ?Sized>(
+        &mut self,
+        store: &mut S,
+        stop: &AtomicBool,
+    ) -> Result<Outcome> {
         if self.state.finished {
             return Ok(Outcome::Completed);
         }
+        store.set_baseline(self.baseline.clone());
         let max_len = self.model.config.max_len;
         let batch_size = self.config.batch_size;
         let steps_per_epoch = self.train.len().div_ceil(batch_size);
@@ -261,14 +287,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 batches(self.train, max_len, batch_size, order, false).skip(self.state.batch)
             {
                 let started = Instant::now();
-                let device = DeviceBatch::upload(
-                    self.backend,
-                    &batch.inputs,
-                    &batch.targets,
-                    batch.batch_size,
-                    max_len,
-                );
-                let (loss, targets) = self.step(&batch, &device)?;
+                let StepReport { loss, targets } = self.step(&batch)?;
                 let s = &mut self.state;
                 s.batch += 1;
                 s.epoch_loss_sum += loss as f64 * targets as f64;
@@ -283,7 +302,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 bar.inc(1);
                 if stop.load(Ordering::SeqCst) {
                     bar.abandon();
-                    self.save(None)?;
+                    self.save(store, None)?;
                     return Ok(Outcome::Interrupted);
                 }
             }
@@ -297,13 +316,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 // training sums run on to the next validation.
                 self.state.epoch = epoch;
                 self.state.batch = 0;
-                self.save(None)?;
+                self.save(store, None)?;
                 if stop.load(Ordering::SeqCst) {
                     return Ok(Outcome::Interrupted);
                 }
                 continue;
             }
-            if self.end_epoch()? {
+            if self.end_epoch(store)? {
                 return Ok(Outcome::EarlyStopped);
             }
             if stop.load(Ordering::SeqCst) && !self.state.finished {
@@ -314,35 +333,62 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if !self.state.finished {
             // The epoch budget in config.json was lowered below the progress.
             self.state.finished = true;
-            self.save(None)?;
+            self.save(store, None)?;
         }
         Ok(Outcome::Completed)
     }
 
-    /// One optimiser step on `batch` (on the device: `device`); returns the
-    /// batch's mean loss and its target count.
-    fn step(&mut self, batch: &Batch, device: &DeviceBatch<B>) -> Result<(f32, usize)> {
+    /// One optimiser step on `batch` with the configured loss: forward,
+    /// loss, backward, gradient checks and clipping, Adam at the schedule's
+    /// learning rate. Advances `state.step` (not the epoch's batch count,
+    /// which [`Trainer::run`] keeps).
+    pub fn step(&mut self, batch: &Batch) -> Result<StepReport> {
+        let sampler = self.sampler.take();
+        let smoothing = self.config.label_smoothing;
+        let report = self.step_with_loss(batch, |tape, s| match &sampler {
+            None => s
+                .model
+                .smoothed_loss(tape, s.vars, s.device, Some(s.dropout), smoothing),
+            Some(sampler) => {
+                let negatives = sampler.step(tape.backend(), s.dropout.step, s.batch);
+                s.model
+                    .sampled_loss(tape, s.vars, s.device, Some(s.dropout), &negatives)
+            }
+        });
+        self.sampler = sampler;
+        report
+    }
+
+    /// [`Trainer::step`] with the caller's loss: `loss` records it on the
+    /// tape from [`StepInputs`] and returns the `[1]` loss variable; the
+    /// rest of the step is the trainer's.
+    pub fn step_with_loss(
+        &mut self,
+        batch: &Batch,
+        loss: impl FnOnce(&mut Tape<'_, B>, &StepInputs<'_, B>) -> Var,
+    ) -> Result<StepReport> {
         let step = self.state.step + 1;
+        let max_len = self.model.config.max_len;
+        let device = DeviceBatch::upload(
+            self.backend,
+            &batch.inputs,
+            &batch.targets,
+            batch.batch_size,
+            max_len,
+        );
         let mut tape = Tape::new(self.backend, true);
         let vars = tape.params(&self.model.params);
-        let dropout = DropoutContext {
-            seed: self.config.seed,
-            step,
+        let inputs = StepInputs {
+            model: &self.model,
+            vars: &vars,
+            batch,
+            device: &device,
+            dropout: DropoutContext {
+                seed: self.config.seed,
+                step,
+            },
         };
-        let loss = match &self.sampler {
-            None => self.model.smoothed_loss(
-                &mut tape,
-                &vars,
-                device,
-                Some(dropout),
-                self.config.label_smoothing,
-            ),
-            Some(sampler) => {
-                let negatives = sampler.step(self.backend, step, batch);
-                self.model
-                    .sampled_loss(&mut tape, &vars, device, Some(dropout), &negatives)
-            }
-        };
+        let loss = loss(&mut tape, &inputs);
         let value = self.backend.to_vec(tape.value(loss))[0];
         if !value.is_finite() {
             bail!(self.diverged(&format!("the training loss became {value}")));
@@ -369,7 +415,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .step(self.backend, &mut self.model.params, &grads, &vars);
         self.state.step = step;
         let targets = batch.targets.iter().filter(|&&t| t != 0).count();
-        Ok((value, targets))
+        Ok(StepReport {
+            loss: value,
+            targets,
+        })
     }
 
     /// Optimiser steps in the whole epoch budget (the cosine schedule's end).
@@ -391,11 +440,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// What the run folder keeps after training diverged.
     fn kept(&self) -> String {
-        let kept = match self.run.committed() {
-            Some(c) => format!(
-                "the run folder keeps its last good checkpoint (epoch {}, step {})",
-                c.progress.epoch + 1,
-                c.progress.step
+        let kept = match self.committed_at {
+            Some((epoch, step)) => format!(
+                "the run folder keeps its last good checkpoint (epoch {}, step {step})",
+                epoch + 1
             ),
             None => "the run folder has no checkpoint yet".to_string(),
         };
@@ -405,7 +453,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
     }
 
     /// Validates, logs, checkpoints; returns whether to stop early.
-    fn end_epoch(&mut self) -> Result<bool> {
+    fn end_epoch<S: RunStore + ?Sized>(&mut self, store: &mut S) -> Result<bool> {
         let ks_needed = validation_ks(&self.config);
         let started = Instant::now();
         let bar = self.progress_bar(self.valid.len() as u64, "valid");
@@ -478,7 +526,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let meta = HashMap::from([("epoch".to_string(), epoch.to_string())]);
             (self.model.weights(self.backend), meta)
         });
-        self.save(best)?;
+        self.save(store, best)?;
         Ok(stop)
     }
 
@@ -516,7 +564,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// Commits a generation: the weights and Adam moments, the best weights
     /// (and their metadata) when validation improved, the progress and epochs.
     /// Non-finite values are never saved: the last good generation stays.
-    fn save(&mut self, best: Option<(Vec<NamedTensor>, HashMap<String, String>)>) -> Result<()> {
+    fn save<S: RunStore + ?Sized>(
+        &mut self,
+        store: &mut S,
+        best: Option<(Vec<NamedTensor>, HashMap<String, String>)>,
+    ) -> Result<()> {
         let b = self.backend;
         let mut tensors: Vec<NamedTensor> = Vec::with_capacity(3 * self.model.params.len());
         for (i, (_, name, value)) in self.model.params.iter().enumerate() {
@@ -547,8 +599,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let best = best
             .map(|(weights, meta)| to_safetensors(&weights, meta))
             .transpose()?;
-        self.run
-            .commit(&self.state, &last, best.as_deref(), &self.epochs)
+        store.commit(Generation {
+            progress: &self.state,
+            last: &last,
+            best: best.as_deref(),
+            epochs: &self.epochs,
+        })?;
+        self.committed_at = Some((self.state.epoch, self.state.step));
+        Ok(())
     }
 
     /// `  3/300`: the epoch in progress and the budget.

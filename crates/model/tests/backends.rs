@@ -11,11 +11,11 @@
 //! terms (a few 1e-3 here), and 20 steps of slightly different gradients
 //! add to that; a wrong bf16 product is off by far more.
 
-use sasrec_autograd::Tape;
-use sasrec_data::{Order, UserSequence, batches};
+mod common;
+
 use sasrec_kernels::cpu::{Bf16Kernel, Bf16Unsupported};
 use sasrec_kernels::{Backend, CpuBackend};
-use sasrec_model::{Adam, DeviceBatch, DropoutContext, ModelConfig, SasRec};
+use sasrec_model::{ModelConfig, TrainConfig};
 
 fn losses<B: Backend>(backend: &B, dropout: f32) -> Vec<f32> {
     let config = ModelConfig {
@@ -28,51 +28,12 @@ fn losses<B: Backend>(backend: &B, dropout: f32) -> Vec<f32> {
         dropout,
         options: Default::default(),
     };
-    let users: Vec<UserSequence> = (0..96u32)
-        .map(|u| {
-            let len = 3 + (u as usize * 5) % 40;
-            let items = (0..len as u32)
-                .map(|i| (u * 31 + i * i * 7) % 400 + 1)
-                .collect();
-            UserSequence::new(u, items)
-        })
-        .collect();
-    let mut model = SasRec::new(backend, config.clone(), 9);
-    let mut adam = Adam::new(backend, &model.params, 1e-3, 0.9, 0.999, 1e-8);
-    let mut out = Vec::new();
-    let mut step = 0;
-    for epoch in 0..4 {
-        for batch in batches(
-            &users,
-            config.max_len,
-            20,
-            Order::Shuffled { seed: 5, epoch },
-            false,
-        ) {
-            step += 1;
-            let device = DeviceBatch::upload(
-                backend,
-                &batch.inputs,
-                &batch.targets,
-                batch.batch_size,
-                config.max_len,
-            );
-            let mut tape = Tape::new(backend, true);
-            let vars = tape.params(&model.params);
-            let loss = model.loss(
-                &mut tape,
-                &vars,
-                &device,
-                Some(DropoutContext { seed: 77, step }),
-            );
-            out.push(backend.to_vec(tape.value(loss))[0]);
-            let grads = tape.backward(loss);
-            drop(tape);
-            adam.step(backend, &mut model.params, &grads, &vars);
-        }
-    }
-    assert_eq!(out.len(), 20);
-    out
+    common::step_losses(
+        backend,
+        config,
+        &TrainConfig::default(),
+        &common::users(400),
+    )
 }
 
 fn compare(dropout: f32) {

@@ -11,32 +11,20 @@
 
 use std::sync::atomic::AtomicBool;
 
-use sasrec_autograd::Tape;
-use sasrec_data::{Order, UserSequence, batches};
+mod common;
+
+use sasrec_data::UserSequence;
 use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::{
-    Adam, DeviceBatch, DropoutContext, EpochRecord, Loss, ModelConfig, NegativeSampler,
-    NegativesScope, Outcome, RunDir, RunWriter, Sampler, SasRec, Selection, TrainConfig, Trainer,
+    EpochRecord, Loss, MemoryStore, ModelConfig, NegativeSampler, NegativesScope, Outcome, Sampler,
+    SasRec, Selection, TrainConfig, Trainer,
 };
 
 const ITEMS: usize = 1500;
 
-fn users() -> Vec<UserSequence> {
-    (0..96u32)
-        .map(|u| {
-            let len = 3 + (u as usize * 5) % 40;
-            let items = (0..len as u32)
-                .map(|i| (u * 31 + i * i * 7) % ITEMS as u32 + 1)
-                .collect();
-            UserSequence::new(u, items)
-        })
-        .collect()
-}
-
-/// The losses of 20 optimiser steps (4 epochs of 5 batches) with `config`'s
-/// loss, dropout 0.1.
+/// The losses of 20 training steps with `config`'s loss, dropout 0.1.
 fn losses<B: Backend>(backend: &B, config: &TrainConfig) -> Vec<f32> {
-    let model_config = ModelConfig {
+    let model = ModelConfig {
         num_items: ITEMS,
         max_len: 20,
         dim: 32,
@@ -46,41 +34,7 @@ fn losses<B: Backend>(backend: &B, config: &TrainConfig) -> Vec<f32> {
         dropout: 0.1,
         options: Default::default(),
     };
-    let users = users();
-    let sampler = NegativeSampler::new(config, ITEMS, &users).expect("a sampled loss");
-    let mut model = SasRec::new(backend, model_config.clone(), 9);
-    let mut adam = Adam::new(backend, &model.params, 1e-3, 0.9, 0.999, 1e-8);
-    let mut out = Vec::new();
-    let mut step = 0;
-    for epoch in 0..4 {
-        for batch in batches(
-            &users,
-            model_config.max_len,
-            20,
-            Order::Shuffled { seed: 5, epoch },
-            false,
-        ) {
-            step += 1;
-            let device = DeviceBatch::upload(
-                backend,
-                &batch.inputs,
-                &batch.targets,
-                batch.batch_size,
-                model_config.max_len,
-            );
-            let negatives = sampler.step(backend, step, &batch);
-            let mut tape = Tape::new(backend, true);
-            let vars = tape.params(&model.params);
-            let dropout = DropoutContext { seed: 77, step };
-            let loss = model.sampled_loss(&mut tape, &vars, &device, Some(dropout), &negatives);
-            out.push(backend.to_vec(tape.value(loss))[0]);
-            let grads = tape.backward(loss);
-            drop(tape);
-            adam.step(backend, &mut model.params, &grads, &vars);
-        }
-    }
-    assert_eq!(out.len(), 20);
-    out
+    common::step_losses(backend, model, config, &common::users(ITEMS as u32))
 }
 
 fn config(loss: Loss, negatives: usize, sampler: Sampler) -> TrainConfig {
@@ -183,7 +137,6 @@ fn every_sampled_loss_trains() {
         (Loss::Bce, Sequence, false),
         (Loss::Gbce, Sequence, true),
     ] {
-        let dir = tempfile::tempdir().unwrap();
         let model = SasRec::new(
             &b,
             ModelConfig {
@@ -206,15 +159,14 @@ fn every_sampled_loss_trains() {
             seed: 3,
             ..scoped(scope, exclude_seen, config(loss, 8, Sampler::Uniform))
         };
-        let run = RunWriter::create(dir.path(), "test", false).unwrap();
-        let mut t = Trainer::new(&b, model, config, &train, &valid, true, run).unwrap();
+        let mut store = MemoryStore::default();
+        let mut t = Trainer::new(&b, model, config, &train, &valid, true).unwrap();
         t.progress = false;
-        assert_eq!(t.run(&AtomicBool::new(false)).unwrap(), Outcome::Completed);
-        let records = RunDir::new(dir.path())
-            .read_commit()
-            .unwrap()
-            .unwrap()
-            .epochs;
+        assert_eq!(
+            t.run(&mut store, &AtomicBool::new(false)).unwrap(),
+            Outcome::Completed
+        );
+        let records = store.epochs();
         let (first, last) = (&records[0], &records[14]);
         let what = format!("{loss} per {scope} (exclude_seen {exclude_seen})");
         assert!(

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::text::bounded;
+use sasrec_model::bounded;
 
 /// The lock file's name inside a run folder.
 pub const LOCK_FILE: &str = "lock";

@@ -2,14 +2,16 @@
 //! exactly, checkpoints round-trip, NaN stops the run, recommendations never
 //! repeat the history.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::AtomicBool;
 
 use sasrec_data::UserSequence;
 use sasrec_kernels::CpuBackend;
 use sasrec_model::{
-    DeviceBatch, EpochRecord, Loss, LrSchedule, ModelConfig, NegativesScope, Outcome, RunDir,
-    RunWriter, Sampler, SasRec, Selection, TrainConfig, Trainer, load_model, recommend,
+    DeviceBatch, EpochRecord, Loss, LrSchedule, ModelConfig, NegativesScope, Outcome, Sampler,
+    SasRec, Selection, TrainConfig, Trainer, load_model, recommend,
 };
+use sasrec_run::{RunDir, RunWriter};
 
 const ITEMS: usize = 30;
 
@@ -61,6 +63,32 @@ fn valid_of(train: &[UserSequence]) -> Vec<UserSequence> {
         .collect()
 }
 
+/// A trainer and the run folder it commits to.
+struct Run<'a> {
+    trainer: Trainer<'a, CpuBackend>,
+    folder: RunWriter,
+}
+
+impl Run<'_> {
+    /// [`Trainer::run`] into the folder.
+    fn run(&mut self, stop: &AtomicBool) -> anyhow::Result<Outcome> {
+        self.trainer.run(&mut self.folder, stop)
+    }
+}
+
+impl<'a> Deref for Run<'a> {
+    type Target = Trainer<'a, CpuBackend>;
+    fn deref(&self) -> &Self::Target {
+        &self.trainer
+    }
+}
+
+impl DerefMut for Run<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.trainer
+    }
+}
+
 /// A trainer for a new run in `dir`, or (`resume`) for the run there,
 /// restored from its committed generation.
 fn trainer<'a>(
@@ -71,7 +99,7 @@ fn trainer<'a>(
     dropout: f32,
     epochs: usize,
     resume: bool,
-) -> Trainer<'a, CpuBackend> {
+) -> Run<'a> {
     trainer_with(b, train, valid, dir, dropout, train_config(epochs), resume)
 }
 
@@ -84,19 +112,19 @@ fn trainer_with<'a>(
     dropout: f32,
     config: TrainConfig,
     resume: bool,
-) -> Trainer<'a, CpuBackend> {
+) -> Run<'a> {
     let model = SasRec::new(b, small_model(dropout), 11);
-    let run = if resume {
+    let folder = if resume {
         RunWriter::open(dir, "test").unwrap()
     } else {
         RunWriter::create(dir, "test", false).unwrap()
     };
-    let mut t = Trainer::new(b, model, config, train, valid, true, run).unwrap();
-    t.progress = false;
+    let mut trainer = Trainer::new(b, model, config, train, valid, true).unwrap();
+    trainer.progress = false;
     if resume {
-        t.restore().unwrap();
+        trainer.restore(&folder).unwrap();
     }
-    t
+    Run { trainer, folder }
 }
 
 /// The committed epochs of the run in `dir`.
@@ -378,10 +406,12 @@ fn train_from_broken_weights(
     let mut weights = SasRec::new(&b, config.clone(), 1).weights(&b);
     edit(&mut weights);
     let model = SasRec::from_weights(&b, config, weights).unwrap();
-    let run = RunWriter::create(dir, "test", false).unwrap();
-    let mut t = Trainer::new(&b, model, train_config(2), &train, &valid, true, run).unwrap();
+    let mut run = RunWriter::create(dir, "test", false).unwrap();
+    let mut t = Trainer::new(&b, model, train_config(2), &train, &valid, true).unwrap();
     t.progress = false;
-    t.run(&AtomicBool::new(false)).unwrap_err().to_string()
+    t.run(&mut run, &AtomicBool::new(false))
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]

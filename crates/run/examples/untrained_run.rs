@@ -5,7 +5,7 @@
 //! sizes, not on the weights).
 //!
 //! ```sh
-//! cargo run --release -p sasrec-model --example untrained_run -- LOG OUT_DIR
+//! cargo run --release -p sasrec-run --example untrained_run -- LOG OUT_DIR
 //! ```
 //!
 //! LOG is read with its columns found by their usual names (`user_id`,
@@ -17,10 +17,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use sasrec_data::{FilterConfig, InputSpec};
 use sasrec_kernels::CpuBackend;
-use sasrec_model::checkpoint::{FileDigest, to_safetensors};
-use sasrec_model::{
-    DataSpec, ModelConfig, RunConfig, RunWriter, SasRec, SplitMethod, TrainConfig, TrainState,
-};
+use sasrec_model::checkpoint::to_safetensors;
+use sasrec_model::{Generation, ModelConfig, RunStore, SasRec, TrainConfig, TrainState};
+use sasrec_run::{DataSpec, FileDigest, RunConfig, RunWriter, SplitMethod};
 
 fn main() -> Result<()> {
     let mut args = std::env::args_os().skip(1).map(PathBuf::from);
@@ -61,8 +60,13 @@ fn main() -> Result<()> {
         finished: true,
         ..TrainState::default()
     };
-    run.commit(&state, &weights, Some(&weights), &[])
-        .with_context(|| format!("writing {}", out.display()))?;
+    run.commit(Generation {
+        progress: &state,
+        last: &weights,
+        best: Some(&weights),
+        epochs: &[],
+    })
+    .with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
         "{}: untrained model, {} items, {} users",
         out.display(),

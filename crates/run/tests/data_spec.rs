@@ -2,7 +2,7 @@
 //! and config.json files from before it still load.
 
 use sasrec_data::{Format, InputSpec, TimeUnit};
-use sasrec_model::{DataSpec, SplitMethod};
+use sasrec_run::{DataSpec, SplitMethod};
 
 #[test]
 fn an_older_config_json_data_part_still_loads() {

@@ -14,8 +14,8 @@ use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
-use crate::metrics::RankingMetrics;
-use crate::records::EpochRecord;
+use sasrec_model::EpochRecord;
+use sasrec_model::RankingMetrics;
 
 /// Width of a panel's data area with its axes, in pixels.
 const CHART_W: u32 = 440;
@@ -425,8 +425,8 @@ fn plot_error<E: std::error::Error + Send + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evaluate::Evaluation;
-    use crate::metrics::RankingAccumulator;
+    use sasrec_model::Evaluation;
+    use sasrec_model::metrics::RankingAccumulator;
 
     fn record(epoch: usize, loss: f64, rank: usize, best: bool) -> EpochRecord {
         let mut acc = RankingAccumulator::new(&[10]);

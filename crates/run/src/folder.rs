@@ -33,12 +33,12 @@ use sasrec_data::{
 use sasrec_kernels::Backend;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{FileDigest, NamedTensor, from_safetensors, load_safetensors};
-use crate::config::{InvalidSetting, ModelConfig, TrainConfig};
+use sasrec_model::checkpoint::{from_safetensors, model_from_tensors};
+use sasrec_model::{InvalidSetting, ModelConfig, SasRec, TrainConfig, bounded};
+
+use crate::digest::FileDigest;
 use crate::run_data::RunData;
-use crate::run_writer::{CheckpointFile, Commit};
-use crate::sasrec::SasRec;
-use crate::text::bounded;
+use crate::writer::{CheckpointFile, Commit};
 
 /// The largest config.json or state.json read (a run's are a few kB to a
 /// few MB): a stray huge file is refused rather than read.
@@ -476,35 +476,6 @@ pub(crate) fn read_verified(path: &Path, expected: &FileDigest, recorded: &str) 
         );
     }
     Ok(bytes)
-}
-
-/// Loads SASRec weights from a safetensors file written by us or by
-/// `safetensors.torch.save_file(model.state_dict(), path)`.
-pub fn load_model<B: Backend>(backend: &B, path: &Path, config: ModelConfig) -> Result<SasRec<B>> {
-    if !path.exists() {
-        bail!("{} does not exist", path.display());
-    }
-    let (tensors, _) = load_safetensors(path)?;
-    model_from_tensors(backend, tensors, config, path)
-}
-
-fn model_from_tensors<B: Backend>(
-    backend: &B,
-    tensors: Vec<NamedTensor>,
-    config: ModelConfig,
-    path: &Path,
-) -> Result<SasRec<B>> {
-    // Optimiser state lives in the same file for the `last` checkpoints.
-    let weights = tensors
-        .into_iter()
-        .filter(|(name, _, _)| !name.starts_with("optimizer."));
-    SasRec::from_weights(backend, config, weights).map_err(|e| {
-        anyhow::anyhow!(
-            "{} does not fit the run's config.json: {}",
-            path.display(),
-            bounded(&e, 200)
-        )
-    })
 }
 
 /// Reads JSON, naming the file, its line and column in a one-line error.

@@ -32,17 +32,17 @@ use anyhow::{Context, Result, bail};
 use sasrec_data::{Dataset, Split};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::FileDigest;
+use crate::digest::FileDigest;
 use crate::durable::{is_tmp, remove_file, write_atomic, write_growing};
+use crate::folder::{RunConfig, RunDir, json_bytes};
 use crate::lock::{LOCK_FILE, RunLock};
-use crate::metrics::RankingMetrics;
 use crate::plot::render;
-use crate::records::EpochRecord;
-use crate::run::{RunConfig, RunDir, json_bytes};
 use crate::run_data::{DATA_FILE, RunData};
 use crate::tensorboard::{EVENTS_FILE, events};
-use crate::text::bounded;
-use crate::train::TrainState;
+use sasrec_model::EpochRecord;
+use sasrec_model::RankingMetrics;
+use sasrec_model::bounded;
+use sasrec_model::{Committed, Generation, RunStore, TrainState};
 
 /// The folder of checkpoint files inside a run folder.
 pub const CHECKPOINTS: &str = "checkpoints";
@@ -341,12 +341,6 @@ impl RunWriter {
         write_atomic(&self.dir.config(), &json_bytes(config)?)
     }
 
-    /// Sets the most-popular baseline on the validation users that the
-    /// next commits record (and their curves show).
-    pub fn set_baseline(&mut self, baseline: Option<RankingMetrics>) {
-        self.baseline = baseline;
-    }
-
     /// Writes a file of the folder (e.g. `test.json`) atomically.
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
         write_atomic(&self.dir.file(name), bytes)
@@ -428,54 +422,6 @@ impl RunWriter {
         )
     }
 
-    /// Commits a new generation: `last` (weights and Adam moments), `best`
-    /// when validation improved, where training stands and the epochs so
-    /// far. See the module documentation for the order of the writes.
-    pub fn commit(
-        &mut self,
-        progress: &TrainState,
-        last: &[u8],
-        best: Option<&[u8]>,
-        epochs: &[EpochRecord],
-    ) -> Result<()> {
-        let generation = self.committed.as_ref().map_or(0, |c| c.generation) + 1;
-        let checkpoints = self.dir.file(CHECKPOINTS);
-        fs::create_dir_all(&checkpoints)
-            .with_context(|| format!("creating {}", checkpoints.display()))?;
-        let last = self.write_checkpoint("last", generation, last)?;
-        let best_file = match best {
-            Some(bytes) => Some(self.write_checkpoint("best", generation, bytes)?),
-            None => self.committed.as_ref().and_then(|c| c.best.clone()),
-        };
-        let commit = Commit {
-            format: STATE_FORMAT,
-            generation,
-            progress: progress.clone(),
-            last,
-            best: best_file,
-            epochs: epochs.to_vec(),
-            baseline: self.baseline.clone(),
-        };
-        write_atomic(&self.dir.state(), &json_bytes(&commit)?)?;
-        let files = self.epoch_files(&commit)?;
-        let previous = self.committed.replace(commit);
-
-        if let Some(bytes) = best {
-            write_atomic(&self.dir.model(), bytes)?;
-        }
-        if previous.is_none_or(|p| p.epochs != epochs) {
-            for (path, bytes) in files {
-                if path == self.dir.events() {
-                    write_growing(&path, &bytes)?;
-                } else {
-                    write_atomic(&path, &bytes)?;
-                }
-            }
-        }
-        self.remove_unreferenced()?;
-        Ok(())
-    }
-
     fn write_checkpoint(
         &self,
         kind: &str,
@@ -552,6 +498,77 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The trainer commits through this: the run folder is its store.
+impl RunStore for RunWriter {
+    /// The committed generation's progress, epochs and `last` checkpoint
+    /// (checksum verified).
+    fn last_commit(&self) -> Result<Option<Committed>> {
+        let Some(commit) = &self.committed else {
+            return Ok(None);
+        };
+        Ok(Some(Committed {
+            progress: commit.progress.clone(),
+            epochs: commit.epochs.clone(),
+            checkpoint: self.dir.read_checkpoint(&commit.last)?,
+            source: self.dir.file(&commit.last.file).display().to_string(),
+        }))
+    }
+
+    /// Commits a new generation: `last` (weights and Adam moments), `best`
+    /// when validation improved, where training stands and the epochs so
+    /// far. See the module documentation for the order of the writes.
+    fn commit(&mut self, generation: Generation<'_>) -> Result<()> {
+        let Generation {
+            progress,
+            last,
+            best,
+            epochs,
+        } = generation;
+        let generation = self.committed.as_ref().map_or(0, |c| c.generation) + 1;
+        let checkpoints = self.dir.file(CHECKPOINTS);
+        fs::create_dir_all(&checkpoints)
+            .with_context(|| format!("creating {}", checkpoints.display()))?;
+        let last = self.write_checkpoint("last", generation, last)?;
+        let best_file = match best {
+            Some(bytes) => Some(self.write_checkpoint("best", generation, bytes)?),
+            None => self.committed.as_ref().and_then(|c| c.best.clone()),
+        };
+        let commit = Commit {
+            format: STATE_FORMAT,
+            generation,
+            progress: progress.clone(),
+            last,
+            best: best_file,
+            epochs: epochs.to_vec(),
+            baseline: self.baseline.clone(),
+        };
+        write_atomic(&self.dir.state(), &json_bytes(&commit)?)?;
+        let files = self.epoch_files(&commit)?;
+        let previous = self.committed.replace(commit);
+
+        if let Some(bytes) = best {
+            write_atomic(&self.dir.model(), bytes)?;
+        }
+        if previous.is_none_or(|p| p.epochs != epochs) {
+            for (path, bytes) in files {
+                if path == self.dir.events() {
+                    write_growing(&path, &bytes)?;
+                } else {
+                    write_atomic(&path, &bytes)?;
+                }
+            }
+        }
+        self.remove_unreferenced()?;
+        Ok(())
+    }
+
+    /// Sets the most-popular baseline on the validation users that the
+    /// next commits record (and their curves show).
+    fn set_baseline(&mut self, baseline: Option<RankingMetrics>) {
+        self.baseline = baseline;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,7 +587,7 @@ mod tests {
             epoch,
             step: 5 * epoch as u64,
             train_loss: 1.0 / epoch as f64,
-            valid: crate::Evaluation {
+            valid: sasrec_model::Evaluation {
                 loss: 2.0,
                 targets: 3,
                 ranking: None,
@@ -600,8 +617,13 @@ mod tests {
     fn one_generation() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let mut run = RunWriter::create(dir.path(), "test", false).unwrap();
-        run.commit(&progress(1), b"last 1", Some(b"best 1"), &[record(1)])
-            .unwrap();
+        run.commit(Generation {
+            progress: &progress(1),
+            last: b"last 1",
+            best: Some(b"best 1"),
+            epochs: &[record(1)],
+        })
+        .unwrap();
         dir
     }
 
@@ -609,10 +631,20 @@ mod tests {
     fn commits_keep_one_generation_and_publish_its_files() {
         let dir = tempfile::tempdir().unwrap();
         let mut run = RunWriter::create(dir.path(), "test", false).unwrap();
-        run.commit(&progress(1), b"last 1", Some(b"best 1"), &[record(1)])
-            .unwrap();
-        run.commit(&progress(2), b"last 2", None, &[record(1), record(2)])
-            .unwrap();
+        run.commit(Generation {
+            progress: &progress(1),
+            last: b"last 1",
+            best: Some(b"best 1"),
+            epochs: &[record(1)],
+        })
+        .unwrap();
+        run.commit(Generation {
+            progress: &progress(2),
+            last: b"last 2",
+            best: None,
+            epochs: &[record(1), record(2)],
+        })
+        .unwrap();
         assert_eq!(
             names(dir.path()),
             [
@@ -688,8 +720,13 @@ mod tests {
     fn a_lost_state_json_is_refused_and_nothing_removed() {
         let dir = one_generation();
         let mut run = RunWriter::open(dir.path(), "test").unwrap();
-        run.commit(&progress(2), b"last 2", None, &[record(1), record(2)])
-            .unwrap();
+        run.commit(Generation {
+            progress: &progress(2),
+            last: b"last 2",
+            best: None,
+            epochs: &[record(1), record(2)],
+        })
+        .unwrap();
         drop(run);
         fs::remove_file(dir.path().join("state.json")).unwrap();
         // A config.json makes it a run folder.

@@ -26,9 +26,9 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
-use sasrec_data::{Dataset, Split, UserSequence, Vocab};
+use sasrec_data::{Dataset, Split, UserSequence, Vocab, popularity};
 
-use crate::text::bounded;
+use sasrec_model::bounded;
 
 /// The file's name in a run folder.
 pub const DATA_FILE: &str = "data.safetensors";
@@ -285,17 +285,4 @@ impl RunData {
             ("test", &self.split.test),
         ]
     }
-}
-
-/// Target events of each item index in `users` (`[num_items + 1]`).
-pub fn popularity(users: &[UserSequence], num_items: usize) -> Vec<u32> {
-    let mut counts = vec![0u32; num_items + 1];
-    for user in users {
-        for (j, &item) in user.items.iter().enumerate() {
-            if user.is_target(j) {
-                counts[item as usize] += 1;
-            }
-        }
-    }
-    counts
 }

@@ -12,7 +12,7 @@
 use anyhow::{Result, bail};
 use prost::Message;
 
-use crate::records::EpochRecord;
+use sasrec_model::EpochRecord;
 
 /// The event file's name in a run folder: TensorBoard reads any file whose
 /// name holds `tfevents`, so `tensorboard --logdir runs` shows every run.
@@ -152,8 +152,8 @@ fn masked_crc(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evaluate::Evaluation;
-    use crate::metrics::RankingAccumulator;
+    use sasrec_model::Evaluation;
+    use sasrec_model::metrics::RankingAccumulator;
 
     fn record(epoch: usize) -> EpochRecord {
         let mut acc = RankingAccumulator::new(&[10]);
