@@ -102,7 +102,7 @@ const SAMPLED: [(&str, &[&str]); 5] = [
 ];
 
 /// How the sampled losses' negatives are drawn: a name suffix and flags.
-const SCOPES: [(&str, &[&str]); 4] = [
+const SCOPES: [(&str, &[&str]); 5] = [
     ("batch", &["--negatives-scope", "batch"]),
     (
         "sequence",
@@ -115,6 +115,10 @@ const SCOPES: [(&str, &[&str]); 4] = [
     (
         "sequence-unseen",
         &["--negatives-scope", "sequence", "--exclude-seen", "true"],
+    ),
+    (
+        "position-unseen",
+        &["--negatives-scope", "position", "--exclude-seen", "true"],
     ),
 ];
 

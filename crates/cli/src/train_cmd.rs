@@ -140,6 +140,25 @@ pub enum PrecisionArg {
     Bf16,
 }
 
+/// A flag's help with the library's default for it: the help and the
+/// behaviour read one value.
+fn with_default(help: &str, default: impl std::fmt::Display) -> String {
+    format!("{help} (default {default})")
+}
+
+/// `10,20`: cut-offs as --k takes them.
+fn ks_text(ks: &[usize]) -> String {
+    ks.iter()
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The notebook's model sizes, the default preset's.
+fn notebook() -> ModelConfig {
+    Preset::Notebook.model(1)
+}
+
 /// `sasrec train` flags.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -154,11 +173,9 @@ pub struct TrainArgs {
     /// Train/validation/test split.
     #[arg(long, value_enum, default_value = "leave-one-out")]
     split: SplitArg,
-    /// Share of users held out by --split random-users (default 0.1).
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", help = with_default("Share of users held out by --split random-users", DEFAULT_VALID_FRACTION))]
     valid_fraction: Option<f64>,
-    /// Seed of the --split random-users draw (default 42).
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", help = with_default("Seed of the --split random-users draw", DEFAULT_SPLIT_SEED))]
     split_seed: Option<u64>,
     /// --split temporal: start of the validation window, an ISO 8601
     /// date-time (2018-01-01, 2018-01-01T12:00:00Z) or a number in
@@ -188,23 +205,17 @@ pub struct TrainArgs {
     /// given override it.
     #[arg(long, value_enum, default_value = "notebook")]
     preset: PresetArg,
-    /// Positions per sequence (the most recent items are kept; default 50).
-    #[arg(long)]
+    #[arg(long, help = with_default("Positions per sequence (the most recent items are kept)", notebook().max_len))]
     max_len: Option<usize>,
-    /// Embedding width (default 64).
-    #[arg(long)]
+    #[arg(long, help = with_default("Embedding width", notebook().dim))]
     dim: Option<usize>,
-    /// Attention heads (default 2).
-    #[arg(long)]
+    #[arg(long, help = with_default("Attention heads", notebook().heads))]
     heads: Option<usize>,
-    /// Transformer layers (default 2).
-    #[arg(long)]
+    #[arg(long, help = with_default("Transformer layers", notebook().layers))]
     layers: Option<usize>,
-    /// Feed-forward width (default 4 x dim).
-    #[arg(long)]
+    #[arg(long, help = with_default("Feed-forward width", format!("{} x dim", notebook().ff_dim / notebook().dim)))]
     ff_dim: Option<usize>,
-    /// Dropout probability (default 0.1).
-    #[arg(long)]
+    #[arg(long, help = with_default("Dropout probability", notebook().dropout))]
     dropout: Option<f32>,
     /// Normalisation of the blocks and the final one (notebook: layer).
     #[arg(long, value_enum)]
@@ -221,11 +232,9 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     output_layer: Option<OutputLayerArg>,
 
-    /// Sequences per batch (default 128).
-    #[arg(long)]
+    #[arg(long, help = with_default("Sequences per batch", TrainConfig::default().batch_size))]
     batch_size: Option<usize>,
-    /// Adam learning rate (default 0.001).
-    #[arg(long)]
+    #[arg(long, help = with_default("Adam learning rate", TrainConfig::default().lr))]
     lr: Option<f64>,
     /// AdamW's decoupled weight decay (notebook: 0, Adam).
     #[arg(long, value_name = "WD")]
@@ -244,16 +253,16 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NORM")]
     grad_clip: Option<f64>,
     /// Adam's beta1 (decay of the mean of the gradients).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = TrainConfig::default().beta1)]
     beta1: f64,
     /// Adam's beta2 (decay of the mean of their squares).
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, default_value_t = TrainConfig::default().beta2)]
     beta2: f64,
     /// Adam's epsilon.
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = TrainConfig::default().eps)]
     eps: f64,
     /// Maximum epochs (with --resume: a new budget, to extend a run).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: usize,
     /// Stop after this many validations without a better validation number
     /// (with --resume: a new patience).
@@ -261,39 +270,38 @@ pub struct TrainArgs {
     patience: Option<usize>,
     /// Validate after every N epochs (and after the last); patience counts
     /// validations.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = TrainConfig::default().eval_every)]
     eval_every: usize,
     /// Validation number that picks the best checkpoint: loss, ndcg@K, hr@K or
     /// mrr (default: ndcg@10 for leave-one-out, loss for random-users).
     #[arg(long, value_name = "METRIC")]
     select: Option<String>,
-    /// Cut-offs K for HR@K and NDCG@K.
-    #[arg(long, value_delimiter = ',', default_value = "10,20")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = TrainConfig::default().ks,
+        hide_default_value = true,
+        help = with_default("Cut-offs K for HR@K and NDCG@K, comma-separated", ks_text(&TrainConfig::default().ks))
+    )]
     k: Vec<usize>,
     /// Seed of initialisation, shuffling, dropout and negatives.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
     /// Training loss (validation always reports the full softmax loss).
     #[arg(long, value_enum, default_value = "full")]
     loss: LossArg,
-    /// Negatives drawn for each set of rows that shares them (sampled
-    /// losses; default 256).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help = with_default("Negatives drawn for each set of rows that shares them, for the sampled losses", TrainConfig::default().negatives))]
     negatives: Option<usize>,
-    /// Which rows share a set of negatives (sampled losses; default
-    /// sequence).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = with_default("Which rows share a set of negatives, for the sampled losses", TrainConfig::default().negatives_scope))]
     negatives_scope: Option<ScopeArg>,
     /// Draw each sequence's or position's negatives among the items its user
     /// never interacted with in training, without repeats (sampled losses;
     /// default true with the uniform sampler per sequence or position).
     #[arg(long, value_name = "BOOL")]
     exclude_seen: Option<bool>,
-    /// How negatives are drawn (sampled losses; default uniform).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = with_default("How negatives are drawn, for the sampled losses", TrainConfig::default().sampler))]
     sampler: Option<SamplerArg>,
-    /// gBCE's calibration t in [0, 1]: 0 is BCE (--loss gbce; default 0.75).
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", help = with_default("gBCE's calibration t in [0, 1], 0 being BCE, for --loss gbce", TrainConfig::default().gbce_t))]
     gbce_t: Option<f64>,
     /// Operand precision of the full softmax's products on the CPU: bf16
     /// rounds them to bf16 and sums in f32 (AMX or AVX512-BF16; weights,
