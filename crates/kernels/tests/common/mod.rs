@@ -6,9 +6,10 @@
 //!   on the same f32 inputs. f32 rounding is ~6e-8 relative per operation
 //!   and our sums have at most a few hundred terms, so `rel 1e-5` (plus an
 //!   absolute floor of `1e-6` for values that cancel to ~0) leaves 10x margin.
-//! - Backward checks differentiate the *f64 reference* forward with central
-//!   differences (`eps 1e-5`: truncation error ~eps^2 ~1e-10, rounding
-//!   ~1e-16/eps ~1e-11, both far below f32 noise), contracted with a random
+//! - Backward checks (`testing::check_gradient`) differentiate the *f64
+//!   reference* forward with central differences (`eps 1e-5`: truncation
+//!   error ~eps^2 ~1e-10, rounding ~1e-16/eps ~1e-11, both far below f32
+//!   noise), contracted with a random
 //!   upstream gradient `dy` (the "mid-graph" form: `d/dx <dy, f(x)>`), so a
 //!   backward that drops or mishandles its incoming gradient fails. The
 //!   backend's backward runs in f32, hence `rel 1e-3, abs 1e-5`: f32 error
