@@ -51,6 +51,8 @@ pub(crate) const MAX_LINE: usize = 1 << 20;
 /// The columns of a headerless file (MovieLens `.dat`, `u.data`).
 const HEADERLESS: [&str; 4] = ["userId", "movieId", "rating", "timestamp"];
 
+/// Parses a text log in `format` from `reader`; `size_hint` (the file's
+/// size, `None` for a stream) sizes the columns and picks the parallel path.
 pub(super) fn parse<R: Read>(
     reader: R,
     path: &Path,
@@ -192,7 +194,9 @@ pub(super) enum Header {
     Detect,
 }
 
-/// Parses lines, keeping the line number and the column layout.
+/// Parses lines, keeping the line number and the column layout. Its fields
+/// are open to the parallel path (`parallel.rs`), which builds a parser per
+/// block and merges their rows.
 pub(super) struct TextParser<'p> {
     pub(super) path: &'p Path,
     pub(super) spec: &'p InputSpec,
