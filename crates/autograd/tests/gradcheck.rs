@@ -3,10 +3,10 @@
 //! cross-entropy, which itself is followed by a scale), so a backward that
 //! drops or mishandles its incoming gradient fails.
 //!
-//! Method: for each input x and a few random directions u, compare the
-//! directional derivative from the tape, <grad, u>, with the central
-//! difference (L(x + eps u) - L(x - eps u)) / (2 eps), in f32.
-//! With eps = 1e-2 and losses of order 1, the truncation error is
+//! Method ([`check_gradient`]): for each input x and a few random directions
+//! u, compare the directional derivative from the tape, <grad, u>, with the
+//! central difference (L(x + eps u) - L(x - eps u)) / (2 eps) of the f32
+//! loss. With eps = 1e-2 and losses of order 1, the truncation error is
 //! O(eps^2) ~ 1e-4 and the rounding error ~ 1e-7 / eps ~ 1e-5, so a relative
 //! tolerance of 1e-2 (plus 1e-3 absolute) is comfortably loose for correct
 //! gradients and far too tight for wrong ones, which are off by O(1).
@@ -14,11 +14,12 @@
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sasrec_autograd::{CustomOp, Tape, Var};
+use sasrec_kernels::testing::{Along, Tol, check_gradient};
 use sasrec_kernels::{AttentionShape, Backend, CpuBackend, Dropout, Negatives, SampledLoss};
 
-const EPS: f32 = 1e-2;
-const REL: f32 = 1e-2;
-const ABS: f32 = 1e-3;
+const EPS: f64 = 1e-2;
+/// `|tape - differences| <= 1e-3 + 1e-2 max(|tape|, |differences|)`.
+const TOL: Tol = Tol::abs_plus_rel(1e-2, 1e-3);
 
 /// A tensor input of the graph under test.
 struct Input {
@@ -77,25 +78,21 @@ fn gradcheck(
                 .get(vars[k])
                 .unwrap_or_else(|| panic!("{name}: no gradient for input {k}")),
         );
-        for _ in 0..3 {
-            let u: Vec<f32> = (0..input.data.len())
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let analytic: f32 = grad.iter().zip(&u).map(|(g, u)| g * u).sum();
-            let shifted = |sign: f32| -> f32 {
-                let mut values: Vec<Vec<f32>> = inputs.iter().map(|i| i.data.clone()).collect();
-                for (v, u) in values[k].iter_mut().zip(&u) {
-                    *v += sign * EPS * u;
-                }
-                loss_at(&values)
-            };
-            let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * EPS);
-            let tol = ABS + REL * analytic.abs().max(numeric.abs());
-            assert!(
-                (analytic - numeric).abs() <= tol,
-                "{name}: input {k}: tape gives {analytic}, finite differences {numeric}"
-            );
-        }
+        let directions: Vec<Vec<f32>> = (0..3)
+            .map(|_| {
+                (0..input.data.len())
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect()
+            })
+            .collect();
+        let loss_along = |x: &[f64]| {
+            let mut values: Vec<Vec<f32>> = inputs.iter().map(|i| i.data.clone()).collect();
+            values[k] = x.iter().map(|&v| v as f32).collect();
+            f64::from(loss_at(&values))
+        };
+        let along = Along::Directions(&directions);
+        let what = format!("{name}: input {k}");
+        check_gradient(&what, &input.data, &grad, along, EPS, TOL, loss_along);
     }
 }
 

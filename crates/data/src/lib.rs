@@ -37,7 +37,6 @@ mod input;
 mod interactions;
 mod location;
 mod names;
-mod parquet;
 mod read;
 mod split;
 pub mod synthetic;

@@ -29,7 +29,9 @@ pub fn read_item_names(
     kind: IdKind,
 ) -> Result<HashMap<RawId, String>, DataError> {
     if Format::from_path(path) == Some(Format::Parquet) {
-        return crate::parquet::no_panic(path, || read_parquet_names(path, id_col, name_col, kind));
+        return crate::read::parquet::no_panic(path, || {
+            read_parquet_names(path, id_col, name_col, kind)
+        });
     }
     let delimiter = match Format::from_path(path) {
         Some(Format::Tsv | Format::Inter) => b'\t',
@@ -120,7 +122,7 @@ fn read_parquet_names(
     name_col: Option<&str>,
     kind: IdKind,
 ) -> Result<HashMap<RawId, String>, DataError> {
-    let (builder, names) = crate::parquet::open(path)?;
+    let (builder, names) = crate::read::parquet::open(path)?;
     let parquet_error = |e: &dyn std::fmt::Display| DataError::Parquet {
         path: path.to_path_buf(),
         message: cut(&e.to_string(), 200),
@@ -149,7 +151,7 @@ fn read_parquet_names(
             expected: "a string column",
         })?;
         let ids: Vec<Option<RawId>> = match kind {
-            IdKind::Int => match crate::parquet::int_column(ids.as_ref()) {
+            IdKind::Int => match crate::read::parquet::int_column(ids.as_ref()) {
                 Some(values) => values.into_iter().map(|v| v.map(RawId::Int)).collect(),
                 None => arrow_cast_strings(ids.as_ref())
                     .unwrap_or_default()
@@ -159,7 +161,7 @@ fn read_parquet_names(
             },
             IdKind::Str => match arrow_cast_strings(ids.as_ref()) {
                 Some(values) => values.into_iter().map(|s| s.map(RawId::Str)).collect(),
-                None => crate::parquet::int_column(ids.as_ref())
+                None => crate::read::parquet::int_column(ids.as_ref())
                     .unwrap_or_default()
                     .into_iter()
                     .map(|v| v.map(|v| RawId::Str(v.to_string())))

@@ -22,6 +22,7 @@ use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
 use sasrec_autograd::Tape;
 use sasrec_data::UserSequence;
+use sasrec_kernels::testing::{Tol, assert_close};
 use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::{
     Adam, DeviceBatch, Loss, ModelConfig, NegativeSampler, NegativesScope, Sampler, SasRec,
@@ -32,8 +33,8 @@ const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/torch_reference.safetensors"
 );
-const ABS: f32 = 1e-5;
-const REL: f32 = 1e-4;
+/// `|ours - torch| <= 1e-5 + 1e-4 |torch|`.
+const TOL: Tol = Tol::allclose(1e-4, 1e-5);
 
 struct Fixture {
     floats: Tensors<f32>,
@@ -120,25 +121,6 @@ fn weights(f: &Fixture, prefix: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
-fn assert_close(what: &str, ours: &[f32], torch: &[f32]) {
-    assert_eq!(ours.len(), torch.len(), "{what}: length");
-    let mut worst = (0.0f32, 0usize);
-    for (i, (&a, &b)) in ours.iter().zip(torch).enumerate() {
-        assert!(a.is_finite(), "{what}[{i}] is {a}");
-        let excess = (a - b).abs() - (ABS + REL * b.abs());
-        if excess > worst.0 {
-            worst = (excess, i);
-        }
-    }
-    let i = worst.1;
-    assert!(
-        worst.0 <= 0.0,
-        "{what}[{i}]: ours {} torch {} (beyond 1e-5 + 1e-4 rel)",
-        ours[i],
-        torch[i]
-    );
-}
-
 fn check_parity<B: Backend>(backend: &B) {
     let f = load_fixture();
     let model = SasRec::from_weights(backend, f.config.clone(), weights(&f, "weight.")).unwrap();
@@ -149,12 +131,18 @@ fn check_parity<B: Backend>(backend: &B) {
     let vars = tape.params(&model.params);
     let h = model.hidden(&mut tape, &vars, &batch, None);
     let logits = backend.matmul(tape.value(h), model.item_table(), false, true);
-    assert_close("logits", &backend.to_vec(&logits), &f.floats["logits"].1);
+    assert_close(
+        "logits",
+        &backend.to_vec(&logits),
+        &f.floats["logits"].1,
+        TOL,
+    );
     let loss = tape.cross_entropy(h, vars[0], &batch.targets);
     assert_close(
         "loss",
         &backend.to_vec(tape.value(loss)),
         &f.floats["loss"].1,
+        TOL,
     );
     let grads = tape.backward(loss);
     for (id, name, _) in model.params.iter() {
@@ -167,6 +155,7 @@ fn check_parity<B: Backend>(backend: &B) {
             &format!("grad {name}"),
             &ours,
             &f.floats[&format!("grad.{name}")].1,
+            TOL,
         );
     }
     drop(tape);
@@ -184,7 +173,7 @@ fn check_parity<B: Backend>(backend: &B) {
         drop(tape);
         adam.step(backend, &mut model.params, &grads, &vars);
     }
-    assert_close("adam losses", &losses, &f.floats["adam.losses"].1);
+    assert_close("adam losses", &losses, &f.floats["adam.losses"].1, TOL);
     let dim = f.config.dim;
     for (_, name, value) in model.params.iter() {
         let (mut ours, mut torch) = (
@@ -199,7 +188,12 @@ fn check_parity<B: Backend>(backend: &B) {
             ours.drain(dim..2 * dim);
             torch.drain(dim..2 * dim);
         }
-        assert_close(&format!("weight after 5 Adam steps {name}"), &ours, &torch);
+        assert_close(
+            &format!("weight after 5 Adam steps {name}"),
+            &ours,
+            &torch,
+            TOL,
+        );
     }
 }
 
@@ -282,12 +276,14 @@ fn check_sampled_parity<B: Backend>(backend: &B) {
                 &format!("{key} loss"),
                 &backend.to_vec(tape.value(value)),
                 &reference[&format!("{key}.loss")].1,
+                TOL,
             );
             let grads = tape.backward(value);
             assert_close(
                 &format!("{key} dtable"),
                 &backend.to_vec(grads.get(vars[0]).unwrap()),
                 &reference[&format!("{key}.dtable")].1,
+                TOL,
             );
             drop(tape);
 
@@ -307,6 +303,7 @@ fn check_sampled_parity<B: Backend>(backend: &B) {
                 &format!("{key} dh"),
                 &backend.to_vec(out.dh.as_ref().unwrap()),
                 &reference[&format!("{key}.dh")].1,
+                TOL,
             );
         }
     }

@@ -19,7 +19,8 @@ use std::io::{Cursor, Read};
 
 use rayon::prelude::*;
 
-use super::{LastId, MAX_LINE, Plan, Progress, TextParser};
+use super::fields::LastId;
+use super::text::{MAX_LINE, Plan, Progress, TextParser};
 use crate::{DataError, IdTable, Interactions};
 
 /// Bytes per block (a line more or less): big enough that a block's own
@@ -264,7 +265,7 @@ mod tests {
     use std::path::Path;
 
     use super::BlockReport;
-    use crate::read::{Plan, parse_with};
+    use crate::read::text::{Plan, parse_with};
     use crate::{Format, IdKind, InputSpec, Interactions, RawId, TimeFormat, parse_interactions};
 
     /// A first chunk of a few lines, then blocks of a few lines each.

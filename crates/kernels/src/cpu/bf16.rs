@@ -18,7 +18,7 @@
 //!   grants the tile state on request (`arch_prctl`).
 //! - **AVX512-BF16** (Zen 4, Cooper Lake, Sapphire Rapids): `vdpbf16ps`
 //!   adds the dot products of 16 pairs of bf16 into 16 f32 lanes; register
-//!   tiles of 6 x 64 as in `sgemm.rs`.
+//!   tiles of 6 x 64 as in `sgemm/avx512.rs`.
 //!
 //! CPUs with neither get a clear refusal ([`Bf16Unsupported`]): emulating
 //! bf16 would be slower than the f32 products.

@@ -1,5 +1,5 @@
 //! Matrix products and `nn.Linear`, through the backend's sgemm
-//! (`sgemm.rs`: AVX-512 or AVX2 microkernels, matrixmultiply elsewhere).
+//! (`sgemm/`: AVX-512 or AVX2 microkernels, matrixmultiply elsewhere).
 //!
 //! Transposed operands are read through their strides or packed by the
 //! sgemm, never transposed in memory here. Work is split into blocks fixed

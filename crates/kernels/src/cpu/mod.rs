@@ -53,7 +53,7 @@ use crate::{
 };
 
 /// The CPU backend. Threads: rayon's global pool, for the row-parallel ops
-/// and the matrix products (`sgemm.rs`; matrixmultiply's own pool, sized by
+/// and the matrix products (`sgemm/`; matrixmultiply's own pool, sized by
 /// `MATMUL_NUM_THREADS`, on CPUs without AVX2 + FMA).
 ///
 /// `CpuBackend` is also the name of the f32 backend's value (a constant),

@@ -1,5 +1,5 @@
 //! The fused cross-entropy's three products with the item table, with f32
-//! operands (`sgemm.rs`) or bf16 ones (`bf16.rs`): the chunk loop of
+//! operands (`sgemm/`) or bf16 ones (`bf16.rs`): the chunk loop of
 //! `cross_entropy.rs` is the same for both.
 
 use super::bf16::{Bf16Kernel, Bf16OutputLayer};

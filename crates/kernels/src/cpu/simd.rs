@@ -9,7 +9,7 @@
 //! the same bits; a loop whose body is generic over `FMA` (the softmax's
 //! `exp`) is given fused multiply-adds in the AVX2 + FMA and AVX-512 builds,
 //! which then give the same bits as each other, and differ from the
-//! baseline build in the last bits (like the matrix products of `sgemm.rs`).
+//! baseline build in the last bits (like the matrix products of `sgemm/`).
 
 use std::cell::Cell;
 use std::sync::OnceLock;

@@ -6,9 +6,10 @@
 //!   on the same f32 inputs. f32 rounding is ~6e-8 relative per operation
 //!   and our sums have at most a few hundred terms, so `rel 1e-5` (plus an
 //!   absolute floor of `1e-6` for values that cancel to ~0) leaves 10x margin.
-//! - Backward checks differentiate the *f64 reference* forward with central
-//!   differences (`eps 1e-5`: truncation error ~eps^2 ~1e-10, rounding
-//!   ~1e-16/eps ~1e-11, both far below f32 noise), contracted with a random
+//! - Backward checks (`testing::check_gradient`) differentiate the *f64
+//!   reference* forward with central differences (`eps 1e-5`: truncation
+//!   error ~eps^2 ~1e-10, rounding ~1e-16/eps ~1e-11, both far below f32
+//!   noise), contracted with a random
 //!   upstream gradient `dy` (the "mid-graph" form: `d/dx <dy, f(x)>`), so a
 //!   backward that drops or mishandles its incoming gradient fails. The
 //!   backend's backward runs in f32, hence `rel 1e-3, abs 1e-5`: f32 error
@@ -23,11 +24,10 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use approx::relative_eq;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sasrec_kernels::cpu::CpuTensor;
-use sasrec_kernels::testing::{Tol, assert_close};
+use sasrec_kernels::testing::{Along, Tol, check_gradient};
 use sasrec_kernels::{Backend, CpuBackend};
 
 pub const BE: CpuBackend = CpuBackend;
@@ -60,37 +60,26 @@ pub fn t(data: &[f32], shape: &[usize]) -> CpuTensor {
 }
 
 /// Checks `grad` (from the backend, f32) against central differences of the
-/// f64 scalar function `f` at `x`: per coordinate for small inputs, along six
-/// random directions otherwise.
+/// f64 scalar function `f` at `x` ([`check_gradient`]): per coordinate for
+/// small inputs, along six random directions otherwise, where the absolute
+/// tolerance grows as the rounding of a sum of `x.len()` terms (sqrt).
 #[track_caller]
 pub fn check_grad(what: &str, x: &[f32], grad: &[f32], f: impl Fn(&[f64]) -> f64) {
-    assert_eq!(x.len(), grad.len(), "{what}: gradient length");
-    let x0 = to64(x);
-    let fd_along = |u: &[f64]| {
-        let plus: Vec<f64> = x0.iter().zip(u).map(|(x, u)| x + FD_EPS * u).collect();
-        let minus: Vec<f64> = x0.iter().zip(u).map(|(x, u)| x - FD_EPS * u).collect();
-        (f(&plus) - f(&minus)) / (2.0 * FD_EPS)
-    };
     if x.len() <= 96 {
-        let mut fd = vec![0.0f64; x.len()];
-        for (i, fd) in fd.iter_mut().enumerate() {
-            let mut e = vec![0.0; x.len()];
-            e[i] = 1.0;
-            *fd = fd_along(&e);
-        }
-        assert_close(what, grad, &fd, GRAD);
+        check_gradient(what, x, grad, Along::Coordinates, FD_EPS, GRAD, f);
     } else {
         let mut r = rng(x.len() as u64);
-        for k in 0..6 {
-            let u = to64(&uniform(&mut r, x.len(), 1.0));
-            let fd = fd_along(&u);
-            let analytic = dot64(&to64(grad), &u);
-            let abs = GRAD.abs * (x.len() as f64).sqrt();
-            assert!(
-                relative_eq!(analytic, fd, epsilon = abs, max_relative = GRAD.rel),
-                "{what} direction {k}: backward gives {analytic}, finite differences {fd}"
-            );
-        }
+        let directions: Vec<Vec<f32>> = (0..6).map(|_| uniform(&mut r, x.len(), 1.0)).collect();
+        let tol = Tol::new(GRAD.rel, GRAD.abs * (x.len() as f64).sqrt());
+        check_gradient(
+            what,
+            x,
+            grad,
+            Along::Directions(&directions),
+            FD_EPS,
+            tol,
+            f,
+        );
     }
 }
 

@@ -24,6 +24,7 @@ use arrow_schema::{DataType, TimeUnit as ArrowUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::LogReader;
 use crate::ids::{NEGATIVE_ID, cut, cut_bytes, id_problem};
 use crate::input::Resolved;
 use crate::time::TimeParser;
@@ -33,9 +34,17 @@ use crate::{DataError, Format, IdKind, IdTable, InputSpec, Interactions, Place, 
 /// small enough to keep the decoded columns in cache-sized pieces.
 const BATCH_ROWS: usize = 64 * 1024;
 
-/// Reads a Parquet file, or every `*.parquet` file of a folder in name
-/// order, into one set of interactions.
-pub(crate) fn read_parquet(path: &Path, spec: &InputSpec) -> Result<Interactions, DataError> {
+/// The Parquet reader: a Parquet file, or every `*.parquet` file of a
+/// folder in name order, into one set of interactions.
+pub(super) struct ParquetReader;
+
+impl LogReader for ParquetReader {
+    fn read(&self, path: &Path, spec: &InputSpec) -> Result<Interactions, DataError> {
+        read_parquet(path, spec)
+    }
+}
+
+fn read_parquet(path: &Path, spec: &InputSpec) -> Result<Interactions, DataError> {
     spec.delimiter_for(Format::Parquet)?;
     let files = if path.is_dir() {
         parts(path)?

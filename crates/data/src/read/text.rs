@@ -1,13 +1,12 @@
-//! Reading interaction logs: text (CSV, TSV, MovieLens `.dat`, RecBole
-//! `.inter`) here, Parquet in `parquet.rs`.
+//! The text reader: CSV, TSV, MovieLens `.dat` and RecBole `.inter`.
 //!
-//! The text reader streams the file in 1 MiB chunks and parses the bytes
-//! itself: lines and fields are found with `memchr`, ids are interned as
-//! they come, numbers are parsed in place. A line with a quote character
+//! It streams the file in 1 MiB chunks and parses the bytes itself: lines
+//! and fields are found with `memchr`, ids are interned as they come,
+//! numbers are parsed in place (`fields.rs`). A line with a quote character
 //! hands the rest of the file to the csv crate, which handles quoting
 //! (delimiters and newlines inside quotes). Big files are parsed in blocks
 //! on all threads after their first chunk, with the sequential result
-//! (`read/parallel.rs`). See `docs/data.md` for the measured speed.
+//! (`parallel.rs`). See `docs/data.md` for the measured speed.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -15,84 +14,31 @@ use std::io::{Cursor, Read};
 use std::path::Path;
 use std::rc::Rc;
 
-use crate::ids::{NEGATIVE_ID, canonical_int, cut, cut_bytes, id_problem};
+use super::LogReader;
+use super::fields::{LastId, POW10, code_of_int, digits, looks_numeric, parse_rating};
+use super::parallel::{BLOCK, BlockReport};
+use crate::ids::{cut, cut_bytes};
 use crate::input::{Resolved, sniff_binary};
 use crate::time::TimeParser;
-use crate::{DataError, Format, IdKind, IdTable, InputSpec, Interactions, Place, Source};
-use crate::{TimeFormat, TimeUnit};
+use crate::{DataError, Format, InputSpec, Interactions, Place, Source};
+use crate::{IdTable, TimeFormat, TimeUnit};
 
-mod parallel;
-
-use parallel::{BLOCK, BlockReport};
-
-/// Reads an interaction log: a text file, a Parquet file, or a folder of
-/// Parquet parts, as `spec` describes (see [`InputSpec`] for the defaults).
-///
-/// Every row is kept; a malformed row is an error naming the file, the line
-/// (or row group and row) and the field, never skipped. Numeric times whose
-/// size says another unit are refused ([`crate::check_time_unit`]).
-///
-/// Text files of 128 MiB or more are parsed on rayon's global pool, which
-/// this starts if nothing has yet: size it
-/// (`ThreadPoolBuilder::build_global`) before such a read if you want
-/// another size.
-pub fn read_interactions(path: &Path, spec: &InputSpec) -> Result<Interactions, DataError> {
-    let log = read_any(path, spec)?;
-    crate::check_time_unit(&log, path)?;
-    Ok(log)
+/// The reader of one text format: one file, streamed (see [`parse`]).
+pub(super) struct TextReader {
+    pub(super) format: Format,
 }
 
-fn read_any(path: &Path, spec: &InputSpec) -> Result<Interactions, DataError> {
-    let format = resolve_format(path, spec)?;
-    if format == Format::Parquet {
-        return crate::parquet::read_parquet(path, spec);
-    }
-    if path.is_dir() {
-        return Err(DataError::InvalidOption(format!(
-            "{} is a folder; only Parquet parts can be read from a folder",
-            path.display()
-        )));
-    }
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let size = file.metadata().map(|m| m.len()).ok();
-    parse(file, path, format, spec, size)
-}
-
-/// Parses a text log (any format but Parquet) from any reader; `path` is
-/// used only in error messages.
-pub fn parse_interactions<R: Read>(
-    reader: R,
-    path: &Path,
-    format: Format,
-    spec: &InputSpec,
-) -> Result<Interactions, DataError> {
-    if format == Format::Parquet {
-        return Err(DataError::InvalidOption(
-            "Parquet is read from a file (read_interactions), not a stream".to_string(),
-        ));
-    }
-    let log = parse(reader, path, format, spec, None)?;
-    crate::check_time_unit(&log, path)?;
-    Ok(log)
-}
-
-/// The format `spec` names, else the file name's, else (for Parquet, which
-/// starts with `PAR1`) the file's first bytes.
-fn resolve_format(path: &Path, spec: &InputSpec) -> Result<Format, DataError> {
-    if let Some(format) = spec.format.or_else(|| Format::from_path(path)) {
-        return Ok(format);
-    }
-    let mut head = [0u8; 4];
-    let is_parquet = File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
-        && &head == b"PAR1";
-    if is_parquet {
-        Ok(Format::Parquet)
-    } else {
-        Err(DataError::UnknownFormat {
-            path: path.to_path_buf(),
-        })
+impl LogReader for TextReader {
+    fn read(&self, path: &Path, spec: &InputSpec) -> Result<Interactions, DataError> {
+        if path.is_dir() {
+            return Err(DataError::InvalidOption(format!(
+                "{} is a folder; only Parquet parts can be read from a folder",
+                path.display()
+            )));
+        }
+        let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        let size = file.metadata().map(|m| m.len()).ok();
+        parse(file, path, self.format, spec, size)
     }
 }
 
@@ -105,7 +51,9 @@ pub(crate) const MAX_LINE: usize = 1 << 20;
 /// The columns of a headerless file (MovieLens `.dat`, `u.data`).
 const HEADERLESS: [&str; 4] = ["userId", "movieId", "rating", "timestamp"];
 
-fn parse<R: Read>(
+/// Parses a text log in `format` from `reader`; `size_hint` (the file's
+/// size, `None` for a stream) sizes the columns and picks the parallel path.
+pub(super) fn parse<R: Read>(
     reader: R,
     path: &Path,
     format: Format,
@@ -126,7 +74,7 @@ fn parse<R: Read>(
 
 /// [`parse`] with the chunk and block sizes of `plan`; `report` says what
 /// the parallel path did.
-fn parse_with<R: Read>(
+pub(super) fn parse_with<R: Read>(
     mut reader: R,
     path: &Path,
     format: Format,
@@ -176,11 +124,11 @@ fn parse_with<R: Read>(
 /// sequential path's reads, and whether the rest is parsed in parallel, in
 /// batches of `batch` blocks of `block` bytes (see `read/parallel.rs`).
 #[derive(Clone, Copy, Debug)]
-struct Plan {
-    chunk: usize,
-    block: usize,
-    batch: usize,
-    parallel: bool,
+pub(super) struct Plan {
+    pub(super) chunk: usize,
+    pub(super) block: usize,
+    pub(super) batch: usize,
+    pub(super) parallel: bool,
 }
 
 impl Plan {
@@ -191,7 +139,7 @@ impl Plan {
     /// sequential. Asking rayon for its thread count starts its global pool,
     /// so it is asked only for files big enough at 2 threads: reading small
     /// ones leaves the pool's size to the caller.
-    fn for_input(size_hint: Option<u64>) -> Plan {
+    pub(super) fn for_input(size_hint: Option<u64>) -> Plan {
         let big_enough =
             |threads: usize| size_hint.is_some_and(|size| size >= 4 * (4 * threads * BLOCK) as u64);
         let threads = if big_enough(2) {
@@ -209,7 +157,7 @@ impl Plan {
 }
 
 /// What [`TextParser::stream`] did.
-enum Streamed {
+pub(super) enum Streamed {
     /// Everything was parsed.
     End,
     /// Paused after the first chunk; the bytes read but not parsed (the
@@ -228,7 +176,7 @@ fn read_some<R: Read>(reader: &mut R, buf: &mut [u8], path: &Path) -> Result<usi
 }
 
 /// What [`TextParser::lines`] did with the bytes.
-enum Progress {
+pub(super) enum Progress {
     /// Parsed whole lines of this many bytes; the rest is a partial line.
     Parsed(usize),
     /// Parsed this many bytes, then met a line with a quote character.
@@ -237,7 +185,7 @@ enum Progress {
 
 /// How the first line is treated.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Header {
+pub(super) enum Header {
     /// It names the columns.
     Yes,
     /// There is none: columns are MovieLens' `user item rating timestamp`.
@@ -246,38 +194,40 @@ enum Header {
     Detect,
 }
 
-/// Parses lines, keeping the line number and the column layout.
-struct TextParser<'p> {
-    path: &'p Path,
-    spec: &'p InputSpec,
-    format: Format,
-    delimiter: Vec<u8>,
-    header: Header,
+/// Parses lines, keeping the line number and the column layout. Its fields
+/// are open to the parallel path (`parallel.rs`), which builds a parser per
+/// block and merges their rows.
+pub(super) struct TextParser<'p> {
+    pub(super) path: &'p Path,
+    pub(super) spec: &'p InputSpec,
+    pub(super) format: Format,
+    pub(super) delimiter: Vec<u8>,
+    pub(super) header: Header,
     /// The columns, once the header is read.
-    cols: Option<Resolved>,
+    pub(super) cols: Option<Resolved>,
     /// Fields a data line must have: the last needed column + 1.
-    needed: usize,
+    pub(super) needed: usize,
     /// Ids must be non-negative integers: MovieLens layouts (their columns
     /// `userId`/`movieId`, or no header), where anything else is a typo.
-    strict_ids: bool,
-    time: TimeParser,
+    pub(super) strict_ids: bool,
+    pub(super) time: TimeParser,
     /// The last user and item id read, to skip the hash lookup when an id
     /// repeats on the next line (logs are often grouped by user or session).
-    last_user: LastId,
-    last_item: LastId,
+    pub(super) last_user: LastId,
+    pub(super) last_item: LastId,
     /// The last event type read (a block's worker interns into a copy of
     /// the file's table of event types, merged by name).
-    last_event: LastId,
+    pub(super) last_event: LastId,
     /// A block's worker only: the file's id tables as they were when its
     /// batch began (see [`code_of_int`] and `read/parallel.rs`).
-    known_users: Option<&'p IdTable>,
-    known_items: Option<&'p IdTable>,
-    line_no: u64,
+    pub(super) known_users: Option<&'p IdTable>,
+    pub(super) known_items: Option<&'p IdTable>,
+    pub(super) line_no: u64,
     /// The first of a run of blank lines, an error unless the file ends.
-    blank_since: Option<u64>,
+    pub(super) blank_since: Option<u64>,
     /// Byte ranges of the fields of the current line (reused).
-    fields: Vec<(usize, usize)>,
-    out: Interactions,
+    pub(super) fields: Vec<(usize, usize)>,
+    pub(super) out: Interactions,
 }
 
 impl<'p> TextParser<'p> {
@@ -312,7 +262,7 @@ impl<'p> TextParser<'p> {
     /// Parses `pending` (bytes read but not parsed, from a line start), then
     /// what `reader` gives, in reads of `chunk` bytes; with `pause`, stops
     /// after parsing `pending` and hands back what is left of it.
-    fn stream<R: Read>(
+    pub(super) fn stream<R: Read>(
         &mut self,
         mut buf: Vec<u8>,
         reader: &mut R,
@@ -363,7 +313,7 @@ impl<'p> TextParser<'p> {
     }
 
     /// Parses every whole line in `bytes`.
-    fn lines(&mut self, bytes: &[u8]) -> Result<Progress, DataError> {
+    pub(super) fn lines(&mut self, bytes: &[u8]) -> Result<Progress, DataError> {
         let mut pos = 0;
         // Known from the second chunk on (the first row fixes the time format).
         let movielens = self.movielens_shape();
@@ -789,23 +739,6 @@ enum Fast {
     Slow,
 }
 
-/// Reads the decimal digits at `b[*i..]`, moving `*i` past them; returns
-/// their value (meaningless past 19 digits) and how many there were.
-#[inline]
-fn digits(b: &[u8], i: &mut usize) -> (u64, usize) {
-    let start = *i;
-    let mut value: u64 = 0;
-    while let Some(&c) = b.get(*i) {
-        let digit = c.wrapping_sub(b'0');
-        if digit > 9 {
-            break;
-        }
-        value = value.wrapping_mul(10).wrapping_add(digit as u64);
-        *i += 1;
-    }
-    (value, *i - start)
-}
-
 /// Moves `*i` past `delimiter` if it is at `b[*i..]`.
 #[inline]
 fn skip_delimiter(b: &[u8], i: &mut usize, delimiter: &[u8]) -> bool {
@@ -931,179 +864,9 @@ fn find_delimiter(line: &[u8], mut from: usize, delimiter: &[u8]) -> Option<usiz
     }
 }
 
-/// Whether `b` could be a number (so a first line of such fields is data).
-fn looks_numeric(b: &[u8]) -> bool {
-    !b.is_empty() && b.iter().all(|c| c.is_ascii_digit() || b".-+eE".contains(c))
-}
-
-/// The last id of a column and its code.
-#[derive(Default)]
-struct LastId {
-    bytes: Vec<u8>,
-    code: Option<u32>,
-}
-
-impl LastId {
-    /// [`intern_id`], with the lookup skipped when `text` repeats the last id
-    /// (codes survive a table turning into strings, so the cache stays valid).
-    #[inline]
-    fn code(
-        &mut self,
-        table: &mut IdTable,
-        known: Option<&IdTable>,
-        text: &[u8],
-        strict: bool,
-    ) -> Result<u32, &'static str> {
-        if let Some(code) = self.code.filter(|_| self.bytes == text) {
-            return Ok(code);
-        }
-        let code = intern_id(table, known, text, strict)?;
-        self.bytes.clear();
-        self.bytes.extend_from_slice(text);
-        self.code = Some(code);
-        Ok(code)
-    }
-}
-
-/// The code of the id in `text`, interned into `table` (see [`code_of_int`]
-/// for `known`).
-///
-/// `strict`: a MovieLens layout, whose ids are non-negative integers.
-/// Otherwise ids are integers while every id so far is a canonical integer
-/// (negative ones are refused), and strings from the first one that is not
-/// (the integers read before become their decimal text, keeping their
-/// codes), at most [`crate::MAX_ID_BYTES`] long, without NUL bytes.
-#[inline]
-fn intern_id(
-    table: &mut IdTable,
-    known: Option<&IdTable>,
-    text: &[u8],
-    strict: bool,
-) -> Result<u32, &'static str> {
-    if strict {
-        return strict_id(text).map(|v| code_of_int(table, known, v));
-    }
-    if table.kind() == IdKind::Int
-        && let Some(v) = canonical_int(text)
-    {
-        if v < 0 {
-            return Err(NEGATIVE_ID);
-        }
-        return Ok(code_of_int(table, known, v));
-    }
-    if let Some(problem) = id_problem(text) {
-        return Err(problem);
-    }
-    let s = std::str::from_utf8(text).map_err(|_| "an id that is not valid UTF-8")?;
-    Ok(match known {
-        None => table.intern_str(s),
-        Some(known) => known
-            .find_str(s)
-            .unwrap_or_else(|| known.len() as u32 + table.intern_str(s)),
-    })
-}
-
-/// The code of integer id `v`. A block's worker has the file's table as
-/// `known`: an id there keeps its code, a new one is interned into `table`
-/// and numbered after `known`'s ids (the merge renumbers it).
-#[inline]
-fn code_of_int(table: &mut IdTable, known: Option<&IdTable>, v: i64) -> u32 {
-    match known {
-        None => table.intern_int(v),
-        Some(known) => known
-            .find_int(v)
-            .unwrap_or_else(|| known.len() as u32 + table.intern_int(v)),
-    }
-}
-
-/// A non-negative decimal id (leading zeros allowed, as MovieLens readers
-/// have always taken them).
-fn strict_id(s: &[u8]) -> Result<i64, &'static str> {
-    if s.is_empty() {
-        return Err("expected an id, the field is empty");
-    }
-    if s[0] == b'-' {
-        return Err(NEGATIVE_ID);
-    }
-    let mut value: i64 = 0;
-    for &b in s {
-        let digit = b.wrapping_sub(b'0');
-        if digit > 9 {
-            return Err(
-                "expected an integer id (MovieLens layout: userId and movieId are integers; name the columns with --user-col/--item-col to read other ids)",
-            );
-        }
-        value = value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(digit as i64))
-            .ok_or("id too large (ids must fit in a 64-bit integer)")?;
-    }
-    Ok(value)
-}
-
-/// Parses a finite decimal number. A plain decimal of at most 7 digits (all
-/// MovieLens ratings) is an exact integer over an exact power of ten, so one
-/// f32 division gives the correctly rounded value, the same as `str::parse`
-/// (Clinger's fast path); anything else goes through `str::parse`.
-#[inline]
-fn parse_rating(s: &[u8]) -> Result<f32, &'static str> {
-    const PROBLEM: &str = "expected a number";
-    let point = s.iter().position(|&b| b == b'.');
-    let (whole, frac) = match point {
-        Some(p) => (&s[..p], &s[p + 1..]),
-        None => (s, &s[..0]),
-    };
-    if !whole.is_empty()
-        && whole.len() + frac.len() <= 7
-        && whole.iter().chain(frac).all(u8::is_ascii_digit)
-    {
-        let mantissa = whole
-            .iter()
-            .chain(frac)
-            .fold(0u32, |v, &d| v * 10 + (d - b'0') as u32);
-        return Ok(mantissa as f32 / POW10[frac.len()]);
-    }
-    let text = std::str::from_utf8(s).map_err(|_| PROBLEM)?;
-    match text.parse::<f32>() {
-        Ok(r) if r.is_finite() => Ok(r),
-        _ => Err(PROBLEM),
-    }
-}
-
-/// Powers of ten that are exact in f32.
-const POW10: [f32; 8] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
-
-/// The files [`read_interactions`] reads for `path`: the file itself, or the
-/// Parquet parts of a folder in the order they are read.
-pub fn input_files(path: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
-    if path.is_dir() {
-        crate::parquet::parts(path)
-    } else {
-        Ok(vec![path.to_path_buf()])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fast_path_ratings_equal_the_standard_parser() {
-        let mut cases: Vec<String> = vec!["0".into(), "5".into(), "4.".into(), "0.1".into()];
-        for m in (0..10_000_000u32).step_by(9_973).chain([9_999_999]) {
-            let digits = format!("{m:07}");
-            for point in 0..=7 {
-                cases.push(format!("{}.{}", &digits[..7 - point], &digits[7 - point..]));
-            }
-        }
-        for case in &cases {
-            assert_eq!(
-                parse_rating(case.as_bytes()),
-                Ok(case.parse::<f32>().unwrap()),
-                "{case}"
-            );
-        }
-    }
 
     #[test]
     fn split_finds_one_and_two_byte_delimiters() {
