@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
+use sasrec_data::{DataSpec, SplitMethod};
 use sasrec_data::{Dataset, Dedup, FilterReport, Split, TemporalTargets, format_micros};
 use sasrec_kernels::cpu::Precision;
 use sasrec_kernels::gpu::WgpuBackend;
@@ -19,7 +20,7 @@ use sasrec_model::{
     ModelOptions, NegativeSampler, NegativesScope, Norm, Outcome, OutputLayer, Preset, Sampler,
     SasRec, Selection, TrainConfig, Trainer, evaluate_with_progress, popularity_baseline,
 };
-use sasrec_run::{DataSpec, FileDigest, RunConfig, RunWriter, SplitMethod};
+use sasrec_run::{FileDigest, RunConfig, RunWriter};
 
 use crate::catalog::progress_bar;
 use crate::data_cmd::{FilterArgs, RatingsArgs, event_counts, thousands, time_range};

@@ -225,6 +225,21 @@ pub enum DataError {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// A setting of a run's data (config.json's `data` part) out of its
+    /// range, naming the field.
+    #[error(transparent)]
+    Setting(#[from] InvalidSetting),
+
+    /// Sequences could not be built from a log (the filter left nothing,
+    /// or a filter option does not fit it).
+    #[error("building sequences from {}: {error}", path.display())]
+    Building {
+        /// The log.
+        path: PathBuf,
+        /// What went wrong.
+        error: Box<DataError>,
+    },
+
     /// Filtering removed every interaction.
     #[error("no interactions left after filtering ({0})")]
     NothingLeft(String),
@@ -282,3 +297,31 @@ impl DataError {
         }
     }
 }
+
+/// A setting out of its range: `field` as in config.json (`lr`, `max_len`,
+/// ...), and what is wrong with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvalidSetting {
+    /// The field's name in config.json.
+    pub field: &'static str,
+    /// What is wrong, e.g. "must be positive, got -1".
+    pub problem: String,
+}
+
+impl InvalidSetting {
+    /// `field` `problem`.
+    pub fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        InvalidSetting {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for InvalidSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for InvalidSetting {}

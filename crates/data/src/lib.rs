@@ -38,6 +38,7 @@ mod interactions;
 mod location;
 mod names;
 mod read;
+mod spec;
 mod split;
 pub mod synthetic;
 mod time;
@@ -48,7 +49,7 @@ pub use dataset::{
     Dataset, Dedup, FilterConfig, FilterReport, Stats, UserSequence, build_dataset,
     build_dataset_with_report, popularity,
 };
-pub use error::{DataError, Place};
+pub use error::{DataError, InvalidSetting, Place};
 pub use id_list::read_id_list;
 pub use ids::{IdKind, IdTable, MAX_ID_BYTES, RawId};
 pub use input::{Columns, Format, InputSpec};
@@ -56,6 +57,7 @@ pub use interactions::{Interactions, Source};
 pub use location::{KnownDataset, dataset_ratings_path, datasets_dir, test_dataset};
 pub use names::read_item_names;
 pub use read::{input_files, parse_interactions, read_interactions};
+pub use spec::{DataSpec, SplitMethod};
 pub use split::{Split, SplitKind, TemporalTargets, TimeCut, split};
 pub use time::{TimeFormat, TimeUnit, check_time_unit, format_micros, parse_time};
 pub use vocab::Vocab;

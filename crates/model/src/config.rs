@@ -253,33 +253,7 @@ pub fn human_bytes(bytes: f64) -> String {
     }
 }
 
-/// A setting out of its range: `field` as in config.json (`lr`, `max_len`,
-/// ...), and what is wrong with it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct InvalidSetting {
-    /// The field's name in config.json.
-    pub field: &'static str,
-    /// What is wrong, e.g. "must be positive, got -1".
-    pub problem: String,
-}
-
-impl InvalidSetting {
-    /// `field` `problem`.
-    pub fn new(field: &'static str, problem: impl Into<String>) -> Self {
-        InvalidSetting {
-            field,
-            problem: problem.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for InvalidSetting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.field, self.problem)
-    }
-}
-
-impl std::error::Error for InvalidSetting {}
+pub use sasrec_data::InvalidSetting;
 
 /// The validation number that selects the best checkpoint and drives early
 /// stopping.

@@ -36,6 +36,6 @@ pub use records::EpochRecord;
 pub use sampler::{NegativeSampler, StepNegatives};
 pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
 pub use sasrec_autograd::Adam;
-pub use store::{Committed, Generation, MemoryStore, RunStore};
+pub use store::{Committed, Generation, MemoryStore, RunStore, TrainState};
 pub use text::{bounded, duration};
-pub use train::{EpochHook, Outcome, StepInputs, StepReport, TrainState, Trainer};
+pub use train::{EpochHook, Outcome, StepInputs, StepReport, Trainer};

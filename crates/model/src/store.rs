@@ -4,10 +4,37 @@
 //! implementation; the trainer knows nothing of files.
 
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::RankingMetrics;
 use crate::records::EpochRecord;
-use crate::train::TrainState;
+
+/// Where training stands; saved with each commit (a run
+/// folder's `state.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// The epoch in progress (0-based).
+    pub epoch: usize,
+    /// Batches of `epoch` already trained on.
+    pub batch: usize,
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// Sum of `loss * targets` over the batches trained on since the last
+    /// validation (the epoch's, unless validation runs every few epochs).
+    pub epoch_loss_sum: f64,
+    /// Targets in those batches.
+    pub epoch_targets: u64,
+    /// Seconds spent on those batches.
+    pub epoch_seconds: f64,
+    /// Positions (sequences x max_len) in those batches.
+    pub epoch_tokens: u64,
+    /// Best validation number so far and its epoch (1-based).
+    pub best: Option<(f64, usize)>,
+    /// Validations since the best one (epochs, when every epoch validates).
+    pub epochs_without_improvement: usize,
+    /// Whether the run is over (epochs done or early stopping).
+    pub finished: bool,
+}
 
 /// One generation of a run, as the trainer commits it after a validation
 /// (or an epoch without one, or an interruption).

@@ -18,7 +18,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sasrec_autograd::{AdamW, Tape, Var, clip_grad_norm};
 use sasrec_data::{Batch, Order, UserSequence, batches};
 use sasrec_kernels::Backend;
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{NamedTensor, first_non_finite, from_safetensors, to_safetensors};
 use crate::config::{Selection, TrainConfig};
@@ -27,34 +26,8 @@ use crate::metrics::RankingMetrics;
 use crate::records::EpochRecord;
 use crate::sampler::NegativeSampler;
 use crate::sasrec::{DeviceBatch, DropoutContext, SasRec};
-use crate::store::{Generation, RunStore};
+use crate::store::{Generation, RunStore, TrainState};
 use crate::text::duration;
-
-/// Where training stands; saved in `state.json` with each checkpoint.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct TrainState {
-    /// The epoch in progress (0-based).
-    pub epoch: usize,
-    /// Batches of `epoch` already trained on.
-    pub batch: usize,
-    /// Optimiser steps taken.
-    pub step: u64,
-    /// Sum of `loss * targets` over the batches trained on since the last
-    /// validation (the epoch's, unless validation runs every few epochs).
-    pub epoch_loss_sum: f64,
-    /// Targets in those batches.
-    pub epoch_targets: u64,
-    /// Seconds spent on those batches.
-    pub epoch_seconds: f64,
-    /// Positions (sequences x max_len) in those batches.
-    pub epoch_tokens: u64,
-    /// Best validation number so far and its epoch (1-based).
-    pub best: Option<(f64, usize)>,
-    /// Validations since the best one (epochs, when every epoch validates).
-    pub epochs_without_improvement: usize,
-    /// Whether the run is over (epochs done or early stopping).
-    pub finished: bool,
-}
 
 /// How a call to [`Trainer::run`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,11 +15,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use sasrec_data::{DataSpec, SplitMethod};
 use sasrec_data::{FilterConfig, InputSpec};
 use sasrec_kernels::CpuBackend;
 use sasrec_model::checkpoint::to_safetensors;
 use sasrec_model::{Generation, ModelConfig, RunStore, SasRec, TrainConfig, TrainState};
-use sasrec_run::{DataSpec, FileDigest, RunConfig, RunWriter, SplitMethod};
+use sasrec_run::{FileDigest, RunConfig, RunWriter};
 
 fn main() -> Result<()> {
     let mut args = std::env::args_os().skip(1).map(PathBuf::from);

@@ -8,6 +8,7 @@
 //! (`model.safetensors`), `metrics.jsonl`, the curves ([`plot`]) and
 //! TensorBoard's event file ([`tensorboard`]).
 
+pub mod commit;
 pub mod digest;
 pub mod durable;
 pub mod folder;
@@ -17,7 +18,8 @@ pub mod run_data;
 pub mod tensorboard;
 pub mod writer;
 
+pub use commit::{CheckpointFile, Commit};
 pub use digest::FileDigest;
-pub use folder::{DataSpec, RunConfig, RunDir, SplitMethod, read_json};
+pub use folder::{RunConfig, RunDir, read_json};
 pub use run_data::RunData;
-pub use writer::{CheckpointFile, Commit, Recovery, RunWriter};
+pub use writer::{Recovery, RunWriter};

@@ -1,8 +1,8 @@
 //! config.json's data part: written today with the whole input description,
 //! and config.json files from before it still load.
 
+use sasrec_data::{DataSpec, SplitMethod};
 use sasrec_data::{Format, InputSpec, TimeUnit};
-use sasrec_run::{DataSpec, SplitMethod};
 
 #[test]
 fn an_older_config_json_data_part_still_loads() {
