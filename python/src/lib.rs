@@ -28,10 +28,12 @@ use parquet::arrow::ArrowWriter;
 use pyo3::exceptions::{PyException, PyKeyboardInterrupt};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyCapsule, PyDict, PyList, PyString};
-use sasrec_cli::catalog::{Catalog, LoadedRun, load_run};
+use sasrec_cli::args::DeviceArgs;
+use sasrec_cli::catalog::Catalog;
 use sasrec_cli::config_file::{self, Setting, clap_message};
-use sasrec_cli::device::{Device, DeviceArgs};
+use sasrec_cli::device::Device;
 use sasrec_cli::recs_file::IdColumn;
+use sasrec_cli::run_loading::{LoadedRun, load_run};
 use sasrec_cli::train_cmd::{self, TrainArgs};
 use sasrec_data::{IdKind, RawId};
 use sasrec_kernels::gpu::WgpuBackend;
@@ -142,7 +144,7 @@ fn train_args(
     resume: bool,
     ratings: Option<&Path>,
 ) -> anyhow::Result<(TrainArgs, clap::ArgMatches)> {
-    let command = sasrec_cli::train_command();
+    let command = train_cmd::train_command();
     let mut argv = vec!["train".into()];
     let is_log = |key: &str| matches!(key, "ratings" | "dataset");
     let log_given = ratings.is_some() || settings.iter().any(|(key, _)| is_log(key));

@@ -2,13 +2,14 @@
 //! each time. Timings are medians of several runs; comparisons with other
 //! tools (pandas, PyTorch) run side by side in one invocation.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
-use crate::{cargo, release_dir, root};
+use crate::synth::{SynthArgs, synth};
+use crate::util::{bench_dir, cargo, check, env_number, median, release_dir, root};
 
 /// Which benchmarks to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -66,34 +67,6 @@ pub fn run(which: Which, train_data: TrainData) -> Result<()> {
         Which::Quality => crate::quality::run(),
         _ => Ok(()),
     }
-}
-
-/// Where generated benchmark data and runs go: `$SASREC_BENCH_DIR`, else
-/// `target/bench`.
-pub(crate) fn bench_dir() -> PathBuf {
-    std::env::var_os("SASREC_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/bench"))
-}
-
-/// The number in environment variable `name`, `default` when it is unset;
-/// anything but a whole number is an error naming the variable.
-pub(crate) fn env_number(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(value) => value
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={value:?} is not a whole number")),
-    }
-}
-
-pub(crate) fn check(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
 }
 
 /// Output of a command, which must succeed.
@@ -156,7 +129,7 @@ fn logs() -> Result<()> {
         .collect();
     for file in &files {
         if !file.exists() {
-            crate::synth(&crate::SynthArgs {
+            synth(&SynthArgs {
                 users: 200_000,
                 items: 87_000,
                 rows,
@@ -411,7 +384,7 @@ fn seed_scale_log() -> Result<std::path::PathBuf> {
     let file = root().join("target/bench/synth_20k_40k_2300k.csv");
     if !file.exists() {
         std::fs::create_dir_all(file.parent().expect("has a parent"))?;
-        crate::synth(&crate::SynthArgs {
+        synth(&SynthArgs {
             users: 20_000,
             items: 40_000,
             rows: 2_300_000,
@@ -488,9 +461,4 @@ fn json_number(json_line: &str, key: &str) -> Result<f64> {
         .trim()
         .parse()
         .with_context(|| format!("bad {key} in {json_line:?}"))
-}
-
-pub(crate) fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }

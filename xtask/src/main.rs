@@ -14,12 +14,16 @@ mod fetch;
 mod quality;
 mod scale;
 mod serve_bench;
+mod synth;
+mod util;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+use crate::synth::{SynthArgs, generate, synth};
+use crate::util::{cargo, root};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -83,34 +87,6 @@ enum DataTask {
     Shop(SynthArgs),
 }
 
-/// `cargo xtask data synth` flags.
-#[derive(clap::Args)]
-struct SynthArgs {
-    /// Users (each gets at least 2 events).
-    #[arg(long)]
-    users: usize,
-    /// Items.
-    #[arg(long)]
-    items: usize,
-    /// Events (rows), at least 2 x users.
-    #[arg(long)]
-    rows: usize,
-    /// Seed: the same flags give the same file.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Output file: `*.csv` or `*.parquet`.
-    #[arg(long)]
-    out: PathBuf,
-    /// String ids (`U…`, `I…`) instead of integers.
-    #[arg(long)]
-    string_ids: bool,
-    /// The harder setting with longer-range structure: each user follows
-    /// the successors of the item 1 to 3 steps back and draws the rest
-    /// from their own taste group.
-    #[arg(long)]
-    long_range: bool,
-}
-
 fn main() {
     let result = match Cli::parse().task {
         Task::Train { device, out, extra } => train(&device, out, &extra),
@@ -126,29 +102,6 @@ fn main() {
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }
-}
-
-/// The workspace root (xtask lives one level below it).
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is inside the workspace")
-        .to_path_buf()
-}
-
-/// Release build outputs: `$CARGO_TARGET_DIR/release`, else
-/// `target/release`, where `cargo build --release` puts them.
-fn release_dir() -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-    root().join(target).join("release")
-}
-
-/// `cargo` as the one running us.
-fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(root());
-    cmd
 }
 
 /// Runs `sasrec ARGS` from a release build; cargo shows its progress while
@@ -237,44 +190,6 @@ fn train(device: &str, out: Option<PathBuf>, extra: &[String]) -> Result<()> {
         "cpu",
     ];
     sasrec(&recommend.map(String::from))
-}
-
-/// Runs the generator from a release build (it writes millions of rows).
-fn synth(args: &SynthArgs) -> Result<()> {
-    generate(args, false)
-}
-
-/// Runs the data crate's `synth` example: `synth`'s log, or with `shop` the
-/// shop event log made from it.
-fn generate(args: &SynthArgs, shop: bool) -> Result<()> {
-    let out = std::path::absolute(&args.out).context("resolving --out")?;
-    let mut cmd = cargo();
-    eprintln!("building the generator (release) with cargo, then running it");
-    cmd.args([
-        "run",
-        "--release",
-        "-p",
-        "sasrec-data",
-        "--example",
-        "synth",
-        "--",
-    ])
-    .args(["--users", &args.users.to_string()])
-    .args(["--items", &args.items.to_string()])
-    .args(["--rows", &args.rows.to_string()])
-    .args(["--seed", &args.seed.to_string()])
-    .arg("--out")
-    .arg(out);
-    if args.string_ids {
-        cmd.arg("--string-ids");
-    }
-    if shop {
-        cmd.arg("--shop");
-    }
-    if args.long_range {
-        cmd.arg("--long-range");
-    }
-    bench::check(&mut cmd)
 }
 
 fn eval(extra: &[String]) -> Result<()> {

@@ -29,8 +29,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::bench::{bench_dir, check, env_number};
-use crate::{SynthArgs, cargo, fetch, release_dir};
+use crate::fetch;
+use crate::synth::{SynthArgs, synth};
+use crate::util::{bench_dir, cargo, check, env_number, release_dir};
 
 /// The protocol: most epochs a run trains, validations without a better
 /// NDCG@10 before it stops, epochs between validations, sequences per
@@ -161,7 +162,7 @@ fn synthetic(dir: &Path, large: bool) -> Result<PathBuf> {
     };
     let path = dir.join(name);
     if !path.exists() {
-        crate::synth(&SynthArgs {
+        synth(&SynthArgs {
             users,
             items,
             rows,

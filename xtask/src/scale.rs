@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::bench::{bench_dir, check, env_number};
-use crate::{SynthArgs, cargo, release_dir};
+use crate::synth::{SynthArgs, synth};
+use crate::util::{bench_dir, cargo, check, env_number, release_dir};
 
 /// Rows of the MovieLens-32M-shaped log.
 const ROWS: usize = 32_000_000;
@@ -26,7 +26,7 @@ pub fn run() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let data = dir.join(format!("events_{ROWS}.parquet"));
     if !data.exists() {
-        crate::synth(&SynthArgs {
+        synth(&SynthArgs {
             users: 200_000,
             items: 87_000,
             rows: ROWS,

@@ -29,8 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::bench::{check, median};
-use crate::{cargo, release_dir, root};
+use crate::util::{cargo, check, median, release_dir, root};
 
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const ROUNDS: usize = 3;

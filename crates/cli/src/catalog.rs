@@ -1,17 +1,13 @@
-//! What `recommend`, `serve` and `export` share: a trained run loaded to
-//! recommend from, raw ids turned into the model's indices and back, users'
+//! The ids of a trained run, as `recommend`, `serve` and `export` use
+//! them: raw ids turned into the model's indices and back, users'
 //! histories, item popularity (the fallback for a history of unknown
-//! items), and the JSON shape of one recommendation list.
+//! items), and the JSON shape of one recommendation list. Loading a run
+//! to fill it is [`crate::run_loading`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Result, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sasrec_data::popularity;
-use sasrec_data::{IdKind, RawId, Vocab};
-use sasrec_kernels::Backend;
-use sasrec_model::SasRec;
-use sasrec_run::{RunConfig, RunDir};
+use anyhow::Result;
+use sasrec_data::{IdKind, RawId, UserSequence, Vocab};
 use serde::Serialize;
 
 /// The ids of a run: raw item and user ids <-> indices, item popularity,
@@ -31,79 +27,6 @@ pub struct Catalog {
     source: PathBuf,
 }
 
-/// A run loaded to recommend from.
-pub struct LoadedRun<B: Backend> {
-    /// config.json.
-    pub config: RunConfig,
-    /// The best model.
-    pub model: SasRec<B>,
-    /// Its ids, and the users' histories when asked for.
-    pub catalog: Catalog,
-}
-
-/// Loads the best model of `run` and its ids; with `histories`, also the
-/// users' histories: from the run folder's data.safetensors, or read from
-/// `ratings` (or, for a run without that file, the log named in
-/// config.json), which must hold the items of the run's vocab.json.
-pub fn load_run<B: Backend>(
-    backend: &B,
-    run: &Path,
-    ratings: Option<&Path>,
-    histories: bool,
-) -> Result<LoadedRun<B>> {
-    let run = RunDir::new(run);
-    let (mut config, model) = run.load_model(backend)?;
-    let saved = run.read_vocab()?;
-    let stored = match ratings {
-        Some(_) if histories => None,
-        _ => run.read_data(&saved)?,
-    };
-    if let Some(ratings) = ratings {
-        config.data.ratings = ratings.to_path_buf();
-    }
-    let (users, popularity, source) = match stored {
-        Some(data) => (data.users, data.popularity, run.data()),
-        None if histories => {
-            let (dataset, _) = config.data.load()?;
-            if !dataset.vocab.matches_saved(&saved) {
-                bail!(
-                    "the items of {} do not match the run's vocab.json: not the data this run was trained on",
-                    config.data.ratings.display()
-                );
-            }
-            let popularity = popularity(&dataset.users, saved.num_items());
-            (dataset.users, popularity, config.data.ratings.clone())
-        }
-        None => (Vec::new(), Vec::new(), config.data.ratings.clone()),
-    };
-    let mut by_user = vec![Vec::new(); saved.num_users()];
-    if histories {
-        for seq in users {
-            if let Some(slot) = by_user.get_mut(seq.user as usize) {
-                *slot = seq.items;
-            }
-        }
-    }
-    let mut popular: Vec<(u32, u32)> = popularity
-        .iter()
-        .enumerate()
-        .skip(1)
-        .map(|(i, &count)| (i as u32, count))
-        .collect();
-    popular.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let catalog = Catalog {
-        vocab: saved,
-        histories: by_user,
-        popular,
-        source,
-    };
-    Ok(LoadedRun {
-        config,
-        model,
-        catalog,
-    })
-}
-
 /// What a recommendation list was ranked by.
 pub enum Ranked<'a> {
     /// The model: (item, logit), best first.
@@ -113,6 +36,37 @@ pub enum Ranked<'a> {
 }
 
 impl Catalog {
+    /// The catalog of `vocab`: `users` the histories (none when not
+    /// loaded), `popularity` every item's count of target events (indexed
+    /// by item, 0 the padding; empty when the run keeps none), `source`
+    /// where they come from.
+    pub fn new(
+        vocab: Vocab,
+        users: Vec<UserSequence>,
+        popularity: &[u32],
+        source: PathBuf,
+    ) -> Catalog {
+        let mut histories = vec![Vec::new(); vocab.num_users()];
+        for seq in users {
+            if let Some(slot) = histories.get_mut(seq.user as usize) {
+                *slot = seq.items;
+            }
+        }
+        let mut popular: Vec<(u32, u32)> = popularity
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, &count)| (i as u32, count))
+            .collect();
+        popular.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Catalog {
+            vocab,
+            histories,
+            popular,
+            source,
+        }
+    }
+
     /// The user index of user id `user` (as text), or an error saying that
     /// the run has no such user.
     pub fn user(&self, user: &str) -> Result<u32, String> {
@@ -245,19 +199,6 @@ impl Catalog {
             recommendations,
         }
     }
-}
-
-/// A progress bar of users on stderr, drawn only on a terminal.
-pub fn progress_bar(users: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(users), ProgressDrawTarget::stderr());
-    let template = format!(
-        "{what} [{{bar:30}}] {{pos}}/{{len}} users ({{per_sec}}, {{elapsed}}, eta {{eta}})"
-    );
-    let style = ProgressStyle::with_template(&template)
-        .expect("a valid template")
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar
 }
 
 /// One recommendation list, as JSON.

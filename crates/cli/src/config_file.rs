@@ -293,7 +293,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
-        to_args(&settings, &crate::train_command(), "test.toml")
+        to_args(&settings, &crate::train_cmd::train_command(), "test.toml")
             .unwrap()
             .into_iter()
             .map(|a| a.into_string().unwrap())

@@ -2,14 +2,15 @@
 
 use std::path::PathBuf;
 
-use crate::catalog::progress_bar;
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use sasrec_kernels::Backend;
 use sasrec_model::{SasRec, evaluate_with_progress, popularity_baseline};
 use sasrec_run::{RunConfig, RunDir};
 
-use crate::device::{Device, DeviceArgs, print_kernel_times};
+use crate::args::DeviceArgs;
+use crate::device::{Device, print_kernel_times};
+use crate::progress::progress_bar;
 
 /// Which held-out users to evaluate on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -46,10 +46,12 @@ use sasrec_model::{item_vectors, user_vectors, users_per_pass};
 use sasrec_run::durable::{AtomicFile, write_atomic};
 use serde_json::json;
 
-use crate::catalog::{LoadedRun, load_run, progress_bar};
-use crate::device::{Device, DeviceArgs};
+use crate::args::DeviceArgs;
+use crate::device::Device;
 use crate::output::Output;
+use crate::progress::progress_bar;
 use crate::recs_file::IdColumn;
+use crate::run_loading::{LoadedRun, load_run};
 
 /// The files of an export folder; a folder holding anything else is never
 /// replaced.

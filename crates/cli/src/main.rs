@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use sasrec_cli::{
     config_file, data_cmd, devices_cmd, eval_cmd, export_cmd, plot_cmd, recommend_cmd, runs_cmd,
-    serve_cmd, sweep_cmd, train_cmd, train_command,
+    serve_cmd, sweep_cmd, train_cmd,
 };
 
 #[derive(Parser)]
@@ -113,7 +113,7 @@ fn parse() -> anyhow::Result<(Cli, ArgMatches)> {
         && let Some(path) = train.get_one::<PathBuf>("config")
     {
         let settings = config_file::read(path)?;
-        let command = train_command();
+        let command = train_cmd::train_command();
         let file_args = config_file::to_args(&settings, &command, &path.display().to_string())?;
         // argv is `sasrec train ...`: the subcommand has no options before it.
         argv.splice(2..2, file_args);

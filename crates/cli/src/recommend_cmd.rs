@@ -16,9 +16,12 @@ use sasrec_model::{Query, recommend_many, users_per_pass};
 use sasrec_run::RunConfig;
 use sasrec_run::durable::write_atomic;
 
-use crate::catalog::{Catalog, LoadedRun, Ranked, load_run, progress_bar};
-use crate::device::{Device, DeviceArgs, print_kernel_times};
+use crate::args::DeviceArgs;
+use crate::catalog::{Catalog, Ranked};
+use crate::device::{Device, print_kernel_times};
+use crate::progress::progress_bar;
 use crate::recs_file::{RecsFormat, RecsWriter};
+use crate::run_loading::{LoadedRun, load_run};
 
 /// `sasrec recommend` flags.
 #[derive(Args, Debug)]

@@ -42,9 +42,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::catalog::{Catalog, LoadedRun, Ranked, Recommendations, load_run};
-use crate::device::{Device, DeviceArgs};
+use crate::args::DeviceArgs;
+use crate::catalog::{Catalog, Ranked, Recommendations};
+use crate::device::Device;
 use crate::http_server::{ConnectionArgs, Limits};
+use crate::run_loading::{LoadedRun, load_run};
 
 /// The largest `k` a request may ask for.
 pub const MAX_K: i64 = 1000;

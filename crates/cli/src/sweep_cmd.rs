@@ -36,8 +36,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
+use crate::args::DeviceKind;
 use crate::config_file::{self, Setting};
-use crate::device::DeviceKind;
 use crate::runs_cmd::{RunSummary, metric_columns, shown_k};
 use crate::table::{self, Table};
 
@@ -97,7 +97,7 @@ struct Planned {
 pub fn run(args: SweepArgs) -> Result<ExitCode> {
     let origin = args.file.display().to_string();
     let sweep = read_sweep(&args.file)?;
-    let command = crate::train_command();
+    let command = crate::train_cmd::train_command();
     let mut runtime = Vec::new();
     if let Some(device) = args.device {
         let name = device

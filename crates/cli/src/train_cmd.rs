@@ -22,9 +22,10 @@ use sasrec_model::{
 };
 use sasrec_run::{FileDigest, RunConfig, RunWriter};
 
-use crate::catalog::progress_bar;
-use crate::data_cmd::{FilterArgs, RatingsArgs, event_counts, thousands, time_range};
-use crate::device::{Device, DeviceArgs, print_kernel_times, print_op_times};
+use crate::args::{DeviceArgs, FilterArgs, RatingsArgs};
+use crate::data_summary::{event_counts, thousands, time_range};
+use crate::device::{Device, print_kernel_times, print_op_times};
+use crate::progress::progress_bar;
 
 /// Which split to train and validate on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -328,6 +329,14 @@ pub struct TrainArgs {
     /// the run started.
     #[arg(long, requires = "resume")]
     allow_changed_data: bool,
+}
+
+/// The `sasrec train` command, its flags as clap knows them (the settings
+/// a config file or the Python package may give).
+pub fn train_command() -> clap::Command {
+    TrainArgs::augment_args(clap::Command::new("train"))
+        .args_override_self(true)
+        .allow_negative_numbers(true)
 }
 
 impl TrainArgs {
@@ -672,7 +681,7 @@ fn check_resume_flags(matches: &ArgMatches) -> Result<()> {
     let device = DeviceArgs::augment_args(clap::Command::new("device"));
     let allowed =
         |id: &str| RESUME_FLAGS.contains(&id) || device.get_arguments().any(|a| a.get_id() == id);
-    let train = crate::train_command();
+    let train = train_command();
     let given: Vec<String> = train
         .get_arguments()
         .map(|a| a.get_id().as_str())
