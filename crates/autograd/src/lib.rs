@@ -43,7 +43,9 @@ pub mod init;
 pub mod optim;
 mod params;
 mod tape;
+mod var;
 
 pub use optim::{Adam, AdamW, clip_grad_norm};
 pub use params::{NonFinite, ParamId, ParamStore};
-pub use tape::{CustomOp, Gradients, Tape, Var};
+pub use tape::{CustomOp, Tape};
+pub use var::{Gradients, Var};

@@ -2,7 +2,7 @@
 
 use sasrec_kernels::Backend;
 
-use crate::{Gradients, Var};
+use crate::var::{Gradients, Var};
 
 /// A parameter (or its gradient) holding NaN or infinite values.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,10 +4,7 @@
 use sasrec_kernels::{AttentionShape, Backend, Dropout, Negatives, SampledLoss};
 
 use crate::params::ParamStore;
-
-/// A value recorded on a [`Tape`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Var(usize);
+use crate::var::{Gradients, Var};
 
 /// An op of your own on the tape: its forward and its backward, written
 /// with backend ops (or your own kernels on the backend's buffers).
@@ -145,28 +142,6 @@ pub struct Tape<'b, B: Backend> {
     backend: &'b B,
     nodes: Vec<Node<B>>,
     grad_enabled: bool,
-}
-
-/// Gradients computed by [`Tape::backward`], one per leaf that requires grad.
-pub struct Gradients<B: Backend> {
-    grads: Vec<Option<B::Tensor>>,
-}
-
-impl<B: Backend> Gradients<B> {
-    /// The gradient of `v`, if `v` requires grad and the loss depends on it.
-    pub fn get(&self, v: Var) -> Option<&B::Tensor> {
-        self.grads.get(v.0).and_then(Option::as_ref)
-    }
-
-    /// Moves the gradient of `v` out.
-    pub fn take(&mut self, v: Var) -> Option<B::Tensor> {
-        self.grads.get_mut(v.0).and_then(Option::take)
-    }
-
-    /// The gradient of `v` to change in place (e.g. to clip it).
-    pub fn get_mut(&mut self, v: Var) -> Option<&mut B::Tensor> {
-        self.grads.get_mut(v.0).and_then(Option::as_mut)
-    }
 }
 
 impl<'b, B: Backend> Tape<'b, B> {

@@ -1,6 +1,7 @@
 //! An interaction log as read: column vectors in file order, ids as codes.
 
-use crate::{Columns, Format, IdTable, RawId, TimeFormat};
+use crate::time::{PLAUSIBLE, format_micros, unit_of_magnitude};
+use crate::{Columns, DataError, Format, IdTable, RawId, TimeFormat};
 
 /// Interactions as read, in file order, one entry per row in each column.
 ///
@@ -100,4 +101,44 @@ impl Interactions {
             e.reserve(rows);
         }
     }
+}
+
+/// Refuses numeric times whose size says another unit than the one they
+/// were read in: the latest time after the year 2200 while another unit
+/// puts it between 1990 and 2200 (milliseconds read as seconds), or every
+/// time within 1990 but between 1990 and 2200 in a coarser unit (seconds
+/// read as milliseconds). Relative times (small numbers) pass. `path` names
+/// the file in the error.
+pub fn check_time_unit(log: &Interactions, path: &std::path::Path) -> Result<(), DataError> {
+    let Some(TimeFormat::Number { unit, .. }) = &log.source.time_format else {
+        return Ok(());
+    };
+    let Some((first, last)) = log.time_range() else {
+        return Ok(());
+    };
+    // The numbers as written, in the unit they were read in.
+    let (first_raw, last_raw) = (first as f64 / unit.micros(), last as f64 / unit.micros());
+    let likely = if last as f64 >= PLAUSIBLE.end {
+        unit_of_magnitude(last_raw)
+    } else if (last as f64) < PLAUSIBLE.start {
+        unit_of_magnitude(last_raw).filter(|u| PLAUSIBLE.contains(&(first_raw * u.micros())))
+    } else {
+        None
+    };
+    let Some(likely) = likely.filter(|u| u != unit) else {
+        return Ok(());
+    };
+    Err(DataError::TimeUnit {
+        path: path.to_path_buf(),
+        column: log.source.columns.time.clone(),
+        message: format!(
+            "the times look like {} since 1970, not {}: the latest, {last_raw:.0}, is {} in {} and {} in {}; read them with --time-unit {likely}",
+            likely.words(),
+            unit.words(),
+            format_micros(last),
+            unit.words(),
+            format_micros((last_raw * likely.micros()) as i64),
+            likely.words(),
+        ),
+    })
 }

@@ -131,19 +131,19 @@ impl fmt::Display for TimeFormat {
 
 /// The span of times that real logs of absolute times fall in:
 /// 1990-01-01 to 2200-01-01, in microseconds since the epoch.
-const PLAUSIBLE: std::ops::Range<f64> = 631_152_000e6..7_258_118_400e6;
+pub(crate) const PLAUSIBLE: std::ops::Range<f64> = 631_152_000e6..7_258_118_400e6;
 
 impl TimeUnit {
     const ALL: [TimeUnit; 4] = [TimeUnit::S, TimeUnit::Ms, TimeUnit::Us, TimeUnit::Ns];
 
     /// Microseconds per unit.
-    fn micros(self) -> f64 {
+    pub(crate) fn micros(self) -> f64 {
         let (mul, div) = self.ratio();
         mul as f64 / div as f64
     }
 
     /// The name in words ("milliseconds").
-    fn words(self) -> &'static str {
+    pub(crate) fn words(self) -> &'static str {
         match self {
             TimeUnit::S => "seconds",
             TimeUnit::Ms => "milliseconds",
@@ -154,50 +154,10 @@ impl TimeUnit {
 }
 
 /// The unit in which the number `value` is a time between 1990 and 2200.
-fn unit_of_magnitude(value: f64) -> Option<TimeUnit> {
+pub(crate) fn unit_of_magnitude(value: f64) -> Option<TimeUnit> {
     TimeUnit::ALL
         .into_iter()
         .find(|u| PLAUSIBLE.contains(&(value * u.micros())))
-}
-
-/// Refuses numeric times whose size says another unit than the one they
-/// were read in: the latest time after the year 2200 while another unit
-/// puts it between 1990 and 2200 (milliseconds read as seconds), or every
-/// time within 1990 but between 1990 and 2200 in a coarser unit (seconds
-/// read as milliseconds). Relative times (small numbers) pass. `path` names
-/// the file in the error.
-pub fn check_time_unit(log: &crate::Interactions, path: &std::path::Path) -> Result<(), DataError> {
-    let Some(TimeFormat::Number { unit, .. }) = &log.source.time_format else {
-        return Ok(());
-    };
-    let Some((first, last)) = log.time_range() else {
-        return Ok(());
-    };
-    // The numbers as written, in the unit they were read in.
-    let (first_raw, last_raw) = (first as f64 / unit.micros(), last as f64 / unit.micros());
-    let likely = if last as f64 >= PLAUSIBLE.end {
-        unit_of_magnitude(last_raw)
-    } else if (last as f64) < PLAUSIBLE.start {
-        unit_of_magnitude(last_raw).filter(|u| PLAUSIBLE.contains(&(first_raw * u.micros())))
-    } else {
-        None
-    };
-    let Some(likely) = likely.filter(|u| u != unit) else {
-        return Ok(());
-    };
-    Err(DataError::TimeUnit {
-        path: path.to_path_buf(),
-        column: log.source.columns.time.clone(),
-        message: format!(
-            "the times look like {} since 1970, not {}: the latest, {last_raw:.0}, is {} in {} and {} in {}; read them with --time-unit {likely}",
-            likely.words(),
-            unit.words(),
-            format_micros(last),
-            unit.words(),
-            format_micros((last_raw * likely.micros()) as i64),
-            likely.words(),
-        ),
-    })
 }
 
 /// Microseconds since the epoch as an RFC 3339 UTC date-time (for reports).
