@@ -8,7 +8,9 @@ The argument is a crate's source folder (the one holding lib.rs or
 main.rs). Every file is a module: `foo.rs` and `foo/mod.rs` are `foo`,
 `foo/bar.rs` is `foo::bar`; lib.rs (else main.rs) is the crate root; beside
 a lib.rs, main.rs and bin/ are binaries of their own and are left out. Inline
-`mod name { ... }` blocks (tests) count as their file's module.
+`mod name { ... }` blocks count as their file's module, except test modules
+(`#[cfg(test)] mod name { ... }`), which are left out: they are not part of
+the library, and a test may reach anything it checks.
 
 An edge A -> B is a path in A's code that names module B or an item of it:
 `crate::b::x`, `super::x`, `self::b::x`, or `b::x` where `b` is a child
@@ -202,7 +204,10 @@ def graph(src: Path) -> dict:
         here = module_path(src, f)
         code = codes[f]
         blocks = inline_modules(code)
+        tests = [(start, end) for start, end in blocks if re.search(r"#\[cfg\(test\)\]\s*$", code[:start])]
         for offset, path in paths_in(code):
+            if any(start < offset < end for start, end in tests):
+                continue
             depth = sum(start < offset < end for start, end in blocks)
             target = resolve(path, here, modules, depth, exports)
             if target is not None and target != here:

@@ -21,17 +21,12 @@ use crate::{DataError, Format, InputSpec, Interactions};
 mod fields;
 mod parallel;
 pub(crate) mod parquet;
+mod reader;
 mod text;
+mod text_parser;
 
-pub(crate) use text::{CappedReader, MAX_LINE};
-
-/// Reads one input format.
-trait LogReader {
-    /// Every row of the log at `path` (a file, or a folder where the format
-    /// has parts), read as `spec` describes; a malformed row is an error
-    /// naming the file, the line or row, and the field.
-    fn read(&self, path: &Path, spec: &InputSpec) -> Result<Interactions, DataError>;
-}
+use reader::LogReader;
+pub(crate) use text_parser::{CappedReader, MAX_LINE};
 
 /// The reader of `format`.
 fn reader(format: Format) -> Box<dyn LogReader> {

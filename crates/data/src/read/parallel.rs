@@ -20,12 +20,8 @@ use std::io::{Cursor, Read};
 use rayon::prelude::*;
 
 use super::fields::LastId;
-use super::text::{MAX_LINE, Plan, Progress, TextParser};
+use super::text_parser::{MAX_LINE, Plan, Progress, TextParser};
 use crate::{DataError, IdTable, Interactions};
-
-/// Bytes per block (a line more or less): big enough that a block's own
-/// costs (its worker, its new ids' tables) are small beside parsing it.
-pub(super) const BLOCK: usize = 4 << 20;
 
 /// What the parallel path did (tests check that it ran, and where it
 /// handed over to the sequential path).
@@ -265,7 +261,8 @@ mod tests {
     use std::path::Path;
 
     use super::BlockReport;
-    use crate::read::text::{Plan, parse_with};
+    use crate::read::text::parse_with;
+    use crate::read::text_parser::Plan;
     use crate::{Format, IdKind, InputSpec, Interactions, RawId, TimeFormat, parse_interactions};
 
     /// A first chunk of a few lines, then blocks of a few lines each.

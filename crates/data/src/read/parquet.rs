@@ -24,7 +24,7 @@ use arrow_schema::{DataType, TimeUnit as ArrowUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::LogReader;
+use super::reader::LogReader;
 use crate::ids::{NEGATIVE_ID, cut, cut_bytes, id_problem};
 use crate::input::Resolved;
 use crate::time::TimeParser;

@@ -1,8 +1,8 @@
 //! Finding and choosing a wgpu adapter.
 
-use super::GpuError;
+use super::error::GpuError;
 
-/// Which adapter [`WgpuBackend::new`](super::WgpuBackend::new) opens.
+/// Which adapter [`WgpuBackend::new`](crate::gpu::WgpuBackend::new) opens.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum AdapterChoice {
     /// The best one found: discrete GPUs first, then integrated, virtual and
@@ -10,7 +10,7 @@ pub enum AdapterChoice {
     /// only when there are none of those. CPU adapters (such as Mesa's
     /// llvmpipe) only when [`GpuOptions::allow_cpu_adapter`] is set.
     ///
-    /// [`GpuOptions::allow_cpu_adapter`]: super::GpuOptions::allow_cpu_adapter
+    /// [`GpuOptions::allow_cpu_adapter`]: crate::gpu::GpuOptions::allow_cpu_adapter
     #[default]
     Best,
     /// The adapter at this index of [`list_adapters`] (what `sasrec devices`

@@ -6,7 +6,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::WgpuBackend;
+use super::device::WgpuBackend;
 use super::dispatch::u32_of;
 use super::kernel::{
     DROPOUT_WGSL, Kernel, KernelDesc, Shader, WORKGROUP_REDUCE_WGSL, read, read_write,

@@ -10,7 +10,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::WgpuBackend;
+use super::device::WgpuBackend;
 use super::dispatch::{Matrix, u32_of};
 use super::embedding::{MISSING, gather_rows};
 use super::kernel::{Kernel, KernelDesc, Shader, WORKGROUP_REDUCE_WGSL, read, read_write};

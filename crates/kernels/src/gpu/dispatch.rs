@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::WgpuBackend;
+use super::device::WgpuBackend;
 use super::kernel::Kernel;
 use super::memory::{GpuTensor, Storage};
 use super::recorder::BufferRange;

@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::WgpuBackend;
+use super::device::WgpuBackend;
 use super::dispatch::{Operand, u32_of};
 use super::kernel::{Binding, DROPOUT_WGSL, Kernel, KernelDesc, Shader, read, read_write};
 use super::memory::GpuTensor;

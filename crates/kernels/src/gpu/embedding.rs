@@ -6,7 +6,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::WgpuBackend;
+use super::device::WgpuBackend;
 use super::dispatch::u32_of;
 use super::kernel::{Kernel, KernelDesc, Shader, read, read_write};
 use super::memory::{GpuIds, GpuTensor};

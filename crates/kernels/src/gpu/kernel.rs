@@ -9,7 +9,7 @@
 //! pipelines are built ([`check_interface`]): the entry point must use
 //! exactly the declared bindings, each with the declared name and access, and
 //! the WGSL `Params` must have the size of `P`. A launcher can only pass a
-//! `P` and `N` buffers ([`WgpuBackend::run`](super::WgpuBackend)).
+//! `P` and `N` buffers ([`WgpuBackend::run`](super::device::WgpuBackend)).
 //! A kernel's name, `file.wgsl:entry[variant]`, is derived from these.
 
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
-use super::GpuError;
+use super::error::GpuError;
 
 /// The binding of every shader's `var<uniform> p: Params`.
 const PARAMS_BINDING: u32 = 0;

@@ -9,7 +9,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::WgpuBackend;
+use super::device::WgpuBackend;
 use super::dispatch::{Matrix, u32_of};
 use super::kernel::{Binding, Kernel, KernelDesc, Shader, read, read_write};
 use super::memory::GpuTensor;

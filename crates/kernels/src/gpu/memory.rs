@@ -129,7 +129,7 @@ impl GpuTensor {
     /// running kernels of your own on it (see [`WgpuBackend::record`]). The
     /// buffer may be larger than the tensor (pooled size classes).
     ///
-    /// [`WgpuBackend::record`]: super::WgpuBackend::record
+    /// [`WgpuBackend::record`]: crate::gpu::WgpuBackend::record
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.storage.buffer()
     }

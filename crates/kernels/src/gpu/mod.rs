@@ -27,9 +27,11 @@ mod adam;
 mod adapter;
 mod attention;
 mod cross_entropy;
+mod device;
 mod dispatch;
 mod elementwise;
 mod embedding;
+mod error;
 mod kernel;
 mod layer_norm;
 mod matmul;
@@ -44,6 +46,8 @@ mod swiglu;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use adapter::{AdapterChoice, AdapterReport, list_adapters};
+pub use device::{GpuOptions, KernelTime, WgpuBackend};
+pub use error::GpuError;
 pub use memory::{GpuIds, GpuTensor};
 /// The wgpu this backend is built on, for kernels of your own on its device
 /// ([`WgpuBackend::device`], [`WgpuBackend::record`]).
@@ -53,6 +57,7 @@ use crate::{
     AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, Negatives, SampledLoss,
     SampledLossOutput, SoftmaxCrossEntropy,
 };
+use device::{DeviceLimits, Inner};
 use kernel::{KernelDesc, Pipelines};
 use memory::BufferPool;
 use recorder::Recorder;
@@ -74,120 +79,6 @@ fn all_kernels() -> Vec<KernelDesc<'static>> {
         non_finite::kernels(),
     ]
     .concat()
-}
-
-/// Why a GPU backend could not be created or an optional feature used.
-#[derive(Debug, thiserror::Error)]
-pub enum GpuError {
-    /// No adapter matches the request; the message lists what was found.
-    #[error("no usable GPU adapter: {0}")]
-    NoAdapter(String),
-    /// The adapter refused to open a device.
-    #[error("could not open a device on {adapter}: {message}")]
-    Device {
-        /// The adapter's name.
-        adapter: String,
-        /// The driver's reason.
-        message: String,
-    },
-    /// A shader or pipeline failed to build.
-    #[error("kernel {kernel} failed to build: {message}")]
-    Kernel {
-        /// `file.wgsl` or `file.wgsl:entry_point`.
-        kernel: String,
-        /// The compiler's or validator's message.
-        message: String,
-    },
-    /// The adapter lacks a feature that was asked for.
-    #[error("{0} is not supported by this adapter")]
-    Unsupported(&'static str),
-}
-
-/// How to open a [`WgpuBackend`].
-#[derive(Clone, Debug)]
-pub struct GpuOptions {
-    /// Which adapter to open.
-    pub adapter: AdapterChoice,
-    /// Let [`AdapterChoice::Best`] pick a CPU adapter (such as Mesa's
-    /// llvmpipe) when no GPU is found. Correct, but slow.
-    pub allow_cpu_adapter: bool,
-    /// Use at most this many bytes per storage binding, below the adapter's
-    /// own limit. Tests set it small to exercise chunking.
-    pub max_binding_bytes: Option<u64>,
-    /// Use at most this many workgroups per grid dimension, below the
-    /// adapter's own limit (65535). Tests set it small to exercise the
-    /// grids that spill into the second dimension.
-    pub max_workgroups_per_dimension: Option<u32>,
-    /// Memory budget for one chunk of cross-entropy logits, in bytes.
-    pub ce_chunk_bytes: u64,
-    /// Bytes of freed buffers kept for reuse.
-    pub max_pooled_bytes: u64,
-    /// Time every kernel with GPU timestamps from the start (see
-    /// [`WgpuBackend::enable_profiling`]).
-    pub profiling: bool,
-}
-
-impl Default for GpuOptions {
-    fn default() -> Self {
-        GpuOptions {
-            adapter: AdapterChoice::Best,
-            allow_cpu_adapter: false,
-            max_binding_bytes: None,
-            max_workgroups_per_dimension: None,
-            ce_chunk_bytes: 256 << 20,
-            max_pooled_bytes: 2 << 30,
-            profiling: false,
-        }
-    }
-}
-
-/// Total GPU time of one kernel while profiling.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KernelTime {
-    /// `file.wgsl:entry_point`, e.g. `matmul.wgsl:matmul[nt]`.
-    pub kernel: String,
-    /// Total milliseconds over all its dispatches.
-    pub total_ms: f64,
-    /// Number of dispatches.
-    pub calls: u64,
-}
-
-/// Device limits the ops plan their chunks and grids with.
-#[derive(Clone, Copy, Debug)]
-struct DeviceLimits {
-    /// Bytes one storage binding may cover.
-    max_binding: u64,
-    /// Storage binding offsets are multiples of this.
-    storage_align: u64,
-    /// Bytes one buffer may hold.
-    max_buffer: u64,
-    /// Workgroups per grid dimension.
-    max_groups: u32,
-}
-
-struct Inner {
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    info: wgpu::AdapterInfo,
-    limits: DeviceLimits,
-    pipelines: Pipelines,
-    pool: Arc<Mutex<BufferPool>>,
-    recorder: Mutex<Recorder>,
-    ce_chunk_bytes: u64,
-    timestamps: bool,
-}
-
-/// The wgpu backend. Cheap to clone: clones share the device, the kernels,
-/// the buffer pool and the pending commands.
-#[derive(Clone)]
-pub struct WgpuBackend {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for WgpuBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WgpuBackend({})", self.adapter_name())
-    }
 }
 
 impl WgpuBackend {
@@ -261,96 +152,6 @@ impl WgpuBackend {
             backend.enable_profiling()?;
         }
         Ok(backend)
-    }
-
-    /// The adapter's name, e.g. "NVIDIA H100 80GB HBM3".
-    pub fn adapter_name(&self) -> &str {
-        &self.inner.info.name
-    }
-
-    /// Everything wgpu reports about the adapter in use.
-    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
-        &self.inner.info
-    }
-
-    /// The largest storage binding the ops use, in bytes (the adapter's limit
-    /// or [`GpuOptions::max_binding_bytes`]).
-    pub fn max_binding_bytes(&self) -> u64 {
-        self.inner.limits.max_binding
-    }
-
-    /// The wgpu device, e.g. to build pipelines of your own kernels.
-    pub fn device(&self) -> &wgpu::Device {
-        &self.inner.device
-    }
-
-    /// The wgpu queue. Work recorded by the ops is submitted only at
-    /// [`WgpuBackend::flush`] (or when the host reads a tensor), so call it
-    /// before submitting your own work that reads their results, or record
-    /// your work with [`WgpuBackend::record`] instead.
-    pub fn queue(&self) -> &wgpu::Queue {
-        &self.inner.queue
-    }
-
-    /// Records work of your own (compute passes of your kernels on tensors'
-    /// [`GpuTensor::buffer`]s, copies) into the pending command encoder, in
-    /// order with the ops recorded before and after it.
-    pub fn record<R>(&self, f: impl FnOnce(&wgpu::Device, &mut wgpu::CommandEncoder) -> R) -> R {
-        let device = &self.inner.device;
-        f(device, self.recorder().encoder(device))
-    }
-
-    /// Submits the recorded work to the GPU without waiting for it.
-    pub fn flush(&self) {
-        self.recorder().flush(&self.inner.device, &self.inner.queue);
-    }
-
-    /// Drops the buffers kept for reuse (they are allocated again as needed).
-    pub fn release_pooled_buffers(&self) {
-        self.inner
-            .pool
-            .lock()
-            .expect("buffer pool poisoned")
-            .clear();
-    }
-
-    /// Starts timing every kernel with GPU timestamps. Batches then wait for
-    /// the GPU when they are submitted, so use it to find where time goes,
-    /// not for production runs.
-    pub fn enable_profiling(&self) -> Result<(), GpuError> {
-        if !self.inner.timestamps {
-            return Err(GpuError::Unsupported("TIMESTAMP_QUERY (kernel profiling)"));
-        }
-        self.recorder()
-            .enable_profiling(&self.inner.device, &self.inner.queue);
-        Ok(())
-    }
-
-    /// Total GPU time per kernel since profiling started or was last reset,
-    /// slowest first. Submits pending work first. Empty when profiling is off.
-    pub fn profile_report(&self) -> Vec<KernelTime> {
-        let mut recorder = self.recorder();
-        recorder.flush(&self.inner.device, &self.inner.queue);
-        recorder
-            .profile()
-            .into_iter()
-            .map(|(kernel, total_ms, calls)| KernelTime {
-                kernel,
-                total_ms,
-                calls,
-            })
-            .collect()
-    }
-
-    /// Clears the profile totals (e.g. after each step).
-    pub fn reset_profile(&self) {
-        let mut recorder = self.recorder();
-        recorder.flush(&self.inner.device, &self.inner.queue);
-        recorder.reset_profile();
-    }
-
-    fn recorder(&self) -> std::sync::MutexGuard<'_, Recorder> {
-        self.inner.recorder.lock().expect("recorder poisoned")
     }
 }
 

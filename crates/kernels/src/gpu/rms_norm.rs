@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::WgpuBackend;
+use super::device::WgpuBackend;
 use super::dispatch::{Matrix, u32_of};
 use super::kernel::{Kernel, KernelDesc, Shader, WORKGROUP_REDUCE_WGSL, read, read_write};
 use super::memory::GpuTensor;

@@ -16,8 +16,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::WgpuBackend;
 use super::cross_entropy::{compact, mean_loss};
+use super::device::WgpuBackend;
 use super::dispatch::u32_of;
 use super::embedding::{gather_rows, scatter_add_rows};
 use super::kernel::{Kernel, KernelDesc, Shader, WORKGROUP_REDUCE_WGSL, read, read_write};

@@ -3,7 +3,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::Job;
+use super::operands::Job;
 use super::x86::{Simd, task};
 
 struct Avx512;

@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{BSource, Job, KC, NC};
+use super::operands::{BSource, Job, KC, NC};
 
 /// The handful of vector operations the kernel needs.
 pub(super) trait Simd {
