@@ -149,7 +149,11 @@ pub(super) struct TextParser<'p> {
 }
 
 impl<'p> TextParser<'p> {
-    pub(super) fn new(path: &'p Path, format: Format, spec: &'p InputSpec) -> Result<Self, DataError> {
+    pub(super) fn new(
+        path: &'p Path,
+        format: Format,
+        spec: &'p InputSpec,
+    ) -> Result<Self, DataError> {
         let header = match format {
             Format::Csv | Format::Inter => Header::Yes,
             Format::Tsv => Header::Detect,

@@ -26,7 +26,6 @@
 //! same bits for any thread count (they differ between CPUs with and
 //! without AVX-512 or FMA, as any BLAS's do).
 
-
 use rayon::prelude::*;
 
 use operands::{BSource, Finish, Job, KC, Strided};
