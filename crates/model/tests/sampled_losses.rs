@@ -13,7 +13,6 @@ use std::sync::atomic::AtomicBool;
 
 mod common;
 
-use sasrec_data::UserSequence;
 use sasrec_kernels::{Backend, CpuBackend};
 use sasrec_model::{
     EpochRecord, Loss, MemoryStore, ModelConfig, NegativeSampler, NegativesScope, Outcome, Sampler,
@@ -105,30 +104,11 @@ fn gbce_with_t_zero_is_bce() {
     );
 }
 
-/// Users walking 30 items in a cycle from different starting points: the
-/// next item is predictable.
-fn cyclic_users(users: usize) -> Vec<UserSequence> {
-    (0..users)
-        .map(|u| {
-            let len = 6 + u % 9;
-            let items = (0..len).map(|i| ((u * 7 + i) % 30) as u32 + 1).collect();
-            UserSequence::new(u as u32 + 1, items)
-        })
-        .collect()
-}
-
 #[test]
 fn every_sampled_loss_trains() {
     let b = CpuBackend;
-    let train = cyclic_users(48);
-    let valid: Vec<UserSequence> = train
-        .iter()
-        .map(|s| {
-            let mut items = s.items.clone();
-            items.push((*items.last().unwrap() % 30) + 1);
-            UserSequence::new(s.user, items)
-        })
-        .collect();
+    let train = common::cyclic_users(48);
+    let valid = common::cyclic_valid(&train);
     use NegativesScope::{Batch, Position, Sequence};
     for (loss, scope, exclude_seen) in [
         (Loss::SampledSoftmax, Sequence, false),
@@ -137,20 +117,7 @@ fn every_sampled_loss_trains() {
         (Loss::Bce, Sequence, false),
         (Loss::Gbce, Sequence, true),
     ] {
-        let model = SasRec::new(
-            &b,
-            ModelConfig {
-                num_items: 30,
-                max_len: 10,
-                dim: 16,
-                heads: 2,
-                layers: 2,
-                ff_dim: 32,
-                dropout: 0.1,
-                options: Default::default(),
-            },
-            11,
-        );
+        let model = SasRec::new(&b, common::cyclic_model(), 11);
         let config = TrainConfig {
             batch_size: 16,
             lr: 5e-3,

@@ -2,40 +2,14 @@
 //! `step_with_loss` trains through the trainer's own step, and a run kept in
 //! memory (`MemoryStore`) resumes like a run folder.
 
+mod common;
+
 use std::sync::atomic::AtomicBool;
 
 use sasrec_autograd::{Tape, Var};
 use sasrec_data::{Batch, Order, UserSequence, batches};
 use sasrec_kernels::{Backend, CpuBackend};
-use sasrec_model::{
-    MemoryStore, ModelConfig, Outcome, SasRec, Selection, StepInputs, TrainConfig, Trainer,
-};
-
-const ITEMS: usize = 30;
-
-/// Users walking the items in a cycle: the next item is predictable.
-fn cyclic_users(users: usize) -> Vec<UserSequence> {
-    (0..users)
-        .map(|u| {
-            let len = 6 + u % 9;
-            let items = (0..len).map(|i| ((u * 7 + i) % ITEMS) as u32 + 1).collect();
-            UserSequence::new(u as u32 + 1, items)
-        })
-        .collect()
-}
-
-fn model_config() -> ModelConfig {
-    ModelConfig {
-        num_items: ITEMS,
-        max_len: 10,
-        dim: 16,
-        heads: 2,
-        layers: 2,
-        ff_dim: 32,
-        dropout: 0.1,
-        options: Default::default(),
-    }
-}
+use sasrec_model::{MemoryStore, Outcome, SasRec, Selection, StepInputs, TrainConfig, Trainer};
 
 fn train_config(epochs: usize) -> TrainConfig {
     TrainConfig {
@@ -48,15 +22,17 @@ fn train_config(epochs: usize) -> TrainConfig {
     }
 }
 
-fn valid_of(train: &[UserSequence]) -> Vec<UserSequence> {
-    train
-        .iter()
-        .map(|s| {
-            let mut items = s.items.clone();
-            items.push((*items.last().unwrap() % ITEMS as u32) + 1);
-            UserSequence::new(s.user, items)
-        })
-        .collect()
+/// A trainer of the small model on the cyclic users, for `epochs` epochs.
+fn trainer<'a>(
+    b: &'a CpuBackend,
+    train: &'a [UserSequence],
+    valid: &'a [UserSequence],
+    epochs: usize,
+) -> Trainer<'a, CpuBackend> {
+    let model = SasRec::new(b, common::cyclic_model(), 11);
+    let mut t = Trainer::new(b, model, train_config(epochs), train, valid, true).unwrap();
+    t.progress = false;
+    t
 }
 
 fn first_batches(train: &[UserSequence], count: usize) -> Vec<Batch> {
@@ -76,12 +52,9 @@ fn unfused_softmax<B: Backend>(tape: &mut Tape<'_, B>, s: &StepInputs<'_, B>) ->
 #[test]
 fn the_models_own_loss_through_step_with_loss_is_step() {
     let b = CpuBackend;
-    let train = cyclic_users(48);
-    let valid = valid_of(&train);
-    let new = || {
-        let model = SasRec::new(&b, model_config(), 11);
-        Trainer::new(&b, model, train_config(1), &train, &valid, true).unwrap()
-    };
+    let train = common::cyclic_users(48);
+    let valid = common::cyclic_valid(&train);
+    let new = || trainer(&b, &train, &valid, 1);
     let (mut builtin, mut custom) = (new(), new());
     for batch in first_batches(&train, 3) {
         let a = builtin.step(&batch).unwrap();
@@ -107,12 +80,9 @@ fn a_loss_built_from_tape_ops_trains_like_the_fused_one() {
     // the first loss agrees to float rounding (1e-5 relative), and training
     // with it lowers the loss as the fused one does.
     let b = CpuBackend;
-    let train = cyclic_users(48);
-    let valid = valid_of(&train);
-    let new = || {
-        let model = SasRec::new(&b, model_config(), 11);
-        Trainer::new(&b, model, train_config(1), &train, &valid, true).unwrap()
-    };
+    let train = common::cyclic_users(48);
+    let valid = common::cyclic_valid(&train);
+    let new = || trainer(&b, &train, &valid, 1);
     let (mut fused, mut unfused) = (new(), new());
     let batches = first_batches(&train, 3);
     let f = fused.step(&batches[0]).unwrap().loss;
@@ -133,14 +103,9 @@ fn a_loss_built_from_tape_ops_trains_like_the_fused_one() {
 #[test]
 fn a_run_kept_in_memory_resumes_exactly() {
     let b = CpuBackend;
-    let train = cyclic_users(48);
-    let valid = valid_of(&train);
-    let new = |epochs| {
-        let model = SasRec::new(&b, model_config(), 11);
-        let mut t = Trainer::new(&b, model, train_config(epochs), &train, &valid, true).unwrap();
-        t.progress = false;
-        t
-    };
+    let train = common::cyclic_users(48);
+    let valid = common::cyclic_valid(&train);
+    let new = |epochs| trainer(&b, &train, &valid, epochs);
     let mut whole_store = MemoryStore::default();
     let mut whole = new(4);
     let never = AtomicBool::new(false);

@@ -1,5 +1,8 @@
-//! What the cross-backend training tests share: the same users and
-//! [`Trainer::step`], the one training step of the library.
+//! What the training tests share: the users they train on, the small
+//! model, and [`Trainer::step`], the one training step of the library.
+
+// Each test file uses some of these.
+#![allow(dead_code)]
 
 use sasrec_data::{Order, UserSequence, batches};
 use sasrec_kernels::Backend;
@@ -45,4 +48,45 @@ pub fn step_losses<B: Backend>(
     }
     assert_eq!(out.len(), 20);
     out
+}
+
+/// Users walking 30 items in a cycle from different starting points (6 to
+/// 14 items each): the next item is predictable, so a working trainer
+/// learns it quickly.
+pub fn cyclic_users(users: usize) -> Vec<UserSequence> {
+    (0..users)
+        .map(|u| {
+            let len = 6 + u % 9;
+            let items = (0..len).map(|i| ((u * 7 + i) % 30) as u32 + 1).collect();
+            UserSequence::new(u as u32 + 1, items)
+        })
+        .collect()
+}
+
+/// Leave-one-out validation sequences of [`cyclic_users`]: each one's
+/// training sequence and the next item of its cycle.
+pub fn cyclic_valid(train: &[UserSequence]) -> Vec<UserSequence> {
+    train
+        .iter()
+        .map(|s| {
+            let mut items = s.items.clone();
+            items.push((*items.last().unwrap() % 30) + 1);
+            UserSequence::new(s.user, items)
+        })
+        .collect()
+}
+
+/// The small model the cyclic users train: 30 items, max_len 10, dim 16,
+/// 2 heads, 2 layers, dropout 0.1.
+pub fn cyclic_model() -> ModelConfig {
+    ModelConfig {
+        num_items: 30,
+        max_len: 10,
+        dim: 16,
+        heads: 2,
+        layers: 2,
+        ff_dim: 32,
+        dropout: 0.1,
+        options: Default::default(),
+    }
 }
