@@ -203,8 +203,6 @@ struct Scratch {
     h_scaled_t: Vec<u16>,
     /// The same in pairs of rows: `[rows / 2][dim]` (AVX512-BF16).
     h_scaled_pairs: Vec<u32>,
-    /// One row of pairs before it goes to its tiles (AMX), `[NC]`.
-    pairs: Vec<u32>,
 }
 
 thread_local! {
@@ -216,10 +214,15 @@ thread_local! {
 /// write zeros over all of it every step, which the kernels then overwrite.
 static CHUNK_BUFFERS: Mutex<Option<ChunkBuffers>> = Mutex::new(None);
 
+/// 16 words on a 64-byte line: the unit of a streamed store.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Line([u32; 16]);
+
 /// See [`Bf16OutputLayer`]'s fields of the same names.
 #[derive(Default)]
 struct ChunkBuffers {
-    z_pairs: Vec<u32>,
+    z_pairs: Vec<Line>,
     dh_part: Vec<f32>,
 }
 
@@ -244,8 +247,9 @@ pub(crate) struct Bf16OutputLayer {
     h: Vec<u16>,
     /// The finished logits in bf16, two rows in each word: `[rows / 2][vp]`,
     /// or for AMX in tiles of 16 items, `[vp / 16][rows / 2][16]` (with
-    /// gradients; only the chunk's rows and columns are read).
-    z_pairs: Vec<u32>,
+    /// gradients; only the chunk's rows and columns are read). In lines
+    /// of 64 bytes, so that its pieces of 16 can be streamed to memory.
+    z_pairs: Vec<Line>,
     /// `bf16(z[row, block]) @ table[block]`: `[rows][blocks][dp]`.
     dh_part: Vec<f32>,
     /// AMX: the products' part of `dtable`, transposed (`[dp][vp]`, the
@@ -358,11 +362,11 @@ impl Bf16OutputLayer {
             convert(row, &mut out[..dim]);
         }
         if self.with_grad {
-            self.z_pairs.resize(padded / 2 * vp, 0);
+            self.z_pairs.resize(padded / 2 * vp / 16, Line::default());
             self.dh_part.resize(padded * blocks * dp, 0.0);
         }
         let out = SharedMut(out.as_mut_ptr());
-        let z_pairs = SharedMut(self.z_pairs.as_mut_ptr());
+        let z_pairs = SharedMut(self.z_pairs.as_mut_ptr().cast::<u32>());
         let dh_part = SharedMut(self.dh_part.as_mut_ptr());
         let this = &*self;
         let parts = padded.div_ceil(PART_ROWS);
@@ -390,52 +394,30 @@ impl Bf16OutputLayer {
                     if !this.with_grad {
                         continue;
                     }
-                    for (i, (zb, z)) in s
-                        .z_bf16
-                        .chunks_exact_mut(NC)
-                        .zip(s.z.chunks_exact(NC))
-                        .enumerate()
-                    {
-                        if r0 + i < rows {
-                            convert(&z[..cols], &mut zb[..cols]);
-                            zb[cols..cols_padded].fill(0);
-                        } else {
-                            zb[..cols_padded].fill(0);
-                        }
-                    }
+                    // bf16(z) twice in one pass: row by row for `dh`
+                    // (`s.z_bf16`), and in pairs of rows for `dtable`
+                    // (`z_pairs`). AMX reads the latter in tiles of 16
+                    // items, `[vp / 16][pairs][16]` (16 pairs of a tile are
+                    // 1 KiB in a row); AVX512-BF16 as rows of pairs,
+                    // `[pairs][vp]`.
                     let pairs = padded / 2;
-                    for (p, two) in s.z_bf16.chunks_exact(2 * NC).enumerate() {
-                        let (lo, hi) = two.split_at(NC);
-                        let pair = r0 / 2 + p;
-                        if this.kernel == Bf16Kernel::Amx {
-                            // Tiles of 16 items, [vp / 16][pairs][16]: AMX
-                            // reads 16 pairs of a tile as 1 KiB in a row.
-                            s.pairs.resize(NC, 0);
-                            let row = &mut s.pairs[..cols_padded];
-                            interleave(&lo[..cols_padded], &hi[..cols_padded], row);
-                            for (t, piece) in row.chunks_exact(16).enumerate() {
-                                let at = ((first / 16 + t) * pairs + pair) * 16;
-                                // SAFETY: this task's columns of this pair.
-                                unsafe {
-                                    std::ptr::copy_nonoverlapping(
-                                        piece.as_ptr(),
-                                        z_pairs.offset(at).0,
-                                        16,
-                                    )
-                                };
-                            }
-                        } else {
-                            // SAFETY: row pair `pair`, columns from `first`:
-                            // this task's part of `z_pairs` ([pairs][vp]).
-                            let dst = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    z_pairs.offset(pair * vp + first).0,
-                                    cols_padded,
-                                )
-                            };
-                            interleave(&lo[..cols_padded], &hi[..cols_padded], dst);
-                        }
-                    }
+                    let (at, pair_stride, piece_stride) = match this.kernel {
+                        Bf16Kernel::Amx => ((first / 16 * pairs + r0 / 2) * 16, 16, pairs * 16),
+                        Bf16Kernel::Avx512Bf16 => (r0 / 2 * vp + first, vp, 16),
+                    };
+                    let split = SplitPairs {
+                        z: &s.z,
+                        valid_rows: rows.saturating_sub(r0).min(GROUP),
+                        cols,
+                        cols_padded,
+                        z_bf16: &mut s.z_bf16,
+                        pairs: z_pairs.offset(at),
+                        pair_stride,
+                        piece_stride,
+                    };
+                    // SAFETY: the group's pairs and this task's columns
+                    // of `z_pairs`, inside it in both layouts.
+                    unsafe { split_pairs(split) };
                     // SAFETY: rows r0.. of `dh_part`, this block: this task's.
                     unsafe { this.dh_group(r0, block, cols_padded, &s.z_bf16, dh_part) };
                 }
@@ -547,6 +529,12 @@ impl Bf16OutputLayer {
                 }
             }
         });
+    }
+
+    /// `z_pairs` as words.
+    fn z_pairs_words(&self) -> &[u32] {
+        // SAFETY: a `Line` is 16 `u32`s with no padding.
+        unsafe { std::slice::from_raw_parts(self.z_pairs.as_ptr().cast(), self.z_pairs.len() * 16) }
     }
 
     /// With the AMX kernel, loads the tile configuration on this thread
@@ -698,7 +686,7 @@ impl Bf16OutputLayer {
         dtable_t: SharedMut,
     ) {
         let (dp, vp, pairs) = (self.dp, self.vp, rows / 2);
-        let z = self.z_pairs[first * pairs..].as_ptr();
+        let z = self.z_pairs_words()[first * pairs..].as_ptr();
         // bf16(scale h)^T, [dp][rows].
         s.h_scaled_t.resize(dp * rows, 0);
         let hs = &mut s.h_scaled_t;
@@ -744,7 +732,7 @@ impl Bf16OutputLayer {
         dtable: &mut [f32],
     ) {
         let (dim, dp, vp) = (self.dim, self.dp, self.vp);
-        let z = self.z_pairs[first..].as_ptr();
+        let z = self.z_pairs_words()[first..].as_ptr();
         // bf16(scale h) in pairs of rows, [rows / 2][dp].
         s.h_scaled_pairs.resize(rows / 2 * dp, 0);
         let hs = &mut s.h_scaled_pairs;
@@ -805,15 +793,33 @@ fn convert_product(a: &[f32], b: &[f32], dst: &mut [u16]) {
     unsafe { x86::convert(a, Some(b), dst) }
 }
 
-/// `dst[i] = lo[i] | hi[i] << 16`: two rows of bf16 in pairs.
-fn interleave(lo: &[u16], hi: &[u16], dst: &mut [u32]) {
+/// A group's block of logits `z` (`[GROUP][NC]` f32, the first
+/// `cols_padded` columns, a multiple of 16, read; columns from `cols` and
+/// rows from `valid_rows` read as 0) to bf16: row by row into `z_bf16`
+/// (`[GROUP][NC]`), and in pairs of rows, `bf16(z[2p][i]) | bf16(z[2p +
+/// 1][i]) << 16`, 16 columns at a time: the `t`-th 16 of pair `p` to
+/// `pairs + p * pair_stride + t * piece_stride`.
+struct SplitPairs<'a> {
+    z: &'a [f32],
+    valid_rows: usize,
+    cols: usize,
+    cols_padded: usize,
+    z_bf16: &'a mut [u16],
+    pairs: SharedMut<u32>,
+    pair_stride: usize,
+    piece_stride: usize,
+}
+
+/// # Safety
+/// Each piece of `pairs` must be writable.
+unsafe fn split_pairs(s: SplitPairs) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has AVX-512 (see above).
+    // SAFETY: the CPU has AVX512-BF16 (see above); the pieces, the caller's.
     unsafe {
-        x86::interleave(lo, hi, dst)
+        x86::split_pairs(s)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("bf16 kernels are x86-64 only: {lo:?} {hi:?} {dst:?}")
+    unreachable!("bf16 kernels are x86-64 only: {:?}", s.z)
 }
 
 /// `dst[i] = bf16(s_lo lo[i]) | bf16(s_hi hi[i]) << 16`.
@@ -893,42 +899,71 @@ mod x86 {
         }
     }
 
-    /// `dst[i] = lo[i] | hi[i] << 16`, 32 at a time.
+    /// See [`super::SplitPairs`]: one `vcvtne2ps2bf16` gives two rows'
+    /// bf16 of 16 columns, stored as they are (row by row) and permuted
+    /// into pairs. The inner loop runs along the smaller of the two
+    /// strides, so that the pairs' stores run in a row: 64 stores a page
+    /// apart cost more than the conversions.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F and BW.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn interleave(lo: &[u16], hi: &[u16], dst: &mut [u32]) {
-        let n = dst.len();
+    /// The CPU must support AVX512-BF16 (and BW); each piece of `s.pairs`
+    /// must be writable and 64-byte aligned.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn split_pairs(s: super::SplitPairs) {
+        use super::{GROUP, NC};
         assert!(
-            lo.len() == n && hi.len() == n,
-            "bf16: interleave lengths differ"
+            s.cols_padded % 16 == 0
+                && s.cols <= s.cols_padded
+                && s.cols_padded <= NC
+                && s.z.len() >= GROUP * NC
+                && s.z_bf16.len() >= GROUP * NC,
+            "bf16: split_pairs sizes"
         );
-        // Word 2i takes lo's word i (index i), word 2i + 1 hi's (32 + i):
-        // the first 16 pairs, then the next 16.
-        let first: [i16; 32] = std::array::from_fn(|w| (w / 2 + 32 * (w % 2)) as i16);
-        let second: [i16; 32] = std::array::from_fn(|w| (16 + w / 2 + 32 * (w % 2)) as i16);
-        // SAFETY: both arrays are 64 bytes.
-        let (first, second) = unsafe {
-            (
-                _mm512_loadu_si512(first.as_ptr().cast()),
-                _mm512_loadu_si512(second.as_ptr().cast()),
-            )
-        };
-        let full = n / 32 * 32;
-        for i in (0..full).step_by(32) {
-            // SAFETY: i + 32 <= n for every slice.
+        let order: [i16; 32] = std::array::from_fn(|w| (w / 2 + 16 * (w % 2)) as i16);
+        // SAFETY: `order` is 64 bytes.
+        let order = unsafe { _mm512_loadu_si512(order.as_ptr().cast()) };
+        let (z, zb) = (s.z.as_ptr(), s.z_bf16.as_mut_ptr());
+        let one = |p: usize, t: usize| {
+            let (lo, hi, i) = (2 * p, 2 * p + 1, 16 * t);
+            // The lanes of row r's columns i..i + 16 that hold values.
+            let mask = |r: usize| -> __mmask16 {
+                let lanes = if r < s.valid_rows {
+                    s.cols.saturating_sub(i).min(16)
+                } else {
+                    0
+                };
+                ((1u32 << lanes) - 1) as __mmask16
+            };
+            // SAFETY: rows below GROUP, columns below NC (asserted); the
+            // piece is the caller's.
             unsafe {
-                let a = _mm512_loadu_si512(lo.as_ptr().add(i).cast());
-                let b = _mm512_loadu_si512(hi.as_ptr().add(i).cast());
-                let out = dst.as_mut_ptr().add(i);
-                _mm512_storeu_si512(out.cast(), _mm512_permutex2var_epi16(a, first, b));
-                _mm512_storeu_si512(out.add(16).cast(), _mm512_permutex2var_epi16(a, second, b));
+                let lo_v = _mm512_maskz_loadu_ps(mask(lo), z.add(lo * NC + i));
+                let hi_v = _mm512_maskz_loadu_ps(mask(hi), z.add(hi * NC + i));
+                // Words 0-15: lo's bf16, words 16-31: hi's.
+                let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi_v, lo_v));
+                _mm256_storeu_si256(zb.add(lo * NC + i).cast(), _mm512_castsi512_si256(both));
+                _mm256_storeu_si256(
+                    zb.add(hi * NC + i).cast(),
+                    _mm512_extracti64x4_epi64::<1>(both),
+                );
+                let pairs = _mm512_permutexvar_epi16(order, both);
+                let at = p * s.pair_stride + t * s.piece_stride;
+                _mm512_stream_si512(s.pairs.offset(at).0.cast(), pairs);
+            }
+        };
+        let pieces = s.cols_padded / 16;
+        if s.pair_stride < s.piece_stride {
+            for t in 0..pieces {
+                (0..GROUP / 2).for_each(|p| one(p, t));
+            }
+        } else {
+            for p in 0..GROUP / 2 {
+                (0..pieces).for_each(|t| one(p, t));
             }
         }
-        for i in full..n {
-            dst[i] = lo[i] as u32 | (hi[i] as u32) << 16;
-        }
+        // The streamed stores are weakly ordered: done before the
+        // backward's reads.
+        _mm_sfence();
     }
 
     /// One register tile of a product whose operands are bf16 pairs:
