@@ -870,6 +870,16 @@ mod x86 {
         }
     }
 
+    /// The word order that turns `_mm512_cvtne2ps_pbh(hi, lo)` (lo's 16
+    /// bf16, then hi's) into 16 pairs `lo[i] | hi[i] << 16`: word 2i takes
+    /// word i, word 2i + 1 takes word 16 + i.
+    #[target_feature(enable = "avx512f")]
+    fn pair_order() -> __m512i {
+        let order: [i16; 32] = std::array::from_fn(|w| (w / 2 + 16 * (w % 2)) as i16);
+        // SAFETY: `order` is 64 bytes.
+        unsafe { _mm512_loadu_si512(order.as_ptr().cast()) }
+    }
+
     /// `dst[i] = bf16(s_lo lo[i]) | bf16(s_hi hi[i]) << 16`, 16 at a time.
     ///
     /// # Safety
@@ -881,11 +891,7 @@ mod x86 {
             lo.len() == n && hi.len() == n,
             "bf16: pair_rows lengths differ"
         );
-        // Word 2i of the 32 takes lo's i-th bf16 (word i of the
-        // conversion), word 2i + 1 hi's (word 16 + i).
-        let order: [i16; 32] = std::array::from_fn(|w| (w / 2 + 16 * (w % 2)) as i16);
-        // SAFETY: `order` is 64 bytes.
-        let order = unsafe { _mm512_loadu_si512(order.as_ptr().cast()) };
+        let order = pair_order();
         let (s_lo_v, s_hi_v) = (_mm512_set1_ps(s_lo), _mm512_set1_ps(s_hi));
         let full = n / 16 * 16;
         for i in (0..full).step_by(16) {
@@ -923,9 +929,7 @@ mod x86 {
                 && s.z_bf16.len() >= GROUP * NC,
             "bf16: split_pairs sizes"
         );
-        let order: [i16; 32] = std::array::from_fn(|w| (w / 2 + 16 * (w % 2)) as i16);
-        // SAFETY: `order` is 64 bytes.
-        let order = unsafe { _mm512_loadu_si512(order.as_ptr().cast()) };
+        let order = pair_order();
         let (z, zb) = (s.z.as_ptr(), s.z_bf16.as_mut_ptr());
         let one = |p: usize, t: usize| {
             let (lo, hi, i) = (2 * p, 2 * p + 1, 16 * t);
