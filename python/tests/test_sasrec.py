@@ -206,7 +206,7 @@ def test_bad_input_raises_with_the_clis_messages(tmp_path, ratings, frame_run):
         sasrec.train(ratings, out=tmp_path / "a", dim="wide")
     # A setting the run would not use is refused, as its flag is.
     with pytest.raises(sasrec.SasrecError, match="--negatives is for the sampled losses"):
-        sasrec.train(ratings, out=tmp_path / "a", negatives=64)
+        sasrec.train(ratings, out=tmp_path / "a", loss="full", negatives=64)
     with pytest.raises(sasrec.SasrecError, match="timestamp|time"):
         sasrec.train(ratings[["userId", "movieId"]], out=tmp_path / "b", **SMALL)
     with pytest.raises(sasrec.SasrecError, match="already holds a run"):

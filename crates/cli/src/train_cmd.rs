@@ -10,7 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
 use sasrec_data::{DataSpec, SplitMethod};
-use sasrec_data::{Dataset, Dedup, FilterReport, Split, TemporalTargets, format_micros};
+use sasrec_data::{
+    Dataset, Dedup, FilterReport, Split, TemporalTargets, UserSequence, format_micros,
+};
 use sasrec_kernels::cpu::Precision;
 use sasrec_kernels::gpu::WgpuBackend;
 use sasrec_kernels::{Backend, CpuBackend};
@@ -156,7 +158,7 @@ fn ks_text(ks: &[usize]) -> String {
         .join(",")
 }
 
-/// The notebook's model sizes, the default preset's.
+/// The notebook's model sizes, both presets'.
 fn notebook() -> ModelConfig {
     Preset::Notebook.model(1)
 }
@@ -201,11 +203,12 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "first")]
     temporal_targets: TemporalTargetsArg,
 
-    /// The defaults of the model and training settings below: `notebook`
-    /// (the notebook's model and Adam, exactly) or `recommended` (what the
-    /// sweeps in docs/benchmarks.md support: label smoothing 0.1); flags
-    /// given override it.
-    #[arg(long, value_enum, default_value = "notebook")]
+    /// The defaults of the model and training settings below: `recommended`
+    /// (what the sweeps in docs/benchmarks.md support: the notebook's model
+    /// with a sampled softmax over 3000 unseen negatives per sequence) or
+    /// `notebook` (the notebook's model, full softmax and Adam, exactly);
+    /// flags given override it.
+    #[arg(long, value_enum, default_value = "recommended")]
     preset: PresetArg,
     #[arg(long, help = with_default("Positions per sequence (the most recent items are kept)", notebook().max_len))]
     max_len: Option<usize>,
@@ -289,12 +292,13 @@ pub struct TrainArgs {
     /// Seed of initialisation, shuffling, dropout and negatives.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
-    /// Training loss (validation always reports the full softmax loss).
-    #[arg(long, value_enum, default_value = "full")]
-    loss: LossArg,
-    #[arg(long, value_name = "N", help = with_default("Negatives drawn for each set of rows that shares them, for the sampled losses", TrainConfig::default().negatives))]
+    /// Training loss (validation always reports the full softmax loss;
+    /// recommended preset: sampled-softmax, notebook: full).
+    #[arg(long, value_enum)]
+    loss: Option<LossArg>,
+    #[arg(long, value_name = "N", help = format!("Negatives drawn for each set of rows that shares them, for the sampled losses (recommended preset: {}, or the fewest items a user left unseen if fewer; notebook: {})", Preset::Recommended.train().negatives, Preset::Notebook.train().negatives))]
     negatives: Option<usize>,
-    #[arg(long, value_enum, help = with_default("Which rows share a set of negatives, for the sampled losses", TrainConfig::default().negatives_scope))]
+    #[arg(long, value_enum, help = format!("Which rows share a set of negatives, for the sampled losses (recommended preset: {}, notebook: {})", Preset::Recommended.train().negatives_scope, Preset::Notebook.train().negatives_scope))]
     negatives_scope: Option<ScopeArg>,
     /// Draw each sequence's or position's negatives among the items its user
     /// never interacted with in training, without repeats (sampled losses;
@@ -348,12 +352,18 @@ impl TrainArgs {
             None if self.split == SplitArg::RandomUsers => Selection::Loss,
             None => Selection::Ndcg(10),
         };
-        let loss = match self.loss {
+        // The preset's values, unless a flag gives one.
+        let preset = match self.preset {
+            PresetArg::Notebook => Preset::Notebook,
+            PresetArg::Recommended => Preset::Recommended,
+        };
+        let (model, defaults) = (preset.model(1), preset.train());
+        let loss = self.loss.map_or(defaults.loss, |l| match l {
             LossArg::Full => Loss::Full,
             LossArg::SampledSoftmax => Loss::SampledSoftmax,
             LossArg::Bce => Loss::Bce,
             LossArg::Gbce => Loss::Gbce,
-        };
+        });
         if !loss.is_sampled() {
             for (flag, given) in [
                 ("--negatives", self.negatives.is_some()),
@@ -363,7 +373,7 @@ impl TrainArgs {
             ] {
                 if given {
                     bail!(
-                        "{flag} is for the sampled losses (--loss sampled-softmax, bce or gbce); --loss full uses every item"
+                        "{flag} is for the sampled losses (--loss sampled-softmax, bce or gbce); the full softmax (--loss full, the notebook preset's) uses every item"
                     );
                 }
             }
@@ -387,12 +397,6 @@ impl TrainArgs {
                 }
             }
         }
-        // The preset's values, unless a flag gives one.
-        let preset = match self.preset {
-            PresetArg::Notebook => Preset::Notebook,
-            PresetArg::Recommended => Preset::Recommended,
-        };
-        let (model, defaults) = (preset.model(1), preset.train());
         let dim = self.dim.unwrap_or(model.dim);
         let ff_dim = match (self.ff_dim, self.dim) {
             (Some(f), _) => f,
@@ -463,12 +467,7 @@ impl TrainArgs {
                         LrScheduleArg::Constant => LrSchedule::Constant,
                         LrScheduleArg::Cosine => LrSchedule::Cosine,
                     }),
-                    // The preset smooths the full softmax only.
-                    label_smoothing: self.label_smoothing.unwrap_or(if loss.is_sampled() {
-                        0.0
-                    } else {
-                        defaults.label_smoothing
-                    }),
+                    label_smoothing: self.label_smoothing.unwrap_or(defaults.label_smoothing),
                     grad_clip: self.grad_clip.unwrap_or(defaults.grad_clip),
                     precision: match self.precision {
                         PrecisionArg::Fp32 => Precision::Fp32,
@@ -564,6 +563,7 @@ pub fn run_until(
     if let Some(line) = filter_line(&config, &filtered) {
         eprintln!("{line}");
     }
+    check_split(&config, &dataset, &split)?;
     let mut config = config;
     match &run {
         Some(run) => {
@@ -576,6 +576,9 @@ pub fn run_until(
         }
         None => {
             config.model.num_items = dataset.vocab.num_items();
+            if args.negatives.is_none() {
+                cap_negatives(&mut config, &split.train)?;
+            }
             config.model.validate().map_err(flag_error)?;
             config
                 .train
@@ -586,7 +589,6 @@ pub fn run_until(
             config.ratings_digest = FileDigest::of_file(&config.data.ratings)?;
         }
     }
-    check_split(&config, &dataset, &split)?;
     check_memory(&config, &split)?;
     let stats = dataset.stats();
     let cuts = split.cuts.map_or(String::new(), |(valid, test)| {
@@ -661,6 +663,36 @@ fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
 
 /// The backend for the run's precision: bf16 products need a CPU that has
 /// them; the GPU backend computes in f32.
+/// Lowers negatives that no flag gave (the preset's) to what every user
+/// leaves unseen, when negatives exclude the seen items: a small catalogue
+/// then trains on all of them instead of being refused.
+fn cap_negatives(config: &mut RunConfig, train: &[UserSequence]) -> Result<()> {
+    let t = &mut config.train;
+    if !(t.loss.is_sampled() && t.exclude_seen) {
+        return Ok(());
+    }
+    let Some(fewest) = NegativeSampler::fewest_unseen(config.model.num_items, train) else {
+        return Ok(());
+    };
+    if fewest.left >= t.negatives {
+        return Ok(());
+    }
+    if fewest.left == 0 {
+        bail!(
+            "the {} loss draws negatives among the items a user has not seen, and user index {} has seen all {} items: train with --loss full (or --exclude-seen false)",
+            t.loss,
+            fewest.user,
+            config.model.num_items
+        );
+    }
+    eprintln!(
+        "negatives: {} instead of {} (user index {} has seen {} of the {} items)",
+        fewest.left, t.negatives, fewest.user, fewest.seen, config.model.num_items
+    );
+    t.negatives = fewest.left;
+    Ok(())
+}
+
 fn with_precision(device: Device, precision: Precision) -> Result<Device> {
     match (device, precision) {
         (device, Precision::Fp32) => Ok(device),

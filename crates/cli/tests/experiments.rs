@@ -136,30 +136,36 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
             t["warmup_steps"].clone(),
             t["lr_schedule"].clone(),
             t["label_smoothing"].clone(),
+            t["loss"].clone(),
+            t["negatives"].clone(),
+            t["negatives_scope"].clone(),
+            t["exclude_seen"].clone(),
         ]
         .map(|v| v.to_string())
     };
-    let notebook = train("notebook", &[]);
+    let recommended = train("recommended", &[]);
     assert_eq!(
-        notebook,
-        train("notebook-named", &["--preset", "notebook"]),
-        "the default preset is the notebook's"
+        recommended,
+        train("recommended-named", &["--preset", "recommended"]),
+        "the default preset is the recommended one"
     );
+    let notebook = train("notebook", &["--preset", "notebook"]);
+    let blocks = ["\"layer\"", "\"relu\"", "false", "\"tied\""];
+    let schedule = ["0", "\"constant\"", "0.0"];
+    assert_eq!(options(&notebook)[..4], blocks);
+    assert_eq!(options(&notebook)[4..7], schedule);
+    assert_eq!(options(&notebook)[7], "\"full\"");
+    // The same model and schedule; a sampled softmax over the unseen items,
+    // its 3000 negatives lowered to the 18 items that the user who saw most
+    // (12 of the 30 in training) left unseen.
+    assert_eq!(options(&recommended)[..4], blocks);
+    assert_eq!(options(&recommended)[4..7], schedule);
     assert_eq!(
-        options(&notebook),
-        [
-            "\"layer\"",
-            "\"relu\"",
-            "false",
-            "\"tied\"",
-            "0",
-            "\"constant\"",
-            "0.0"
-        ]
+        options(&recommended)[7..],
+        ["\"sampled-softmax\"", "18", "\"sequence\"", "true"]
     );
     // A preset, one of its values overridden by a flag; the small model's
     // own flags (dim 16, lr 0.01, ...) override it too.
-    let recommended = train("recommended", &["--preset", "recommended"]);
     let mixed = train(
         "mixed",
         &["--preset", "recommended", "--feed-forward", "swiglu"],
@@ -170,7 +176,17 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
     let (mut a, mut b) = (options(&recommended), options(&mixed));
     (a[1], b[1]) = (String::new(), String::new());
     assert_eq!(a, b, "only the flag's setting differs");
-    assert_ne!(options(&recommended), options(&notebook));
+    // Negatives given as a flag are never lowered: too many are refused.
+    let run = dir.path().join("too-many");
+    let mut args = train_args(&ratings, &run, "1");
+    args.extend(["--negatives", "19"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (out, _, stderr) = run_text(&args);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--negatives must be at most 18 with exclude_seen"),
+        "{stderr}"
+    );
 
     // A config.json from before the options existed lacks them: its run
     // was the notebook's, and so is its replay (config_file's unit tests

@@ -644,7 +644,7 @@ impl TrainConfig {
             return Err(InvalidSetting::new(
                 "precision",
                 format!(
-                    "bf16 is for the full softmax's products (loss full), not {}",
+                    "bf16 is for the full softmax's products (loss full, the notebook preset's), not {}",
                     self.loss
                 ),
             ));
@@ -753,14 +753,20 @@ impl Default for TrainConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
-    /// The notebook's model and Adam, exactly (PyTorch-parity tested); the
-    /// default while `Recommended` has not won on every data set of the
-    /// sweeps in docs/benchmarks.md.
-    #[default]
+    /// The notebook's model and Adam, exactly (PyTorch-parity tested).
     Notebook,
-    /// What the sweeps in docs/benchmarks.md support.
+    /// What the sweeps in docs/benchmarks.md support: the notebook's model
+    /// trained with a sampled softmax over [`RECOMMENDED_NEGATIVES`]
+    /// uniform negatives per sequence, drawn among the items its user has
+    /// not seen. The default.
+    #[default]
     Recommended,
 }
+
+/// The recommended preset's negatives per sequence. `sasrec train` lowers
+/// them to the fewest unseen items any user has when a catalogue is smaller
+/// (see [`crate::sampler::NegativeSampler::fewest_unseen`]).
+pub const RECOMMENDED_NEGATIVES: usize = 3000;
 
 impl std::fmt::Display for Preset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -780,13 +786,18 @@ impl Preset {
     }
 
     /// The preset's training settings (the rest as [`TrainConfig::default`]):
-    /// `recommended` adds label smoothing 0.1 to the notebook's Adam.
+    /// `recommended` trains the notebook's Adam on a sampled softmax (see
+    /// [`Preset::Recommended`]).
     pub fn train(self) -> TrainConfig {
         let notebook = TrainConfig::default();
         match self {
             Preset::Notebook => notebook,
             Preset::Recommended => TrainConfig {
-                label_smoothing: 0.1,
+                loss: Loss::SampledSoftmax,
+                negatives: RECOMMENDED_NEGATIVES,
+                negatives_scope: NegativesScope::Sequence,
+                sampler: Sampler::Uniform,
+                exclude_seen: true,
                 ..notebook
             },
         }

@@ -33,7 +33,7 @@ pub use evaluate::{Evaluation, evaluate, evaluate_with_progress, popularity_base
 pub use metrics::{RankingMetrics, rank_of_target};
 pub use recommend::{Query, item_vectors, recommend, recommend_many, user_vectors, users_per_pass};
 pub use records::EpochRecord;
-pub use sampler::{NegativeSampler, StepNegatives};
+pub use sampler::{FewestUnseen, NegativeSampler, StepNegatives};
 pub use sasrec::{DeviceBatch, DropoutContext, Inference, SasRec};
 pub use sasrec_autograd::Adam;
 pub use store::{Committed, Generation, MemoryStore, RunStore, TrainState};

@@ -60,6 +60,18 @@ pub struct NegativeSampler {
     seen: Option<Vec<Vec<u32>>>,
 }
 
+/// What [`NegativeSampler::fewest_unseen`] finds: the user who leaves the
+/// fewest items to draw unseen negatives from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FewestUnseen {
+    /// The user's index.
+    pub user: u32,
+    /// Distinct items the user interacted with in training.
+    pub seen: usize,
+    /// Items the user never interacted with in training.
+    pub left: usize,
+}
+
 /// gBCE's weight of the positive term (Petrov & Macdonald, 2023): with the
 /// sampling rate `alpha = negatives / (num_items - 1)`,
 /// `beta = alpha (t (1 - 1/alpha) + 1/alpha)`, written `1 + t (alpha - 1)`
@@ -162,9 +174,27 @@ impl NegativeSampler {
         })
     }
 
+    /// The user of `train` with the fewest items left to draw from when
+    /// negatives exclude the seen ones (the first such user by index);
+    /// `None` without users.
+    pub fn fewest_unseen(num_items: usize, train: &[UserSequence]) -> Option<FewestUnseen> {
+        train
+            .iter()
+            .map(|seq| {
+                let mut items = seq.items.clone();
+                items.sort_unstable();
+                items.dedup();
+                FewestUnseen {
+                    user: seq.user,
+                    seen: items.len(),
+                    left: num_items.saturating_sub(items.len()),
+                }
+            })
+            .min_by_key(|f| f.left)
+    }
+
     /// Refuses `exclude_seen` when some user of `train` leaves fewer than
-    /// `negatives` items to draw from, naming the first such user (by
-    /// index).
+    /// `negatives` items to draw from, naming the user who leaves fewest.
     pub fn check_unseen(
         config: &TrainConfig,
         num_items: usize,
@@ -173,24 +203,16 @@ impl NegativeSampler {
         if !config.exclude_seen || !config.loss.is_sampled() {
             return Ok(());
         }
-        for seq in train {
-            let mut items = seq.items.clone();
-            items.sort_unstable();
-            items.dedup();
-            let left = num_items.saturating_sub(items.len());
-            if left < config.negatives {
-                return Err(InvalidSetting::new(
-                    "negatives",
-                    format!(
-                        "must be at most {left} with exclude_seen (or exclude_seen false): user index {} has interacted with {} of the {num_items} items, got {}",
-                        seq.user,
-                        items.len(),
-                        config.negatives
-                    ),
-                ));
-            }
+        match Self::fewest_unseen(num_items, train) {
+            Some(f) if f.left < config.negatives => Err(InvalidSetting::new(
+                "negatives",
+                format!(
+                    "must be at most {} with exclude_seen (or exclude_seen false): user index {} has interacted with {} of the {num_items} items, got {}",
+                    f.left, f.user, f.seen, config.negatives
+                ),
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Negatives per group.
@@ -545,6 +567,18 @@ mod tests {
         assert!(err.problem.contains("at most 3"), "{err}");
         assert!(err.problem.contains("user index 1"), "{err}");
         assert!(NegativeSampler::check_unseen(&c, 11, &train).is_ok());
+        // User 1 saw 7 distinct items (one twice) of 10: 3 left.
+        let repeat = seqs(&[&[1, 2, 3], &[1, 2, 3, 4, 5, 6, 7, 7]]);
+        let fewest = NegativeSampler::fewest_unseen(10, &repeat).unwrap();
+        assert_eq!(
+            fewest,
+            FewestUnseen {
+                user: 1,
+                seen: 7,
+                left: 3
+            }
+        );
+        assert_eq!(NegativeSampler::fewest_unseen(10, &[]), None);
     }
 
     #[test]
