@@ -661,8 +661,6 @@ fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// The backend for the run's precision: bf16 products need a CPU that has
-/// them; the GPU backend computes in f32.
 /// Lowers negatives that no flag gave (the preset's) to what every user
 /// leaves unseen, when negatives exclude the seen items: a small catalogue
 /// then trains on all of them instead of being refused.
@@ -693,6 +691,8 @@ fn cap_negatives(config: &mut RunConfig, train: &[UserSequence]) -> Result<()> {
     Ok(())
 }
 
+/// The backend for the run's precision: bf16 products need a CPU that has
+/// them; the GPU backend computes in f32.
 fn with_precision(device: Device, precision: Precision) -> Result<Device> {
     match (device, precision) {
         (device, Precision::Fp32) => Ok(device),

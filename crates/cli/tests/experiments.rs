@@ -176,15 +176,43 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
     let (mut a, mut b) = (options(&recommended), options(&mixed));
     (a[1], b[1]) = (String::new(), String::new());
     assert_eq!(a, b, "only the flag's setting differs");
-    // Negatives given as a flag are never lowered: too many are refused.
-    let run = dir.path().join("too-many");
-    let mut args = train_args(&ratings, &run, "1");
-    args.extend(["--negatives", "19"].map(String::from));
+    // Lowering the preset's negatives says so; negatives given as a flag
+    // are never lowered: too many are refused.
+    let stderr_of = |name: &str, extra: &[&str]| {
+        let mut args = train_args(&ratings, &dir.path().join(name), "1");
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, _, stderr) = run_text(&args);
+        (out.status.success(), stderr)
+    };
+    let (ok, stderr) = stderr_of("capped", &[]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("negatives: 18 instead of 3000 (user index"),
+        "{stderr}"
+    );
+    let (ok, stderr) = stderr_of("too-many", &["--negatives", "19"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--negatives must be at most 18 with exclude_seen"),
+        "{stderr}"
+    );
+    // Users who have seen every item leave none to draw: a clear refusal.
+    let seen_all = dir.path().join("seen-all.csv");
+    let mut csv = String::from("userId,movieId,rating,timestamp\n");
+    for user in 1..=3 {
+        for (i, movie) in [1, 2, 3, 1, 2].iter().enumerate() {
+            csv.push_str(&format!("{user},{movie},4.0,{}\n", 1000 + i));
+        }
+    }
+    std::fs::write(&seen_all, csv).unwrap();
+    let mut args = train_args(&seen_all, &dir.path().join("seen-all"), "1");
+    args.truncate(args.len() - SMALL.len());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (out, _, stderr) = run_text(&args);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("--negatives must be at most 18 with exclude_seen"),
+        stderr.contains("has seen all 3 items: train with --loss full"),
         "{stderr}"
     );
 
