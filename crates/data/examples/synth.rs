@@ -6,8 +6,19 @@
 //! (`cargo xtask data synth` and `cargo xtask data shop` run this.)
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |flag: &str| -> Result<String, String> {
         let at = args
@@ -33,6 +44,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     log.string_ids = args.iter().any(|a| a == "--string-ids");
     let out = PathBuf::from(value("--out")?);
+    // `--out datasets/x.csv` on a fresh checkout: make the folder.
+    if let Some(folder) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder)
+            .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+    }
     let start = std::time::Instant::now();
     if args.iter().any(|a| a == "--shop") {
         log.write_shop(&out)?;
