@@ -206,8 +206,7 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
         }
     }
     std::fs::write(&seen_all, csv).unwrap();
-    let mut args = train_args(&seen_all, &dir.path().join("seen-all"), "1");
-    args.truncate(args.len() - SMALL.len());
+    let args = train_args(&seen_all, &dir.path().join("seen-all"), "1");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (out, _, stderr) = run_text(&args);
     assert!(!out.status.success());

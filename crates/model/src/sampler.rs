@@ -175,20 +175,18 @@ impl NegativeSampler {
     }
 
     /// The user of `train` with the fewest items left to draw from when
-    /// negatives exclude the seen ones (the first such user by index);
+    /// negatives exclude the seen ones (all of the user's sequences
+    /// together, as the draws see them; the first such user by index);
     /// `None` without users.
     pub fn fewest_unseen(num_items: usize, train: &[UserSequence]) -> Option<FewestUnseen> {
-        train
+        seen_items(train)
             .iter()
-            .map(|seq| {
-                let mut items = seq.items.clone();
-                items.sort_unstable();
-                items.dedup();
-                FewestUnseen {
-                    user: seq.user,
-                    seen: items.len(),
-                    left: num_items.saturating_sub(items.len()),
-                }
+            .enumerate()
+            .filter(|(_, items)| !items.is_empty())
+            .map(|(user, items)| FewestUnseen {
+                user: user as u32,
+                seen: items.len(),
+                left: num_items.saturating_sub(items.len()),
             })
             .min_by_key(|f| f.left)
     }
@@ -579,6 +577,14 @@ mod tests {
             }
         );
         assert_eq!(NegativeSampler::fewest_unseen(10, &[]), None);
+        // A user's sequences count together: user 0 saw 1..=5 in two.
+        let split = vec![
+            UserSequence::new(0, vec![1, 2, 3]),
+            UserSequence::new(0, vec![3, 4, 5]),
+            UserSequence::new(1, vec![1, 2, 3, 4]),
+        ];
+        let fewest = NegativeSampler::fewest_unseen(10, &split).unwrap();
+        assert_eq!((fewest.user, fewest.seen, fewest.left), (0, 5, 5));
     }
 
     #[test]
