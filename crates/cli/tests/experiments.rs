@@ -116,14 +116,18 @@ fn a_toml_file_trains_its_config_json_replays_and_flags_override() {
 fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
     let dir = tempfile::tempdir().unwrap();
     let ratings = write_data(dir.path());
-    let train = |name: &str, extra: &[&str]| -> serde_json::Value {
-        let run = dir.path().join(name);
-        let mut args = train_args(&ratings, &run, "1");
+    // One epoch into `name`: whether it succeeded, and its stderr.
+    let attempt = |name: &str, extra: &[&str]| {
+        let mut args = train_args(&ratings, &dir.path().join(name), "1");
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (out, _, stderr) = run_text(&args);
-        assert!(out.status.success(), "{name}: {stderr}");
-        json(&run.join("config.json"))
+        (out.status.success(), stderr)
+    };
+    let train = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let (ok, stderr) = attempt(name, extra);
+        assert!(ok, "{name}: {stderr}");
+        json(&dir.path().join(name).join("config.json"))
     };
     let options = |c: &serde_json::Value| {
         let m = &c["model"];
@@ -178,20 +182,13 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
     assert_eq!(a, b, "only the flag's setting differs");
     // Lowering the preset's negatives says so; negatives given as a flag
     // are never lowered: too many are refused.
-    let stderr_of = |name: &str, extra: &[&str]| {
-        let mut args = train_args(&ratings, &dir.path().join(name), "1");
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (out, _, stderr) = run_text(&args);
-        (out.status.success(), stderr)
-    };
-    let (ok, stderr) = stderr_of("capped", &[]);
+    let (ok, stderr) = attempt("capped", &[]);
     assert!(ok, "{stderr}");
     assert!(
         stderr.contains("negatives: 18 instead of 3000 (user index"),
         "{stderr}"
     );
-    let (ok, stderr) = stderr_of("too-many", &["--negatives", "19"]);
+    let (ok, stderr) = attempt("too-many", &["--negatives", "19"]);
     assert!(!ok);
     assert!(
         stderr.contains("--negatives must be at most 18 with exclude_seen"),
