@@ -1,6 +1,7 @@
 //! Softmax cross-entropy: fused with the tied output layer and chunked over
 //! rows (`cross_entropy`), and over a logits matrix (`softmax_cross_entropy`).
-//! Both compute each row's exp and sum with the same kernel, `exp_row`.
+//! Both compute each row's exp and sum with the same kernel, `exp_row`
+//! (`exp_row_bf16` when the fused one's products are bf16).
 //!
 //! The fused form packs `table^T` once, then for each chunk of rows whose
 //! target is not 0 (ignored rows cost nothing):
@@ -66,6 +67,11 @@ pub(super) fn max_of(z: &[f32]) -> f32 {
         }
     }
     m.iter().fold(tail, |a, &b| keep_larger(a, b))
+}
+
+/// Euclidean norm of `v`, summed in f64.
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32
 }
 
 /// Independent partial maxima and sums per row: one AVX-512 register, two
@@ -145,6 +151,99 @@ fn exp_row_body<const FMA: bool>(z: &mut [f32]) -> (f32, f32) {
     // All -inf (or empty): every exp is 0, not exp(-inf + inf) = NaN.
     let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
     (max, exp_shifted_sum::<FMA>(z, shift))
+}
+
+/// One row of logits of the bf16 products: as [`exp_row`], with an `exp`
+/// of relative error below 3.2e-6 (2^-18) instead of 2 ulp, and with
+/// `known_shift`, `exp(z - shift)` without the pass that finds the row's
+/// maximum; returns the shift (the maximum without one) and the sum.
+///
+/// These logits come from products whose operands were rounded to 2^-8,
+/// and their exps go on to be rounded to bf16 (2^-8) for the gradient
+/// products, so the cheaper exp adds less than 1/1000 of the error already
+/// there (docs/numerics.md). Any shift works that keeps every `z - shift`
+/// at most 88 (`e^88` < f32's largest) and the sum finite: the fused
+/// cross-entropy passes 0 when `|z|` is bounded by 64 (see
+/// [`EXP_WITHOUT_MAX_BOUND`]).
+///
+/// `e^x = 2^n e^r` as in [`exp_nonpositive`], with `ln 2` in one piece
+/// (the reduction's error stays below 2.4e-7 for `|n| <= 127`), `e^r` from
+/// a degree-4 polynomial fitted for relative error on `|r| <= ln(2) / 2`,
+/// and `2^n` applied by `vscalefps`. Below -87.3 the result is 0, NaN
+/// gives NaN, `e^0` is 1.
+///
+/// # Panics
+/// If the CPU lacks AVX-512F (every CPU with a bf16 kernel has it).
+pub(super) fn exp_row_bf16(z: &mut [f32], known_shift: Option<f32>) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { x86::exp_row_bf16(z, known_shift) };
+    }
+    panic!(
+        "the bf16 products' exp needs AVX-512F, which every bf16 kernel's CPU has: {:?}",
+        (z.len(), known_shift)
+    )
+}
+
+/// A bound on `|logit|` under which the bf16 path's exp runs with shift 0
+/// and no maximum: `e^64` times 2^32 items is still finite in f32, and
+/// `e^-64` is far from f32's smallest normal. Checked per row through
+/// Cauchy-Schwarz, `|h . t| <= |h| max |t|`, with bf16's rounding of both
+/// operands (a factor below 1.01) and margin: `|h| max |t| <= 60`.
+const EXP_WITHOUT_MAX_BOUND: f32 = 60.0;
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `e^r = 1 + r (C1 + r (C2 + r (C3 + r C4)))` on `|r| <= ln(2) / 2`
+    /// within 2.9e-6 relative (a least-squares fit reweighted to minimax).
+    const C1: f32 = 0.999_966_86;
+    const C2: f32 = 0.500_030_16;
+    const C3: f32 = 0.167_874_55;
+    const C4: f32 = 0.041_513_68;
+
+    /// `e^x` of 16 lanes, `x <= 88` (see [`super::exp_row_bf16`]).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp(x: __m512) -> __m512 {
+        // Adding 1.5 * 2^23 rounds to an integer, as in `exp_nonpositive`.
+        let round = _mm512_set1_ps(12_582_912.0);
+        // Lanes to keep: x >= -87.3 or NaN (`NLT_UQ` is true for NaN).
+        let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, _mm512_set1_ps(-87.3));
+        let t = _mm512_fmadd_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E), round);
+        let n = _mm512_sub_ps(t, round);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(std::f32::consts::LN_2), x);
+        let mut p = _mm512_fmadd_ps(_mm512_set1_ps(C4), r, _mm512_set1_ps(C3));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C2));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C1));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0));
+        // -inf gives r = NaN; its lane, like every flushed one, is zeroed.
+        _mm512_maskz_scalef_ps(keep, p, n)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn exp_row_bf16(z: &mut [f32], known_shift: Option<f32>) -> (f32, f32) {
+        let max = known_shift.unwrap_or_else(|| super::max_of(z));
+        // All -inf (or empty): every exp is 0, not exp(-inf + inf) = NaN.
+        let shift = _mm512_set1_ps(if max == f32::NEG_INFINITY { 0.0 } else { max });
+        let mut sum = _mm512_setzero_ps();
+        let (n, ptr) = (z.len(), z.as_mut_ptr());
+        for i in (0..n).step_by(16) {
+            let mask = (u32::MAX >> (32 - (n - i).min(16))) as __mmask16;
+            // SAFETY: the mask's lanes lie inside `z`.
+            unsafe {
+                let x = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, ptr.add(i)), shift);
+                let e = exp(x);
+                _mm512_mask_storeu_ps(ptr.add(i), mask, e);
+                sum = _mm512_mask_add_ps(sum, mask, sum, e);
+            }
+        }
+        (max, _mm512_reduce_add_ps(sum))
+    }
 }
 
 /// One row: returns `logsumexp(z) - z[target]` and leaves `exp(z - max)`
@@ -253,6 +352,16 @@ pub(super) fn fused(
     let chunk = chunk_rows.min(count);
     let blocks = vocab.div_ceil(NC);
     let g = 1.0 / count as f32;
+    // With bf16 products: the largest norm of the table's rows, for
+    // `EXP_WITHOUT_MAX_BOUND`.
+    let table_norm = match bf16 {
+        Some(_) => table
+            .chunks_exact(dim.max(1))
+            .map(norm)
+            .fold(0.0f32, |m, n| if n > m { n } else { m }),
+        None => f32::INFINITY,
+    };
+    let mut known_shift = vec![None; chunk];
     // The logits product reads the table transposed: pack it once for all chunks.
     let mut products = OutputProducts::new(bf16, table, dim, vocab, chunk, with_grad);
     let mut h_chunk = vec![0.0f32; chunk * dim];
@@ -268,6 +377,10 @@ pub(super) fn fused(
         for (dst, &r) in hc.chunks_exact_mut(dim.max(1)).zip(part) {
             dst.copy_from_slice(&h[r * dim..(r + 1) * dim]);
         }
+        // A NaN norm fails the test: such rows take the maximum's pass.
+        for (shift, row) in known_shift.iter_mut().zip(hc.chunks_exact(dim.max(1))) {
+            *shift = (norm(row) * table_norm <= EXP_WITHOUT_MAX_BOUND).then_some(0.0);
+        }
         // Logits, and the softmax's exp of each block of them while the
         // block is in cache: z = exp(z - block max).
         products.logits(c, hc, block_stats, |i, block, z| {
@@ -278,7 +391,11 @@ pub(super) fn fused(
             } else {
                 0.0
             };
-            let (max, sum) = exp_row(z);
+            // bf16 products round the logits far more than the cheaper exp does.
+            let (max, sum) = match bf16 {
+                Some(_) => exp_row_bf16(z, known_shift[i]),
+                None => exp_row(z),
+            };
             BlockStats {
                 max,
                 sum,
@@ -451,7 +568,7 @@ pub(super) fn softmax_cross_entropy(
 #[cfg(test)]
 mod tests {
     use super::super::simd::{Level, with_level};
-    use super::{exp_nonpositive, exp_row};
+    use super::{exp_nonpositive, exp_row, exp_row_bf16};
 
     #[test]
     fn fma_builds_give_the_same_bits_and_the_baseline_is_within_4_ulp() {
@@ -501,5 +618,79 @@ mod tests {
         }
         check(exp_nonpositive::<false>);
         check(exp_nonpositive::<true>);
+    }
+
+    #[test]
+    fn bf16_products_exp_within_3_2e_6_of_f64() {
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = false;
+        if !avx512 {
+            eprintln!("skipped the bf16 products' exp: this CPU has no AVX-512F");
+            return;
+        }
+        // Every value from -87.3 to 0 in steps of 1e-4, max 0 (no shift).
+        let n = 873_000;
+        let mut z: Vec<f32> = (0..=n).map(|i| -87.3 * (i as f32 / n as f32)).collect();
+        let exact: Vec<f64> = z.iter().map(|&x| (x as f64).exp()).collect();
+        let (max, _) = exp_row_bf16(&mut z, None);
+        assert_eq!(max, 0.0);
+        assert_eq!(z[0], 1.0, "e^0");
+        let worst = z
+            .iter()
+            .zip(&exact)
+            .map(|(&got, &e)| (got as f64 - e).abs() / e)
+            .fold(0.0, f64::max);
+        assert!(worst <= 3.2e-6, "off by {worst:e} relative");
+
+        // Rows of every tail length: the shift, the sum, e^(max - max) = 1.
+        for len in [1, 15, 16, 17, 33, 1001] {
+            let row: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.3)
+                .collect();
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exact: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+            let mut z = row.clone();
+            let (got_max, sum) = exp_row_bf16(&mut z, None);
+            assert_eq!(got_max, max);
+            assert!(
+                ((sum as f64) - exact).abs() <= 1e-5 * exact,
+                "len {len}: {sum} vs {exact}"
+            );
+            let summed: f64 = z.iter().map(|&v| v as f64).sum();
+            assert!(
+                (summed - sum as f64).abs() <= 1e-5 * exact,
+                "len {len}: the sum is of z"
+            );
+            assert_eq!(
+                z.iter().filter(|&&v| v == 1.0).count(),
+                row.iter().filter(|&&v| v == max).count()
+            );
+        }
+
+        // A known shift: no maximum, positive arguments up to 64 (the
+        // fused cross-entropy's bound) within the same error.
+        let row: Vec<f32> = (0..=128_000).map(|i| -64.0 + i as f32 * 1e-3).collect();
+        let mut z = row.clone();
+        let (shift, sum) = exp_row_bf16(&mut z, Some(0.0));
+        assert_eq!(shift, 0.0);
+        let mut exact_sum = 0.0f64;
+        for (&x, &got) in row.iter().zip(&z) {
+            let e = (x as f64).exp();
+            exact_sum += e;
+            assert!((got as f64 - e).abs() <= 3.2e-6 * e, "e^{x}: {got} vs {e}");
+        }
+        assert!(((sum as f64) - exact_sum).abs() <= 1e-5 * exact_sum);
+
+        // Flushes to 0, keeps NaN; a row of -inf gives zeros, not NaN.
+        let mut z = vec![0.0, -87.4, -1000.0, f32::NEG_INFINITY, f32::NAN, -1.0];
+        let (max, sum) = exp_row_bf16(&mut z, None);
+        assert_eq!((max, &z[..4]), (0.0, &[1.0, 0.0, 0.0, 0.0][..]));
+        assert!(z[4].is_nan() && sum.is_nan());
+        let mut z = vec![f32::NEG_INFINITY; 20];
+        assert_eq!(exp_row_bf16(&mut z, None), (f32::NEG_INFINITY, 0.0));
+        assert!(z.iter().all(|&v| v == 0.0));
+        assert_eq!(exp_row_bf16(&mut [], None), (f32::NEG_INFINITY, 0.0));
     }
 }
