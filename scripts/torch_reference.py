@@ -24,8 +24,9 @@ Two jobs:
                     --out crates/model/tests/fixtures/sampled_losses.safetensors
 
   options   The model options and training options on a model of their
-            own (RMSNorm, SwiGLU feed-forward without biases, gated
-            residual branches, an untied output layer; label smoothing,
+            own (RMSNorm, rotary position embedding, SwiGLU feed-forward
+            without biases, gated residual branches, an untied output
+            layer; label smoothing,
             AdamW weight decay, warm-up and cosine learning rate, gradient
             clipping): weights, inputs, logits, loss, every gradient, and 5
             optimiser steps. A file of its own, so the notebook's fixture
@@ -270,11 +271,42 @@ def sampled(args):
     print(f"wrote {args.out}")
 
 
+def rotary_tables(max_len, head_dim, base=10000.0):
+    """cos and sin [max_len, head_dim / 2] of the rotary angles p * base^(-2i / head_dim),
+    from f64 angles rounded once (as the Rust table)."""
+    i = torch.arange(head_dim // 2, dtype=torch.float64)
+    angles = torch.arange(max_len, dtype=torch.float64)[:, None] * base ** (-2.0 * i / head_dim)
+    return angles.cos().float(), angles.sin().float()
+
+
+def rotate(x, cos, sin):
+    """Turns [batch, heads, len, head_dim] by each position's angles; column i pairs with
+    i + head_dim / 2 (RoFormer's rotation, GPT-NeoX's layout)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def rotary_attention(attn, h, cos, sin, masked):
+    """nn.MultiheadAttention's computation with its weights, the queries and keys turned.
+    masked [batch, 1, len, len] is True where a key is hidden; a query with every key
+    hidden gets zero probabilities (as the Rust kernel and PyTorch's own attention)."""
+    batch, seq_len, dim = h.shape
+    heads = attn.num_heads
+    split = lambda t: t.reshape(batch, seq_len, heads, dim // heads).transpose(1, 2)
+    q, k, v = (split(t) for t in F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+    q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(dim // heads)
+    none_left = masked.all(dim=-1, keepdim=True)
+    scores = scores.masked_fill(masked, float("-inf")).masked_fill(none_left, 0.0)
+    probs = torch.softmax(scores, dim=-1).masked_fill(none_left, 0.0)
+    return attn.out_proj((probs @ v).transpose(1, 2).reshape(batch, seq_len, dim))
+
+
 class OptionsLayer(nn.Module):
-    """One block with the options on: pre-RMSNorm, gated residual branches
-    x + sigmoid(gate(x)) * Drop(branch) (eSASRec's LiGR layer), SwiGLU
-    feed-forward W2 Drop(silu(W1 x) * W3 x) without biases. Parameter
-    names as the Rust model's state_dict."""
+    """One block with the options on: pre-RMSNorm, rotary attention, gated
+    residual branches x + sigmoid(gate(x)) * Drop(branch) (eSASRec's LiGR
+    layer), SwiGLU feed-forward W2 Drop(silu(W1 x) * W3 x) without biases.
+    Parameter names as the Rust model's state_dict."""
 
     def __init__(self, dim, heads, ff_dim):
         super().__init__()
@@ -287,10 +319,9 @@ class OptionsLayer(nn.Module):
         self.gate1 = nn.Linear(dim, dim)
         self.gate2 = nn.Linear(dim, dim)
 
-    def forward(self, x, attn_mask, key_padding_mask):
+    def forward(self, x, cos, sin, masked):
         h = self.norm1(x)
-        attn, _ = self.self_attn(h, h, h, attn_mask=attn_mask,
-                                 key_padding_mask=key_padding_mask, need_weights=False)
+        attn = rotary_attention(self.self_attn, h, cos, sin, masked)
         x = x + torch.sigmoid(self.gate1(x)) * attn
         h = self.norm2(x)
         ff = self.linear2(F.silu(self.linear1(h)) * self.linear3(h))
@@ -307,15 +338,15 @@ class OptionsModel(nn.Module):
             [OptionsLayer(dim, heads, 4 * dim) for _ in range(layers)])
         self.layer_norm = nn.RMSNorm(dim, eps=1e-6)
         self.output_embedding = nn.Embedding(vocab, dim)
+        self.rotary = rotary_tables(max_len, dim // heads)
 
     def forward(self, input_seq):
         seq_len = input_seq.size(1)
-        # Float masks, as nn.TransformerEncoder makes of the notebook's.
-        causal = nn.Transformer.generate_square_subsequent_mask(seq_len)
-        padding = torch.zeros(input_seq.shape).masked_fill(input_seq == 0, float("-inf"))
+        causal = torch.ones(seq_len, seq_len, dtype=torch.bool).triu(1)
+        masked = causal[None, None] | (input_seq == 0)[:, None, None, :]
         x = self.item_embedding(input_seq) + self.position_embedding(torch.arange(seq_len))
         for layer in self.transformer_encoder.layers:
-            x = layer(x, causal, padding)
+            x = layer(x, *self.rotary, masked)
         return self.layer_norm(x) @ self.output_embedding.weight.T
 
 

@@ -71,7 +71,9 @@ def string_ratings(ratings) -> pd.DataFrame:
 def string_run(tmp_path_factory, string_ratings):
     """String ids, from a pyarrow Table, with every block option and a
     feed-forward width other than 4 x dim."""
-    options = dict(norm="rms", feed_forward="swiglu", gated_residual=True, output_layer="untied", ff_dim=24)
+    options = dict(
+        norm="rms", feed_forward="swiglu", gated_residual=True, output_layer="untied", rotary=True, ff_dim=24
+    )
     table = pa.Table.from_pandas(string_ratings, preserve_index=False)
     return sasrec.train(table, out=tmp_path_factory.mktemp("strings") / "run", **SMALL, **options)
 

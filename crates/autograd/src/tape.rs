@@ -110,6 +110,11 @@ enum Op<B: Backend> {
         w: Var,
         bias: Option<Var>,
     },
+    Rotary {
+        qkv: Var,
+        table: B::Tensor,
+        shape: AttentionShape,
+    },
     Attention {
         qkv: Var,
         probs: B::Tensor,
@@ -347,6 +352,18 @@ impl<'b, B: Backend> Tape<'b, B> {
         })
     }
 
+    /// Rotary position embedding of the queries and keys in `qkv` (see
+    /// [`Backend::rotary`]); `table` from
+    /// [`sasrec_kernels::rotary::rotary_table`].
+    pub fn rotary(&mut self, qkv: Var, table: &B::Tensor, shape: AttentionShape) -> Var {
+        let y = self.backend.rotary(self.value(qkv), table, shape);
+        self.record(y, &[qkv], || Op::Rotary {
+            qkv,
+            table: table.clone(),
+            shape,
+        })
+    }
+
     // ----- losses ---------------------------------------------------------
 
     /// Mean softmax cross-entropy of `h @ table^T` against `targets`
@@ -573,6 +590,9 @@ impl<'b, B: Backend> Tape<'b, B> {
                     {
                         send(*bias, b.sum_rows(&dy));
                     }
+                }
+                Op::Rotary { qkv, table, shape } => {
+                    send(*qkv, b.rotary_backward(&dy, table, *shape));
                 }
                 Op::Attention {
                     qkv,

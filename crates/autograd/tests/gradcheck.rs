@@ -642,3 +642,35 @@ fn cross_entropy_with_label_smoothing_then_scale() {
         });
     }
 }
+
+#[test]
+fn rotary_between_linear_and_attention() {
+    // qkv = x W + b, turned, then attention: as the model writes it.
+    let mut rng = ChaCha8Rng::seed_from_u64(35);
+    let shape = AttentionShape {
+        batch: 2,
+        len: 5,
+        heads: 2,
+        head_dim: 4,
+    };
+    let (rows, dim) = (shape.batch * shape.len, shape.dim());
+    let tail = Tail::new(&mut rng, rows, dim);
+    let key_ids: Vec<u32> = [[0, 0, 4, 2, 9], [1, 2, 3, 4, 5]].concat();
+    let table = sasrec_kernels::rotary::rotary_table(shape.len, shape.head_dim);
+    let inputs = [
+        random(&mut rng, &[rows, dim], 1.0),
+        random(&mut rng, &[3 * dim, dim], 0.6),
+        random(&mut rng, &[3 * dim], 0.5),
+    ];
+    gradcheck("rotary", &inputs, |t, v| {
+        let b = t.backend();
+        let (ids, table) = (
+            b.ids(&key_ids),
+            b.tensor(&table, &[shape.len, shape.head_dim]),
+        );
+        let qkv = t.linear(v[0], v[1], Some(v[2]));
+        let qkv = t.rotary(qkv, &table, shape);
+        let y = t.attention(qkv, &ids, shape, None);
+        tail.apply(t, y)
+    });
+}

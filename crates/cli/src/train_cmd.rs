@@ -236,6 +236,11 @@ pub struct TrainArgs {
     /// tied).
     #[arg(long, value_enum)]
     output_layer: Option<OutputLayerArg>,
+    /// Rotary position embedding of the queries and keys, beside the
+    /// learned position table: attention sees how many steps apart two
+    /// events are (notebook: false).
+    #[arg(long, value_name = "BOOL")]
+    rotary: Option<bool>,
 
     #[arg(long, help = with_default("Sequences per batch", TrainConfig::default().batch_size))]
     batch_size: Option<usize>,
@@ -418,6 +423,7 @@ impl TrainArgs {
                 OutputLayerArg::Tied => OutputLayer::Tied,
                 OutputLayerArg::Untied => OutputLayer::Untied,
             }),
+            rotary: self.rotary.unwrap_or(o.rotary),
         };
         let negatives_scope = match self.negatives_scope {
             None => defaults.negatives_scope,

@@ -216,7 +216,13 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
     // was the notebook's, and so is its replay (config_file's unit tests
     // check that this holds whatever the default preset).
     let mut old = notebook.clone();
-    for key in ["norm", "feed_forward", "gated_residual", "output_layer"] {
+    for key in [
+        "norm",
+        "feed_forward",
+        "gated_residual",
+        "output_layer",
+        "rotary",
+    ] {
         old["model"].as_object_mut().unwrap().remove(key);
     }
     for key in [

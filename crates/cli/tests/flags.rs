@@ -76,6 +76,10 @@ fn every_bad_training_flag_is_one_clear_line_and_writes_nothing() {
             "--dim 10 is not a multiple of heads 3",
         ),
         (
+            &["--dim", "6", "--heads", "2", "--rotary", "true"],
+            "--rotary needs an even head width dim / heads, got 6 / 2 = 3",
+        ),
+        (
             &["--valid-fraction", "0.2"],
             "--valid-fraction is for --split random-users, which holds out whole users; --split leave-one-out does not use it",
         ),

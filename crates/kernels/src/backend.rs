@@ -380,6 +380,30 @@ pub trait Backend: Clone + Send + Sync + 'static {
         dropout: Option<&Dropout>,
     ) -> Self::Tensor;
 
+    // ----- rotary -------------------------------------------------------
+
+    /// Rotary position embedding of the queries and keys in `qkv` (layout
+    /// as [`Backend::attention`]'s): the pair of columns `(i, i + head_dim /
+    /// 2)` of each head of the query and the key in row `r` is turned by
+    /// the angle of position `r % len` (see [`crate::rotary`]); the values
+    /// are copied unchanged. `table` is `[len, head_dim]` from
+    /// [`crate::rotary::rotary_table`]. Returns a tensor shaped as `qkv`.
+    fn rotary(
+        &self,
+        qkv: &Self::Tensor,
+        table: &Self::Tensor,
+        shape: AttentionShape,
+    ) -> Self::Tensor;
+    /// The gradient with respect to the forward's `qkv` for upstream
+    /// `dqkv`: the pairs turned by the opposite angles, the values' part
+    /// copied.
+    fn rotary_backward(
+        &self,
+        dqkv: &Self::Tensor,
+        table: &Self::Tensor,
+        shape: AttentionShape,
+    ) -> Self::Tensor;
+
     // ----- loss ---------------------------------------------------------
 
     /// Fused softmax cross-entropy over tied output weights, with ignore

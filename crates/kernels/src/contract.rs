@@ -257,6 +257,36 @@ fn attention_shapes(op: &str, qkv: &[usize], s: AttentionShape) -> usize {
     probs
 }
 
+/// Rotary embedding, forward and backward: qkv (or its gradient) `[batch *
+/// len, 3 * dim]` as attention's, an even `head_dim`, the table `[len,
+/// head_dim]`. Returns the number of elements.
+pub fn rotary(qkv: &[usize], table: &[usize], s: AttentionShape) -> usize {
+    assert!(
+        s.heads > 0 && s.head_dim > 0 && s.head_dim.is_multiple_of(2),
+        "rotary: heads must be positive and head_dim positive and even, got {s:?}"
+    );
+    let rows = s.batch * s.len;
+    assert_eq!(
+        qkv,
+        [rows, 3 * s.dim()],
+        "rotary: qkv must have shape [batch * len, 3 * dim] = [{rows}, {}] for {s:?}, got {qkv:?}",
+        3 * s.dim()
+    );
+    assert_eq!(
+        table,
+        [s.len, s.head_dim],
+        "rotary: the table must have shape [len, head_dim] = [{}, {}] for {s:?}, got {table:?}",
+        s.len,
+        s.head_dim
+    );
+    let n = rows * 3 * s.dim();
+    assert!(
+        n as u64 <= u32::MAX as u64,
+        "rotary: {n} elements exceed the kernels' u32 index"
+    );
+    n
+}
+
 /// Sizes of the fused cross-entropy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CrossEntropyDims {

@@ -22,6 +22,7 @@ pub mod cpu;
 pub mod dropout;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod rotary;
 pub mod testing;
 
 pub use backend::{

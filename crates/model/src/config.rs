@@ -45,6 +45,12 @@ pub struct ModelOptions {
     /// Whether the output layer reuses the item table.
     #[serde(default)]
     pub output_layer: OutputLayer,
+    /// Rotary position embedding (RoFormer) of every layer's queries and
+    /// keys, beside the learned position table: attention scores then depend
+    /// on how many steps apart two events are, whatever their absolute
+    /// positions. Needs an even `dim / heads`.
+    #[serde(default)]
+    pub rotary: bool,
 }
 
 /// How the blocks normalise.
@@ -149,6 +155,17 @@ impl ModelConfig {
                 format!("{} is not a multiple of heads {}", self.dim, self.heads),
             ));
         }
+        if self.options.rotary && !(self.dim / self.heads).is_multiple_of(2) {
+            return Err(InvalidSetting::new(
+                "rotary",
+                format!(
+                    "needs an even head width dim / heads, got {} / {} = {}",
+                    self.dim,
+                    self.heads,
+                    self.dim / self.heads
+                ),
+            ));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(InvalidSetting::new(
                 "dropout",
@@ -211,6 +228,10 @@ impl ModelConfig {
         }
         if self.options.gated_residual {
             per_layer += 4.0 * d;
+        }
+        if self.options.rotary {
+            // The turned queries, keys and values.
+            per_layer += 3.0 * d;
         }
         let activations = positions * (self.layers as f64 * per_layer + 6.0 * d);
         let scores = batch as f64 * self.vocab() as f64;

@@ -1,12 +1,14 @@
 //! The SASRec model: the notebook's embeddings, pre-LayerNorm Transformer
 //! encoder and tied output layer, written over the autograd tape, with
 //! options (`ModelOptions`): RMSNorm, a SwiGLU feed-forward block, gated
-//! residual branches (eSASRec's LiGR layers) and an untied output layer.
+//! residual branches (eSASRec's LiGR layers), an untied output layer and
+//! rotary position embedding of the queries and keys.
 
 use std::collections::HashMap;
 
 use sasrec_autograd::init::{self, Init};
 use sasrec_autograd::{ParamId, ParamStore, Tape, Var};
+use sasrec_kernels::rotary::rotary_table;
 use sasrec_kernels::{AttentionShape, Backend, Dropout};
 
 use crate::config::{FeedForward, ModelConfig, Norm, OutputLayer};
@@ -130,6 +132,9 @@ pub struct SasRec<B: Backend> {
     final_norm: NormParams,
     /// The output layer's table: the item table, or one of its own.
     output_embedding: ParamId,
+    /// The cosines and sines of the rotary embedding, `[max_len, head_dim]`,
+    /// with that option.
+    rotary_table: Option<B::Tensor>,
 }
 
 /// The name and shape of every parameter, in `state_dict` order.
@@ -352,6 +357,11 @@ impl<B: Backend> SasRec<B> {
             })
             .collect();
         let item_embedding = id("item_embedding.weight");
+        let head_dim = config.dim / config.heads;
+        let rotary_table = config.options.rotary.then(|| {
+            let table = rotary_table(config.max_len, head_dim);
+            backend.tensor(&table, &[config.max_len, head_dim])
+        });
         Ok(SasRec {
             item_embedding,
             position_embedding: id("position_embedding.weight"),
@@ -360,6 +370,7 @@ impl<B: Backend> SasRec<B> {
                 .find("output_embedding.weight")
                 .unwrap_or(item_embedding),
             layers,
+            rotary_table,
             params,
             config,
         })
@@ -444,7 +455,10 @@ impl<B: Backend> SasRec<B> {
             let [gate1, gate2] = layer.gates.map_or([None, None], |g| g.map(Some));
             // x = x + Drop(MHA(N1(x))), the branch gated when asked
             let h = norm(tape, x, layer.norm1);
-            let qkv = tape.linear(h, v(layer.in_proj_weight), Some(v(layer.in_proj_bias)));
+            let mut qkv = tape.linear(h, v(layer.in_proj_weight), Some(v(layer.in_proj_bias)));
+            if let Some(table) = &self.rotary_table {
+                qkv = tape.rotary(qkv, table, shape);
+            }
             let mut ctx = tape.attention(
                 qkv,
                 &batch.inputs,

@@ -1,5 +1,6 @@
 //! Parity with PyTorch for the model and training options, written by
-//! `scripts/torch_reference.py options`: a model with RMSNorm, a SwiGLU
+//! `scripts/torch_reference.py options`: a model with RMSNorm, rotary
+//! position embedding of the queries and keys, a SwiGLU
 //! feed-forward block without biases, gated residual branches and an
 //! untied output layer, trained with label smoothing, AdamW weight decay,
 //! warm-up and cosine learning rate and gradient clipping. Checked: logits,
@@ -94,6 +95,7 @@ impl Fixture {
                 feed_forward: FeedForward::Swiglu,
                 gated_residual: true,
                 output_layer: OutputLayer::Untied,
+                rotary: true,
             },
         }
     }

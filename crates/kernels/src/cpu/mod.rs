@@ -30,6 +30,7 @@ mod output_layer;
 mod par;
 mod profile;
 mod rms_norm;
+mod rotary;
 mod sampled_loss;
 mod sgemm;
 mod simd;
@@ -47,6 +48,7 @@ pub use profile::OpTime;
 pub use sampled_loss::{SampledChunks, sampled_loss_chunked};
 pub use tensor::{CpuIds, CpuTensor};
 
+use crate::rotary::Turn;
 use crate::{
     AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, Negatives, SampledLoss,
     SampledLossOutput, SoftmaxCrossEntropy,
@@ -344,6 +346,21 @@ impl Backend for CpuBackend {
     ) -> CpuTensor {
         let _t = profile::time("attention.backward");
         attention::attention_backward(dctx, qkv, probs, shape, dropout)
+    }
+
+    fn rotary(&self, qkv: &CpuTensor, table: &CpuTensor, shape: AttentionShape) -> CpuTensor {
+        let _t = profile::time("rotary.forward");
+        rotary::rotary(qkv, table, shape, Turn::Forward)
+    }
+
+    fn rotary_backward(
+        &self,
+        dqkv: &CpuTensor,
+        table: &CpuTensor,
+        shape: AttentionShape,
+    ) -> CpuTensor {
+        let _t = profile::time("rotary.backward");
+        rotary::rotary(dqkv, table, shape, Turn::Backward)
     }
 
     fn cross_entropy_smoothed(

@@ -7,7 +7,7 @@
 //!   the host reads a tensor back ([`Backend::to_vec`]) or a batch of passes
 //!   has accumulated.
 //! - One file per op family holds its launchers (`elementwise.rs`,
-//!   `embedding.rs`, `layer_norm.rs`, `rms_norm.rs`, `swiglu.rs`,
+//!   `embedding.rs`, `layer_norm.rs`, `rms_norm.rs`, `rotary.rs`, `swiglu.rs`,
 //!   `matmul.rs`, `sum_rows.rs`,
 //!   `attention.rs`, `cross_entropy.rs`, `sampled_loss.rs`, `adam.rs`,
 //!   `non_finite.rs`), each
@@ -39,6 +39,7 @@ mod memory;
 mod non_finite;
 mod recorder;
 mod rms_norm;
+mod rotary;
 mod sampled_loss;
 mod sum_rows;
 mod swiglu;
@@ -53,6 +54,7 @@ pub use memory::{GpuIds, GpuTensor};
 /// ([`WgpuBackend::device`], [`WgpuBackend::record`]).
 pub use wgpu;
 
+use crate::rotary::Turn;
 use crate::{
     AdamStep, AttentionShape, Backend, CrossEntropy, Dropout, Negatives, SampledLoss,
     SampledLossOutput, SoftmaxCrossEntropy,
@@ -69,6 +71,7 @@ fn all_kernels() -> Vec<KernelDesc<'static>> {
         embedding::kernels(),
         layer_norm::kernels(),
         rms_norm::kernels(),
+        rotary::kernels(),
         swiglu::kernels(),
         matmul::kernels(),
         sum_rows::kernels(),
@@ -344,6 +347,19 @@ impl Backend for WgpuBackend {
         dropout: Option<&Dropout>,
     ) -> GpuTensor {
         attention::attention_backward(self, dctx, qkv, probs, shape, dropout)
+    }
+
+    fn rotary(&self, qkv: &GpuTensor, table: &GpuTensor, shape: AttentionShape) -> GpuTensor {
+        rotary::rotary(self, qkv, table, shape, Turn::Forward)
+    }
+
+    fn rotary_backward(
+        &self,
+        dqkv: &GpuTensor,
+        table: &GpuTensor,
+        shape: AttentionShape,
+    ) -> GpuTensor {
+        rotary::rotary(self, dqkv, table, shape, Turn::Backward)
     }
 
     fn cross_entropy_smoothed(
