@@ -16,7 +16,7 @@ use sasrec_data::{
 use sasrec_kernels::cpu::Precision;
 use sasrec_kernels::gpu::WgpuBackend;
 use sasrec_kernels::{Backend, CpuBackend};
-use sasrec_model::config::human_bytes;
+use sasrec_model::config::{human_bytes, recommended_max_len};
 use sasrec_model::{
     EpochHook, EpochRecord, FeedForward, InvalidSetting, Loss, LrSchedule, ModelConfig,
     ModelOptions, NegativeSampler, NegativesScope, Norm, Outcome, OutputLayer, Preset, Sampler,
@@ -204,15 +204,16 @@ pub struct TrainArgs {
     temporal_targets: TemporalTargetsArg,
 
     /// The defaults of the model and training settings below: `recommended`
-    /// (what the sweeps in docs/benchmarks.md support: the notebook's model
-    /// with a sampled softmax over 3000 unseen negatives per sequence) or
-    /// `notebook` (the notebook's model, full softmax and Adam, exactly);
-    /// flags given override it.
+    /// (what the sweeps in docs/benchmarks.md support: the notebook's blocks
+    /// at width 128, sequences fitted to the histories' length, a sampled
+    /// softmax over 3000 unseen negatives per sequence) or `notebook` (the
+    /// notebook's model, full softmax and Adam, exactly); flags given
+    /// override it.
     #[arg(long, value_enum, default_value = "recommended")]
     preset: PresetArg,
-    #[arg(long, help = with_default("Positions per sequence (the most recent items are kept)", notebook().max_len))]
+    #[arg(long, help = format!("Positions per sequence, the most recent items kept (recommended preset: the training histories' mean length rounded up to a multiple of 50, from 50 to 200; notebook: {})", notebook().max_len))]
     max_len: Option<usize>,
-    #[arg(long, help = with_default("Embedding width", notebook().dim))]
+    #[arg(long, help = format!("Embedding width (recommended preset: {}, notebook: {})", Preset::Recommended.model(1).dim, notebook().dim))]
     dim: Option<usize>,
     #[arg(long, help = with_default("Attention heads", notebook().heads))]
     heads: Option<usize>,
@@ -582,6 +583,9 @@ pub fn run_until(
         }
         None => {
             config.model.num_items = dataset.vocab.num_items();
+            if args.preset == PresetArg::Recommended && args.max_len.is_none() {
+                fit_max_len(&mut config, &split.train);
+            }
             if args.negatives.is_none() {
                 cap_negatives(&mut config, &split.train)?;
             }
@@ -665,6 +669,21 @@ fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
     })
     .context("installing the Ctrl-C handler")?;
     Ok(stop)
+}
+
+/// Sets the recommended preset's `max_len`, which no flag gave, from the
+/// training histories' mean length ([`recommended_max_len`]).
+fn fit_max_len(config: &mut RunConfig, train: &[UserSequence]) {
+    if train.is_empty() {
+        return;
+    }
+    let events: usize = train.iter().map(|u| u.items.len()).sum();
+    let mean = events as f64 / train.len() as f64;
+    config.model.max_len = recommended_max_len(mean);
+    eprintln!(
+        "max_len: {} (the recommended preset's, for training histories of {mean:.0} events on average)",
+        config.model.max_len
+    );
 }
 
 /// Lowers negatives that no flag gave (the preset's) to what every user

@@ -180,6 +180,32 @@ fn presets_fill_what_flags_do_not_give_and_config_json_keeps_the_result() {
     let (mut a, mut b) = (options(&recommended), options(&mixed));
     (a[1], b[1]) = (String::new(), String::new());
     assert_eq!(a, b, "only the flag's setting differs");
+    // Without --max-len the recommended preset fits it to the histories
+    // (11 events per user, 9 of them for training: 50) and says so; the
+    // notebook preset and a given --max-len keep theirs.
+    let without_max_len = |name: &str, extra: &[&str]| {
+        let mut args = train_args(&ratings, &dir.path().join(name), "1");
+        let at = args.iter().position(|a| a == "--max-len").unwrap();
+        args.drain(at..at + 2);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, _, stderr) = run_text(&args);
+        assert!(out.status.success(), "{name}: {stderr}");
+        let config = json(&dir.path().join(name).join("config.json"));
+        (config["model"]["max_len"].clone(), stderr)
+    };
+    let (max_len, stderr) = without_max_len("fitted", &[]);
+    assert_eq!(max_len, 50);
+    assert!(
+        stderr.contains(
+            "max_len: 50 (the recommended preset's, for training histories of 9 events on average)"
+        ),
+        "{stderr}"
+    );
+    let (max_len, stderr) = without_max_len("notebook-len", &["--preset", "notebook"]);
+    assert_eq!(max_len, 50);
+    assert!(!stderr.contains("max_len:"), "{stderr}");
+    assert!(!attempt("given-len", &[]).1.contains("max_len:"));
     // Lowering the preset's negatives says so; negatives given as a flag
     // are never lowered: too many are refused.
     let (ok, stderr) = attempt("capped", &[]);

@@ -776,12 +776,29 @@ impl Default for TrainConfig {
 pub enum Preset {
     /// The notebook's model and Adam, exactly (PyTorch-parity tested).
     Notebook,
-    /// What the sweeps in docs/benchmarks.md support: the notebook's model
-    /// trained with a sampled softmax over [`RECOMMENDED_NEGATIVES`]
-    /// uniform negatives per sequence, drawn among the items its user has
-    /// not seen. The default.
+    /// What the sweeps in docs/benchmarks.md support: the notebook's blocks
+    /// at width [`RECOMMENDED_DIM`], sequences as long as the histories
+    /// ask for ([`recommended_max_len`]), trained with a sampled softmax
+    /// over [`RECOMMENDED_NEGATIVES`] uniform negatives per sequence, drawn
+    /// among the items its user has not seen. The default.
     #[default]
     Recommended,
+}
+
+/// The recommended preset's width (gSASRec's; the feed-forward block
+/// `4 x` it, as the notebook's).
+pub const RECOMMENDED_DIM: usize = 128;
+
+/// The recommended preset's positions per sequence for training histories
+/// of `mean_events` events on average: that mean rounded up to a multiple
+/// of 50, from 50 (the notebook's) to 200. This follows SASRec's paper,
+/// which sets the length roughly in proportion to the mean actions per
+/// user: 200 for MovieLens-1M (165 on average), 50 for the sparse logs.
+/// `sasrec train` applies it once the data is read, unless `--max-len` is
+/// given.
+pub fn recommended_max_len(mean_events: f64) -> usize {
+    // `as` saturates (and maps NaN to 0), then the clamp bounds it.
+    50 * ((mean_events / 50.0).ceil() as usize).clamp(1, 4)
 }
 
 /// The recommended preset's negatives per sequence. `sasrec train` lowers
@@ -799,11 +816,21 @@ impl std::fmt::Display for Preset {
 }
 
 impl Preset {
-    /// The preset's model for `num_items` items: the notebook's sizes and
-    /// blocks in both (the block options lost to them in the sweeps of
-    /// docs/benchmarks.md).
+    /// The preset's model for `num_items` items: the notebook's blocks in
+    /// both (the block options lost to them in the sweeps of
+    /// docs/benchmarks.md); `recommended` at width [`RECOMMENDED_DIM`]. Its
+    /// `max_len` here is the notebook's, until [`recommended_max_len`]
+    /// fits it to the data.
     pub fn model(self, num_items: usize) -> ModelConfig {
-        ModelConfig::notebook(num_items)
+        let notebook = ModelConfig::notebook(num_items);
+        match self {
+            Preset::Notebook => notebook,
+            Preset::Recommended => ModelConfig {
+                dim: RECOMMENDED_DIM,
+                ff_dim: 4 * RECOMMENDED_DIM,
+                ..notebook
+            },
+        }
     }
 
     /// The preset's training settings (the rest as [`TrainConfig::default`]):
@@ -822,5 +849,46 @@ impl Preset {
                 ..notebook
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recommended_max_len_covers_the_mean_history_in_steps_of_50() {
+        // latest-small's users keep 163 events for training on average,
+        // the long-range synthetic log's 28, MovieLens-1M's about 163.
+        for (mean, max_len) in [
+            (0.0, 50),
+            (9.0, 50),
+            (28.0, 50),
+            (50.0, 50),
+            (50.5, 100),
+            (100.0, 100),
+            (163.3, 200),
+            (200.0, 200),
+            (5000.0, 200),
+            (f64::NAN, 50),
+        ] {
+            assert_eq!(recommended_max_len(mean), max_len, "mean {mean}");
+        }
+    }
+
+    #[test]
+    fn the_notebook_preset_is_the_notebook_model_and_the_recommended_one_is_wider() {
+        assert_eq!(Preset::Notebook.model(7), ModelConfig::notebook(7));
+        let recommended = Preset::Recommended.model(7);
+        assert_eq!((recommended.dim, recommended.ff_dim), (128, 512));
+        assert_eq!(
+            ModelConfig {
+                dim: 64,
+                ff_dim: 256,
+                ..recommended
+            },
+            ModelConfig::notebook(7),
+            "only the width differs"
+        );
     }
 }
