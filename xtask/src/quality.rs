@@ -241,6 +241,11 @@ pub fn run() -> Result<()> {
                             &seed.to_string(),
                             "--device",
                             "cpu",
+                            // The losses compared on the notebook's sizes.
+                            "--dim",
+                            "64",
+                            "--max-len",
+                            "50",
                         ]
                         .map(String::from),
                     );

@@ -104,12 +104,17 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// `sasrec train` on `data` into `out` (replaced), one epoch.
+/// `sasrec train` on `data` into `out` (replaced), one epoch, at the
+/// notebook's sizes.
 fn train_args(data: &Path, out: &Path) -> Vec<String> {
     [
         "train",
         "--ratings",
         &data.display().to_string(),
+        "--dim",
+        "64",
+        "--max-len",
+        "50",
         "--epochs",
         "1",
         "--device",

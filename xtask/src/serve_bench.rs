@@ -312,7 +312,8 @@ fn hold(addr: SocketAddr, stop: &AtomicBool) -> Result<HoldReport> {
     })
 }
 
-/// A 10-epoch latest-small run in target/bench/serve-run, trained once.
+/// A 10-epoch latest-small run at the notebook's sizes in
+/// target/bench/serve-run, trained once.
 fn trained_run(sasrec: &Path) -> Result<PathBuf> {
     let run = root().join("target/bench/serve-run");
     if run.join("model.safetensors").exists() {
@@ -323,7 +324,8 @@ fn trained_run(sasrec: &Path) -> Result<PathBuf> {
         Command::new(sasrec)
             .args(["train", "--ratings"])
             .arg(&ratings)
-            .args(["--epochs", "10", "--device", "cpu", "--force", "--out"])
+            .args(["--dim", "64", "--max-len", "50", "--epochs", "10"])
+            .args(["--device", "cpu", "--force", "--out"])
             .arg(&run),
     )?;
     Ok(run)
