@@ -137,31 +137,47 @@ fn a_table_of_another_length_is_refused() {
     BE.rotary(&t(&[0.0; 24], &[4, 6]), &table_of(shape(1, 3, 1, 2)), s);
 }
 
+/// Forward and backward of random values of shape `s` on both backends.
+fn gpu_matches_cpu_at(p: &BackendPair, r: &mut rand_chacha::ChaCha8Rng, s: AttentionShape) {
+    let rows = s.batch * s.len;
+    let qkv_shape = [rows, 3 * s.dim()];
+    let n = rows * 3 * s.dim();
+    let table = rotary_table(s.len, s.head_dim);
+    let (ct, gt) = p.tensor(&table, &[s.len, s.head_dim]);
+    let (cx, gx) = p.tensor(&uniform(r, n, 2.0), &qkv_shape);
+    let (cdy, gdy) = p.tensor(&uniform(r, n, 1.0), &qkv_shape);
+    let tol = Tol::new(1e-5, 1e-6);
+    p.check(
+        "rotary",
+        &p.cpu.rotary(&cx, &ct, s),
+        &p.gpu.rotary(&gx, &gt, s),
+        tol,
+    );
+    p.check(
+        "rotary backward",
+        &p.cpu.rotary_backward(&cdy, &ct, s),
+        &p.gpu.rotary_backward(&gdy, &gt, s),
+        tol,
+    );
+}
+
 #[test]
 fn gpu_matches_cpu() {
     let Some(p) = BackendPair::new() else { return };
     let mut r = rng(5);
     // One element, past one 256-wide workgroup, the model's sizes.
     for s in [shape(1, 1, 1, 2), shape(3, 7, 2, 4), shape(8, 50, 2, 32)] {
-        let rows = s.batch * s.len;
-        let qkv_shape = [rows, 3 * s.dim()];
-        let n = rows * 3 * s.dim();
-        let table = rotary_table(s.len, s.head_dim);
-        let (ct, gt) = p.tensor(&table, &[s.len, s.head_dim]);
-        let (cx, gx) = p.tensor(&uniform(&mut r, n, 2.0), &qkv_shape);
-        let (cdy, gdy) = p.tensor(&uniform(&mut r, n, 1.0), &qkv_shape);
-        let tol = Tol::new(1e-5, 1e-6);
-        p.check(
-            "rotary",
-            &p.cpu.rotary(&cx, &ct, s),
-            &p.gpu.rotary(&gx, &gt, s),
-            tol,
-        );
-        p.check(
-            "rotary backward",
-            &p.cpu.rotary_backward(&cdy, &ct, s),
-            &p.gpu.rotary_backward(&gdy, &gt, s),
-            tol,
-        );
+        gpu_matches_cpu_at(&p, &mut r, s);
     }
+}
+
+#[test]
+fn gpu_rotary_chunked_across_small_bindings() {
+    // 4 KiB bindings hold at most 1024 floats, less the alignment slack:
+    // rows of 3 * 16 floats go about 20 to a chunk, so chunks start inside
+    // sequences of 9 and the positions must carry over.
+    let Some(p) = BackendPair::narrow(4096) else {
+        return;
+    };
+    gpu_matches_cpu_at(&p, &mut rng(6), shape(19, 9, 2, 8));
 }

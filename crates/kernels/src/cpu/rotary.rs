@@ -35,9 +35,9 @@ pub(super) fn rotary(
                 let (x1, x2) = head.split_at_mut(half);
                 for i in 0..half {
                     let (a, b) = (x1[i], x2[i]);
-                    let (c, s) = (cos[i], sign * sin[i]);
-                    x1[i] = a * c - b * s;
-                    x2[i] = a * s + b * c;
+                    let (c, sn) = (cos[i], sign * sin[i]);
+                    x1[i] = a * c - b * sn;
+                    x2[i] = a * sn + b * c;
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Launcher of `shaders/rotary.wgsl`: rotary position embedding of the
 //! queries and keys in attention's `qkv`, forward and backward (the
-//! backward turns by the opposite angles), one invocation per element.
+//! backward turns by the opposite angles), one invocation per element,
+//! tensors larger than one binding in chunks of whole rows.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -22,6 +23,9 @@ struct Params {
     dim: u32,
     len: u32,
     head_dim: u32,
+    first_row: u32,
+    x_off: u32,
+    out_off: u32,
     sign: f32,
 }
 
@@ -55,21 +59,28 @@ pub(super) fn rotary(
     if n == 0 {
         return out;
     }
-    b.run(
-        &ROTARY,
-        &Params {
-            rows: u32_of(s.batch * s.len),
-            dim: u32_of(s.dim()),
-            len: u32_of(s.len),
-            head_dim: u32_of(s.head_dim),
-            sign: turn.sin_sign(),
-        },
-        [
-            b.whole(x.buffer(), n, "rotary qkv"),
-            b.whole(table.buffer(), s.len * s.head_dim, "rotary table"),
-            b.whole(out.buffer(), n, "rotary out"),
-        ],
-        b.grid(n.div_ceil(WG as usize)),
-    );
+    let (rows, width) = (s.batch * s.len, 3 * s.dim());
+    let table_range = b.whole(table.buffer(), s.len * s.head_dim, "rotary table");
+    let per_dispatch = b.rows_per_binding(width, "rotary: one row of qkv");
+    for r0 in (0..rows).step_by(per_dispatch) {
+        let chunk = per_dispatch.min(rows - r0);
+        let (x_range, x_off) = b.range(x.buffer(), r0 * width, chunk * width);
+        let (out_range, out_off) = b.range(out.buffer(), r0 * width, chunk * width);
+        b.run(
+            &ROTARY,
+            &Params {
+                rows: u32_of(chunk),
+                dim: u32_of(s.dim()),
+                len: u32_of(s.len),
+                head_dim: u32_of(s.head_dim),
+                first_row: u32_of(r0),
+                x_off,
+                out_off,
+                sign: turn.sin_sign(),
+            },
+            [x_range, table_range, out_range],
+            b.grid((chunk * width).div_ceil(WG as usize)),
+        );
+    }
     out
 }
