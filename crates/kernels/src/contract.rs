@@ -238,17 +238,7 @@ pub fn attention_backward(
 }
 
 fn attention_shapes(op: &str, qkv: &[usize], s: AttentionShape) -> usize {
-    assert!(
-        s.heads > 0 && s.head_dim > 0,
-        "{op}: heads and head_dim must be positive, got {s:?}"
-    );
-    let rows = s.batch * s.len;
-    assert_eq!(
-        qkv,
-        [rows, 3 * s.dim()],
-        "{op}: qkv must have shape [batch * len, 3 * dim] = [{rows}, {}] for {s:?}, got {qkv:?}",
-        3 * s.dim()
-    );
+    check_qkv(op, qkv, s);
     let probs = s.batch * s.heads * s.len * s.len;
     assert!(
         probs as u64 <= 1 << 32,
@@ -261,16 +251,10 @@ fn attention_shapes(op: &str, qkv: &[usize], s: AttentionShape) -> usize {
 /// len, 3 * dim]` as attention's, an even `head_dim`, the table `[len,
 /// head_dim]`. Returns the number of elements.
 pub fn rotary(qkv: &[usize], table: &[usize], s: AttentionShape) -> usize {
+    check_qkv("rotary", qkv, s);
     assert!(
-        s.heads > 0 && s.head_dim > 0 && s.head_dim.is_multiple_of(2),
-        "rotary: heads must be positive and head_dim positive and even, got {s:?}"
-    );
-    let rows = s.batch * s.len;
-    assert_eq!(
-        qkv,
-        [rows, 3 * s.dim()],
-        "rotary: qkv must have shape [batch * len, 3 * dim] = [{rows}, {}] for {s:?}, got {qkv:?}",
-        3 * s.dim()
+        s.head_dim.is_multiple_of(2),
+        "rotary: head_dim must be even to pair columns, got {s:?}"
     );
     assert_eq!(
         table,
@@ -279,12 +263,28 @@ pub fn rotary(qkv: &[usize], table: &[usize], s: AttentionShape) -> usize {
         s.len,
         s.head_dim
     );
-    let n = rows * 3 * s.dim();
+    let n = s.batch * s.len * 3 * s.dim();
     assert!(
         n as u64 <= u32::MAX as u64,
         "rotary: {n} elements exceed the kernels' u32 index"
     );
     n
+}
+
+/// Attention's packed input: positive `heads` and `head_dim`, and qkv
+/// `[batch * len, 3 * dim]`.
+fn check_qkv(op: &str, qkv: &[usize], s: AttentionShape) {
+    assert!(
+        s.heads > 0 && s.head_dim > 0,
+        "{op}: heads and head_dim must be positive, got {s:?}"
+    );
+    let rows = s.batch * s.len;
+    assert_eq!(
+        qkv,
+        [rows, 3 * s.dim()],
+        "{op}: qkv must have shape [batch * len, 3 * dim] = [{rows}, {}] for {s:?}, got {qkv:?}",
+        3 * s.dim()
+    );
 }
 
 /// Sizes of the fused cross-entropy.

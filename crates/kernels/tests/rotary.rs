@@ -123,7 +123,7 @@ fn the_table_holds_cosines_then_sines() {
 }
 
 #[test]
-#[should_panic(expected = "head_dim positive and even")]
+#[should_panic(expected = "head_dim must be even to pair columns")]
 fn an_odd_head_width_is_refused() {
     let s = shape(1, 2, 1, 3);
     let table = t(&[0.0; 6], &[2, 3]);
