@@ -20,8 +20,8 @@ use sasrec_kernels::{Backend, CpuBackend};
 
 const U_BF16: f64 = 1.0 / 256.0;
 const U_F32: f64 = f32::EPSILON as f64 / 2.0;
-/// Columns per block of the CPU backend's cross-entropy.
-const NC: usize = 1024;
+/// Columns per block of the bf16 products.
+const BLOCK_COLS: usize = 256;
 
 /// Each kernel this CPU runs; the others are named as skipped.
 fn kernels(test: &str) -> Vec<Bf16Kernel> {
@@ -60,8 +60,10 @@ fn reference(h: &[f32], table: &[f32], targets: &[u32], dim: usize) -> Reference
     let (mut dh, mut dh_bound) = (vec![0.0; rows * dim], vec![0.0; rows * dim]);
     let (mut dtable, mut dtable_bound) = (vec![0.0; vocab * dim], vec![0.0; vocab * dim]);
     // Per term of the gradient products: two bf16 roundings and f32 sums
-    // (NC + blocks terms for dh; the rows, chunk by chunk, for dtable).
-    let product = 3.0 * U_BF16 + (NC + vocab.div_ceil(NC) + 2 + rows) as f64 * U_F32;
+    // (for dh, along a row in slices, each brought to one shift by a
+    // factor, then over the slices; the rows, chunk by chunk, for dtable).
+    let blocks = vocab.div_ceil(BLOCK_COLS);
+    let product = 3.0 * U_BF16 + (vocab + 2 * blocks + 2 + rows) as f64 * U_F32;
     for (r, &target) in targets.iter().enumerate() {
         if target == 0 {
             continue;
@@ -193,24 +195,31 @@ fn check(kernel: Bf16Kernel, rows: usize, dim: usize, vocab: usize, scale: f32, 
 #[test]
 fn bf16_cross_entropy_is_within_its_bound_on_every_kernel() {
     for kernel in kernels("bf16_cross_entropy_is_within_its_bound_on_every_kernel") {
-        // Three blocks of columns, the last partial; dim not a multiple of
+        // Nine blocks of columns, the last partial; dim not a multiple of
         // 32; chunks of 64 rows (with a partial one) and the backend's own.
         // Logits this small take the exp with shift 0 (no row maximum).
-        check(kernel, 150, 48, 2 * NC + 300, 0.5, 64);
+        check(kernel, 150, 48, 8 * BLOCK_COLS + 44, 0.5, 64);
+        // Slices of several blocks, `dh` summed over each in place: with
+        // shift 0, and past |h| max |t| = 60 (logits of a few units), with
+        // the shifts the blocks' maxima and floors give.
+        check(kernel, 40, 48, 60 * BLOCK_COLS + 9, 0.5, 32);
+        check(kernel, 40, 48, 60 * BLOCK_COLS + 9, 2.0, 32);
         // One row, a tiny table, dim 1.
         check(kernel, 1, 1, 5, 1.0, 7);
         // dim 64 (the model's), one full block, odd chunks.
-        check(kernel, 70, 64, NC, 0.3, 33);
+        check(kernel, 70, 64, BLOCK_COLS, 0.3, 33);
     }
 }
 
 #[test]
 fn bf16_cross_entropy_of_large_logits_stays_finite_and_bounded() {
     // |logits| up to ~1e3: bf16 moves them by units, which the bound
-    // allows; past |h| max |t| = 60 the softmax subtracts each row's
-    // maximum (no overflow).
+    // allows; past |h| max |t| = 60 the softmax subtracts each block's
+    // maximum, or the shift of the block before it in its slice if larger
+    // (no overflow; the slice's `dh` brought to each new shift).
     for kernel in kernels("bf16_cross_entropy_of_large_logits_stays_finite_and_bounded") {
         check(kernel, 40, 16, 300, 8.0, 16);
+        check(kernel, 40, 16, 60 * BLOCK_COLS + 9, 8.0, 32);
     }
 }
 

@@ -31,23 +31,35 @@
 //! ```text
 //! once per call:  table_t     [vocab/16][dim/2][16]  pairs along dim   (logits: h @ table^T)
 //!                 table_pairs [vocab/2][dim]         pairs along items (dh: z @ table)
-//! per chunk of rows, per block of NC columns and group of 32 rows (in L2):
+//! per chunk of rows, tasks over (part of 128 rows, slice of blocks); a task
+//! walks its slice's blocks of 256 columns in order, and per block each
+//! group of 32 rows (its f32 block, 32 KiB, in L1):
 //!     z = h @ table^T in f32, then `finish` on each row (the softmax's exp)
 //!     with gradients:
-//!         dh_part[row, block] = bf16(z) @ table[block]           (scaled later)
+//!         dh_part[row, slice] += bf16(z) @ table[block]          (scaled later)
 //!         z_pairs[row pair, block] = bf16(z) of two rows, interleaved
 //! backward of the chunk:
-//!     dh[row]        = sum over blocks b of scale[row, b] dh_part[row, b]
+//!     dh[row]        = sum over slices s of scale[row, last block of s] dh_part[row, s]
 //!     dtable[block] += z_pairs[:, block]^T @ bf16(scale[:, b] h)
 //! ```
 //!
 //! The `dh` product runs inside the logits phase, on the block of `z` that
-//! was just computed and is still in L2; only `dtable`'s operand, `z` in
+//! was just computed and is still in L1; only `dtable`'s operand, `z` in
 //! bf16 with pairs along rows, goes to memory (half the bytes of f32 `z`).
 //! One pass over the block makes both bf16 copies, and the pairs go out
 //! with streamed stores, 1 KiB in a row: at seed scale they are 450 MB
 //! per step, written once and read once by the backward, which no cache
 //! holds.
+//!
+//! Summing `dh` over a slice in place needs one scale for the slice's
+//! blocks. The softmax's scale of a block is proportional to `e^shift`,
+//! the shift its exp subtracted, so `finish` shifts each block by at least
+//! the shift of the row's block before it in the slice (its floor), and
+//! where the shift grows, the row's sum so far is multiplied by `e^(old -
+//! new) <= 1` first: the sum is then in the frame of the slice's last
+//! block. With the shift 0 that bounded logits allow (every row at the
+//! model's sizes) the shifts never change. The slices are as many as make
+//! 16 tasks with the parts, fixed by the sizes.
 //!
 //! Determinism: every output element is summed in an order fixed by the
 //! sizes (the tile's `k` steps, the blocks in order), and the tasks write
@@ -60,7 +72,7 @@ use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-use super::sgemm::{NC, SharedMut};
+use super::sgemm::SharedMut;
 
 /// Operand precision of the fused cross-entropy's products on the CPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -188,20 +200,36 @@ fn bf16_value(bits: u16) -> f32 {
     f32::from_bits((bits as u32) << 16)
 }
 
-/// Rows of `z` per group: two AMX tiles; the f32 block of a group
-/// (`GROUP x NC`, 128 KiB) stays in L2 while it is finished and converted.
+/// Rows of `z` per group: two AMX tiles.
 const GROUP: usize = 32;
 
-/// Rows per logits task at most (four groups): the table's block (256 KiB
-/// in its two layouts) is read from memory once per task.
+/// Columns per block of the logits: the f32 block of a group (`GROUP x
+/// BLOCK_COLS`, 32 KiB) stays in L1 while it is finished and converted.
+pub(crate) const BLOCK_COLS: usize = 256;
+
+/// The fewest tasks the logits phase is split into when the vocabulary
+/// allows: a number fixed by the sizes, so that the sums' order, and with
+/// it the bits, do not depend on the thread count.
+const LOGITS_TASKS: usize = 16;
+
+/// What `finish` returns for a row's block of logits (see
+/// [`Bf16OutputLayer::logits`]).
+pub(crate) trait BlockShift {
+    /// The shift the block's values were finished with: `finish` turned
+    /// `z` into `e^(z - shift)` times a factor common to the row.
+    fn shift(&self) -> f32;
+}
+
+/// Rows per logits task at most (four groups): each block of the table
+/// (64 KiB in its two layouts) is read from memory once per task.
 const PART_ROWS: usize = 4 * GROUP;
 
 /// The per-thread scratch buffers of the tasks (grown once, reused).
 #[derive(Default)]
 struct Scratch {
-    /// A group's block of logits, f32 `[GROUP][NC]`.
+    /// A group's block of logits, f32 `[GROUP][BLOCK_COLS]`.
     z: Vec<f32>,
-    /// The same in bf16, `[GROUP][NC]`.
+    /// The same in bf16, `[GROUP][BLOCK_COLS]`.
     z_bf16: Vec<u16>,
     /// The scaled `h` of one block in bf16, transposed: `[dim][rows]` (AMX).
     h_scaled_t: Vec<u16>,
@@ -211,6 +239,15 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Where [`Bf16OutputLayer::dh_group`] puts a block's product.
+#[derive(Clone, Copy)]
+struct DhTarget {
+    /// The slice of `dh_part`.
+    slice: usize,
+    /// Whether to add to what the slice holds (every block but its first).
+    accumulate: bool,
 }
 
 /// The chunk buffers of the last [`Bf16OutputLayer`] (tens of MiB at seed
@@ -240,7 +277,7 @@ pub(crate) struct Bf16OutputLayer {
     dp: usize,
     /// `vocab` rounded up to 64: the packed length.
     vp: usize,
-    /// Blocks of [`NC`] columns.
+    /// Blocks of [`BLOCK_COLS`] columns.
     blocks: usize,
     with_grad: bool,
     /// `table^T` in pairs along `dim`: `[vp / 16][dp / 2][16]`.
@@ -254,8 +291,14 @@ pub(crate) struct Bf16OutputLayer {
     /// gradients; only the chunk's rows and columns are read). In lines
     /// of 64 bytes, so that its pieces of 16 can be streamed to memory.
     z_pairs: Vec<Line>,
-    /// `bf16(z[row, block]) @ table[block]`: `[rows][blocks][dp]`.
+    /// `bf16(z[row, slice]) @ table[slice]`: `[rows][slices][dp]`, a slice
+    /// being `blocks_per_slice` blocks of columns (the last may be short),
+    /// summed in place in the frame of its last block's shift.
     dh_part: Vec<f32>,
+    /// How many slices the last [`Bf16OutputLayer::logits`] cut the
+    /// columns into, and the blocks in each.
+    slices: usize,
+    blocks_per_slice: usize,
     /// AMX: the products' part of `dtable`, transposed (`[dp][vp]`, the
     /// tiles' layout), summed over the chunks and added by `finish`.
     dtable_t: Vec<f32>,
@@ -328,13 +371,15 @@ impl Bf16OutputLayer {
             vocab,
             dp,
             vp,
-            blocks: vocab.div_ceil(NC),
+            blocks: vocab.div_ceil(BLOCK_COLS),
             with_grad,
             table_t,
             table_pairs,
             h: Vec::new(),
             z_pairs: Vec::new(),
             dh_part: Vec::new(),
+            slices: 0,
+            blocks_per_slice: 0,
         };
         if with_grad {
             let kept = CHUNK_BUFFERS.lock().map(|mut b| b.take()).unwrap_or(None);
@@ -345,16 +390,25 @@ impl Bf16OutputLayer {
     }
 
     /// `z = h @ table^T` for the chunk's `rows` rows of `h` (`[rows, dim]`),
-    /// then `finish(row, block, values)` on each row of each block of
-    /// [`NC`] columns, which may rewrite them (the softmax's exp), its
-    /// result going to `out[row * blocks + block]`. With gradients, keeps
-    /// what [`Bf16OutputLayer::backward`] needs of the finished values.
-    pub(crate) fn logits<T: Send>(
+    /// then `finish(row, block, values, floor)` on each row of each block
+    /// of [`BLOCK_COLS`] columns, which may rewrite them (the softmax's
+    /// exp), its result going to `out[row * blocks + block]`. With
+    /// gradients, keeps what [`Bf16OutputLayer::backward`] needs of the
+    /// finished values.
+    ///
+    /// `finish` must leave `e^(z - shift)` times a factor common to the row
+    /// (any function of `z` in the tests), with a shift of at least `floor`
+    /// that it reports ([`BlockShift`]). The blocks come in slices, each
+    /// walked in order by one task that sums `dh` over the slice in place:
+    /// `floor` is the shift of the row's previous block in the slice (-inf
+    /// for the first), so the shifts grow along a slice and the sum so far
+    /// is brought to a new shift by one factor `e^(old - new) <= 1`.
+    pub(crate) fn logits<T: Send + BlockShift>(
         &mut self,
         rows: usize,
         h: &[f32],
         out: &mut [T],
-        finish: impl Fn(usize, usize, &mut [f32]) -> T + Sync,
+        finish: impl Fn(usize, usize, &mut [f32], f32) -> T + Sync,
     ) {
         let (dim, dp, vp, blocks) = (self.dim, self.dp, self.vp, self.blocks);
         assert_eq!(h.len(), rows * dim, "bf16: h is not [rows, dim]");
@@ -365,65 +419,101 @@ impl Bf16OutputLayer {
         for (out, row) in self.h.chunks_exact_mut(dp).zip(h.chunks_exact(dim.max(1))) {
             convert(row, &mut out[..dim]);
         }
+        // Tasks over parts of rows and slices of blocks; a task walks its
+        // slice's blocks in order, summing `dh` over them in place.
+        let parts = padded.div_ceil(PART_ROWS);
+        self.blocks_per_slice = blocks.div_ceil(LOGITS_TASKS.div_ceil(parts));
+        self.slices = blocks.div_ceil(self.blocks_per_slice);
+        let (slices, blocks_per_slice) = (self.slices, self.blocks_per_slice);
         if self.with_grad {
             self.z_pairs.resize(padded / 2 * vp / 16, Line::default());
-            self.dh_part.resize(padded * blocks * dp, 0.0);
+            self.dh_part.resize(padded * slices * dp, 0.0);
         }
         let out = SharedMut(out.as_mut_ptr());
         let z_pairs = SharedMut(self.z_pairs.as_mut_ptr().cast::<u32>());
         let dh_part = SharedMut(self.dh_part.as_mut_ptr());
         let this = &*self;
-        let parts = padded.div_ceil(PART_ROWS);
-        (0..blocks * parts).into_par_iter().for_each(|task| {
-            let (block, part) = (task % blocks, task / blocks);
-            let first = block * NC;
-            let cols = NC.min(this.vocab - first);
-            let cols_padded = cols.next_multiple_of(32);
+        (0..slices * parts).into_par_iter().for_each(|task| {
+            let (slice, part) = (task % slices, task / slices);
+            let slice_blocks =
+                slice * blocks_per_slice..((slice + 1) * blocks_per_slice).min(blocks);
             SCRATCH.with(|s| {
                 let s = &mut *s.borrow_mut();
-                s.z.resize(GROUP * NC, 0.0);
-                s.z_bf16.resize(GROUP * NC, 0);
+                s.z.resize(GROUP * BLOCK_COLS, 0.0);
+                s.z_bf16.resize(GROUP * BLOCK_COLS, 0);
                 let _tiles = this.tiles();
-                let groups = part * PART_ROWS..((part + 1) * PART_ROWS).min(padded);
-                for r0 in groups.step_by(GROUP) {
-                    // SAFETY: the rows lie inside `h`, the columns inside
-                    // the packed table, and `s.z` holds GROUP x NC.
-                    unsafe { this.logits_group(r0, first, cols_padded, &mut s.z) };
-                    for r in r0..(r0 + GROUP).min(rows) {
-                        let values = &mut s.z[(r - r0) * NC..][..cols];
-                        let stats = finish(r, block, values);
-                        // SAFETY: this task alone has this (row, block).
-                        unsafe { *out.offset(r * blocks + block).0 = stats };
+                let part_rows = part * PART_ROWS..((part + 1) * PART_ROWS).min(padded);
+                // The shift of each row's last block in this slice.
+                let mut floor = [f32::NEG_INFINITY; PART_ROWS];
+                for block in slice_blocks.clone() {
+                    let first = block * BLOCK_COLS;
+                    let cols = BLOCK_COLS.min(this.vocab - first);
+                    let cols_padded = cols.next_multiple_of(32);
+                    for r0 in part_rows.clone().step_by(GROUP) {
+                        // SAFETY: the rows lie inside `h`, the columns inside
+                        // the packed table, and `s.z` holds GROUP x BLOCK_COLS.
+                        unsafe { this.logits_group(r0, first, cols_padded, &mut s.z) };
+                        for r in r0..(r0 + GROUP).min(rows) {
+                            let values = &mut s.z[(r - r0) * BLOCK_COLS..][..cols];
+                            let old = &mut floor[r - part_rows.start];
+                            let stats = finish(r, block, values, *old);
+                            let new = stats.shift();
+                            debug_assert!(
+                                new >= *old || new.is_nan(),
+                                "bf16: a shift below its floor"
+                            );
+                            if this.with_grad && new > *old && block != slice_blocks.start {
+                                let factor = (*old - new).exp();
+                                // SAFETY: row r of this slice of `dh_part`,
+                                // this task's (and done with by `dh_group`).
+                                let sum = unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        dh_part.offset((r * slices + slice) * dp).0,
+                                        dp,
+                                    )
+                                };
+                                sum.iter_mut().for_each(|x| *x *= factor);
+                            }
+                            if new > *old {
+                                *old = new;
+                            }
+                            // SAFETY: this task alone has this (row, block).
+                            unsafe { *out.offset(r * blocks + block).0 = stats };
+                        }
+                        if !this.with_grad {
+                            continue;
+                        }
+                        // bf16(z) twice in one pass: row by row for `dh`
+                        // (`s.z_bf16`), and in pairs of rows for `dtable`
+                        // (`z_pairs`). AMX reads the latter in tiles of 16
+                        // items, `[vp / 16][pairs][16]` (16 pairs of a tile are
+                        // 1 KiB in a row); AVX512-BF16 as rows of pairs,
+                        // `[pairs][vp]`.
+                        let pairs = padded / 2;
+                        let (at, pair_stride, piece_stride) = match this.kernel {
+                            Bf16Kernel::Amx => ((first / 16 * pairs + r0 / 2) * 16, 16, pairs * 16),
+                            Bf16Kernel::Avx512Bf16 => (r0 / 2 * vp + first, vp, 16),
+                        };
+                        let split = SplitPairs {
+                            z: &s.z,
+                            valid_rows: rows.saturating_sub(r0).min(GROUP),
+                            cols,
+                            cols_padded,
+                            z_bf16: &mut s.z_bf16,
+                            pairs: z_pairs.offset(at),
+                            pair_stride,
+                            piece_stride,
+                        };
+                        // SAFETY: the group's pairs and this task's columns
+                        // of `z_pairs`, inside it in both layouts.
+                        unsafe { split_pairs(split) };
+                        let dh = DhTarget {
+                            slice,
+                            accumulate: block != slice_blocks.start,
+                        };
+                        // SAFETY: rows r0.. of `dh_part`, this slice: this task's.
+                        unsafe { this.dh_group(r0, block, cols_padded, &s.z_bf16, dh_part, dh) };
                     }
-                    if !this.with_grad {
-                        continue;
-                    }
-                    // bf16(z) twice in one pass: row by row for `dh`
-                    // (`s.z_bf16`), and in pairs of rows for `dtable`
-                    // (`z_pairs`). AMX reads the latter in tiles of 16
-                    // items, `[vp / 16][pairs][16]` (16 pairs of a tile are
-                    // 1 KiB in a row); AVX512-BF16 as rows of pairs,
-                    // `[pairs][vp]`.
-                    let pairs = padded / 2;
-                    let (at, pair_stride, piece_stride) = match this.kernel {
-                        Bf16Kernel::Amx => ((first / 16 * pairs + r0 / 2) * 16, 16, pairs * 16),
-                        Bf16Kernel::Avx512Bf16 => (r0 / 2 * vp + first, vp, 16),
-                    };
-                    let split = SplitPairs {
-                        z: &s.z,
-                        valid_rows: rows.saturating_sub(r0).min(GROUP),
-                        cols,
-                        cols_padded,
-                        z_bf16: &mut s.z_bf16,
-                        pairs: z_pairs.offset(at),
-                        pair_stride,
-                        piece_stride,
-                    };
-                    // SAFETY: the group's pairs and this task's columns
-                    // of `z_pairs`, inside it in both layouts.
-                    unsafe { split_pairs(split) };
-                    // SAFETY: rows r0.. of `dh_part`, this block: this task's.
-                    unsafe { this.dh_group(r0, block, cols_padded, &s.z_bf16, dh_part) };
                 }
             });
         });
@@ -433,7 +523,9 @@ impl Bf16OutputLayer {
     /// table` (`[rows, dim]`, overwritten) and `dtable += (scale z)^T @ h`
     /// (`[vocab, dim]`; with AMX, once [`Bf16OutputLayer::finish`] ran),
     /// `scales` `[rows, blocks]` multiplying every value of a row's block
-    /// (less the one-hot part, which the caller adds).
+    /// (less the one-hot part, which the caller adds). A row's scales must
+    /// be proportional to `e^shift` of its blocks (as the softmax's are),
+    /// since `dh` was summed over each slice at one shift.
     pub(crate) fn backward(
         &mut self,
         rows: usize,
@@ -455,12 +547,15 @@ impl Bf16OutputLayer {
             self.vocab * dim,
             "bf16: dtable is not [vocab, dim]"
         );
+        let (slices, blocks_per_slice) = (self.slices, self.blocks_per_slice);
         let dh_part = &self.dh_part;
         super::par::for_each_chunk(dh, dim.max(1), |r, out| {
             out.fill(0.0);
-            for b in 0..blocks {
-                let s = scales[r * blocks + b];
-                let part = &dh_part[(r * blocks + b) * dp..][..out.len()];
+            for slice in 0..slices {
+                // The slice's sum is in its last block's frame.
+                let last = ((slice + 1) * blocks_per_slice).min(blocks) - 1;
+                let s = scales[r * blocks + last];
+                let part = &dh_part[(r * slices + slice) * dp..][..out.len()];
                 out.iter_mut().zip(part).for_each(|(o, &x)| *o += s * x);
             }
         });
@@ -485,8 +580,8 @@ impl Bf16OutputLayer {
                     }
                 })
                 .collect();
-            let first = block * NC;
-            let cols = NC.min(this.vocab - first);
+            let first = block * BLOCK_COLS;
+            let cols = BLOCK_COLS.min(this.vocab - first);
             SCRATCH.with(|s| {
                 let s = &mut *s.borrow_mut();
                 let _tiles = this.tiles();
@@ -554,7 +649,7 @@ impl Bf16OutputLayer {
         None
     }
 
-    /// `z[GROUP][NC] = h[r0..r0 + GROUP] @ table^T[:, first..first + cols]`
+    /// `z[GROUP][BLOCK_COLS] = h[r0..r0 + GROUP] @ table^T[:, first..first + cols]`
     /// (`cols` a multiple of 32; columns past it are left as they were).
     ///
     /// # Safety
@@ -576,7 +671,7 @@ impl Bf16OutputLayer {
                         b_step: 16 * 64,
                         b_next: dp / 2 * 64,
                         c: z[n..].as_mut_ptr().cast(),
-                        c_stride: NC * 4,
+                        c_stride: BLOCK_COLS * 4,
                         accumulate: false,
                     };
                     // SAFETY: the caller's promise; the guard loaded the tiles.
@@ -597,8 +692,8 @@ impl Bf16OutputLayer {
                             rsb: 16,
                             vstride: dp / 2 * 16,
                             nr: 64,
-                            c: z[i * NC + n..].as_mut_ptr(),
-                            ldc: NC,
+                            c: z[i * BLOCK_COLS + n..].as_mut_ptr(),
+                            ldc: BLOCK_COLS,
                             accumulate: false,
                         };
                         // SAFETY: the caller's promise; `vp` is a multiple
@@ -612,16 +707,24 @@ impl Bf16OutputLayer {
         }
     }
 
-    /// `dh_part[r0..r0 + GROUP, block] = z_bf16 @ table[first..first + cols]`
-    /// (all `dp` columns).
+    /// `dh_part[r0..r0 + GROUP, slice] (+)= z_bf16 @ table[first..first +
+    /// cols]` (all `dp` columns) for the block's columns.
     ///
     /// # Safety
     /// As [`Bf16OutputLayer::logits_group`]; `dh_part` must be this
-    /// group's and block's to write.
-    unsafe fn dh_group(&self, r0: usize, block: usize, cols: usize, z: &[u16], dh_part: SharedMut) {
-        let (dp, blocks) = (self.dp, self.blocks);
-        let table = self.table_pairs[block * NC / 2 * dp..].as_ptr();
-        let out = dh_part.offset((r0 * blocks + block) * dp).0;
+    /// group's and slice's to write.
+    unsafe fn dh_group(
+        &self,
+        r0: usize,
+        block: usize,
+        cols: usize,
+        z: &[u16],
+        dh_part: SharedMut,
+        target: DhTarget,
+    ) {
+        let (dp, slices) = (self.dp, self.slices);
+        let table = self.table_pairs[block * BLOCK_COLS / 2 * dp..].as_ptr();
+        let out = dh_part.offset((r0 * slices + target.slice) * dp).0;
         match self.kernel {
             #[cfg(target_arch = "x86_64")]
             Bf16Kernel::Amx => {
@@ -629,14 +732,14 @@ impl Bf16OutputLayer {
                     let block = amx::Block {
                         k_steps: cols / 32,
                         a: z.as_ptr().cast(),
-                        a_stride: NC * 2,
+                        a_stride: BLOCK_COLS * 2,
                         b: table.wrapping_add(d).cast(),
                         b_stride: dp * 4,
                         b_step: 16 * dp * 4,
                         b_next: 64,
                         c: out.wrapping_add(d).cast(),
-                        c_stride: blocks * dp * 4,
-                        accumulate: false,
+                        c_stride: slices * dp * 4,
+                        accumulate: target.accumulate,
                     };
                     // SAFETY: the caller's promise; the guard loaded the tiles.
                     unsafe { amx::block(&block) };
@@ -648,17 +751,17 @@ impl Bf16OutputLayer {
                     for d in (0..dp).step_by(64) {
                         let tile = x86::DpTile {
                             k: cols / 2,
-                            a: z[i * NC..].as_ptr().cast(),
-                            rsa: NC / 2,
+                            a: z[i * BLOCK_COLS..].as_ptr().cast(),
+                            rsa: BLOCK_COLS / 2,
                             csa: 1,
                             mr: 6.min(GROUP - i),
                             b: table.wrapping_add(d),
                             rsb: dp,
                             vstride: 16,
                             nr: 64.min(dp - d),
-                            c: out.wrapping_add(i * blocks * dp + d),
-                            ldc: blocks * dp,
-                            accumulate: false,
+                            c: out.wrapping_add(i * slices * dp + d),
+                            ldc: slices * dp,
+                            accumulate: target.accumulate,
                         };
                         // SAFETY: the caller's promise.
                         unsafe { x86::dp_tile(&tile) };
@@ -797,10 +900,10 @@ fn convert_product(a: &[f32], b: &[f32], dst: &mut [u16]) {
     unsafe { x86::convert(a, Some(b), dst) }
 }
 
-/// A group's block of logits `z` (`[GROUP][NC]` f32, the first
+/// A group's block of logits `z` (`[GROUP][BLOCK_COLS]` f32, the first
 /// `cols_padded` columns, a multiple of 16, read; columns from `cols` and
 /// rows from `valid_rows` read as 0) to bf16: row by row into `z_bf16`
-/// (`[GROUP][NC]`), and in pairs of rows, `bf16(z[2p][i]) | bf16(z[2p +
+/// (`[GROUP][BLOCK_COLS]`), and in pairs of rows, `bf16(z[2p][i]) | bf16(z[2p +
 /// 1][i]) << 16`, 16 columns at a time: the `t`-th 16 of pair `p` to
 /// `pairs + p * pair_stride + t * piece_stride`.
 struct SplitPairs<'a> {
@@ -920,13 +1023,13 @@ mod x86 {
     /// must be writable and 64-byte aligned.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub(super) unsafe fn split_pairs(s: super::SplitPairs) {
-        use super::{GROUP, NC};
+        use super::{BLOCK_COLS, GROUP};
         assert!(
             s.cols_padded.is_multiple_of(16)
                 && s.cols <= s.cols_padded
-                && s.cols_padded <= NC
-                && s.z.len() >= GROUP * NC
-                && s.z_bf16.len() >= GROUP * NC,
+                && s.cols_padded <= BLOCK_COLS
+                && s.z.len() >= GROUP * BLOCK_COLS
+                && s.z_bf16.len() >= GROUP * BLOCK_COLS,
             "bf16: split_pairs sizes"
         );
         let order = pair_order();
@@ -942,16 +1045,19 @@ mod x86 {
                 };
                 ((1u32 << lanes) - 1) as __mmask16
             };
-            // SAFETY: rows below GROUP, columns below NC (asserted); the
+            // SAFETY: rows below GROUP, columns below BLOCK_COLS (asserted); the
             // piece is the caller's.
             unsafe {
-                let lo_v = _mm512_maskz_loadu_ps(mask(lo), z.add(lo * NC + i));
-                let hi_v = _mm512_maskz_loadu_ps(mask(hi), z.add(hi * NC + i));
+                let lo_v = _mm512_maskz_loadu_ps(mask(lo), z.add(lo * BLOCK_COLS + i));
+                let hi_v = _mm512_maskz_loadu_ps(mask(hi), z.add(hi * BLOCK_COLS + i));
                 // Words 0-15: lo's bf16, words 16-31: hi's.
                 let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi_v, lo_v));
-                _mm256_storeu_si256(zb.add(lo * NC + i).cast(), _mm512_castsi512_si256(both));
                 _mm256_storeu_si256(
-                    zb.add(hi * NC + i).cast(),
+                    zb.add(lo * BLOCK_COLS + i).cast(),
+                    _mm512_castsi512_si256(both),
+                );
+                _mm256_storeu_si256(
+                    zb.add(hi * BLOCK_COLS + i).cast(),
                     _mm512_extracti64x4_epi64::<1>(both),
                 );
                 let pairs = _mm512_permutexvar_epi16(order, both);
@@ -1349,42 +1455,83 @@ mod tests {
     }
 
     /// What one call of the products gives: the logits the kernel made
-    /// (before `finish`), `finish`'s results, `dh` and `dtable`.
+    /// (before `finish`), `finish`'s results, the floors the layer gave
+    /// it, the scales the backward took, `dh` and `dtable`.
     struct Products {
         z: Vec<f32>,
-        sums: Vec<f32>,
+        finished: Vec<Finished>,
+        floors: Vec<f32>,
+        scales: Vec<f32>,
         dh: Vec<f32>,
         dtable: Vec<f32>,
     }
 
-    /// The three products of one chunk on `kernel`, `finish` halving the
-    /// logits (so the backward products must use the finished values).
-    #[allow(clippy::too_many_arguments)]
+    /// The test's `finish` of a block: `f = z e^-shift / 2` with `shift`
+    /// the larger of the floor and the block's maximum, and the sum of `f`.
+    #[derive(Clone, Copy, Debug)]
+    struct Finished {
+        sum: f32,
+        shift: f32,
+    }
+
+    impl BlockShift for Finished {
+        fn shift(&self) -> f32 {
+            self.shift
+        }
+    }
+
+    /// The factor [`Finished`]'s `finish` puts on a block's logits.
+    fn finish_factor(shift: f32) -> f32 {
+        0.5 * (-shift).exp()
+    }
+
+    /// The three products of one chunk on `kernel`: `finish` shifts each
+    /// block as the softmax would, and the backward's scales are
+    /// `row_factors[r] e^shift` (as the softmax's are), so the backward
+    /// products must use the finished values and undo the shifts.
     fn run(
         kernel: Bf16Kernel,
-        rows: usize,
-        dim: usize,
-        vocab: usize,
+        (rows, dim, vocab): (usize, usize, usize),
         h: &[f32],
         table: &[f32],
-        scales: &[f32],
+        row_factors: &[f32],
         dtable_old: &[f32],
     ) -> Products {
-        let blocks = vocab.div_ceil(NC);
+        let blocks = vocab.div_ceil(BLOCK_COLS);
         let mut layer = Bf16OutputLayer::new(kernel, table, dim, vocab, true);
         let z = Mutex::new(vec![f32::NAN; rows * vocab]);
-        let mut sums = vec![f32::NAN; rows * blocks];
-        layer.logits(rows, h, &mut sums, |r, b, values| {
-            z.lock().unwrap()[r * vocab + b * NC..][..values.len()].copy_from_slice(values);
-            values.iter_mut().for_each(|v| *v *= 0.5);
-            values.iter().sum()
+        let floors = Mutex::new(vec![f32::NAN; rows * blocks]);
+        let mut finished = vec![
+            Finished {
+                sum: 0.0,
+                shift: 0.0
+            };
+            rows * blocks
+        ];
+        layer.logits(rows, h, &mut finished, |r, b, values, floor| {
+            z.lock().unwrap()[r * vocab + b * BLOCK_COLS..][..values.len()].copy_from_slice(values);
+            floors.lock().unwrap()[r * blocks + b] = floor;
+            let shift = values.iter().fold(floor, |m, &v| m.max(v));
+            let factor = finish_factor(shift);
+            values.iter_mut().for_each(|v| *v *= factor);
+            Finished {
+                sum: values.iter().sum(),
+                shift,
+            }
         });
+        let scales: Vec<f32> = finished
+            .iter()
+            .enumerate()
+            .map(|(i, f)| row_factors[i / blocks] * f.shift.exp())
+            .collect();
         let (mut dh, mut dtable) = (vec![f32::NAN; rows * dim], dtable_old.to_vec());
-        layer.backward(rows, scales, h, &mut dh, &mut dtable);
+        layer.backward(rows, &scales, h, &mut dh, &mut dtable);
         layer.finish(&mut dtable);
         Products {
             z: z.into_inner().unwrap(),
-            sums,
+            finished,
+            floors: floors.into_inner().unwrap(),
+            scales,
             dh,
             dtable,
         }
@@ -1433,23 +1580,24 @@ mod tests {
     #[test]
     fn every_kernel_is_within_the_bf16_bound_of_the_f32_products() {
         // Odd sizes: rows not a multiple of 32 (nor even), dim not a
-        // multiple of 32, three blocks of NC columns, the last partial.
+        // multiple of 32, three blocks of BLOCK_COLS columns, the last
+        // partial; and 41 blocks, which go in slices of 3 (the last short),
+        // `dh` summed over each in place.
         for (rows, dim, vocab) in [
-            (37, 40, 2 * NC + 77),
+            (37, 40, 2 * BLOCK_COLS + 77),
             (5, 64, 100),
-            (64, 96, NC),
+            (64, 96, BLOCK_COLS),
             (1, 3, 33),
+            (37, 40, 40 * BLOCK_COLS + 77),
         ] {
-            let blocks = vocab.div_ceil(NC);
+            let blocks = vocab.div_ceil(BLOCK_COLS);
             let (h, table) = (values(rows * dim, 1, 1.0), values(vocab * dim, 2, 1.0));
-            let scales: Vec<f32> = values(rows * blocks, 3, 1.0)
-                .iter()
-                .map(|s| 1.5 + s)
-                .collect();
+            let row_factors: Vec<f32> = values(rows, 3, 1.0).iter().map(|s| 1.5 + s).collect();
             let dtable_old = values(vocab * dim, 4, 1.0);
             for kernel in kernels("every_kernel_is_within_the_bf16_bound_of_the_f32_products") {
                 let what = |name: &str| format!("{kernel} {rows}x{dim}x{vocab}: {name}");
-                let p = run(kernel, rows, dim, vocab, &h, &table, &scales, &dtable_old);
+                let sizes = (rows, dim, vocab);
+                let p = run(kernel, sizes, &h, &table, &row_factors, &dtable_old);
                 let (hv, tv) = (
                     |r: usize, d: usize| h[r * dim + d],
                     |j: usize, d: usize| table[j * dim + d],
@@ -1470,22 +1618,41 @@ mod tests {
                     },
                     |_| 0.0,
                 );
-                // `finish` ran once per row and block, on the kernel's values.
+                // `finish` ran once per row and block, on the kernel's
+                // values, its floor -inf or the shift of the row's block
+                // before (past the first block of a slice).
+                let mut floored = 0;
                 for r in 0..rows {
                     for b in 0..blocks {
-                        let block = &p.z[r * vocab + b * NC..][..NC.min(vocab - b * NC)];
-                        let sum: f32 = block.iter().map(|v| v * 0.5).sum();
-                        assert_eq!(p.sums[r * blocks + b], sum, "{}", what("finish"));
+                        let block = &p.z[r * vocab + b * BLOCK_COLS..]
+                            [..BLOCK_COLS.min(vocab - b * BLOCK_COLS)];
+                        let done = p.finished[r * blocks + b];
+                        let factor = finish_factor(done.shift);
+                        let sum: f32 = block.iter().map(|v| v * factor).sum();
+                        assert_eq!(done.sum, sum, "{}", what("finish"));
+                        let floor = p.floors[r * blocks + b];
+                        if floor != f32::NEG_INFINITY {
+                            assert_eq!(floor, p.finished[r * blocks + b - 1].shift);
+                            floored += 1;
+                        }
                     }
                 }
-                // dh and dtable take the finished values f = z / 2, each
-                // row's block scaled by s (dtable: s h rounded to bf16).
-                let f = |r: usize, j: usize| 0.5 * p.z[r * vocab + j];
-                let s = |r: usize, j: usize| scales[r * blocks + j / NC];
+                if blocks > LOGITS_TASKS {
+                    assert!(floored > 0, "{}", what("no slice of several blocks"));
+                }
+                // dh and dtable take the finished values f, each row's
+                // block scaled by s (dtable: s h rounded to bf16).
+                let f = |r: usize, j: usize| {
+                    p.z[r * vocab + j]
+                        * finish_factor(p.finished[r * blocks + j / BLOCK_COLS].shift)
+                };
+                let s = |r: usize, j: usize| p.scales[r * blocks + j / BLOCK_COLS];
+                // The sum along a row, in slices, then over the slices;
+                // each slice brought to one shift by a factor (2 roundings).
                 check_product(
                     &what("dh"),
                     &p.dh,
-                    NC + blocks,
+                    vocab.next_multiple_of(32) + 2 * blocks,
                     |i| {
                         let (r, d) = (i / dim, i % dim);
                         (0..vocab)
@@ -1524,11 +1691,11 @@ mod tests {
 
     #[test]
     fn results_do_not_depend_on_thread_count() {
-        // Several row parts and blocks, so that tasks land on several threads.
-        let (rows, dim, vocab) = (300, 64, 3 * NC + 5);
-        let blocks = vocab.div_ceil(NC);
+        // Several row parts, blocks and slices of several blocks, so that
+        // tasks land on several threads.
+        let sizes @ (rows, dim, vocab) = (300, 64, 30 * BLOCK_COLS + 5);
         let (h, table) = (values(rows * dim, 5, 1.0), values(vocab * dim, 6, 1.0));
-        let scales = values(rows * blocks, 7, 1.0);
+        let row_factors = values(rows, 7, 1.0);
         let dtable_old = values(vocab * dim, 8, 1.0);
         for kernel in kernels("results_do_not_depend_on_thread_count") {
             let on = |threads| {
@@ -1536,10 +1703,11 @@ mod tests {
                     .num_threads(threads)
                     .build()
                     .unwrap()
-                    .install(|| run(kernel, rows, dim, vocab, &h, &table, &scales, &dtable_old))
+                    .install(|| run(kernel, sizes, &h, &table, &row_factors, &dtable_old))
             };
             let bits = |p: Products| {
-                [p.z, p.sums, p.dh, p.dtable]
+                let sums = p.finished.iter().map(|f| f.sum).collect();
+                [p.z, sums, p.dh, p.dtable]
                     .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
             };
             let one = bits(on(1));

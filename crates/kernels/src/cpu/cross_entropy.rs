@@ -7,7 +7,8 @@
 //! target is not 0 (ignored rows cost nothing):
 //!
 //! ```text
-//! z = h_chunk @ table^T, and per row and block b of NC columns, while the
+//! z = h_chunk @ table^T, and per row and block b of columns (`NC`, or the
+//!     bf16 products' `BLOCK_COLS`), while the
 //!     block is in cache: m_b = max, z = exp(z - m_b), s_b = sum  [chunk, vocab]
 //! per row: M = max m_b, S = sum s_b e^(m_b - M), loss += ln S + M - z_target
 //!          scale_b = e^(m_b - M) / (S count)       (so scale * z = softmax / count)
@@ -22,11 +23,10 @@
 //! Peak memory is one `[chunk, vocab]` buffer of at most [`CE_BUFFER_BYTES`]
 //! (or one row, if a row is larger) plus the outputs, never `rows x vocab`.
 
-use super::bf16::Bf16Kernel;
+use super::bf16::{Bf16Kernel, BlockShift};
 use super::output_layer::OutputProducts;
 use super::par::{for_each_chunk, for_each_chunk2};
 use super::profile::Laps;
-use super::sgemm::NC;
 use super::simd::simd_dispatch;
 use super::tensor::{CpuIds, CpuTensor};
 use crate::{CrossEntropy, SoftmaxCrossEntropy, contract};
@@ -172,7 +172,8 @@ fn exp_row_body<const FMA: bool>(z: &mut [f32]) -> (f32, f32) {
 /// there (docs/numerics.md). Any shift works that keeps every `z - shift`
 /// at most 88 (`e^88` < f32's largest) and the sum finite: the fused
 /// cross-entropy passes 0 when `|z|` is bounded by 64 (see
-/// [`EXP_WITHOUT_MAX_BOUND`]).
+/// [`EXP_WITHOUT_MAX_BOUND`]), and otherwise, past a row's first block
+/// of a slice, the larger of the block's maximum and the products' floor.
 ///
 /// `e^x = 2^n e^r` as in [`exp_nonpositive`], with `ln 2` in one piece
 /// (the reduction's error stays below 2.5e-7 for `|n| <= 127`), `e^r` from
@@ -271,15 +272,22 @@ struct RowStats {
 }
 
 /// What the logits product leaves for one row and one block of
-/// [`NC`] columns: the block's largest logit, the sum of `exp(z - max)`
-/// over it, the target's logit if the target is in the block, and (with
-/// label smoothing) the sum of the block's logits.
+/// columns: the block's shift `max` (its largest logit, or more: see
+/// [`exp_row_bf16`]), the sum of `exp(z - max)` over it, the target's
+/// logit if the target is in the block, and (with label smoothing) the sum
+/// of the block's logits.
 #[derive(Clone, Copy, Default)]
 struct BlockStats {
     max: f32,
     sum: f32,
     target: Option<f32>,
     logit_sum: f64,
+}
+
+impl BlockShift for BlockStats {
+    fn shift(&self) -> f32 {
+        self.max
+    }
 }
 
 /// The fused cross-entropy of `Backend::cross_entropy`, working through the
@@ -356,7 +364,6 @@ pub(super) fn fused(
     let mut dtable = with_grad.then(|| vec![0.0f32; vocab * dim]);
 
     let chunk = chunk_rows.min(count);
-    let blocks = vocab.div_ceil(NC);
     let g = 1.0 / count as f32;
     // With bf16 products: the largest norm of the table's rows, and per
     // row of a chunk Some(0.0) where |h| table_norm is within
@@ -370,6 +377,8 @@ pub(super) fn fused(
     let mut known_shift = vec![None; chunk];
     // The logits product reads the table transposed: pack it once for all chunks.
     let mut products = OutputProducts::new(bf16, table, dim, vocab, chunk, with_grad);
+    let block_cols = products.block_cols();
+    let blocks = vocab.div_ceil(block_cols);
     let mut h_chunk = vec![0.0f32; chunk * dim];
     let mut dh_chunk = vec![0.0f32; if with_grad { chunk * dim } else { 0 }];
     let mut block_stats = vec![BlockStats::default(); chunk * blocks];
@@ -391,9 +400,11 @@ pub(super) fn fused(
             }
         }
         // Logits, and the softmax's exp of each block of them while the
-        // block is in cache: z = exp(z - block max).
-        products.logits(c, hc, block_stats, |i, block, z| {
-            let target = (targets[part[i]] as usize).checked_sub(block * NC);
+        // block is in cache: z = exp(z - shift), the shift the block's
+        // maximum or the floor the products ask for, if larger (0 where
+        // the row's bound allows).
+        products.logits(c, hc, block_stats, |i, block, z, floor| {
+            let target = (targets[part[i]] as usize).checked_sub(block * block_cols);
             let target = target.and_then(|t| z.get(t).copied());
             let logit_sum = if smoothed {
                 z.iter().map(|&v| v as f64).sum()
@@ -402,7 +413,10 @@ pub(super) fn fused(
             };
             // bf16 products round the logits far more than the cheaper exp does.
             let (max, sum) = match bf16 {
-                Some(_) => exp_row_bf16(z, known_shift[i]),
+                Some(_) => {
+                    let floored = || (floor > f32::NEG_INFINITY).then(|| max_of(z).max(floor));
+                    exp_row_bf16(z, known_shift[i].or_else(floored))
+                }
                 None => exp_row(z),
             };
             BlockStats {
@@ -423,7 +437,18 @@ pub(super) fn fused(
             .zip(scales.chunks_exact_mut(blocks))
         {
             let max = stats.iter().fold(f32::NEG_INFINITY, |m, b| m.max(b.max));
-            let shifts: Vec<f32> = stats.iter().map(|b| (b.max - max).exp()).collect();
+            // (1 exactly for a block shifted by the row's maximum, as all
+            // are with a known shift: then the scales are the same.)
+            let shifts: Vec<f32> = stats
+                .iter()
+                .map(|b| {
+                    if b.max == max {
+                        1.0
+                    } else {
+                        (b.max - max).exp()
+                    }
+                })
+                .collect();
             let sum: f32 = stats.iter().zip(&shifts).map(|(b, f)| b.sum * f).sum();
             let z_target = stats
                 .iter()

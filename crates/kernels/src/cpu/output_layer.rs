@@ -2,8 +2,8 @@
 //! operands (`sgemm/`) or bf16 ones (`bf16.rs`): the chunk loop of
 //! `cross_entropy.rs` is the same for both.
 
-use super::bf16::{Bf16Kernel, Bf16OutputLayer};
-use super::sgemm::{PackedB, sgemm_both_sides, sgemm_packed_rows};
+use super::bf16::{self, Bf16Kernel, Bf16OutputLayer, BlockShift};
+use super::sgemm::{NC, PackedB, sgemm_both_sides, sgemm_packed_rows};
 
 /// The products of one call of the fused cross-entropy, set up for its
 /// table `[vocab, dim]` (packed once) and chunks of at most `chunk_rows`
@@ -44,16 +44,28 @@ impl OutputProducts {
         }
     }
 
+    /// Columns per block of the logits: [`NC`] for f32 products,
+    /// [`bf16::BLOCK_COLS`] for bf16 ones.
+    pub(super) fn block_cols(&self) -> usize {
+        match self {
+            OutputProducts::Fp32 { .. } => NC,
+            OutputProducts::Bf16(_) => bf16::BLOCK_COLS,
+        }
+    }
+
     /// `z = h @ table^T` for `rows` rows of `h` (`[rows, dim]`), then
-    /// `finish(row, block, values)` on each row of each block of `NC`
-    /// columns while it is in cache (it may rewrite them: the softmax's
-    /// exp), its result going to `out[row * blocks + block]`.
-    pub(super) fn logits<T: Send>(
+    /// `finish(row, block, values, floor)` on each row of each block of
+    /// [`OutputProducts::block_cols`] columns while it is in cache (it may
+    /// rewrite them: the softmax's exp, shifted by at least `floor`), its
+    /// result going to `out[row * blocks + block]`. The f32 products pass
+    /// a floor of -inf; the bf16 ones, the shift of the row's previous
+    /// block (see [`Bf16OutputLayer::logits`]).
+    pub(super) fn logits<T: Send + BlockShift>(
         &mut self,
         rows: usize,
         h: &[f32],
         out: &mut [T],
-        finish: impl Fn(usize, usize, &mut [f32]) -> T + Sync,
+        finish: impl Fn(usize, usize, &mut [f32], f32) -> T + Sync,
     ) {
         match self {
             OutputProducts::Fp32 {
@@ -63,6 +75,7 @@ impl OutputProducts {
                 logits,
             } => {
                 let z = &mut logits[..rows * *vocab];
+                let finish = |r, b, z: &mut [f32]| finish(r, b, z, f32::NEG_INFINITY);
                 sgemm_packed_rows(rows, *dim, *vocab, h, table_t, z, out, finish);
             }
             OutputProducts::Bf16(layer) => layer.logits(rows, h, out, finish),
@@ -71,8 +84,9 @@ impl OutputProducts {
 
     /// From the finished logits of the last [`OutputProducts::logits`]:
     /// `dh = (s z) @ table` (`[rows, dim]`, overwritten) and `dtable += (s
-    /// z)^T @ h` (`[vocab, dim]`), every value of a row's block of `NC`
-    /// columns multiplied by its scale `s`, `scales` `[rows, blocks]`.
+    /// z)^T @ h` (`[vocab, dim]`), every value of a row's block of
+    /// columns multiplied by its scale `s`, `scales` `[rows, blocks]`
+    /// (proportional to `e^shift` of the blocks along a row).
     pub(super) fn backward(
         &mut self,
         rows: usize,
