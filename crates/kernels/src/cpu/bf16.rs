@@ -59,7 +59,7 @@
 //! new) <= 1` first: the sum is then in the frame of the slice's last
 //! block. With the shift 0 that bounded logits allow (every row at the
 //! model's sizes) the shifts never change. The slices are as many as make
-//! 16 tasks with the parts, fixed by the sizes.
+//! 32 tasks with the parts, fixed by the sizes.
 //!
 //! Determinism: every output element is summed in an order fixed by the
 //! sizes (the tile's `k` steps, the blocks in order), and the tasks write
@@ -210,7 +210,7 @@ pub(crate) const BLOCK_COLS: usize = 256;
 /// The fewest tasks the logits phase is split into when the vocabulary
 /// allows: a number fixed by the sizes, so that the sums' order, and with
 /// it the bits, do not depend on the thread count.
-const LOGITS_TASKS: usize = 16;
+const LOGITS_TASKS: usize = 32;
 
 /// What `finish` returns for a row's block of logits (see
 /// [`Bf16OutputLayer::logits`]).
@@ -1581,7 +1581,7 @@ mod tests {
     fn every_kernel_is_within_the_bf16_bound_of_the_f32_products() {
         // Odd sizes: rows not a multiple of 32 (nor even), dim not a
         // multiple of 32, three blocks of BLOCK_COLS columns, the last
-        // partial; and 41 blocks, which go in slices of 3 (the last short),
+        // partial; and 41 blocks, which go in slices of 2 (the last short),
         // `dh` summed over each in place.
         for (rows, dim, vocab) in [
             (37, 40, 2 * BLOCK_COLS + 77),
