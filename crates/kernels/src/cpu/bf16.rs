@@ -462,19 +462,20 @@ impl Bf16OutputLayer {
                                 new >= *old || new.is_nan(),
                                 "bf16: a shift below its floor"
                             );
-                            if this.with_grad && new > *old && block != slice_blocks.start {
-                                let factor = (*old - new).exp();
-                                // SAFETY: row r of this slice of `dh_part`,
-                                // this task's (and done with by `dh_group`).
-                                let sum = unsafe {
-                                    std::slice::from_raw_parts_mut(
-                                        dh_part.offset((r * slices + slice) * dp).0,
-                                        dp,
-                                    )
-                                };
-                                sum.iter_mut().for_each(|x| *x *= factor);
-                            }
                             if new > *old {
+                                if this.with_grad && block != slice_blocks.start {
+                                    // The row's sum so far, to the new shift.
+                                    // SAFETY: row r of this slice of
+                                    // `dh_part`, this task's.
+                                    let sum = unsafe {
+                                        std::slice::from_raw_parts_mut(
+                                            dh_part.offset((r * slices + slice) * dp).0,
+                                            dp,
+                                        )
+                                    };
+                                    let factor = (*old - new).exp();
+                                    sum.iter_mut().for_each(|x| *x *= factor);
+                                }
                                 *old = new;
                             }
                             // SAFETY: this task alone has this (row, block).
