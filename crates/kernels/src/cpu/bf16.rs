@@ -31,7 +31,7 @@
 //! ```text
 //! once per call:  table_t     [vocab/16][dim/2][16]  pairs along dim   (logits: h @ table^T)
 //!                 table_pairs [vocab/2][dim]         pairs along items (dh: z @ table)
-//! per chunk of rows, tasks over (part of 128 rows, slice of blocks); a task
+//! per chunk of rows, tasks over (part of 512 rows, slice of blocks); a task
 //! walks its slice's blocks of 256 columns in order, and per block each
 //! group of 32 rows (its f32 block, 32 KiB, in L1):
 //!     z = h @ table^T in f32, then `finish` on each row (the softmax's exp)
@@ -220,9 +220,10 @@ pub(crate) trait BlockShift {
     fn shift(&self) -> f32;
 }
 
-/// Rows per logits task at most (four groups): each block of the table
-/// (64 KiB in its two layouts) is read from memory once per task.
-const PART_ROWS: usize = 4 * GROUP;
+/// Rows per logits task at most (sixteen groups, a whole chunk of the
+/// fused cross-entropy): each block of the table (64 KiB in its two
+/// layouts) is read from memory once per chunk and from L2 by each group.
+const PART_ROWS: usize = 16 * GROUP;
 
 /// The per-thread scratch buffers of the tasks (grown once, reused).
 #[derive(Default)]
@@ -1694,7 +1695,7 @@ mod tests {
     fn results_do_not_depend_on_thread_count() {
         // Several row parts, blocks and slices of several blocks, so that
         // tasks land on several threads.
-        let sizes @ (rows, dim, vocab) = (300, 64, 30 * BLOCK_COLS + 5);
+        let sizes @ (rows, dim, vocab) = (600, 64, 30 * BLOCK_COLS + 5);
         let (h, table) = (values(rows * dim, 5, 1.0), values(vocab * dim, 6, 1.0));
         let row_factors = values(rows, 7, 1.0);
         let dtable_old = values(vocab * dim, 8, 1.0);
