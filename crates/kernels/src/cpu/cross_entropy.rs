@@ -7,9 +7,9 @@
 //! target is not 0 (ignored rows cost nothing):
 //!
 //! ```text
-//! z = h_chunk @ table^T, and per row and block b of columns (`NC`, or the
-//!     bf16 products' `BLOCK_COLS`), while the
-//!     block is in cache: m_b = max, z = exp(z - m_b), s_b = sum  [chunk, vocab]
+//! z = h_chunk @ table^T, and per row and block b of columns (NC; the bf16
+//!     products' BLOCK_COLS), while the block is in cache:
+//!     m_b = max, z = exp(z - m_b), s_b = sum                      [chunk, vocab]
 //! per row: M = max m_b, S = sum s_b e^(m_b - M), loss += ln S + M - z_target
 //!          scale_b = e^(m_b - M) / (S count)       (so scale * z = softmax / count)
 //! dh_chunk = (scale z) @ table - table[target] / count    [chunk, dim]
