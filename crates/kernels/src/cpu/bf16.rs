@@ -242,11 +242,43 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// How a chunk's blocks of columns are cut into slices, each summed into
+/// one part of `dh`: fixed by the chunk's rows and the blocks, so the
+/// logits and the backward derive the same cut.
+#[derive(Clone, Copy)]
+struct Slices {
+    /// Slices of the chunk (`dh_part` is `[rows][count][dp]`).
+    count: usize,
+    /// Blocks per slice (the last slice may have fewer).
+    blocks_per_slice: usize,
+    blocks: usize,
+}
+
+impl Slices {
+    /// As many slices as make [`LOGITS_TASKS`] tasks with the parts of
+    /// `rows` rows, where the blocks allow.
+    fn new(rows: usize, blocks: usize) -> Slices {
+        let parts = rows.next_multiple_of(GROUP).div_ceil(PART_ROWS);
+        let blocks_per_slice = blocks.div_ceil(LOGITS_TASKS.div_ceil(parts)).max(1);
+        Slices {
+            count: blocks.div_ceil(blocks_per_slice),
+            blocks_per_slice,
+            blocks,
+        }
+    }
+
+    /// The blocks of slice `slice`.
+    fn blocks(&self, slice: usize) -> std::ops::Range<usize> {
+        slice * self.blocks_per_slice..((slice + 1) * self.blocks_per_slice).min(self.blocks)
+    }
+}
+
 /// Where [`Bf16OutputLayer::dh_group`] puts a block's product.
 #[derive(Clone, Copy)]
 struct DhTarget {
-    /// The slice of `dh_part`.
+    /// The slice of `dh_part`, of `slices`.
     slice: usize,
+    slices: usize,
     /// Whether to add to what the slice holds (every block but its first).
     accumulate: bool,
 }
@@ -292,14 +324,9 @@ pub(crate) struct Bf16OutputLayer {
     /// gradients; only the chunk's rows and columns are read). In lines
     /// of 64 bytes, so that its pieces of 16 can be streamed to memory.
     z_pairs: Vec<Line>,
-    /// `bf16(z[row, slice]) @ table[slice]`: `[rows][slices][dp]`, a slice
-    /// being `blocks_per_slice` blocks of columns (the last may be short),
-    /// summed in place in the frame of its last block's shift.
+    /// `bf16(z[row, slice]) @ table[slice]`: `[rows][slices][dp]` (see
+    /// [`Slices`]), summed in place in the frame of its last block's shift.
     dh_part: Vec<f32>,
-    /// How many slices the last [`Bf16OutputLayer::logits`] cut the
-    /// columns into, and the blocks in each.
-    slices: usize,
-    blocks_per_slice: usize,
     /// AMX: the products' part of `dtable`, transposed (`[dp][vp]`, the
     /// tiles' layout), summed over the chunks and added by `finish`.
     dtable_t: Vec<f32>,
@@ -379,8 +406,6 @@ impl Bf16OutputLayer {
             h: Vec::new(),
             z_pairs: Vec::new(),
             dh_part: Vec::new(),
-            slices: 0,
-            blocks_per_slice: 0,
         };
         if with_grad {
             let kept = CHUNK_BUFFERS.lock().map(|mut b| b.take()).unwrap_or(None);
@@ -423,9 +448,8 @@ impl Bf16OutputLayer {
         // Tasks over parts of rows and slices of blocks; a task walks its
         // slice's blocks in order, summing `dh` over them in place.
         let parts = padded.div_ceil(PART_ROWS);
-        self.blocks_per_slice = blocks.div_ceil(LOGITS_TASKS.div_ceil(parts));
-        self.slices = blocks.div_ceil(self.blocks_per_slice);
-        let (slices, blocks_per_slice) = (self.slices, self.blocks_per_slice);
+        let slicing = Slices::new(rows, blocks);
+        let slices = slicing.count;
         if self.with_grad {
             self.z_pairs.resize(padded / 2 * vp / 16, Line::default());
             self.dh_part.resize(padded * slices * dp, 0.0);
@@ -436,8 +460,7 @@ impl Bf16OutputLayer {
         let this = &*self;
         (0..slices * parts).into_par_iter().for_each(|task| {
             let (slice, part) = (task % slices, task / slices);
-            let slice_blocks =
-                slice * blocks_per_slice..((slice + 1) * blocks_per_slice).min(blocks);
+            let slice_blocks = slicing.blocks(slice);
             SCRATCH.with(|s| {
                 let s = &mut *s.borrow_mut();
                 s.z.resize(GROUP * BLOCK_COLS, 0.0);
@@ -511,6 +534,7 @@ impl Bf16OutputLayer {
                         unsafe { split_pairs(split) };
                         let dh = DhTarget {
                             slice,
+                            slices,
                             accumulate: block != slice_blocks.start,
                         };
                         // SAFETY: rows r0.. of `dh_part`, this slice: this task's.
@@ -549,15 +573,15 @@ impl Bf16OutputLayer {
             self.vocab * dim,
             "bf16: dtable is not [vocab, dim]"
         );
-        let (slices, blocks_per_slice) = (self.slices, self.blocks_per_slice);
+        let slicing = Slices::new(rows, blocks);
         let dh_part = &self.dh_part;
         super::par::for_each_chunk(dh, dim.max(1), |r, out| {
             out.fill(0.0);
-            for slice in 0..slices {
+            for slice in 0..slicing.count {
                 // The slice's sum is in its last block's frame.
-                let last = ((slice + 1) * blocks_per_slice).min(blocks) - 1;
+                let last = slicing.blocks(slice).end - 1;
                 let s = scales[r * blocks + last];
-                let part = &dh_part[(r * slices + slice) * dp..][..out.len()];
+                let part = &dh_part[(r * slicing.count + slice) * dp..][..out.len()];
                 out.iter_mut().zip(part).for_each(|(o, &x)| *o += s * x);
             }
         });
@@ -724,7 +748,7 @@ impl Bf16OutputLayer {
         dh_part: SharedMut,
         target: DhTarget,
     ) {
-        let (dp, slices) = (self.dp, self.slices);
+        let (dp, slices) = (self.dp, target.slices);
         let table = self.table_pairs[block * BLOCK_COLS / 2 * dp..].as_ptr();
         let out = dh_part.offset((r0 * slices + target.slice) * dp).0;
         match self.kernel {
