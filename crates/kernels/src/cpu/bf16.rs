@@ -72,6 +72,7 @@ use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
+use super::line_buf::LineBuf;
 use super::sgemm::SharedMut;
 
 /// Operand precision of the fused cross-entropy's products on the CPU.
@@ -229,13 +230,21 @@ const PART_ROWS: usize = 16 * GROUP;
 #[derive(Default)]
 struct Scratch {
     /// A group's block of logits, f32 `[GROUP][BLOCK_COLS]`.
-    z: Vec<f32>,
+    z: LineBuf<f32>,
     /// The same in bf16, `[GROUP][BLOCK_COLS]`.
-    z_bf16: Vec<u16>,
-    /// The scaled `h` of one block in bf16, transposed: `[dim][rows]` (AMX).
-    h_scaled_t: Vec<u16>,
-    /// The same in pairs of rows: `[rows / 2][dim]` (AVX512-BF16).
-    h_scaled_pairs: Vec<u32>,
+    z_bf16: LineBuf<u16>,
+    /// The scaled `h` of one block.
+    h_scaled: ScaledH,
+}
+
+/// `bf16(scale h)` for the `dtable` product of one block (or of all, where
+/// their scales are the same), as each kernel reads it.
+#[derive(Default)]
+struct ScaledH {
+    /// Transposed, `[dp][rows]` (AMX).
+    t: LineBuf<u16>,
+    /// In pairs of rows, `[rows / 2][dp]` (AVX512-BF16).
+    pairs: LineBuf<u32>,
 }
 
 thread_local! {
@@ -288,16 +297,11 @@ struct DhTarget {
 /// write zeros over all of it every step, which the kernels then overwrite.
 static CHUNK_BUFFERS: Mutex<Option<ChunkBuffers>> = Mutex::new(None);
 
-/// 16 words on a 64-byte line: the unit of a streamed store.
-#[derive(Clone, Copy, Default)]
-#[repr(C, align(64))]
-struct Line([u32; 16]);
-
 /// See [`Bf16OutputLayer`]'s fields of the same names.
 #[derive(Default)]
 struct ChunkBuffers {
-    z_pairs: Vec<Line>,
-    dh_part: Vec<f32>,
+    z_pairs: LineBuf<u32>,
+    dh_part: LineBuf<f32>,
 }
 
 /// The fused cross-entropy's products with the item table in bf16, for one
@@ -314,22 +318,21 @@ pub(crate) struct Bf16OutputLayer {
     blocks: usize,
     with_grad: bool,
     /// `table^T` in pairs along `dim`: `[vp / 16][dp / 2][16]`.
-    table_t: Vec<u32>,
+    table_t: LineBuf<u32>,
     /// `table` in pairs along items: `[vp / 2][dp]` (with gradients only).
-    table_pairs: Vec<u32>,
+    table_pairs: LineBuf<u32>,
     /// The chunk's rows of `h` in bf16, `[rows rounded to GROUP][dp]`.
-    h: Vec<u16>,
+    h: LineBuf<u16>,
     /// The finished logits in bf16, two rows in each word: `[rows / 2][vp]`,
     /// or for AMX in tiles of 16 items, `[vp / 16][rows / 2][16]` (with
-    /// gradients; only the chunk's rows and columns are read). In lines
-    /// of 64 bytes, so that its pieces of 16 can be streamed to memory.
-    z_pairs: Vec<Line>,
+    /// gradients; only the chunk's rows and columns are read).
+    z_pairs: LineBuf<u32>,
     /// `bf16(z[row, slice]) @ table[slice]`: `[rows][slices][dp]` (see
     /// [`Slices`]), summed in place in the frame of its last block's shift.
-    dh_part: Vec<f32>,
+    dh_part: LineBuf<f32>,
     /// AMX: the products' part of `dtable`, transposed (`[dp][vp]`, the
     /// tiles' layout), summed over the chunks and added by `finish`.
-    dtable_t: Vec<f32>,
+    dtable_t: LineBuf<f32>,
 }
 
 impl Drop for Bf16OutputLayer {
@@ -370,7 +373,7 @@ impl Bf16OutputLayer {
             .zip(table.par_chunks(dim.max(1)))
             .for_each(|(out, row)| convert(row, &mut out[..dim]));
         let word = |item: usize, d: usize| rows[item * dp + d] as u32;
-        let mut table_t = vec![0u32; vp * dp / 2];
+        let mut table_t = LineBuf::zeroed(vp * dp / 2);
         table_t
             .par_chunks_mut(dp / 2 * 16)
             .enumerate()
@@ -382,7 +385,7 @@ impl Bf16OutputLayer {
                     }
                 }
             });
-        let mut table_pairs = vec![0u32; if with_grad { vp * dp / 2 } else { 0 }];
+        let mut table_pairs = LineBuf::zeroed(if with_grad { vp * dp / 2 } else { 0 });
         table_pairs
             .par_chunks_mut(dp)
             .enumerate()
@@ -393,7 +396,7 @@ impl Bf16OutputLayer {
             });
         let amx_grad = with_grad && kernel == Bf16Kernel::Amx;
         let mut layer = Bf16OutputLayer {
-            dtable_t: vec![0.0; if amx_grad { dp * vp } else { 0 }],
+            dtable_t: LineBuf::zeroed(if amx_grad { dp * vp } else { 0 }),
             kernel,
             dim,
             vocab,
@@ -403,9 +406,9 @@ impl Bf16OutputLayer {
             with_grad,
             table_t,
             table_pairs,
-            h: Vec::new(),
-            z_pairs: Vec::new(),
-            dh_part: Vec::new(),
+            h: LineBuf::default(),
+            z_pairs: LineBuf::default(),
+            dh_part: LineBuf::default(),
         };
         if with_grad {
             let kept = CHUNK_BUFFERS.lock().map(|mut b| b.take()).unwrap_or(None);
@@ -440,8 +443,8 @@ impl Bf16OutputLayer {
         assert_eq!(h.len(), rows * dim, "bf16: h is not [rows, dim]");
         assert_eq!(out.len(), rows * blocks, "bf16: out is not [rows, blocks]");
         let padded = rows.next_multiple_of(GROUP);
-        self.h.clear();
-        self.h.resize(padded * dp, 0);
+        self.h.resize(0);
+        self.h.resize(padded * dp);
         for (out, row) in self.h.chunks_exact_mut(dp).zip(h.chunks_exact(dim.max(1))) {
             convert(row, &mut out[..dim]);
         }
@@ -451,11 +454,13 @@ impl Bf16OutputLayer {
         let slicing = Slices::new(rows, blocks);
         let slices = slicing.count;
         if self.with_grad {
-            self.z_pairs.resize(padded / 2 * vp / 16, Line::default());
-            self.dh_part.resize(padded * slices * dp, 0.0);
+            // Grown, never shrunk: every value read is written first, and
+            // regrowing after a smaller last chunk would zero tens of MiB.
+            grow(&mut self.z_pairs, padded / 2 * vp);
+            grow(&mut self.dh_part, padded * slices * dp);
         }
         let out = SharedMut(out.as_mut_ptr());
-        let z_pairs = SharedMut(self.z_pairs.as_mut_ptr().cast::<u32>());
+        let z_pairs = SharedMut(self.z_pairs.as_mut_ptr());
         let dh_part = SharedMut(self.dh_part.as_mut_ptr());
         let this = &*self;
         (0..slices * parts).into_par_iter().for_each(|task| {
@@ -463,8 +468,8 @@ impl Bf16OutputLayer {
             let slice_blocks = slicing.blocks(slice);
             SCRATCH.with(|s| {
                 let s = &mut *s.borrow_mut();
-                s.z.resize(GROUP * BLOCK_COLS, 0.0);
-                s.z_bf16.resize(GROUP * BLOCK_COLS, 0);
+                s.z.resize(GROUP * BLOCK_COLS);
+                s.z_bf16.resize(GROUP * BLOCK_COLS);
                 let _tiles = this.tiles();
                 let part_rows = part * PART_ROWS..((part + 1) * PART_ROWS).min(padded);
                 // The shift of each row's last block in this slice.
@@ -593,11 +598,9 @@ impl Bf16OutputLayer {
                 h_t[d * padded + r] = x;
             }
         }
-        let dtable_ptr = SharedMut(dtable.as_mut_ptr());
-        let dtable_t = SharedMut(self.dtable_t.as_mut_ptr());
-        let this = &*self;
-        (0..blocks).into_par_iter().for_each(|block| {
-            let scale: Vec<f32> = (0..padded)
+        // A block's scales, one per row (0 for the padding rows).
+        let block_scale = |block: usize| -> Vec<f32> {
+            (0..padded)
                 .map(|r| {
                     if r < rows {
                         scales[r * blocks + block]
@@ -605,34 +608,87 @@ impl Bf16OutputLayer {
                         0.0
                     }
                 })
-                .collect();
+                .collect()
+        };
+        // Rows with the same scale for every block (all of them with the
+        // shift 0 of bounded logits) need `bf16(scale h)` once per chunk,
+        // not once per block.
+        let shared = scales
+            .chunks_exact(blocks)
+            .all(|row| row.iter().all(|&s| s == row[0]))
+            .then(|| {
+                let mut hs = ScaledH::default();
+                self.scale_h(padded, &block_scale(0), h, &h_t, &mut hs);
+                hs
+            });
+        let dtable_ptr = SharedMut(dtable.as_mut_ptr());
+        let dtable_t = SharedMut(self.dtable_t.as_mut_ptr());
+        let this = &*self;
+        (0..blocks).into_par_iter().for_each(|block| {
             let first = block * BLOCK_COLS;
             let cols = BLOCK_COLS.min(this.vocab - first);
             SCRATCH.with(|s| {
                 let s = &mut *s.borrow_mut();
+                let hs = match &shared {
+                    Some(hs) => hs,
+                    None => {
+                        this.scale_h(padded, &block_scale(block), h, &h_t, &mut s.h_scaled);
+                        &s.h_scaled
+                    }
+                };
                 let _tiles = this.tiles();
                 // SAFETY (both): the block lies inside the packed operands;
                 // its rows of `dtable` (columns of `dtable_t`) are this task's.
                 #[cfg(target_arch = "x86_64")]
                 match this.kernel {
                     Bf16Kernel::Amx => unsafe {
-                        this.dtable_block_amx(padded, first, cols, &scale, &h_t, s, dtable_t)
+                        this.dtable_block_amx(padded, first, cols, &hs.t, dtable_t)
                     },
                     Bf16Kernel::Avx512Bf16 => unsafe {
                         let dtable = std::slice::from_raw_parts_mut(
                             dtable_ptr.offset(first * dim).0,
                             cols * dim,
                         );
-                        this.dtable_block_avx512(padded, first, cols, &scale, h, s, dtable)
+                        this.dtable_block_avx512(padded, first, cols, &hs.pairs, dtable)
                     },
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 {
-                    let _ = (s, dtable_ptr, dtable_t, h, &h_t, &scale, first, cols);
+                    let _ = (hs, dtable_ptr, dtable_t, first, cols);
                     unreachable!("bf16 kernels are x86-64 only")
                 }
             });
         });
+    }
+
+    /// `bf16(scale h)` over `rows` rows (a multiple of GROUP; `scale` 0
+    /// past `h`'s rows) in the layout of this layer's kernel; `h_t` is `h`
+    /// transposed, `[dp][rows]`.
+    fn scale_h(&self, rows: usize, scale: &[f32], h: &[f32], h_t: &[f32], out: &mut ScaledH) {
+        let (dim, dp) = (self.dim, self.dp);
+        match self.kernel {
+            Bf16Kernel::Amx => {
+                out.t.resize(dp * rows);
+                for (out, row) in out.t.chunks_exact_mut(rows).zip(h_t.chunks_exact(rows)) {
+                    convert_product(row, scale, out);
+                }
+            }
+            Bf16Kernel::Avx512Bf16 => {
+                out.pairs.resize(rows / 2 * dp);
+                let zeros = vec![0.0f32; dim];
+                let row = |r: usize| {
+                    if r * dim < h.len() {
+                        &h[r * dim..][..dim]
+                    } else {
+                        &zeros[..]
+                    }
+                };
+                for (p, out) in out.pairs.chunks_exact_mut(dp).enumerate() {
+                    let (lo, hi) = (2 * p, 2 * p + 1);
+                    pair_rows(row(lo), scale[lo], row(hi), scale[hi], &mut out[..dim]);
+                }
+            }
+        }
     }
 
     /// With AMX: adds the products' part of `dtable` that
@@ -654,12 +710,6 @@ impl Bf16OutputLayer {
                 }
             }
         });
-    }
-
-    /// `z_pairs` as words.
-    fn z_pairs_words(&self) -> &[u32] {
-        // SAFETY: a `Line` is 16 `u32`s with no padding.
-        unsafe { std::slice::from_raw_parts(self.z_pairs.as_ptr().cast(), self.z_pairs.len() * 16) }
     }
 
     /// With the AMX kernel, loads the tile configuration on this thread
@@ -799,33 +849,24 @@ impl Bf16OutputLayer {
         }
     }
 
-    /// AMX: `dtable_t[:, first..first + cols] += bf16(scale h)^T @
-    /// z_pairs[:, block]` over `rows` rows (a multiple of GROUP, the last
-    /// ones zero); `h_t` is `h` transposed, `[dp][rows]`.
+    /// AMX: `dtable_t[:, first..first + cols] += hs @ z_pairs[:, block]`
+    /// over `rows` rows (a multiple of GROUP, the last ones zero), `hs` =
+    /// `bf16(scale h)^T` (`[dp][rows]`, [`ScaledH::t`]).
     ///
     /// # Safety
     /// The block must lie inside the packed operands, and its columns of
     /// `dtable_t` must be this task's to write; a tile guard must live.
-    #[allow(clippy::too_many_arguments)]
     #[cfg(target_arch = "x86_64")]
     unsafe fn dtable_block_amx(
         &self,
         rows: usize,
         first: usize,
         cols: usize,
-        scale: &[f32],
-        h_t: &[f32],
-        s: &mut Scratch,
+        hs: &[u16],
         dtable_t: SharedMut,
     ) {
         let (dp, vp, pairs) = (self.dp, self.vp, rows / 2);
-        let z = self.z_pairs_words()[first * pairs..].as_ptr();
-        // bf16(scale h)^T, [dp][rows].
-        s.h_scaled_t.resize(dp * rows, 0);
-        let hs = &mut s.h_scaled_t;
-        for (out, row) in hs.chunks_exact_mut(rows).zip(h_t.chunks_exact(rows)) {
-            convert_product(row, scale, out);
-        }
+        let z = self.z_pairs[first * pairs..].as_ptr();
         for n in (0..cols).step_by(32) {
             for d in (0..dp).step_by(32) {
                 let block = amx::Block {
@@ -847,40 +888,23 @@ impl Bf16OutputLayer {
     }
 
     /// AVX512-BF16: `dtable[first..first + cols] += z_pairs[:, block]^T @
-    /// bf16(scale h)` over `rows` rows (a multiple of GROUP, the last ones
-    /// zero); `dtable` holds the block's rows.
+    /// hs` over `rows` rows (a multiple of GROUP, the last ones zero), `hs`
+    /// = `bf16(scale h)` in pairs of rows (`[rows / 2][dp]`,
+    /// [`ScaledH::pairs`]); `dtable` holds the block's rows.
     ///
     /// # Safety
     /// The block must lie inside the packed operands.
-    #[allow(clippy::too_many_arguments)]
     #[cfg(target_arch = "x86_64")]
     unsafe fn dtable_block_avx512(
         &self,
         rows: usize,
         first: usize,
         cols: usize,
-        scale: &[f32],
-        h: &[f32],
-        s: &mut Scratch,
+        hs: &[u32],
         dtable: &mut [f32],
     ) {
         let (dim, dp, vp) = (self.dim, self.dp, self.vp);
-        let z = self.z_pairs_words()[first..].as_ptr();
-        // bf16(scale h) in pairs of rows, [rows / 2][dp].
-        s.h_scaled_pairs.resize(rows / 2 * dp, 0);
-        let hs = &mut s.h_scaled_pairs;
-        let zeros = vec![0.0f32; dim];
-        let row = |r: usize| {
-            if r * dim < h.len() {
-                &h[r * dim..][..dim]
-            } else {
-                &zeros[..]
-            }
-        };
-        for (p, out) in hs.chunks_exact_mut(dp).enumerate() {
-            let (lo, hi) = (2 * p, 2 * p + 1);
-            pair_rows(row(lo), scale[lo], row(hi), scale[hi], &mut out[..dim]);
-        }
+        let z = self.z_pairs[first..].as_ptr();
         for i in (0..cols).step_by(6) {
             for d in (0..dim).step_by(64) {
                 let tile = x86::DpTile {
@@ -905,6 +929,13 @@ impl Bf16OutputLayer {
     }
 }
 
+/// Makes `buf` at least `len` long.
+fn grow<T: bytemuck::Pod>(buf: &mut LineBuf<T>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len);
+    }
+}
+
 // The conversions below run only inside a `Bf16OutputLayer`, whose `new`
 // checked that the CPU has AVX512-BF16 (both kernels need it).
 
@@ -920,10 +951,14 @@ fn convert(src: &[f32], dst: &mut [u16]) {
 }
 
 /// `dst[i] = bf16(a[i] * b[i])`.
-#[cfg(target_arch = "x86_64")]
 fn convert_product(a: &[f32], b: &[f32], dst: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has AVX512-BF16 (see above).
-    unsafe { x86::convert(a, Some(b), dst) }
+    unsafe {
+        x86::convert(a, Some(b), dst)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("bf16 kernels are x86-64 only: {a:?} {b:?} {dst:?}")
 }
 
 /// A group's block of logits `z` (`[GROUP][BLOCK_COLS]` f32, the first
@@ -956,10 +991,14 @@ unsafe fn split_pairs(s: SplitPairs) {
 }
 
 /// `dst[i] = bf16(s_lo lo[i]) | bf16(s_hi hi[i]) << 16`.
-#[cfg(target_arch = "x86_64")]
 fn pair_rows(lo: &[f32], s_lo: f32, hi: &[f32], s_hi: f32, dst: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has AVX512-BF16 (see above).
-    unsafe { x86::pair_rows(lo, s_lo, hi, s_hi, dst) }
+    unsafe {
+        x86::pair_rows(lo, s_lo, hi, s_hi, dst)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("bf16 kernels are x86-64 only: {lo:?} {s_lo} {hi:?} {s_hi} {dst:?}")
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -237,19 +237,32 @@ mod x86 {
         let max = known_shift.unwrap_or_else(|| super::max_of(z));
         // All -inf (or empty): every exp is 0, not exp(-inf + inf) = NaN.
         let shift = _mm512_set1_ps(if max == f32::NEG_INFINITY { 0.0 } else { max });
-        let mut sum = _mm512_setzero_ps();
+        // Two sums, so that the adds' latency does not bound the loop.
+        let mut sums = [_mm512_setzero_ps(); 2];
         let (n, ptr) = (z.len(), z.as_mut_ptr());
-        for i in (0..n).step_by(16) {
+        let whole = n / 32 * 32;
+        for i in (0..whole).step_by(32) {
+            for (k, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: the 16 lanes from i + 16 k lie inside `z`.
+                unsafe {
+                    let at = ptr.add(i + 16 * k);
+                    let e = exp(_mm512_sub_ps(_mm512_loadu_ps(at), shift));
+                    _mm512_storeu_ps(at, e);
+                    *sum = _mm512_add_ps(*sum, e);
+                }
+            }
+        }
+        for i in (whole..n).step_by(16) {
             let mask = (u32::MAX >> (32 - (n - i).min(16))) as __mmask16;
             // SAFETY: the mask's lanes lie inside `z`.
             unsafe {
                 let x = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, ptr.add(i)), shift);
                 let e = exp(x);
                 _mm512_mask_storeu_ps(ptr.add(i), mask, e);
-                sum = _mm512_mask_add_ps(sum, mask, sum, e);
+                sums[0] = _mm512_mask_add_ps(sums[0], mask, sums[0], e);
             }
         }
-        (max, _mm512_reduce_add_ps(sum))
+        (max, _mm512_reduce_add_ps(_mm512_add_ps(sums[0], sums[1])))
     }
 }
 

@@ -23,6 +23,7 @@ mod cross_entropy;
 mod elementwise;
 mod embedding;
 mod layer_norm;
+mod line_buf;
 mod matmul;
 mod memory;
 mod non_finite;
