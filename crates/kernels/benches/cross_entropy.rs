@@ -1,5 +1,6 @@
 //! The CPU backend's fused cross-entropy at SASRec's sizes: time of forward
-//! and forward+backward (criterion), and peak heap use, which must not grow
+//! and forward+backward (criterion; with the bf16 products too, where the
+//! CPU has a kernel for them), and peak heap use, which must not grow
 //! with rows x vocab (a counting global allocator).
 //!
 //! `cargo bench -p sasrec-kernels --bench cross_entropy`; the memory table
@@ -10,7 +11,9 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{Criterion, criterion_group};
-use sasrec_kernels::cpu::{CE_BUFFER_BYTES, CpuIds, CpuTensor, ce_chunk_rows};
+use sasrec_kernels::cpu::{
+    Bf16Kernel, CE_BUFFER_BYTES, CpuIds, CpuTensor, ce_chunk_rows, cross_entropy_chunked_bf16,
+};
 use sasrec_kernels::{Backend, CpuBackend};
 
 /// The system allocator, counting live bytes and their high-water mark.
@@ -122,6 +125,16 @@ fn bench_cross_entropy(c: &mut Criterion) {
             format!("forward+backward rows={rows} dim={DIM} vocab={vocab}"),
             |b| b.iter(|| be.cross_entropy(&h, &table, &targets, true)),
         );
+        // The bf16 products (`--precision bf16`), where this CPU has a kernel.
+        if let Some(kernel) = Bf16Kernel::detect() {
+            let chunk = ce_chunk_rows(vocab);
+            group.bench_function(
+                format!("forward+backward bf16 ({kernel}) rows={rows} dim={DIM} vocab={vocab}"),
+                |b| {
+                    b.iter(|| cross_entropy_chunked_bf16(&h, &table, &targets, true, chunk, kernel))
+                },
+            );
+        }
     }
     group.finish();
 }

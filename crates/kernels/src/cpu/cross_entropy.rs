@@ -161,10 +161,23 @@ fn exp_row_body<const FMA: bool>(z: &mut [f32]) -> (f32, f32) {
     (max, exp_shifted_sum::<FMA>(z, shift))
 }
 
+/// The shift of [`exp_row_bf16`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum ExpShift {
+    /// The row's maximum, found by a pass over it.
+    Max,
+    /// This value, with no pass for the maximum.
+    Given(f32),
+    /// 0 for logits known to lie within +-64 (see
+    /// [`EXP_WITHOUT_MAX_BOUND`]): `e^z` with neither the subtraction nor
+    /// the check for arguments below -87.3, the same values as
+    /// `Given(0.0)` on that range.
+    Bounded,
+}
+
 /// One row of logits of the bf16 products: as [`exp_row`], with an `exp`
-/// of relative error below 3.2e-6 (2^-18) instead of 2 ulp, and with
-/// `known_shift`, `exp(z - shift)` without the pass that finds the row's
-/// maximum; returns the shift (the maximum without one) and the sum.
+/// of relative error below 3.2e-6 (2^-18) instead of 2 ulp, and `exp(z -
+/// shift)` with the [`ExpShift`] asked for; returns the shift and the sum.
 ///
 /// These logits come from products whose operands were rounded to 2^-8,
 /// and their exps go on to be rounded to bf16 (2^-8) for the gradient
@@ -183,13 +196,19 @@ fn exp_row_body<const FMA: bool>(z: &mut [f32]) -> (f32, f32) {
 ///
 /// # Panics
 /// If the CPU lacks AVX-512F (every CPU with a bf16 kernel has it).
-pub(super) fn exp_row_bf16(z: &mut [f32], known_shift: Option<f32>) -> (f32, f32) {
+pub(super) fn exp_row_bf16(z: &mut [f32], shift: ExpShift) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F.
-        return unsafe { x86::exp_row_bf16(z, known_shift) };
+        return unsafe {
+            match shift {
+                ExpShift::Max => x86::exp_row_bf16::<false>(z, max_of(z)),
+                ExpShift::Given(shift) => x86::exp_row_bf16::<false>(z, shift),
+                ExpShift::Bounded => x86::exp_row_bf16::<true>(z, 0.0),
+            }
+        };
     }
-    let _ = (z, known_shift);
+    let _ = (z, shift);
     panic!("the bf16 products' exp needs AVX-512F, which every bf16 kernel's CPU has")
 }
 
@@ -211,14 +230,19 @@ mod x86 {
     const C3: f32 = 0.167_874_55;
     const C4: f32 = 0.041_513_68;
 
-    /// `e^x` of 16 lanes, `x <= 88` (see [`super::exp_row_bf16`]).
+    /// `e^x` of 16 lanes, `x <= 88` (see [`super::exp_row_bf16`]); with
+    /// `BOUNDED`, `|x| <= 64`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn exp(x: __m512) -> __m512 {
+    fn exp<const BOUNDED: bool>(x: __m512) -> __m512 {
         // Adding 1.5 * 2^23 rounds to an integer, as in `exp_nonpositive`.
         let round = _mm512_set1_ps(12_582_912.0);
         // Lanes to keep: x >= -87.3 or NaN (`NLT_UQ` is true for NaN).
-        let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, _mm512_set1_ps(-87.3));
+        let keep = if BOUNDED {
+            u16::MAX
+        } else {
+            _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, _mm512_set1_ps(-87.3))
+        };
         let t = _mm512_fmadd_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E), round);
         let n = _mm512_sub_ps(t, round);
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(std::f32::consts::LN_2), x);
@@ -230,13 +254,16 @@ mod x86 {
         _mm512_maskz_scalef_ps(keep, p, n)
     }
 
+    /// `BOUNDED`: `max` is 0 and `|z| <= 64`, so `z - 0` is `z` (not
+    /// computed) and no lane is flushed.
+    ///
     /// # Safety
     /// The CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn exp_row_bf16(z: &mut [f32], known_shift: Option<f32>) -> (f32, f32) {
-        let max = known_shift.unwrap_or_else(|| super::max_of(z));
+    pub(super) unsafe fn exp_row_bf16<const BOUNDED: bool>(z: &mut [f32], max: f32) -> (f32, f32) {
         // All -inf (or empty): every exp is 0, not exp(-inf + inf) = NaN.
         let shift = _mm512_set1_ps(if max == f32::NEG_INFINITY { 0.0 } else { max });
+        let shifted = |x: __m512| if BOUNDED { x } else { _mm512_sub_ps(x, shift) };
         // Two sums, so that the adds' latency does not bound the loop.
         let mut sums = [_mm512_setzero_ps(); 2];
         let (n, ptr) = (z.len(), z.as_mut_ptr());
@@ -246,7 +273,7 @@ mod x86 {
                 // SAFETY: the 16 lanes from i + 16 k lie inside `z`.
                 unsafe {
                     let at = ptr.add(i + 16 * k);
-                    let e = exp(_mm512_sub_ps(_mm512_loadu_ps(at), shift));
+                    let e = exp::<BOUNDED>(shifted(_mm512_loadu_ps(at)));
                     _mm512_storeu_ps(at, e);
                     *sum = _mm512_add_ps(*sum, e);
                 }
@@ -256,8 +283,7 @@ mod x86 {
             let mask = (u32::MAX >> (32 - (n - i).min(16))) as __mmask16;
             // SAFETY: the mask's lanes lie inside `z`.
             unsafe {
-                let x = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, ptr.add(i)), shift);
-                let e = exp(x);
+                let e = exp::<BOUNDED>(shifted(_mm512_maskz_loadu_ps(mask, ptr.add(i))));
                 _mm512_mask_storeu_ps(ptr.add(i), mask, e);
                 sums[0] = _mm512_mask_add_ps(sums[0], mask, sums[0], e);
             }
@@ -387,7 +413,7 @@ pub(super) fn fused(
             .map(norm)
             .fold(0.0f32, |m, n| if n > m { n } else { m })
     });
-    let mut known_shift = vec![None; chunk];
+    let mut bounded = vec![false; chunk];
     // The logits product reads the table transposed: pack it once for all chunks.
     let mut products = OutputProducts::new(bf16, table, dim, vocab, chunk, with_grad);
     let block_cols = products.block_cols();
@@ -408,8 +434,8 @@ pub(super) fn fused(
         // A NaN in `h` fails the test (the maximum's pass); a NaN anywhere
         // reaches the loss either way, through exp(NaN) = NaN.
         if let Some(table_norm) = table_norm {
-            for (shift, row) in known_shift.iter_mut().zip(hc.chunks_exact(dim.max(1))) {
-                *shift = (norm(row) * table_norm <= EXP_WITHOUT_MAX_BOUND).then_some(0.0);
+            for (bounded, row) in bounded.iter_mut().zip(hc.chunks_exact(dim.max(1))) {
+                *bounded = norm(row) * table_norm <= EXP_WITHOUT_MAX_BOUND;
             }
         }
         // Logits, and the softmax's exp of each block of them while the
@@ -427,8 +453,14 @@ pub(super) fn fused(
             // bf16 products round the logits far more than the cheaper exp does.
             let (max, sum) = match bf16 {
                 Some(_) => {
-                    let floored = || (floor > f32::NEG_INFINITY).then(|| max_of(z).max(floor));
-                    exp_row_bf16(z, known_shift[i].or_else(floored))
+                    let shift = if bounded[i] {
+                        ExpShift::Bounded
+                    } else if floor > f32::NEG_INFINITY {
+                        ExpShift::Given(max_of(z).max(floor))
+                    } else {
+                        ExpShift::Max
+                    };
+                    exp_row_bf16(z, shift)
                 }
                 None => exp_row(z),
             };
@@ -615,7 +647,7 @@ pub(super) fn softmax_cross_entropy(
 #[cfg(test)]
 mod tests {
     use super::super::simd::{Level, with_level};
-    use super::{exp_nonpositive, exp_row, exp_row_bf16};
+    use super::{ExpShift, exp_nonpositive, exp_row, exp_row_bf16};
 
     #[test]
     fn fma_builds_give_the_same_bits_and_the_baseline_is_within_4_ulp() {
@@ -681,7 +713,7 @@ mod tests {
         let n = 873_000;
         let mut z: Vec<f32> = (0..=n).map(|i| -87.3 * (i as f32 / n as f32)).collect();
         let exact: Vec<f64> = z.iter().map(|&x| (x as f64).exp()).collect();
-        let (max, _) = exp_row_bf16(&mut z, None);
+        let (max, _) = exp_row_bf16(&mut z, ExpShift::Max);
         assert_eq!(max, 0.0);
         assert_eq!(z[0], 1.0, "e^0");
         let worst = z
@@ -699,7 +731,7 @@ mod tests {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let exact: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
             let mut z = row.clone();
-            let (got_max, sum) = exp_row_bf16(&mut z, None);
+            let (got_max, sum) = exp_row_bf16(&mut z, ExpShift::Max);
             assert_eq!(got_max, max);
             assert!(
                 ((sum as f64) - exact).abs() <= 1e-5 * exact,
@@ -716,12 +748,20 @@ mod tests {
             );
         }
 
-        // A known shift: no maximum, positive arguments up to 64 (the
-        // fused cross-entropy's bound) within the same error.
+        // A given shift and the bounded form: no maximum, positive
+        // arguments up to 64 (the fused cross-entropy's bound) within the
+        // same error, the same bits from both.
         let row: Vec<f32> = (0..=128_000).map(|i| -64.0 + i as f32 * 1e-3).collect();
         let mut z = row.clone();
-        let (shift, sum) = exp_row_bf16(&mut z, Some(0.0));
+        let (shift, sum) = exp_row_bf16(&mut z, ExpShift::Bounded);
         assert_eq!(shift, 0.0);
+        let mut given = row.clone();
+        assert_eq!(exp_row_bf16(&mut given, ExpShift::Given(0.0)), (shift, sum));
+        assert!(
+            z.iter()
+                .zip(&given)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
         let mut exact_sum = 0.0f64;
         for (&x, &got) in row.iter().zip(&z) {
             let e = (x as f64).exp();
@@ -732,12 +772,18 @@ mod tests {
 
         // Flushes to 0, keeps NaN; a row of -inf gives zeros, not NaN.
         let mut z = vec![0.0, -87.4, -1000.0, f32::NEG_INFINITY, f32::NAN, -1.0];
-        let (max, sum) = exp_row_bf16(&mut z, None);
+        let (max, sum) = exp_row_bf16(&mut z, ExpShift::Max);
         assert_eq!((max, &z[..4]), (0.0, &[1.0, 0.0, 0.0, 0.0][..]));
         assert!(z[4].is_nan() && sum.is_nan());
         let mut z = vec![f32::NEG_INFINITY; 20];
-        assert_eq!(exp_row_bf16(&mut z, None), (f32::NEG_INFINITY, 0.0));
+        assert_eq!(
+            exp_row_bf16(&mut z, ExpShift::Max),
+            (f32::NEG_INFINITY, 0.0)
+        );
         assert!(z.iter().all(|&v| v == 0.0));
-        assert_eq!(exp_row_bf16(&mut [], None), (f32::NEG_INFINITY, 0.0));
+        assert_eq!(
+            exp_row_bf16(&mut [], ExpShift::Max),
+            (f32::NEG_INFINITY, 0.0)
+        );
     }
 }
