@@ -443,6 +443,7 @@ impl Bf16OutputLayer {
         assert_eq!(h.len(), rows * dim, "bf16: h is not [rows, dim]");
         assert_eq!(out.len(), rows * blocks, "bf16: out is not [rows, blocks]");
         let padded = rows.next_multiple_of(GROUP);
+        // Zeros in the padding: the rows past `rows`, the columns past `dim`.
         self.h.resize(0);
         self.h.resize(padded * dp);
         for (out, row) in self.h.chunks_exact_mut(dp).zip(h.chunks_exact(dim.max(1))) {

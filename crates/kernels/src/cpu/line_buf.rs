@@ -17,7 +17,7 @@ use bytemuck::Pod;
 struct Line([u32; 16]);
 
 /// `len` values of `T` from the start of a 64-byte line; otherwise like a
-/// `Vec<T>` of plain values (`u16`, `u32`, `f32`).
+/// `Vec<T>` of plain values whose size divides 64 (`u16`, `u32`, `f32`).
 pub(crate) struct LineBuf<T> {
     lines: Vec<Line>,
     len: usize,
@@ -35,7 +35,10 @@ impl<T> Default for LineBuf<T> {
 }
 
 impl<T: Pod> LineBuf<T> {
-    const PER_LINE: usize = size_of::<Line>() / size_of::<T>();
+    const PER_LINE: usize = {
+        assert!(size_of::<Line>().is_multiple_of(size_of::<T>()));
+        size_of::<Line>() / size_of::<T>()
+    };
 
     /// `len` zeros.
     pub(crate) fn zeroed(len: usize) -> Self {
@@ -50,7 +53,8 @@ impl<T: Pod> LineBuf<T> {
         self.lines
             .resize(len.div_ceil(Self::PER_LINE), Line::default());
         self.len = len;
-        // New lines came zeroed; the old last line may hold stale values.
+        // New lines came zeroed; kept lines may hold values past the old
+        // length (left by a shrink).
         let stale_end = len.min(old_lines * Self::PER_LINE);
         if old_len < stale_end {
             self[old_len..stale_end].fill(T::zeroed());
