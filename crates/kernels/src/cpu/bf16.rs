@@ -592,11 +592,15 @@ impl Bf16OutputLayer {
             }
         });
         let padded = rows.next_multiple_of(GROUP);
-        // h transposed, [dp][padded]: each block scales its columns.
-        let mut h_t = vec![0.0f32; dp * padded];
-        for (r, row) in h.chunks_exact(dim.max(1)).enumerate() {
-            for (d, &x) in row.iter().enumerate() {
-                h_t[d * padded + r] = x;
+        // AMX: h transposed, [dp][padded], for `scale_h` (the AVX512-BF16
+        // layout pairs rows of `h` as they are).
+        let mut h_t = Vec::new();
+        if self.kernel == Bf16Kernel::Amx {
+            h_t.resize(dp * padded, 0.0f32);
+            for (r, row) in h.chunks_exact(dim.max(1)).enumerate() {
+                for (d, &x) in row.iter().enumerate() {
+                    h_t[d * padded + r] = x;
+                }
             }
         }
         // A block's scales, one per row (0 for the padding rows).
@@ -664,7 +668,7 @@ impl Bf16OutputLayer {
 
     /// `bf16(scale h)` over `rows` rows (a multiple of GROUP; `scale` 0
     /// past `h`'s rows) in the layout of this layer's kernel; `h_t` is `h`
-    /// transposed, `[dp][rows]`.
+    /// transposed, `[dp][rows]` (read by AMX only).
     fn scale_h(&self, rows: usize, scale: &[f32], h: &[f32], h_t: &[f32], out: &mut ScaledH) {
         let (dim, dp) = (self.dim, self.dp);
         match self.kernel {
